@@ -1,0 +1,217 @@
+//! Simulated machines and the per-thread "current machine".
+
+use std::cell::{Cell, RefCell};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use dxgk_sys::KIRQL;
+
+use crate::dxgkrnl::PortState;
+use crate::ntoskrnl::pool::PoolState;
+use crate::verifier::{Finding, Rule};
+
+/// What Windows a machine pretends to be.
+#[derive(Clone, Debug)]
+pub struct MachineConfig {
+    /// Shown in reports, e.g. "Windows 10 1803".
+    pub name: String,
+    /// Highest DXGKDDI_INTERFACE_VERSION its Dxgkrnl implements.
+    pub max_interface_version: u32,
+    /// Whether `ExAllocatePool2` exists (Windows 10 2004+; not under Wine).
+    pub has_pool2: bool,
+}
+
+impl MachineConfig {
+    /// Windows 10 1803: WDDM 2.4, no ExAllocatePool2.
+    pub fn windows_10_1803() -> Self {
+        Self {
+            name: "Windows 10 1803".into(),
+            max_interface_version: dxgk_sys::DXGKDDI_INTERFACE_VERSION_WDDM2_4,
+            has_pool2: false,
+        }
+    }
+
+    /// Windows 10 1709: WDDM 2.3 (too old for rgpu).
+    pub fn windows_10_1709() -> Self {
+        Self {
+            name: "Windows 10 1709".into(),
+            max_interface_version: dxgk_sys::DXGKDDI_INTERFACE_VERSION_WDDM2_3,
+            has_pool2: false,
+        }
+    }
+
+    /// Windows 11 22H2: WDDM 3.1, ExAllocatePool2 present.
+    pub fn windows_11_22h2() -> Self {
+        Self {
+            name: "Windows 11 22H2".into(),
+            max_interface_version: dxgk_sys::DXGKDDI_INTERFACE_VERSION_WDDM3_1,
+            has_pool2: true,
+        }
+    }
+}
+
+/// One line of debug output captured from `DbgPrintEx`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DebugLine {
+    pub component: u32,
+    pub level: u32,
+    pub text: String,
+}
+
+/// Everything a machine knows. Shared by the threads running on it.
+pub(crate) struct MachineState {
+    pub(crate) config: MachineConfig,
+    pub(crate) pool: Mutex<PoolState>,
+    pub(crate) debug: Mutex<Vec<DebugLine>>,
+    pub(crate) findings: Mutex<Vec<Finding>>,
+    pub(crate) port: Mutex<PortState>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panicking test thread must not hide the findings of the others.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl MachineState {
+    pub(crate) fn pool(&self) -> MutexGuard<'_, PoolState> {
+        lock(&self.pool)
+    }
+    pub(crate) fn port(&self) -> MutexGuard<'_, PortState> {
+        lock(&self.port)
+    }
+    pub(crate) fn report(&self, finding: Finding) {
+        lock(&self.findings).push(finding);
+    }
+    pub(crate) fn debug_print(&self, line: DebugLine) {
+        lock(&self.debug).push(line);
+    }
+}
+
+thread_local! {
+    static CURRENT: RefCell<Option<Arc<MachineState>>> = const { RefCell::new(None) };
+    static IRQL: Cell<KIRQL> = const { Cell::new(0) };
+}
+
+/// The machine the calling thread runs on. Kernel calls outside [`Machine::enter`] are a test
+/// harness bug and abort with this message.
+pub(crate) fn current() -> Arc<MachineState> {
+    CURRENT.with(|c| c.borrow().clone()).unwrap_or_else(|| {
+        eprintln!("dxgk-sim: a kernel function was called on a thread with no current machine (use Machine::enter)");
+        std::process::abort()
+    })
+}
+
+pub(crate) fn irql() -> KIRQL {
+    IRQL.with(Cell::get)
+}
+
+pub(crate) fn set_irql(v: KIRQL) {
+    IRQL.with(|c| c.set(v));
+}
+
+/// A simulated Windows machine.
+#[derive(Clone)]
+pub struct Machine {
+    pub(crate) state: Arc<MachineState>,
+}
+
+impl Machine {
+    /// A fresh machine: empty pool, no driver loaded.
+    pub fn new(config: MachineConfig) -> Self {
+        crate::ntoskrnl::debug::install_print_hook();
+        Self {
+            state: Arc::new(MachineState {
+                config,
+                pool: Mutex::new(PoolState::default()),
+                debug: Mutex::new(Vec::new()),
+                findings: Mutex::new(Vec::new()),
+                port: Mutex::new(PortState::default()),
+            }),
+        }
+    }
+
+    /// The configuration this machine was built with.
+    pub fn config(&self) -> &MachineConfig {
+        &self.state.config
+    }
+
+    /// Runs `f` on this thread with this machine current, at PASSIVE_LEVEL; restores the
+    /// previous machine and IRQL afterwards (also when `f` panics).
+    pub fn enter<R>(&self, f: impl FnOnce() -> R) -> R {
+        struct Restore(Option<Arc<MachineState>>, KIRQL);
+        impl Drop for Restore {
+            fn drop(&mut self) {
+                let prev = self.0.take();
+                CURRENT.with(|c| *c.borrow_mut() = prev);
+                set_irql(self.1);
+            }
+        }
+        let prev = CURRENT.with(|c| c.borrow_mut().replace(self.state.clone()));
+        let _restore = Restore(prev, irql());
+        set_irql(dxgk_sys::PASSIVE_LEVEL);
+        f()
+    }
+
+    /// Debug output captured so far.
+    pub fn debug_output(&self) -> Vec<DebugLine> {
+        lock(&self.state.debug).clone()
+    }
+
+    /// True when some captured debug line contains `needle`.
+    pub fn debug_contains(&self, needle: &str) -> bool {
+        lock(&self.state.debug).iter().any(|l| l.text.contains(needle))
+    }
+
+    /// Verifier findings so far.
+    pub fn findings(&self) -> Vec<Finding> {
+        lock(&self.state.findings).clone()
+    }
+
+    /// Findings of one rule.
+    pub fn findings_of(&self, rule: Rule) -> Vec<Finding> {
+        self.findings().into_iter().filter(|f| f.rule == rule).collect()
+    }
+
+    /// The DDI table the driver registered through DxgkInitialize, if it did.
+    pub fn registered_driver(&self) -> Option<dxgk_sys::DRIVER_INITIALIZATION_DATA> {
+        self.state.port().registered.as_deref().copied()
+    }
+
+    /// Every interface version the driver offered to DxgkInitialize, in order.
+    pub fn offered_interface_versions(&self) -> Vec<u32> {
+        self.state.port().offered_versions.clone()
+    }
+
+    /// Number of pool allocations made so far.
+    pub fn pool_allocation_count(&self) -> u64 {
+        self.state.pool().total_allocations
+    }
+
+    /// Live pool blocks: (tag as text, size).
+    pub fn pool_in_use(&self) -> Vec<(String, usize)> {
+        self.state.pool().live_blocks()
+    }
+
+    /// Reports every live pool block as a leak (what Driver Verifier does at unload).
+    pub fn check_pool_leaks(&self) {
+        let leaks = self.state.pool().leak_findings();
+        for f in leaks {
+            self.state.report(f);
+        }
+    }
+
+    /// Panics with every finding, one per line, if there is any.
+    pub fn assert_clean(&self) {
+        let findings = self.findings();
+        if !findings.is_empty() {
+            let mut msg = format!(
+                "dxgk-sim verifier: {} finding(s) on {}:\n",
+                findings.len(),
+                self.state.config.name
+            );
+            for f in &findings {
+                msg.push_str(&format!("  {f}\n"));
+            }
+            panic!("{msg}");
+        }
+    }
+}

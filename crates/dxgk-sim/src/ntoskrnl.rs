@@ -1,0 +1,6 @@
+//! The simulated NT kernel: the exports `dxgk-sys` declares.
+
+pub mod debug;
+pub mod irql;
+pub mod pool;
+pub mod routines;

@@ -1,0 +1,11 @@
+//! Safe wrappers over `dxgk-sys` for WDDM miniports, modelled on the Rust for Linux `kernel`
+//! crate: owning and borrowing types with documented invariants, errors as [`NtStatus`].
+//!
+//! Nothing here knows whether it runs on Windows or inside `dxgk-sim`.
+#![no_std]
+
+pub mod debug;
+pub mod pool;
+pub mod status;
+
+pub use status::{NtResult, NtStatus};

@@ -1,0 +1,87 @@
+//! The DMA bus: the only way the device model touches memory.
+//!
+//! Addresses are **logical** (IOMMU) addresses. The simulator backs the bus with its IOMMU: an
+//! access to an unmapped logical page, or a write to a page mapped read-only, returns a
+//! [`DmaFault`] and must not touch memory. The model never issues a transaction that crosses a
+//! 4 KiB logical page boundary, and never a zero-length one.
+
+/// Which unit of the device issued a DMA transaction (also `FAULT_STATUS[11:8]`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum DmaSource {
+    /// Reading a 16-byte ring entry.
+    RingFetch = 1,
+    /// Reading command dwords from a command buffer.
+    CommandFetch = 2,
+    /// Reading a page-table entry during a translation walk.
+    PageWalk = 3,
+    /// A data read by a command (COPY source).
+    Read = 4,
+    /// A data write by a command (FILL, COPY destination, WRITE_PTES, WRITE_DATA).
+    Write = 5,
+    /// The FENCE write-back to `FENCE_ADDR`.
+    FenceWriteback = 6,
+}
+
+impl DmaSource {
+    /// Decodes the `FAULT_STATUS` source field.
+    #[must_use]
+    pub const fn from_raw(v: u32) -> Option<DmaSource> {
+        Some(match v {
+            1 => DmaSource::RingFetch,
+            2 => DmaSource::CommandFetch,
+            3 => DmaSource::PageWalk,
+            4 => DmaSource::Read,
+            5 => DmaSource::Write,
+            6 => DmaSource::FenceWriteback,
+            _ => return None,
+        })
+    }
+}
+
+/// Why the bus refused a transaction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DmaFaultKind {
+    /// No IOMMU mapping for the logical page.
+    NotMapped,
+    /// A write to a logical page mapped read-only for the device.
+    ReadOnly,
+    /// Any other bus error (e.g. master abort).
+    BusError,
+}
+
+/// An IOMMU/bus fault. The transaction it describes had no effect on memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct DmaFault {
+    /// The logical address that faulted (the bus may report the first faulting byte).
+    pub logical_addr: u64,
+    /// Why.
+    pub kind: DmaFaultKind,
+}
+
+/// Memory as seen from the device, in logical (IOMMU) address space.
+pub trait DmaBus {
+    /// Reads `buf.len()` bytes at `logical_addr`. On error `buf` contents are unspecified.
+    fn read(
+        &mut self,
+        logical_addr: u64,
+        buf: &mut [u8],
+        source: DmaSource,
+    ) -> Result<(), DmaFault>;
+    /// Writes `data` at `logical_addr`. On error memory must be unchanged.
+    fn write(&mut self, logical_addr: u64, data: &[u8], source: DmaSource) -> Result<(), DmaFault>;
+}
+
+impl<B: DmaBus + ?Sized> DmaBus for &mut B {
+    fn read(
+        &mut self,
+        logical_addr: u64,
+        buf: &mut [u8],
+        source: DmaSource,
+    ) -> Result<(), DmaFault> {
+        (**self).read(logical_addr, buf, source)
+    }
+    fn write(&mut self, logical_addr: u64, data: &[u8], source: DmaSource) -> Result<(), DmaFault> {
+        (**self).write(logical_addr, data, source)
+    }
+}

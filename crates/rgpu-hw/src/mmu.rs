@@ -1,0 +1,298 @@
+//! The GPU MMU: per-ASID roots, the page-table walker and the TLB.
+//!
+//! The TLB really caches translations: after a leaf entry changes in memory, the device keeps
+//! using the cached translation until a FLUSH_TLB (or SET_ROOT, a root-register write or
+//! reset) removes it. Only successful translations are cached; intermediate levels are not.
+
+use crate::bus::{DmaBus, DmaFault, DmaSource};
+use crate::pte::{
+    self, Pte, ENTRIES_PER_TABLE, LEVELS, PAGE_64K_SHIFT, PAGE_SHIFT, PTE_SIZE, VA_LIMIT,
+};
+use crate::regs::NUM_ASIDS;
+
+/// Number of TLB entries (fully associative, FIFO replacement).
+pub const TLB_ENTRIES: usize = 32;
+
+/// An ASID's root: what SET_ROOT / the `ASIDn_*` registers program.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Root {
+    /// Logical address of the root table (4 KiB-aligned).
+    pub addr: u64,
+    /// Valid root entries (0 = the ASID is disabled).
+    pub entries: u32,
+}
+
+/// One cached translation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct TlbEntry {
+    /// Slot in use.
+    pub valid: bool,
+    /// Address space.
+    pub asid: u8,
+    /// `va >> shift` of the page.
+    pub tag: u64,
+    /// 12 (4 KiB) or 16 (64 KiB).
+    pub shift: u32,
+    /// The leaf entry the translation came from.
+    pub pte: Pte,
+}
+
+impl TlbEntry {
+    fn covers(&self, asid: u8, va: u64) -> bool {
+        self.valid && self.asid == asid && self.tag == va >> self.shift
+    }
+    fn overlaps(&self, asid: u8, start: u64, end_incl: u64) -> bool {
+        let first = self.tag << self.shift;
+        let last = first | ((1u64 << self.shift) - 1);
+        self.valid && self.asid == asid && first <= end_incl && start <= last
+    }
+}
+
+/// A fully associative TLB with FIFO replacement (deterministic).
+#[derive(Clone, Debug)]
+pub struct Tlb {
+    entries: [TlbEntry; TLB_ENTRIES],
+    next: usize,
+}
+
+impl Default for Tlb {
+    fn default() -> Self {
+        Tlb {
+            entries: [TlbEntry::default(); TLB_ENTRIES],
+            next: 0,
+        }
+    }
+}
+
+impl Tlb {
+    /// The cached translation for `va` in `asid`, if any.
+    #[must_use]
+    pub fn lookup(&self, asid: u8, va: u64) -> Option<TlbEntry> {
+        self.entries.iter().find(|e| e.covers(asid, va)).copied()
+    }
+    /// Caches a translation, evicting the oldest slot.
+    pub fn insert(&mut self, e: TlbEntry) {
+        if let Some(slot) = self.entries.get_mut(self.next) {
+            *slot = e;
+        }
+        self.next = (self.next + 1) % TLB_ENTRIES;
+    }
+    /// Drops everything.
+    pub fn flush_all(&mut self) {
+        self.entries = [TlbEntry::default(); TLB_ENTRIES];
+        self.next = 0;
+    }
+    /// Drops every translation of `asid`.
+    pub fn flush_asid(&mut self, asid: u8) {
+        for e in self.entries.iter_mut().filter(|e| e.asid == asid) {
+            e.valid = false;
+        }
+    }
+    /// Drops translations of `asid` overlapping `[va, va + size)` (no-op for size 0).
+    pub fn flush_range(&mut self, asid: u8, va: u64, size: u64) {
+        if size == 0 {
+            return;
+        }
+        let end_incl = va.saturating_add(size - 1);
+        for e in self.entries.iter_mut() {
+            if e.overlaps(asid, va, end_incl) {
+                e.valid = false;
+            }
+        }
+    }
+    /// Number of valid entries.
+    #[must_use]
+    pub fn occupancy(&self) -> usize {
+        self.entries.iter().filter(|e| e.valid).count()
+    }
+}
+
+/// Why a translation failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MmuFault {
+    /// VA ≥ 2^48.
+    VaRange,
+    /// The ASID has no root (0 entries) or the root index ≥ its entry count.
+    RootRange,
+    /// An entry at `level` (3 = root … 0 = leaf) is not valid.
+    Invalid {
+        /// Level of the invalid entry.
+        level: u8,
+    },
+    /// A write to a read-only page.
+    WriteProtect,
+    /// Reading a page-table entry at `level` faulted on the bus.
+    Bus {
+        /// Level of the table being read.
+        level: u8,
+        /// The bus fault.
+        fault: DmaFault,
+    },
+}
+
+/// A successful translation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Translation {
+    /// Logical address of the byte at the translated VA.
+    pub logical: u64,
+    /// Bytes from that address to the end of the page.
+    pub page_remaining: u64,
+    /// The leaf entry.
+    pub pte: Pte,
+}
+
+/// MMU counters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct MmuStats {
+    /// Translations served by the TLB.
+    pub tlb_hits: u64,
+    /// Translations that needed a walk.
+    pub tlb_misses: u64,
+    /// Page-table entries read by walks.
+    pub pte_reads: u64,
+    /// FLUSH_TLB commands (and implicit flushes) executed.
+    pub flushes: u64,
+}
+
+/// Roots, TLB and counters.
+#[derive(Clone, Debug, Default)]
+pub struct Mmu {
+    /// Per-ASID roots.
+    pub roots: [Root; NUM_ASIDS],
+    /// The TLB.
+    pub tlb: Tlb,
+    /// Counters (not architectural; survive reset).
+    pub stats: MmuStats,
+}
+
+impl Mmu {
+    /// Clears roots and TLB (reset); keeps the counters.
+    pub fn reset(&mut self) {
+        self.roots = [Root::default(); NUM_ASIDS];
+        self.tlb.flush_all();
+    }
+
+    /// Programs `asid`'s root and drops its cached translations. Out-of-range ASIDs are ignored.
+    pub fn set_root(&mut self, asid: u8, root: Root) {
+        if let Some(r) = self.roots.get_mut(asid as usize) {
+            *r = root;
+            self.tlb.flush_asid(asid);
+            self.stats.flushes += 1;
+        }
+    }
+
+    /// Translates `va` in `asid` for a read or a write, through the TLB.
+    pub fn translate(
+        &mut self,
+        bus: &mut impl DmaBus,
+        asid: u8,
+        va: u64,
+        write: bool,
+    ) -> Result<Translation, MmuFault> {
+        if va >= VA_LIMIT {
+            return Err(MmuFault::VaRange);
+        }
+        let pte = if let Some(e) = self.tlb.lookup(asid, va) {
+            self.stats.tlb_hits += 1;
+            e.pte
+        } else {
+            self.stats.tlb_misses += 1;
+            let pte = self.walk(bus, asid, va)?;
+            let shift = if pte.is_64k() {
+                PAGE_64K_SHIFT
+            } else {
+                PAGE_SHIFT
+            };
+            self.tlb.insert(TlbEntry {
+                valid: true,
+                asid,
+                tag: va >> shift,
+                shift,
+                pte,
+            });
+            pte
+        };
+        if write && pte.is_read_only() {
+            return Err(MmuFault::WriteProtect);
+        }
+        let off = va & (pte.page_size() - 1);
+        Ok(Translation {
+            logical: pte.page_base() + off,
+            page_remaining: pte.page_size() - off,
+            pte,
+        })
+    }
+
+    /// Walks the tables for `va` without consulting or filling the TLB.
+    pub fn walk(&mut self, bus: &mut impl DmaBus, asid: u8, va: u64) -> Result<Pte, MmuFault> {
+        let root = self.roots.get(asid as usize).copied().unwrap_or_default();
+        let top = LEVELS - 1;
+        let root_index = pte::index(va, top);
+        if va >= VA_LIMIT || root_index >= (root.entries as usize).min(ENTRIES_PER_TABLE) {
+            return Err(if va >= VA_LIMIT {
+                MmuFault::VaRange
+            } else {
+                MmuFault::RootRange
+            });
+        }
+        let mut table = root.addr;
+        for level in (0..LEVELS).rev() {
+            let addr = table.wrapping_add((pte::index(va, level) * PTE_SIZE) as u64);
+            let mut raw = [0u8; PTE_SIZE];
+            self.stats.pte_reads += 1;
+            bus.read(addr, &mut raw, DmaSource::PageWalk)
+                .map_err(|fault| MmuFault::Bus {
+                    level: level as u8,
+                    fault,
+                })?;
+            let e = Pte(u64::from_le_bytes(raw));
+            if !e.is_valid() {
+                return Err(MmuFault::Invalid { level: level as u8 });
+            }
+            if level == 0 {
+                return Ok(e);
+            }
+            table = e.addr();
+        }
+        Err(MmuFault::Invalid { level: 0 })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tlb_fifo_and_flushes() {
+        let mut t = Tlb::default();
+        let mk = |asid, va: u64, shift| TlbEntry {
+            valid: true,
+            asid,
+            tag: va >> shift,
+            shift,
+            pte: Pte::leaf(va, 0),
+        };
+        t.insert(mk(1, 0x1000, 12));
+        t.insert(mk(1, 0x10000, 16));
+        t.insert(mk(2, 0x1000, 12));
+        assert!(t.lookup(1, 0x1FFF).is_some());
+        assert!(
+            t.lookup(1, 0x1F000).is_some(),
+            "64 KiB entry covers the whole 64 KiB"
+        );
+        assert!(t.lookup(1, 0x20000).is_none());
+        t.flush_range(1, 0x1F000, 1);
+        assert!(t.lookup(1, 0x10000).is_none());
+        assert!(t.lookup(1, 0x1000).is_some());
+        t.flush_asid(1);
+        assert!(t.lookup(1, 0x1000).is_none());
+        assert!(t.lookup(2, 0x1000).is_some());
+        for i in 0..TLB_ENTRIES as u64 {
+            t.insert(mk(3, i << 12, 12));
+        }
+        assert!(t.lookup(2, 0x1000).is_none(), "FIFO evicted the oldest");
+        assert_eq!(t.occupancy(), TLB_ENTRIES);
+        t.flush_all();
+        assert_eq!(t.occupancy(), 0);
+    }
+}

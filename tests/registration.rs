@@ -1,0 +1,91 @@
+//! DriverEntry → DxgkInitialize → AddDevice → RemoveDevice through dxgk-sim, on the Windows
+//! versions rgpu must load on and one it must refuse.
+
+use dxgk_sim::{Machine, MachineConfig};
+use dxgk_sys as sys;
+
+/// Storage standing in for the kernel objects the I/O manager passes to DriverEntry.
+struct FakeIoObjects {
+    driver: sys::DRIVER_OBJECT,
+    path_buf: Vec<u16>,
+    path: sys::UNICODE_STRING,
+}
+
+impl FakeIoObjects {
+    fn new() -> Box<Self> {
+        let mut me = Box::new(Self {
+            driver: sys::DRIVER_OBJECT::default(),
+            path_buf: "\\Registry\\Machine\\System\\CurrentControlSet\\Services\\rgpu\0"
+                .encode_utf16()
+                .collect(),
+            path: sys::UNICODE_STRING::default(),
+        });
+        me.path.Length = ((me.path_buf.len() - 1) * 2) as u16;
+        me.path.MaximumLength = (me.path_buf.len() * 2) as u16;
+        me.path.Buffer = me.path_buf.as_mut_ptr();
+        me
+    }
+
+    fn driver_entry(&mut self) -> sys::NTSTATUS {
+        // SAFETY: both objects are valid for the call, as the I/O manager guarantees.
+        unsafe { rgpu::ddi::DriverEntry(&mut self.driver, &mut self.path) }
+    }
+}
+
+#[test]
+fn registers_with_wddm_2_4_and_manages_the_adapter_context() {
+    for config in [MachineConfig::windows_10_1803(), MachineConfig::windows_11_22h2()] {
+        let m = Machine::new(config);
+        let mut io = FakeIoObjects::new();
+        m.enter(|| {
+            assert_eq!(io.driver_entry(), sys::STATUS_SUCCESS, "{}", m.config().name);
+            let ddis = m.registered_driver().expect("DxgkInitialize kept the DDI table");
+            assert_eq!(ddis.Version, sys::DXGKDDI_INTERFACE_VERSION_WDDM2_4);
+
+            let mut pdo = sys::DEVICE_OBJECT::default();
+            let mut context: sys::PVOID = std::ptr::null_mut();
+            let add = ddis.DxgkDdiAddDevice.unwrap();
+            // SAFETY: a valid PDO and context slot, as Dxgkrnl passes them.
+            assert_eq!(unsafe { add(&mut pdo, &mut context) }, sys::STATUS_SUCCESS);
+            assert!(!context.is_null());
+            assert_eq!(m.pool_in_use(), vec![("Rgpu".to_string(), size_of::<rgpu::ddi::Adapter>())]);
+
+            let remove = ddis.DxgkDdiRemoveDevice.unwrap();
+            // SAFETY: the context AddDevice returned, used once.
+            assert_eq!(unsafe { remove(context) }, sys::STATUS_SUCCESS);
+            let unload = ddis.DxgkDdiUnload.unwrap();
+            // SAFETY: no adapters remain.
+            unsafe { unload() };
+        });
+        assert!(m.debug_contains("rgpu: registered with interface 0x9006"));
+        m.check_pool_leaks();
+        m.assert_clean();
+    }
+}
+
+#[test]
+fn refuses_to_load_on_wddm_2_3_cleanly() {
+    let m = Machine::new(MachineConfig::windows_10_1709());
+    let mut io = FakeIoObjects::new();
+    let status = m.enter(|| io.driver_entry());
+    assert_eq!(status, sys::STATUS_REVISION_MISMATCH);
+    assert!(m.registered_driver().is_none());
+    assert!(m.debug_contains("DxgkInitialize with interface 0x9006 failed: 0xc0000059"));
+    m.check_pool_leaks();
+    m.assert_clean();
+}
+
+#[test]
+fn add_device_rejects_null_arguments_without_allocating() {
+    let m = Machine::new(MachineConfig::windows_11_22h2());
+    let mut io = FakeIoObjects::new();
+    m.enter(|| {
+        assert_eq!(io.driver_entry(), sys::STATUS_SUCCESS);
+        let add = m.registered_driver().unwrap().DxgkDdiAddDevice.unwrap();
+        let mut context: sys::PVOID = std::ptr::null_mut();
+        // SAFETY: NULL PDO is the malformed input under test; the DDI must reject it.
+        assert_eq!(unsafe { add(std::ptr::null_mut(), &mut context) }, sys::STATUS_INVALID_PARAMETER);
+    });
+    assert_eq!(m.pool_allocation_count(), 0);
+    m.assert_clean();
+}
