@@ -128,6 +128,32 @@ pub unsafe fn MmGetMdlVirtualAddress(mdl: *const MDL) -> PVOID {
     start.cast::<u8>().wrapping_add(offset as usize).cast()
 }
 
+/// `MmGetSystemAddressForMdlSafe`: the MDL's system VA, mapping it (non-executable) when it is
+/// not mapped yet. NULL on failure. IRQL ≤ DISPATCH_LEVEL.
+///
+/// # Safety
+/// `mdl` must point to a valid MDL describing locked pages.
+#[inline]
+pub unsafe fn MmGetSystemAddressForMdlSafe(mdl: *mut MDL, priority: ULONG) -> PVOID {
+    // SAFETY: the caller guarantees `mdl` is valid for reads.
+    let flags = unsafe { (*mdl).MdlFlags };
+    if flags & (crate::MDL_MAPPED_TO_SYSTEM_VA | crate::MDL_SOURCE_IS_NONPAGED_POOL) != 0 {
+        // SAFETY: as above.
+        return unsafe { (*mdl).MappedSystemVa };
+    }
+    // SAFETY: the caller guarantees `mdl` describes locked pages; KernelMode mapping.
+    unsafe {
+        crate::MmMapLockedPagesSpecifyCache(
+            mdl,
+            crate::KernelMode,
+            crate::MmCached,
+            core::ptr::null_mut(),
+            0,
+            priority | crate::MdlMappingNoExecute,
+        )
+    }
+}
+
 /// `ADDRESS_AND_SIZE_TO_SPAN_PAGES(va, size)` for 4 KiB pages.
 #[inline]
 pub const fn ADDRESS_AND_SIZE_TO_SPAN_PAGES(va: usize, size: usize) -> usize {

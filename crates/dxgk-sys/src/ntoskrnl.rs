@@ -17,7 +17,7 @@
 
 use crate::{
     BOOLEAN, DEVICE_OBJECT, HANDLE, IO_STATUS_BLOCK, IRP, KDPC, KEVENT, KIRQL, KPRIORITY,
-    KPROCESSOR_MODE, KSPIN_LOCK, LARGE_INTEGER, LONG, LONG_PTR, MDL, NTSTATUS, PCSTR, PHANDLE,
+    KPROCESSOR_MODE, KSPIN_LOCK, LARGE_INTEGER, LONG, LONG_PTR, MDL, MEMORY_CACHING_TYPE, NTSTATUS, PCSTR, PHANDLE,
     PVOID, SIZE_T, ULONG, ULONG_PTR, ULONG64, UNICODE_STRING,
 };
 
@@ -59,6 +59,9 @@ pub const DPFLTR_ERROR_LEVEL: ULONG = 0;
 pub const DPFLTR_WARNING_LEVEL: ULONG = 1;
 pub const DPFLTR_TRACE_LEVEL: ULONG = 2;
 pub const DPFLTR_INFO_LEVEL: ULONG = 3;
+
+/// `MdlMappingNoExecute`: OR'ed into MmMapLockedPagesSpecifyCache's `Priority`.
+pub const MdlMappingNoExecute: ULONG = 0x4000_0000;
 
 /// `THREAD_ALL_ACCESS` / `FILE_ALL_ACCESS` (the values drivers pass; full rights).
 pub const THREAD_ALL_ACCESS: ULONG = 0x001F_FFFF;
@@ -190,6 +193,18 @@ unsafe extern "system" {
     ) -> *mut MDL;
     /// IRQL ≤ DISPATCH_LEVEL.
     pub fn IoFreeMdl(Mdl: *mut MDL);
+    /// Maps an MDL's locked pages into system VA. IRQL ≤ DISPATCH_LEVEL (KernelMode). Use
+    /// [`crate::MmGetSystemAddressForMdlSafe`], which skips the call for mapped MDLs.
+    pub fn MmMapLockedPagesSpecifyCache(
+        MemoryDescriptorList: *mut MDL,
+        AccessMode: KPROCESSOR_MODE,
+        CacheType: MEMORY_CACHING_TYPE,
+        RequestedAddress: PVOID,
+        BugCheckOnFailure: ULONG,
+        Priority: ULONG,
+    ) -> PVOID;
+    /// Undoes MmMapLockedPagesSpecifyCache. IRQL ≤ DISPATCH_LEVEL.
+    pub fn MmUnmapLockedPages(BaseAddress: PVOID, MemoryDescriptorList: *mut MDL);
 
     // --- the displib handshake (cross flavour's own DxgkInitialize) ----------------------
     /// PASSIVE_LEVEL.

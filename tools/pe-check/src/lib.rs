@@ -38,9 +38,7 @@
 use std::fmt;
 
 use object::pe;
-use object::read::pe::{
-    ExportTarget, Import, ImageNtHeaders, ImageOptionalHeader, PeFile,
-};
+use object::read::pe::{ExportTarget, ImageNtHeaders, ImageOptionalHeader, Import, PeFile};
 use object::LittleEndian as LE;
 
 /// DLLs a kernel driver may always import from (compared case-insensitively).
@@ -281,8 +279,8 @@ fn lossy(bytes: &[u8]) -> String {
 
 /// Parse a PE32 or PE32+ image into an [`Image`]. Never panics on malformed input.
 pub fn parse_image(bytes: &[u8]) -> Result<Image, ParseError> {
-    let magic = object::read::pe::optional_header_magic(bytes)
-        .map_err(|e| perr("not a PE image", e))?;
+    let magic =
+        object::read::pe::optional_header_magic(bytes).map_err(|e| perr("not a PE image", e))?;
     match magic {
         pe::IMAGE_NT_OPTIONAL_HDR64_MAGIC => parse_as::<pe::ImageNtHeaders64>(bytes),
         pe::IMAGE_NT_OPTIONAL_HDR32_MAGIC => parse_as::<pe::ImageNtHeaders32>(bytes),
@@ -296,6 +294,20 @@ fn parse_as<Pe: ImageNtHeaders>(bytes: &[u8]) -> Result<Image, ParseError> {
     let file = PeFile::<Pe>::parse(bytes).map_err(|e| perr("not a PE image", e))?;
     let nt = file.nt_headers();
     let opt = nt.optional_header();
+
+    // A truncated file (an interrupted copy) can still have readable tables while its
+    // last section's raw data runs past the end; the loader would reject it.
+    for s in file.section_table().iter() {
+        let start = u64::from(s.pointer_to_raw_data.get(LE));
+        let end = start + u64::from(s.size_of_raw_data.get(LE));
+        if end > bytes.len() as u64 {
+            return Err(ParseError(format!(
+                "truncated: section {} raw data ends at {end:#x}, file is {:#x} bytes",
+                lossy(s.raw_name()),
+                bytes.len()
+            )));
+        }
+    }
 
     let sections = file
         .section_table()
@@ -314,10 +326,7 @@ fn parse_as<Pe: ImageNtHeaders>(bytes: &[u8]) -> Result<Image, ParseError> {
         .export_table()
         .map_err(|e| perr("bad export table", e))?
     {
-        for export in table
-            .exports()
-            .map_err(|e| perr("bad export table", e))?
-        {
+        for export in table.exports().map_err(|e| perr("bad export table", e))? {
             exports.push(ExportInfo {
                 name: export.name.map(lossy),
                 rva: match export.target {
@@ -495,9 +504,7 @@ pub fn check_entry_point(image: &Image) -> CheckResult {
     match driver_entry {
         None => CheckResult::fail(
             CheckName::EntryPoint,
-            format!(
-                "no export named {DRIVER_ENTRY}; AddressOfEntryPoint={entry:#x} ({at_entry})"
-            ),
+            format!("no export named {DRIVER_ENTRY}; AddressOfEntryPoint={entry:#x} ({at_entry})"),
         ),
         Some(ExportInfo { rva: None, .. }) => CheckResult::fail(
             CheckName::EntryPoint,
@@ -566,7 +573,17 @@ pub fn check_import_dlls(image: &Image, opts: &Options) -> CheckResult {
         .iter()
         .filter(|d| !dll_allowed(&d.dll, opts))
         .map(|d| {
-            let symbols: Vec<String> = d.symbols.iter().map(ToString::to_string).collect();
+            // Name a few symbols so the culprit is findable; the INFO lines list all.
+            const SHOWN: usize = 4;
+            let mut symbols: Vec<String> = d
+                .symbols
+                .iter()
+                .take(SHOWN)
+                .map(ToString::to_string)
+                .collect();
+            if d.symbols.len() > SHOWN {
+                symbols.push(format!("+{} more", d.symbols.len() - SHOWN));
+            }
             format!("{} [{}]", descriptor_label(d), symbols.join(", "))
         })
         .collect();
@@ -654,7 +671,13 @@ fn section_flags(characteristics: u32) -> String {
 /// Information lines: optional DllCharacteristics flags, sections, and imports per DLL.
 pub fn info_lines(image: &Image) -> Vec<String> {
     let mut info = Vec::new();
-    let flag = |bit: u16| if image.dll_characteristics & bit != 0 { "yes" } else { "no" };
+    let flag = |bit: u16| {
+        if image.dll_characteristics & bit != 0 {
+            "yes"
+        } else {
+            "no"
+        }
+    };
     info.push(format!(
         "dll-characteristics: HIGH_ENTROPY_VA={}, FORCE_INTEGRITY={}",
         flag(DLL_HIGH_ENTROPY_VA),

@@ -19,7 +19,10 @@ fn assert_fails_only(report: &Report, failing: &[CheckName]) -> CheckResult {
     let failed: Vec<CheckName> = report.failures().map(|r| r.name).collect();
     assert_eq!(failed, failing, "report: {report:#?}");
     assert!(!report.passed());
-    report.get(failing[0]).cloned().expect("failing check present")
+    report
+        .get(failing[0])
+        .cloned()
+        .expect("failing check present")
 }
 
 #[test]
@@ -128,7 +131,10 @@ fn every_banned_import_is_named() {
 fn banned_import_from_hal_names_hal() {
     let spec = Spec::good().with_import("HAL.dll", Sym::Name("MmFreePagesFromMdl"));
     let result = assert_fails_only(&report(&spec), &[CheckName::BannedImports]);
-    assert!(result.detail.contains("HAL.dll!MmFreePagesFromMdl"), "{result}");
+    assert!(
+        result.detail.contains("HAL.dll!MmFreePagesFromMdl"),
+        "{result}"
+    );
 }
 
 #[test]
@@ -138,7 +144,10 @@ fn windows_gui_subsystem_fails() {
         ..Spec::good()
     };
     let result = assert_fails_only(&report(&spec), &[CheckName::Subsystem]);
-    assert!(result.detail.contains("Subsystem=2 (WINDOWS_GUI)"), "{result}");
+    assert!(
+        result.detail.contains("Subsystem=2 (WINDOWS_GUI)"),
+        "{result}"
+    );
 }
 
 #[test]
@@ -159,14 +168,20 @@ fn missing_driver_entry_export_fails() {
         ..Spec::good()
     };
     let result = assert_fails_only(&report(&spec), &[CheckName::EntryPoint]);
-    assert!(result.detail.contains("no export named DriverEntry"), "{result}");
+    assert!(
+        result.detail.contains("no export named DriverEntry"),
+        "{result}"
+    );
 
     let spec = Spec {
         exports: vec![],
         ..Spec::good()
     };
     let result = assert_fails_only(&report(&spec), &[CheckName::EntryPoint]);
-    assert!(result.detail.contains("no export named DriverEntry"), "{result}");
+    assert!(
+        result.detail.contains("no export named DriverEntry"),
+        "{result}"
+    );
 }
 
 #[test]
@@ -224,7 +239,10 @@ fn pe32_and_wrong_machine_fail_format() {
         ..Spec::good()
     };
     let result = assert_fails_only(&report(&spec), &[CheckName::Format]);
-    assert!(result.detail.contains("Magic=0x10b (not PE32+)"), "{result}");
+    assert!(
+        result.detail.contains("Magic=0x10b (not PE32+)"),
+        "{result}"
+    );
     assert!(result.detail.contains("(not x86-64)"), "{result}");
 
     let spec = Spec {
@@ -280,6 +298,13 @@ fn every_truncation_fails_without_panicking() {
         let report = check_image(&good[..len], &Options::default());
         assert!(!report.passed(), "truncated to {len} bytes still passes");
     }
+    // Only the last section's file-alignment padding missing: named as truncation.
+    let report = check_image(&good[..good.len() - 1], &Options::default());
+    let parse = report.get(CheckName::Parse).expect("parse result");
+    assert!(
+        !parse.passed && parse.detail.contains("truncated: section .idata"),
+        "{parse}"
+    );
     // Headers intact, sections cut off: still a parse failure, not a panic.
     let report = check_image(&good[..0x400], &Options::default());
     assert_eq!(report.get(CheckName::Parse).map(|r| r.passed), Some(false));
@@ -338,11 +363,16 @@ mod cli {
         let (code, out) = run(&[path.as_os_str()]);
         assert_eq!(code, 1, "{out}");
         assert!(
-            out.contains("FAIL banned-imports: banned import(s): ntoskrnl.exe!MmAllocatePagesForMdlEx"),
+            out.contains(
+                "FAIL banned-imports: banned import(s): ntoskrnl.exe!MmAllocatePagesForMdlEx"
+            ),
             "{out}"
         );
         assert!(out.contains("FAIL import-dlls"), "{out}");
-        assert!(out.contains("2 of 8 checks failed: import-dlls, banned-imports"), "{out}");
+        assert!(
+            out.contains("2 of 8 checks failed: import-dlls, banned-imports"),
+            "{out}"
+        );
 
         // Allowing kernel32.dll leaves only the banned import.
         let (code, out) = run(&[
@@ -352,7 +382,10 @@ mod cli {
         ]);
         assert_eq!(code, 1, "{out}");
         assert!(out.contains("PASS import-dlls"), "{out}");
-        assert!(out.contains("1 of 8 checks failed: banned-imports"), "{out}");
+        assert!(
+            out.contains("1 of 8 checks failed: banned-imports"),
+            "{out}"
+        );
     }
 
     #[test]

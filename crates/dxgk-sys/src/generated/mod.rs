@@ -11,8 +11,10 @@
 //! * **Types and fields keep their C names**: `DXGKRNL_INTERFACE`, `pDmaBuffer`,
 //!   `DxgkCbMapMdlToIoMmu`. A struct declared with `#pragma pack(N)` is `#[repr(C, packed(N))]`
 //!   (and so are the unnamed sub-types declared inside it); `DECLSPEC_ALIGN(16)` structs
-//!   (`IRP`, `DEVICE_OBJECT`) are `#[repr(C, align(16))]`. `typedef X Y` structs are
-//!   `pub type Y = X;`.
+//!   (`IRP`, `DEVICE_OBJECT`) are `#[repr(C, align(16))]`. Rust has no per-field alignment:
+//!   a member C over-aligns (wdm.h `POINTER_ALIGNMENT` in `IO_STACK_LOCATION.Parameters.*`)
+//!   is preceded by an explicit `_padN: [u8; K]` field and its type gets `align(8)`.
+//!   `typedef X Y` structs are `pub type Y = X;`.
 //! * **Named members of an unnamed C type** (`struct { ... } Transfer;`) get a separate Rust type
 //!   named `<Parent>_<member>`, where `<Parent>` is the Rust type of the nearest *named*
 //!   enclosing level: `DXGKARG_BUILDPAGINGBUFFER_Transfer`,

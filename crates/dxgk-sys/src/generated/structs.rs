@@ -11316,10 +11316,14 @@ pub struct IO_STACK_LOCATION_Parameters_Create {
     pub SecurityContext: *mut IO_SECURITY_CONTEXT,
     /// C `ULONG Options`.
     pub Options: ULONG,
+    /// Explicit padding: the next C member is over-aligned.
+    pub _pad1: [u8; 4],
     /// C `USHORT FileAttributes`.
     pub FileAttributes: USHORT,
     /// C `USHORT ShareAccess`.
     pub ShareAccess: USHORT,
+    /// Explicit padding: the next C member is over-aligned.
+    pub _pad2: [u8; 4],
     /// C `ULONG EaLength`.
     pub EaLength: ULONG,
 }
@@ -11340,6 +11344,8 @@ pub struct IO_STACK_LOCATION_Parameters_CreatePipe {
     pub SecurityContext: *mut IO_SECURITY_CONTEXT,
     /// C `ULONG Options`.
     pub Options: ULONG,
+    /// Explicit padding: the next C member is over-aligned.
+    pub _pad1: [u8; 4],
     /// C `USHORT Reserved`.
     pub Reserved: USHORT,
     /// C `USHORT ShareAccess`.
@@ -11364,6 +11370,8 @@ pub struct IO_STACK_LOCATION_Parameters_CreateMailslot {
     pub SecurityContext: *mut IO_SECURITY_CONTEXT,
     /// C `ULONG Options`.
     pub Options: ULONG,
+    /// Explicit padding: the next C member is over-aligned.
+    pub _pad1: [u8; 4],
     /// C `USHORT Reserved`.
     pub Reserved: USHORT,
     /// C `USHORT ShareAccess`.
@@ -11386,6 +11394,8 @@ impl Default for IO_STACK_LOCATION_Parameters_CreateMailslot {
 pub struct IO_STACK_LOCATION_Parameters_Read {
     /// C `ULONG Length`.
     pub Length: ULONG,
+    /// Explicit padding: the next C member is over-aligned.
+    pub _pad1: [u8; 4],
     /// C `ULONG Key`.
     pub Key: ULONG,
     /// C `ULONG Flags`.
@@ -11408,6 +11418,8 @@ impl Default for IO_STACK_LOCATION_Parameters_Read {
 pub struct IO_STACK_LOCATION_Parameters_Write {
     /// C `ULONG Length`.
     pub Length: ULONG,
+    /// Explicit padding: the next C member is over-aligned.
+    pub _pad1: [u8; 4],
     /// C `ULONG Key`.
     pub Key: ULONG,
     /// C `ULONG Flags`.
@@ -11434,6 +11446,8 @@ pub struct IO_STACK_LOCATION_Parameters_QueryDirectory {
     pub FileName: *mut UNICODE_STRING,
     /// C `FILE_INFORMATION_CLASS FileInformationClass`.
     pub FileInformationClass: FILE_INFORMATION_CLASS,
+    /// Explicit padding: the next C member is over-aligned.
+    pub _pad1: [u8; 4],
     /// C `ULONG FileIndex`.
     pub FileIndex: ULONG,
 }
@@ -11447,11 +11461,13 @@ impl Default for IO_STACK_LOCATION_Parameters_QueryDirectory {
 }
 
 /// Unnamed C struct, 16 bytes (see the module docs for the naming rule).
-#[repr(C)]
+#[repr(C, align(8))]
 #[derive(Clone, Copy)]
 pub struct IO_STACK_LOCATION_Parameters_NotifyDirectory {
     /// C `ULONG Length`.
     pub Length: ULONG,
+    /// Explicit padding: the next C member is over-aligned.
+    pub _pad1: [u8; 4],
     /// C `ULONG CompletionFilter`.
     pub CompletionFilter: ULONG,
 }
@@ -11465,13 +11481,17 @@ impl Default for IO_STACK_LOCATION_Parameters_NotifyDirectory {
 }
 
 /// Unnamed C struct, 24 bytes (see the module docs for the naming rule).
-#[repr(C)]
+#[repr(C, align(8))]
 #[derive(Clone, Copy)]
 pub struct IO_STACK_LOCATION_Parameters_NotifyDirectoryEx {
     /// C `ULONG Length`.
     pub Length: ULONG,
+    /// Explicit padding: the next C member is over-aligned.
+    pub _pad1: [u8; 4],
     /// C `ULONG CompletionFilter`.
     pub CompletionFilter: ULONG,
+    /// Explicit padding: the next C member is over-aligned.
+    pub _pad2: [u8; 4],
     /// C `DIRECTORY_NOTIFY_INFORMATION_CLASS DirectoryNotifyInformationClass`.
     pub DirectoryNotifyInformationClass: DIRECTORY_NOTIFY_INFORMATION_CLASS,
 }
@@ -11485,11 +11505,13 @@ impl Default for IO_STACK_LOCATION_Parameters_NotifyDirectoryEx {
 }
 
 /// Unnamed C struct, 16 bytes (see the module docs for the naming rule).
-#[repr(C)]
+#[repr(C, align(8))]
 #[derive(Clone, Copy)]
 pub struct IO_STACK_LOCATION_Parameters_QueryFile {
     /// C `ULONG Length`.
     pub Length: ULONG,
+    /// Explicit padding: the next C member is over-aligned.
+    pub _pad1: [u8; 4],
     /// C `FILE_INFORMATION_CLASS FileInformationClass`.
     pub FileInformationClass: FILE_INFORMATION_CLASS,
 }
@@ -11508,6 +11530,8 @@ impl Default for IO_STACK_LOCATION_Parameters_QueryFile {
 pub struct IO_STACK_LOCATION_Parameters_SetFile {
     /// C `ULONG Length`.
     pub Length: ULONG,
+    /// Explicit padding: the next C member is over-aligned.
+    pub _pad1: [u8; 4],
     /// C `FILE_INFORMATION_CLASS FileInformationClass`.
     pub FileInformationClass: FILE_INFORMATION_CLASS,
     /// C `PFILE_OBJECT FileObject`.
@@ -11572,6 +11596,8 @@ pub struct IO_STACK_LOCATION_Parameters_QueryEa {
     pub EaList: PVOID,
     /// C `ULONG EaListLength`.
     pub EaListLength: ULONG,
+    /// Explicit padding: the next C member is over-aligned.
+    pub _pad1: [u8; 4],
     /// C `ULONG EaIndex`.
     pub EaIndex: ULONG,
 }
@@ -11601,11 +11627,13 @@ impl Default for IO_STACK_LOCATION_Parameters_SetEa {
 }
 
 /// Unnamed C struct, 16 bytes (see the module docs for the naming rule).
-#[repr(C)]
+#[repr(C, align(8))]
 #[derive(Clone, Copy)]
 pub struct IO_STACK_LOCATION_Parameters_QueryVolume {
     /// C `ULONG Length`.
     pub Length: ULONG,
+    /// Explicit padding: the next C member is over-aligned.
+    pub _pad1: [u8; 4],
     /// C `FS_INFORMATION_CLASS FsInformationClass`.
     pub FsInformationClass: FS_INFORMATION_CLASS,
 }
@@ -11619,11 +11647,13 @@ impl Default for IO_STACK_LOCATION_Parameters_QueryVolume {
 }
 
 /// Unnamed C struct, 16 bytes (see the module docs for the naming rule).
-#[repr(C)]
+#[repr(C, align(8))]
 #[derive(Clone, Copy)]
 pub struct IO_STACK_LOCATION_Parameters_SetVolume {
     /// C `ULONG Length`.
     pub Length: ULONG,
+    /// Explicit padding: the next C member is over-aligned.
+    pub _pad1: [u8; 4],
     /// C `FS_INFORMATION_CLASS FsInformationClass`.
     pub FsInformationClass: FS_INFORMATION_CLASS,
 }
@@ -11642,8 +11672,12 @@ impl Default for IO_STACK_LOCATION_Parameters_SetVolume {
 pub struct IO_STACK_LOCATION_Parameters_FileSystemControl {
     /// C `ULONG OutputBufferLength`.
     pub OutputBufferLength: ULONG,
+    /// Explicit padding: the next C member is over-aligned.
+    pub _pad1: [u8; 4],
     /// C `ULONG InputBufferLength`.
     pub InputBufferLength: ULONG,
+    /// Explicit padding: the next C member is over-aligned.
+    pub _pad2: [u8; 4],
     /// C `ULONG FsControlCode`.
     pub FsControlCode: ULONG,
     /// C `PVOID Type3InputBuffer`.
@@ -11684,8 +11718,12 @@ impl Default for IO_STACK_LOCATION_Parameters_LockControl {
 pub struct IO_STACK_LOCATION_Parameters_DeviceIoControl {
     /// C `ULONG OutputBufferLength`.
     pub OutputBufferLength: ULONG,
+    /// Explicit padding: the next C member is over-aligned.
+    pub _pad1: [u8; 4],
     /// C `ULONG InputBufferLength`.
     pub InputBufferLength: ULONG,
+    /// Explicit padding: the next C member is over-aligned.
+    pub _pad2: [u8; 4],
     /// C `ULONG IoControlCode`.
     pub IoControlCode: ULONG,
     /// C `PVOID Type3InputBuffer`.
@@ -11701,11 +11739,13 @@ impl Default for IO_STACK_LOCATION_Parameters_DeviceIoControl {
 }
 
 /// Unnamed C struct, 16 bytes (see the module docs for the naming rule).
-#[repr(C)]
+#[repr(C, align(8))]
 #[derive(Clone, Copy)]
 pub struct IO_STACK_LOCATION_Parameters_QuerySecurity {
     /// C `SECURITY_INFORMATION SecurityInformation`.
     pub SecurityInformation: SECURITY_INFORMATION,
+    /// Explicit padding: the next C member is over-aligned.
+    pub _pad1: [u8; 4],
     /// C `ULONG Length`.
     pub Length: ULONG,
 }
@@ -11908,6 +11948,8 @@ pub struct IO_STACK_LOCATION_Parameters_ReadWriteConfig {
     pub Buffer: PVOID,
     /// C `ULONG Offset`.
     pub Offset: ULONG,
+    /// Explicit padding: the next C member is over-aligned.
+    pub _pad1: [u8; 4],
     /// C `ULONG Length`.
     pub Length: ULONG,
 }
@@ -11953,11 +11995,13 @@ impl Default for IO_STACK_LOCATION_Parameters_QueryId {
 }
 
 /// Unnamed C struct, 16 bytes (see the module docs for the naming rule).
-#[repr(C)]
+#[repr(C, align(8))]
 #[derive(Clone, Copy)]
 pub struct IO_STACK_LOCATION_Parameters_QueryDeviceText {
     /// C `DEVICE_TEXT_TYPE DeviceTextType`.
     pub DeviceTextType: DEVICE_TEXT_TYPE,
+    /// Explicit padding: the next C member is over-aligned.
+    pub _pad1: [u8; 4],
     /// C `LCID LocaleId`.
     pub LocaleId: LCID,
 }
@@ -11971,13 +12015,15 @@ impl Default for IO_STACK_LOCATION_Parameters_QueryDeviceText {
 }
 
 /// Unnamed C struct, 16 bytes (see the module docs for the naming rule).
-#[repr(C)]
+#[repr(C, align(8))]
 #[derive(Clone, Copy)]
 pub struct IO_STACK_LOCATION_Parameters_UsageNotification {
     /// C `BOOLEAN InPath`.
     pub InPath: BOOLEAN,
     /// C `BOOLEAN[3] Reserved`.
     pub Reserved: [BOOLEAN; 3],
+    /// Explicit padding: the next C member is over-aligned.
+    pub _pad1: [u8; 4],
     /// C `DEVICE_USAGE_NOTIFICATION_TYPE Type`.
     pub Type: DEVICE_USAGE_NOTIFICATION_TYPE,
 }
@@ -12023,15 +12069,21 @@ impl Default for IO_STACK_LOCATION_Parameters_PowerSequence {
 }
 
 /// Unnamed C struct, 32 bytes (see the module docs for the naming rule).
-#[repr(C)]
+#[repr(C, align(8))]
 #[derive(Clone, Copy)]
 pub struct IO_STACK_LOCATION_Parameters_Power {
     /// Anonymous C union.
     pub u: IO_STACK_LOCATION_Parameters_Power_u,
+    /// Explicit padding: the next C member is over-aligned.
+    pub _pad1: [u8; 4],
     /// C `POWER_STATE_TYPE Type`.
     pub Type: POWER_STATE_TYPE,
+    /// Explicit padding: the next C member is over-aligned.
+    pub _pad2: [u8; 4],
     /// C `union _POWER_STATE State`.
     pub State: POWER_STATE,
+    /// Explicit padding: the next C member is over-aligned.
+    pub _pad3: [u8; 4],
     /// C `POWER_ACTION ShutdownType`.
     pub ShutdownType: POWER_ACTION,
 }

@@ -92,7 +92,8 @@ impl Spec {
         let mut w = Writer::new(self.is_64, 0x1000, 0x200, &mut out);
         w.reserve_dos_header_and_stub();
         w.reserve_nt_headers(pe::IMAGE_NUMBEROF_DIRECTORY_ENTRIES);
-        let section_num = 1 + u16::from(!self.exports.is_empty()) + u16::from(!self.imports.is_empty());
+        let section_num =
+            1 + u16::from(!self.exports.is_empty()) + u16::from(!self.imports.is_empty());
         w.reserve_section_headers(section_num);
 
         let text = w.reserve_text_section(TEXT_SIZE);
