@@ -5,6 +5,9 @@
 #![no_std]
 
 pub mod debug;
+pub mod interface;
+pub mod irql;
+pub mod memory;
 pub mod pool;
 pub mod status;
 

@@ -1,0 +1,222 @@
+//! [`DxgkInterface`]: the adapter's copy of `DXGKRNL_INTERFACE`, version-aware.
+//!
+//! Dxgkrnl hands StartDevice a `DXGKRNL_INTERFACE` whose `Size` and `Version` say which members
+//! exist. A callback newer than the negotiated version is not a NULL to call through: it is a
+//! typed [`Unavailable`] error.
+
+use core::fmt;
+use core::mem::{offset_of, size_of};
+
+use dxgk_sys::{DXGKRNL_INTERFACE, HANDLE};
+
+use crate::NtStatus;
+
+/// A callback the negotiated interface does not provide.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Unavailable {
+    /// The DXGKRNL_INTERFACE member.
+    pub callback: &'static str,
+    /// The first interface version that has it.
+    pub since: u32,
+    /// The interface version Dxgkrnl gave us.
+    pub negotiated: u32,
+}
+
+impl fmt::Display for Unavailable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} needs interface {:#x}, Dxgkrnl provides {:#x}",
+            self.callback, self.since, self.negotiated
+        )
+    }
+}
+
+impl From<Unavailable> for NtStatus {
+    fn from(_: Unavailable) -> Self {
+        NtStatus::PROCEDURE_NOT_FOUND
+    }
+}
+
+/// Why StartDevice's interface was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InterfaceError {
+    /// NULL pointer.
+    Null,
+    /// `Version` is older than the oldest rgpu supports.
+    TooOld { version: u32, minimum: u32 },
+    /// `Size` is smaller than the interface of that `Version` must be.
+    TooSmall { size: u32, expected: usize },
+}
+
+impl From<InterfaceError> for NtStatus {
+    fn from(e: InterfaceError) -> Self {
+        match e {
+            InterfaceError::Null | InterfaceError::TooSmall { .. } => NtStatus::INVALID_PARAMETER,
+            InterfaceError::TooOld { .. } => NtStatus::NOT_SUPPORTED,
+        }
+    }
+}
+
+/// Size of `DXGKRNL_INTERFACE` at `version` (the newest known size at or below it).
+pub fn interface_size_at(version: u32) -> Option<usize> {
+    dxgk_sys::DXGKRNL_INTERFACE_SIZE_BY_VERSION
+        .iter()
+        .rev()
+        .find(|(v, _)| *v <= version)
+        .map(|&(_, s)| s)
+}
+
+/// The adapter's copy of the DXGKRNL_INTERFACE Dxgkrnl passed to StartDevice.
+///
+/// # Invariants
+/// `raw` holds the first `min(Size, size_of::<DXGKRNL_INTERFACE>())` bytes of the OS's
+/// structure and zeros after them, and `Size` is at least the size of the `Version` layout, so
+/// every member gated at or below `Version` is the OS's value.
+#[derive(Clone, Copy)]
+pub struct DxgkInterface {
+    raw: DXGKRNL_INTERFACE,
+}
+
+impl fmt::Debug for DxgkInterface {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DxgkInterface")
+            .field("size", &self.raw.Size)
+            .field("version", &format_args!("{:#x}", self.raw.Version))
+            .finish()
+    }
+}
+
+macro_rules! callback {
+    ($self:ident, $member:ident, $since:expr) => {{
+        let end = offset_of!(DXGKRNL_INTERFACE, $member) + size_of::<usize>();
+        match $self.raw.$member {
+            Some(f) if $self.raw.Version >= $since && $self.raw.Size as usize >= end => Ok(f),
+            _ => Err(Unavailable {
+                callback: stringify!($member),
+                since: $since,
+                negotiated: $self.raw.Version,
+            }),
+        }
+    }};
+}
+
+impl DxgkInterface {
+    /// Copies the interface StartDevice received, refusing versions below `minimum_version`.
+    ///
+    /// # Safety
+    /// `iface` must be NULL or point to a DXGKRNL_INTERFACE of at least its `Size` bytes.
+    pub unsafe fn copy_from(
+        iface: *const DXGKRNL_INTERFACE,
+        minimum_version: u32,
+    ) -> Result<Self, InterfaceError> {
+        if iface.is_null() {
+            return Err(InterfaceError::Null);
+        }
+        // SAFETY: non-null, and the caller guarantees at least the two leading ULONGs exist.
+        let (size, version) = unsafe { ((*iface).Size, (*iface).Version) };
+        if version < minimum_version {
+            return Err(InterfaceError::TooOld {
+                version,
+                minimum: minimum_version,
+            });
+        }
+        let expected = interface_size_at(version).unwrap_or(size_of::<DXGKRNL_INTERFACE>());
+        if (size as usize) < expected.min(size_of::<DXGKRNL_INTERFACE>()) {
+            return Err(InterfaceError::TooSmall { size, expected });
+        }
+        let mut raw = DXGKRNL_INTERFACE::default();
+        let n = (size as usize).min(size_of::<DXGKRNL_INTERFACE>());
+        // SAFETY: the caller guarantees `Size` readable bytes at `iface`; `raw` has room for `n`
+        // bytes; the regions do not overlap.
+        unsafe {
+            core::ptr::copy_nonoverlapping(
+                iface.cast::<u8>(),
+                (&mut raw as *mut DXGKRNL_INTERFACE).cast::<u8>(),
+                n,
+            )
+        };
+        // INVARIANT: `n` bytes copied, the rest zero; Size checked against Version's layout.
+        Ok(Self { raw })
+    }
+
+    /// The interface version Dxgkrnl implements.
+    pub fn version(&self) -> u32 {
+        self.raw.Version
+    }
+
+    /// `DeviceHandle`: the first argument of most callbacks.
+    pub fn device_handle(&self) -> HANDLE {
+        self.raw.DeviceHandle
+    }
+
+    /// `DxgkCbAllocatePagesForMdl` (2.4).
+    pub fn allocate_pages_for_mdl(
+        &self,
+    ) -> Result<dxgk_sys::PFN_DXGKCB_ALLOCATEPAGESFORMDL, Unavailable> {
+        callback!(self, DxgkCbAllocatePagesForMdl, dxgk_sys::DXGKDDI_INTERFACE_VERSION_WDDM2_4)
+    }
+
+    /// `DxgkCbFreePagesFromMdl` (2.4).
+    pub fn free_pages_from_mdl(&self) -> Result<dxgk_sys::PFN_DXGKCB_FREEPAGESFROMMDL, Unavailable> {
+        callback!(self, DxgkCbFreePagesFromMdl, dxgk_sys::DXGKDDI_INTERFACE_VERSION_WDDM2_4)
+    }
+
+    /// `DxgkCbMapMdlToIoMmu` (2.4).
+    pub fn map_mdl_to_iommu(&self) -> Result<dxgk_sys::PFN_DXGKCB_MAPMDLTOIOMMU, Unavailable> {
+        callback!(self, DxgkCbMapMdlToIoMmu, dxgk_sys::DXGKDDI_INTERFACE_VERSION_WDDM2_4)
+    }
+
+    /// `DxgkCbUnmapMdlFromIoMmu` (2.4).
+    pub fn unmap_mdl_from_iommu(
+        &self,
+    ) -> Result<dxgk_sys::PFN_DXGKCB_UNMAPMDLFROMIOMMU, Unavailable> {
+        callback!(self, DxgkCbUnmapMdlFromIoMmu, dxgk_sys::DXGKDDI_INTERFACE_VERSION_WDDM2_4)
+    }
+
+    /// `DxgkCbAllocateContiguousMemory` (2.4).
+    pub fn allocate_contiguous_memory(
+        &self,
+    ) -> Result<dxgk_sys::PFN_DXGKCB_ALLOCATECONTIGUOUSMEMORY, Unavailable> {
+        callback!(self, DxgkCbAllocateContiguousMemory, dxgk_sys::DXGKDDI_INTERFACE_VERSION_WDDM2_4)
+    }
+
+    /// `DxgkCbFreeContiguousMemory` (2.4).
+    pub fn free_contiguous_memory(
+        &self,
+    ) -> Result<dxgk_sys::PFN_DXGKCB_FREECONTIGUOUSMEMORY, Unavailable> {
+        callback!(self, DxgkCbFreeContiguousMemory, dxgk_sys::DXGKDDI_INTERFACE_VERSION_WDDM2_4)
+    }
+
+    /// `DxgkCbGetDeviceInformation` (Vista).
+    pub fn get_device_information(
+        &self,
+    ) -> Result<dxgk_sys::PFN_DXGKCB_GET_DEVICE_INFORMATION, Unavailable> {
+        callback!(self, DxgkCbGetDeviceInformation, dxgk_sys::DXGKDDI_INTERFACE_VERSION_VISTA)
+    }
+
+    /// `DxgkCbMapMemory` (Vista).
+    pub fn map_memory(&self) -> Result<dxgk_sys::PFN_DXGKCB_MAP_MEMORY, Unavailable> {
+        callback!(self, DxgkCbMapMemory, dxgk_sys::DXGKDDI_INTERFACE_VERSION_VISTA)
+    }
+
+    /// `DxgkCbUnmapMemory` (Vista).
+    pub fn unmap_memory(&self) -> Result<dxgk_sys::PFN_DXGKCB_UNMAP_MEMORY, Unavailable> {
+        callback!(self, DxgkCbUnmapMemory, dxgk_sys::DXGKDDI_INTERFACE_VERSION_VISTA)
+    }
+
+    /// `DxgkCbNotifyInterrupt` (Vista).
+    pub fn notify_interrupt(&self) -> Result<dxgk_sys::PFN_DXGKCB_NOTIFY_INTERRUPT, Unavailable> {
+        callback!(self, DxgkCbNotifyInterrupt, dxgk_sys::DXGKDDI_INTERFACE_VERSION_VISTA)
+    }
+
+    /// `DxgkCbNotifyDpc` (Vista).
+    pub fn notify_dpc(&self) -> Result<dxgk_sys::PFN_DXGKCB_NOTIFY_DPC, Unavailable> {
+        callback!(self, DxgkCbNotifyDpc, dxgk_sys::DXGKDDI_INTERFACE_VERSION_VISTA)
+    }
+
+    /// `DxgkCbQueueDpc` (Vista).
+    pub fn queue_dpc(&self) -> Result<dxgk_sys::PFN_DXGKCB_QUEUE_DPC, Unavailable> {
+        callback!(self, DxgkCbQueueDpc, dxgk_sys::DXGKDDI_INTERFACE_VERSION_VISTA)
+    }
+}

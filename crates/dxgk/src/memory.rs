@@ -1,0 +1,432 @@
+//! Device-visible system memory through Dxgkrnl's IOMMU callbacks (WDDM 2.4).
+//!
+//! * [`MdlPages`] owns pages from `DxgkCbAllocatePagesForMdl`: CPU access only, through the
+//!   system mapping of each MDL. Requests above 4 GiB − 4 KiB are split over several MDLs (the
+//!   per-call limit: an MDL's ByteCount is a ULONG).
+//! * [`IoMmuMapping`] borrows an `MdlPages` and maps it with `DxgkCbMapMdlToIoMmu`. It is the
+//!   only type that hands out **logical** (device) page addresses. Because it borrows the pages,
+//!   it is always dropped first: unmap → unmap system VA → free, as WDDM requires (the MDL must
+//!   outlive `DxgkCbUnmapMdlFromIoMmu`).
+//! * [`ContiguousMemory`] owns a `DxgkCbAllocateContiguousMemory` block (CPU VA only: Dxgkrnl
+//!   returns no device address for it).
+//!
+//! Device addresses come only from the MDLs Dxgkrnl returned, never from CPU addresses or
+//! `MmGetPhysicalAddress` (that breaks with DMA remapping). All of this is PASSIVE_LEVEL: the
+//! constructors take a [`Passive`] token; `Drop` must also run at PASSIVE_LEVEL.
+
+use core::ptr::NonNull;
+
+use dxgk_sys::{
+    DXGKARGCB_ALLOCATECONTIGUOUSMEMORY, DXGKARGCB_ALLOCATEPAGESFORMDL,
+    DXGKARGCB_FREECONTIGUOUSMEMORY, DXGKARGCB_FREEPAGESFROMMDL, DXGKARGCB_MAPMDLTOIOMMU,
+    DXGKARGCB_UNMAPMDLFROMIOMMU, DXGK_MEMORY_CACHING_TYPE, HANDLE, LARGE_INTEGER, MDL,
+};
+
+use crate::interface::DxgkInterface;
+use crate::irql::Passive;
+use crate::{NtResult, NtStatus};
+
+/// CPU and device page size.
+pub const PAGE_SIZE: usize = 4096;
+/// Largest single `DxgkCbAllocatePagesForMdl` request: 4 GiB − 4 KiB.
+pub const MAX_BYTES_PER_MDL: usize = (4 << 30) - PAGE_SIZE;
+/// Most MDLs one [`MdlPages`] holds (≈ 64 GiB).
+pub const MAX_MDLS: usize = 16;
+
+/// A logical (IOMMU / device) address. Not a CPU address, not a physical one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct LogicalAddress(pub u64);
+
+#[derive(Clone, Copy)]
+struct Chunk {
+    memory_handle: HANDLE,
+    mdl: NonNull<MDL>,
+    bytes: usize,
+    cpu: NonNull<u8>,
+}
+
+/// Pages allocated by `DxgkCbAllocatePagesForMdl`, mapped for the CPU.
+///
+/// # Invariants
+/// `chunks[..count]` each come from a successful `DxgkCbAllocatePagesForMdl` on `adapter`
+/// (handle + MDL of exactly `bytes` bytes) and are mapped to system VA at `cpu`; the chunks
+/// together hold `total` bytes in order. Each is unmapped and freed exactly once, in `Drop`.
+pub struct MdlPages {
+    adapter: HANDLE,
+    free: dxgk_sys::PFN_DXGKCB_FREEPAGESFROMMDL,
+    chunks: [Option<Chunk>; MAX_MDLS],
+    count: usize,
+    total: usize,
+}
+
+// SAFETY: the pages and MDLs are owned exclusively; the callbacks may be called from any thread
+// at PASSIVE_LEVEL.
+unsafe impl Send for MdlPages {}
+
+impl core::fmt::Debug for MdlPages {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("MdlPages")
+            .field("bytes", &self.total)
+            .field("mdls", &self.count)
+            .finish()
+    }
+}
+
+impl MdlPages {
+    /// Allocates `bytes` (rounded up to whole pages) of zeroed system memory.
+    ///
+    /// Fails with STATUS_INVALID_PARAMETER for 0 bytes or more than `MAX_MDLS` MDLs' worth,
+    /// STATUS_PROCEDURE_NOT_FOUND when the interface predates WDDM 2.4, and passes Dxgkrnl's
+    /// status through otherwise. Nothing stays allocated on failure.
+    pub fn allocate(
+        iface: &DxgkInterface,
+        _passive: &Passive,
+        bytes: usize,
+        cache: DXGK_MEMORY_CACHING_TYPE,
+    ) -> NtResult<Self> {
+        let alloc = iface.allocate_pages_for_mdl()?;
+        let free = iface.free_pages_from_mdl()?;
+        let total = bytes
+            .checked_next_multiple_of(PAGE_SIZE)
+            .filter(|&t| t > 0 && t <= MAX_BYTES_PER_MDL * MAX_MDLS)
+            .ok_or(NtStatus::INVALID_PARAMETER)?;
+        let mut pages = Self {
+            adapter: iface.device_handle(),
+            free,
+            chunks: [None; MAX_MDLS],
+            count: 0,
+            total: 0,
+        };
+        let mut remaining = total;
+        while remaining > 0 {
+            let chunk_bytes = remaining.min(MAX_BYTES_PER_MDL);
+            // On error `pages` drops here and frees the chunks allocated so far.
+            let chunk = pages.allocate_chunk(alloc, chunk_bytes, cache)?;
+            pages.chunks[pages.count] = Some(chunk);
+            pages.count += 1;
+            pages.total += chunk_bytes;
+            remaining -= chunk_bytes;
+        }
+        // INVARIANT: every chunk allocated, size-checked and mapped; total == sum of chunks.
+        Ok(pages)
+    }
+
+    fn allocate_chunk(
+        &self,
+        alloc: dxgk_sys::PFN_DXGKCB_ALLOCATEPAGESFORMDL,
+        bytes: usize,
+        cache: DXGK_MEMORY_CACHING_TYPE,
+    ) -> NtResult<Chunk> {
+        let mut args = DXGKARGCB_ALLOCATEPAGESFORMDL {
+            LowAddress: LARGE_INTEGER { QuadPart: 0 },
+            HighAddress: LARGE_INTEGER { QuadPart: i64::MAX },
+            SkipBytes: LARGE_INTEGER { QuadPart: 0 },
+            TotalBytes: bytes,
+            CacheType: cache,
+            ..Default::default()
+        };
+        // SAFETY: `args` is a valid, initialized argument block for the adapter's callback;
+        // we are at PASSIVE_LEVEL (the caller holds a Passive token).
+        NtStatus(unsafe { alloc(self.adapter, &mut args) }).to_result()?;
+        let memory_handle = args.hMemoryHandle;
+        let Some(mdl) = NonNull::new(args.pMdl) else {
+            return Err(NtStatus::INSUFFICIENT_RESOURCES);
+        };
+        let give_back = |status: NtStatus| {
+            self.free_one(memory_handle);
+            Err(status)
+        };
+        // SAFETY: Dxgkrnl returned a valid MDL.
+        let mdl_bytes = unsafe { dxgk_sys::MmGetMdlByteCount(mdl.as_ptr()) } as usize;
+        if mdl_bytes != bytes {
+            // Dxgkrnl adds MM_ALLOCATE_FULLY_REQUIRED; a short MDL would be a bug elsewhere.
+            return give_back(NtStatus::INSUFFICIENT_RESOURCES);
+        }
+        // SAFETY: the MDL describes locked pages owned by us until FreePagesFromMdl.
+        let va = unsafe {
+            dxgk_sys::MmGetSystemAddressForMdlSafe(mdl.as_ptr(), dxgk_sys::NormalPagePriority.0 as u32)
+        };
+        let Some(cpu) = NonNull::new(va.cast::<u8>()) else {
+            return give_back(NtStatus::INSUFFICIENT_RESOURCES);
+        };
+        Ok(Chunk {
+            memory_handle,
+            mdl,
+            bytes,
+            cpu,
+        })
+    }
+
+    fn free_one(&self, memory_handle: HANDLE) {
+        let args = DXGKARGCB_FREEPAGESFROMMDL {
+            hMemoryHandle: memory_handle,
+        };
+        // SAFETY: `memory_handle` came from AllocatePagesForMdl on this adapter and is freed once.
+        let _ = unsafe { (self.free)(self.adapter, &args) };
+    }
+
+    /// Size in bytes (whole pages).
+    pub fn len(&self) -> usize {
+        self.total
+    }
+
+    /// Always false: an `MdlPages` holds at least one page.
+    pub fn is_empty(&self) -> bool {
+        self.total == 0
+    }
+
+    /// Number of 4 KiB pages.
+    pub fn page_count(&self) -> usize {
+        self.total / PAGE_SIZE
+    }
+
+    /// Number of MDLs backing these pages.
+    pub fn mdl_count(&self) -> usize {
+        self.count
+    }
+
+    fn chunks(&self) -> impl Iterator<Item = &Chunk> {
+        self.chunks[..self.count].iter().flatten()
+    }
+
+    /// Runs `f` over the CPU bytes `[offset, offset + len)`, chunk by chunk.
+    fn for_range(
+        &self,
+        offset: usize,
+        len: usize,
+        mut f: impl FnMut(*mut u8, usize, usize),
+    ) -> NtResult<()> {
+        let end = offset.checked_add(len).filter(|&e| e <= self.total);
+        let Some(end) = end else {
+            return Err(NtStatus::INVALID_PARAMETER);
+        };
+        let mut chunk_start = 0;
+        let mut done = 0;
+        for c in self.chunks() {
+            let chunk_end = chunk_start + c.bytes;
+            let lo = offset.max(chunk_start);
+            let hi = end.min(chunk_end);
+            if lo < hi {
+                // SAFETY: `lo - chunk_start < c.bytes`: inside the chunk's mapping.
+                let p = unsafe { c.cpu.as_ptr().add(lo - chunk_start) };
+                f(p, hi - lo, done);
+                done += hi - lo;
+            }
+            chunk_start = chunk_end;
+        }
+        Ok(())
+    }
+
+    /// Copies `data` into the pages at `offset`.
+    pub fn write(&mut self, offset: usize, data: &[u8]) -> NtResult<()> {
+        self.for_range(offset, data.len(), |dst, n, done| {
+            // SAFETY: `dst` has `n` writable bytes in our mapping (for_range), `data[done..]`
+            // has at least `n`; `&mut self` excludes other CPU access through us.
+            unsafe { core::ptr::copy_nonoverlapping(data.as_ptr().add(done), dst, n) }
+        })
+    }
+
+    /// Copies bytes at `offset` out of the pages.
+    pub fn read(&self, offset: usize, out: &mut [u8]) -> NtResult<()> {
+        let out_ptr = out.as_mut_ptr();
+        self.for_range(offset, out.len(), |src, n, done| {
+            // SAFETY: `src` has `n` readable bytes in our mapping; `out[done..]` has room for `n`.
+            unsafe { core::ptr::copy_nonoverlapping(src, out_ptr.add(done), n) }
+        })
+    }
+
+    /// Fills `[offset, offset + len)` with `byte`.
+    pub fn fill(&mut self, offset: usize, len: usize, byte: u8) -> NtResult<()> {
+        self.for_range(offset, len, |dst, n, _| {
+            // SAFETY: `dst` has `n` writable bytes in our mapping.
+            unsafe { core::ptr::write_bytes(dst, byte, n) }
+        })
+    }
+}
+
+impl Drop for MdlPages {
+    fn drop(&mut self) {
+        for i in 0..self.count {
+            if let Some(c) = self.chunks[i].take() {
+                // SAFETY: the MDL was mapped with MmGetSystemAddressForMdlSafe at `cpu`; no
+                // borrow of it remains (IoMmuMapping borrows `self` and is gone by now).
+                unsafe { dxgk_sys::MmUnmapLockedPages(c.cpu.as_ptr().cast(), c.mdl.as_ptr()) };
+                self.free_one(c.memory_handle);
+            }
+        }
+    }
+}
+
+/// An `MdlPages` mapped into the device's IOMMU domain with `DxgkCbMapMdlToIoMmu`.
+///
+/// # Invariants
+/// `handles[i]` is the live mapping of `pages`' i-th MDL on `adapter`; each is unmapped
+/// exactly once, in `Drop`, while `pages` (borrowed for `'p`) is still alive.
+pub struct IoMmuMapping<'p> {
+    pages: &'p MdlPages,
+    unmap: dxgk_sys::PFN_DXGKCB_UNMAPMDLFROMIOMMU,
+    handles: [HANDLE; MAX_MDLS],
+    mapped: usize,
+}
+
+impl core::fmt::Debug for IoMmuMapping<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("IoMmuMapping").field("pages", self.pages).finish()
+    }
+}
+
+impl<'p> IoMmuMapping<'p> {
+    /// Maps every MDL of `pages`. On failure, the MDLs already mapped are unmapped again.
+    pub fn map(iface: &DxgkInterface, _passive: &Passive, pages: &'p MdlPages) -> NtResult<Self> {
+        let map = iface.map_mdl_to_iommu()?;
+        let unmap = iface.unmap_mdl_from_iommu()?;
+        let mut mapping = Self {
+            pages,
+            unmap,
+            handles: [core::ptr::null_mut(); MAX_MDLS],
+            mapped: 0,
+        };
+        for c in pages.chunks() {
+            let mut args = DXGKARGCB_MAPMDLTOIOMMU {
+                pMdl: c.mdl.as_ptr(),
+                hMemoryHandle: core::ptr::null_mut(),
+            };
+            // SAFETY: the MDL is valid and stays unchanged while mapped (we borrow `pages`);
+            // PASSIVE_LEVEL per the token.
+            NtStatus(unsafe { map(pages.adapter, &mut args) }).to_result()?;
+            mapping.handles[mapping.mapped] = args.hMemoryHandle;
+            mapping.mapped += 1;
+        }
+        // INVARIANT: every MDL of `pages` is mapped, handles recorded in order.
+        Ok(mapping)
+    }
+
+    /// The pages this mapping makes device-visible.
+    pub fn pages(&self) -> &MdlPages {
+        self.pages
+    }
+
+    /// Logical address of 4 KiB page `index` (as the device must be programmed).
+    pub fn page_address(&self, index: usize) -> Option<LogicalAddress> {
+        let mut first = 0;
+        for c in self.pages.chunks() {
+            let n = c.bytes / PAGE_SIZE;
+            if index < first + n {
+                // SAFETY: the MDL is valid and has at least `n` PFN entries.
+                let pfns = unsafe { dxgk_sys::MmGetMdlPfnArray(c.mdl.as_ptr()) };
+                // SAFETY: `index - first < n`.
+                let pfn = unsafe { *pfns.add(index - first) };
+                return Some(LogicalAddress((pfn as u64) << 12));
+            }
+            first += n;
+        }
+        None
+    }
+
+    /// Logical address of byte `offset`.
+    pub fn address_of(&self, offset: usize) -> Option<LogicalAddress> {
+        let page = self.page_address(offset / PAGE_SIZE)?;
+        Some(LogicalAddress(page.0 + (offset % PAGE_SIZE) as u64))
+    }
+}
+
+impl Drop for IoMmuMapping<'_> {
+    fn drop(&mut self) {
+        for &h in &self.handles[..self.mapped] {
+            let args = DXGKARGCB_UNMAPMDLFROMIOMMU { hMemoryHandle: h };
+            // SAFETY: `h` is a live mapping handle from MapMdlToIoMmu on this adapter, unmapped
+            // once; the MDL is still alive because `pages` is borrowed.
+            unsafe { (self.unmap)(self.pages.adapter, &args) };
+        }
+    }
+}
+
+/// A block from `DxgkCbAllocateContiguousMemory`: CPU-visible, physically contiguous, mapped
+/// in the IOMMU by Dxgkrnl for its lifetime. Dxgkrnl returns no device address for it, so use
+/// it for CPU-side state, not for anything the device must address under DMA remapping.
+///
+/// # Invariants
+/// `memory_handle`/`cpu` come from a successful allocation of `bytes` bytes on `adapter`; freed
+/// exactly once, in `Drop`.
+pub struct ContiguousMemory {
+    adapter: HANDLE,
+    free: dxgk_sys::PFN_DXGKCB_FREECONTIGUOUSMEMORY,
+    memory_handle: HANDLE,
+    cpu: NonNull<u8>,
+    bytes: usize,
+}
+
+impl core::fmt::Debug for ContiguousMemory {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("ContiguousMemory").field("bytes", &self.bytes).finish()
+    }
+}
+
+impl ContiguousMemory {
+    /// Allocates `bytes` (> 0) of contiguous memory.
+    pub fn allocate(
+        iface: &DxgkInterface,
+        _passive: &Passive,
+        bytes: usize,
+        cache: DXGK_MEMORY_CACHING_TYPE,
+    ) -> NtResult<Self> {
+        let alloc = iface.allocate_contiguous_memory()?;
+        let free = iface.free_contiguous_memory()?;
+        if bytes == 0 {
+            return Err(NtStatus::INVALID_PARAMETER);
+        }
+        let mut args = DXGKARGCB_ALLOCATECONTIGUOUSMEMORY {
+            NumberOfBytes: bytes,
+            LowestAcceptableAddress: LARGE_INTEGER { QuadPart: 0 },
+            HighestAcceptableAddress: LARGE_INTEGER { QuadPart: i64::MAX },
+            BoundaryAddressMultiple: LARGE_INTEGER { QuadPart: 0 },
+            CacheType: cache,
+            ..Default::default()
+        };
+        let adapter = iface.device_handle();
+        // SAFETY: valid argument block; PASSIVE_LEVEL per the token.
+        NtStatus(unsafe { alloc(adapter, &mut args) }).to_result()?;
+        let Some(cpu) = NonNull::new(args.pMemory.cast::<u8>()) else {
+            let f = DXGKARGCB_FREECONTIGUOUSMEMORY {
+                hMemoryHandle: args.hMemoryHandle,
+            };
+            // SAFETY: give back what Dxgkrnl returned, once.
+            let _ = unsafe { free(adapter, &f) };
+            return Err(NtStatus::INSUFFICIENT_RESOURCES);
+        };
+        // INVARIANT: successful allocation recorded.
+        Ok(Self {
+            adapter,
+            free,
+            memory_handle: args.hMemoryHandle,
+            cpu,
+            bytes,
+        })
+    }
+
+    /// The block as bytes.
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: `cpu` is a live block of `bytes` bytes owned exclusively by `self`.
+        unsafe { core::slice::from_raw_parts_mut(self.cpu.as_ptr(), self.bytes) }
+    }
+
+    /// Size in bytes.
+    pub fn len(&self) -> usize {
+        self.bytes
+    }
+
+    /// Always false.
+    pub fn is_empty(&self) -> bool {
+        self.bytes == 0
+    }
+}
+
+impl Drop for ContiguousMemory {
+    fn drop(&mut self) {
+        let args = DXGKARGCB_FREECONTIGUOUSMEMORY {
+            hMemoryHandle: self.memory_handle,
+        };
+        // SAFETY: the handle came from AllocateContiguousMemory on this adapter; freed once.
+        let _ = unsafe { (self.free)(self.adapter, &args) };
+    }
+}
