@@ -19,8 +19,21 @@ use dxgk_sys::{
 
 use crate::POOL_TAG;
 
-/// The interface version rgpu registers with (WDDM 2.4: the first with the IOMMU callbacks).
-pub const REGISTERED_INTERFACE_VERSION: u32 = dxgk_sys::DXGKDDI_INTERFACE_VERSION_WDDM2_4;
+/// Interface versions rgpu can register with, newest first: WDDM 3.1 down to WDDM 2.4 (the
+/// first with the IOMMU memory callbacks). One rgpu.sys serves every Windows from 1803 up.
+pub const SUPPORTED_INTERFACE_VERSIONS: &[u32] = &[
+    dxgk_sys::DXGKDDI_INTERFACE_VERSION_WDDM3_1,
+    dxgk_sys::DXGKDDI_INTERFACE_VERSION_WDDM3_0,
+    dxgk_sys::DXGKDDI_INTERFACE_VERSION_WDDM2_9,
+    dxgk_sys::DXGKDDI_INTERFACE_VERSION_WDDM2_8,
+    dxgk_sys::DXGKDDI_INTERFACE_VERSION_WDDM2_7,
+    dxgk_sys::DXGKDDI_INTERFACE_VERSION_WDDM2_6,
+    dxgk_sys::DXGKDDI_INTERFACE_VERSION_WDDM2_5,
+    dxgk_sys::DXGKDDI_INTERFACE_VERSION_WDDM2_4,
+];
+
+/// The oldest interface rgpu accepts from Dxgkrnl at StartDevice.
+pub const MINIMUM_INTERFACE_VERSION: u32 = dxgk_sys::DXGKDDI_INTERFACE_VERSION_WDDM2_4;
 
 /// Per-adapter state, owned by Dxgkrnl's `MiniportDeviceContext` between AddDevice and
 /// RemoveDevice.
@@ -45,29 +58,44 @@ pub unsafe extern "system" fn DriverEntry(
         rgpu_log!(error, "DriverEntry: NULL driver object or registry path");
         return dxgk_sys::STATUS_INVALID_PARAMETER;
     }
-    let mut init = DRIVER_INITIALIZATION_DATA {
-        Version: REGISTERED_INTERFACE_VERSION,
+    // Newest first: Dxgkrnl refuses a version newer than itself, and older Windows versions do
+    // not document which status they return for that, so any failure moves one version down.
+    let mut status = dxgk_sys::STATUS_UNSUCCESSFUL;
+    for &version in SUPPORTED_INTERFACE_VERSIONS {
+        let mut init = initialization_data(version);
+        // SAFETY: both pointers come from the I/O manager; `init` is fully initialized and only
+        // needs to live for the call.
+        status = unsafe { dxgk_sys::DxgkInitialize(driver_object, registry_path, &mut init) };
+        if status >= 0 {
+            rgpu_log!(info, "registered with interface {:#x}", version);
+            return status;
+        }
+        rgpu_log!(
+            warn,
+            "DxgkInitialize refused interface {:#x}: {:#010x}",
+            version,
+            status as u32
+        );
+    }
+    rgpu_log!(
+        error,
+        "no supported interface version (WDDM 2.4 or newer) was accepted; last status {:#010x}",
+        status as u32
+    );
+    status
+}
+
+/// The DDI table for interface `version`: only DDIs that exist at that version are filled.
+fn initialization_data(version: u32) -> DRIVER_INITIALIZATION_DATA {
+    DRIVER_INITIALIZATION_DATA {
+        Version: version,
         DxgkDdiAddDevice: Some(ddi_add_device),
         DxgkDdiStartDevice: Some(ddi_start_device),
         DxgkDdiStopDevice: Some(ddi_stop_device),
         DxgkDdiRemoveDevice: Some(ddi_remove_device),
         DxgkDdiUnload: Some(ddi_unload),
         ..Default::default()
-    };
-    // SAFETY: both pointers come from the I/O manager; `init` is fully initialized and only
-    // needs to live for the call.
-    let status = unsafe { dxgk_sys::DxgkInitialize(driver_object, registry_path, &mut init) };
-    if status < 0 {
-        rgpu_log!(
-            error,
-            "DxgkInitialize with interface {:#x} failed: {:#010x}",
-            REGISTERED_INTERFACE_VERSION,
-            status as u32
-        );
-    } else {
-        rgpu_log!(info, "registered with interface {:#x}", REGISTERED_INTERFACE_VERSION);
     }
-    status
 }
 
 /// Recovers the adapter from a MiniportDeviceContext.

@@ -33,14 +33,30 @@ impl FakeIoObjects {
 }
 
 #[test]
-fn registers_with_wddm_2_4_and_manages_the_adapter_context() {
-    for config in [MachineConfig::windows_10_1803(), MachineConfig::windows_11_22h2()] {
+fn registers_with_the_newest_version_the_os_accepts_and_manages_the_adapter_context() {
+    for (config, expected) in [
+        (
+            MachineConfig::windows_10_1803(),
+            sys::DXGKDDI_INTERFACE_VERSION_WDDM2_4,
+        ),
+        (
+            MachineConfig::windows_11_22h2(),
+            sys::DXGKDDI_INTERFACE_VERSION_WDDM3_1,
+        ),
+    ] {
         let m = Machine::new(config);
         let mut io = FakeIoObjects::new();
         m.enter(|| {
-            assert_eq!(io.driver_entry(), sys::STATUS_SUCCESS, "{}", m.config().name);
-            let ddis = m.registered_driver().expect("DxgkInitialize kept the DDI table");
-            assert_eq!(ddis.Version, sys::DXGKDDI_INTERFACE_VERSION_WDDM2_4);
+            assert_eq!(
+                io.driver_entry(),
+                sys::STATUS_SUCCESS,
+                "{}",
+                m.config().name
+            );
+            let ddis = m
+                .registered_driver()
+                .expect("DxgkInitialize kept the DDI table");
+            assert_eq!(ddis.Version, expected, "{}", m.config().name);
 
             let mut pdo = sys::DEVICE_OBJECT::default();
             let mut context: sys::PVOID = std::ptr::null_mut();
@@ -48,7 +64,10 @@ fn registers_with_wddm_2_4_and_manages_the_adapter_context() {
             // SAFETY: a valid PDO and context slot, as Dxgkrnl passes them.
             assert_eq!(unsafe { add(&mut pdo, &mut context) }, sys::STATUS_SUCCESS);
             assert!(!context.is_null());
-            assert_eq!(m.pool_in_use(), vec![("Rgpu".to_string(), size_of::<rgpu::ddi::Adapter>())]);
+            assert_eq!(
+                m.pool_in_use(),
+                vec![("Rgpu".to_string(), size_of::<rgpu::ddi::Adapter>())]
+            );
 
             let remove = ddis.DxgkDdiRemoveDevice.unwrap();
             // SAFETY: the context AddDevice returned, used once.
@@ -57,7 +76,7 @@ fn registers_with_wddm_2_4_and_manages_the_adapter_context() {
             // SAFETY: no adapters remain.
             unsafe { unload() };
         });
-        assert!(m.debug_contains("rgpu: registered with interface 0x9006"));
+        assert!(m.debug_contains(&format!("rgpu: registered with interface {expected:#x}")));
         m.check_pool_leaks();
         m.assert_clean();
     }
@@ -70,7 +89,12 @@ fn refuses_to_load_on_wddm_2_3_cleanly() {
     let status = m.enter(|| io.driver_entry());
     assert_eq!(status, sys::STATUS_REVISION_MISMATCH);
     assert!(m.registered_driver().is_none());
-    assert!(m.debug_contains("DxgkInitialize with interface 0x9006 failed: 0xc0000059"));
+    // Every supported version was offered, newest first, and none older than 2.4.
+    assert_eq!(
+        m.offered_interface_versions(),
+        rgpu::ddi::SUPPORTED_INTERFACE_VERSIONS
+    );
+    assert!(m.debug_contains("no supported interface version (WDDM 2.4 or newer) was accepted"));
     m.check_pool_leaks();
     m.assert_clean();
 }
@@ -84,7 +108,10 @@ fn add_device_rejects_null_arguments_without_allocating() {
         let add = m.registered_driver().unwrap().DxgkDdiAddDevice.unwrap();
         let mut context: sys::PVOID = std::ptr::null_mut();
         // SAFETY: NULL PDO is the malformed input under test; the DDI must reject it.
-        assert_eq!(unsafe { add(std::ptr::null_mut(), &mut context) }, sys::STATUS_INVALID_PARAMETER);
+        assert_eq!(
+            unsafe { add(std::ptr::null_mut(), &mut context) },
+            sys::STATUS_INVALID_PARAMETER
+        );
     });
     assert_eq!(m.pool_allocation_count(), 0);
     m.assert_clean();

@@ -114,7 +114,9 @@ impl DxgkInterface {
             return Err(InterfaceError::Null);
         }
         // SAFETY: non-null, and the caller guarantees at least the two leading ULONGs exist.
-        let (size, version) = unsafe { ((*iface).Size, (*iface).Version) };
+        let size = unsafe { (*iface).Size };
+        // SAFETY: as above.
+        let version = unsafe { (*iface).Version };
         if version < minimum_version {
             return Err(InterfaceError::TooOld {
                 version,
@@ -154,69 +156,119 @@ impl DxgkInterface {
     pub fn allocate_pages_for_mdl(
         &self,
     ) -> Result<dxgk_sys::PFN_DXGKCB_ALLOCATEPAGESFORMDL, Unavailable> {
-        callback!(self, DxgkCbAllocatePagesForMdl, dxgk_sys::DXGKDDI_INTERFACE_VERSION_WDDM2_4)
+        callback!(
+            self,
+            DxgkCbAllocatePagesForMdl,
+            dxgk_sys::DXGKDDI_INTERFACE_VERSION_WDDM2_4
+        )
     }
 
     /// `DxgkCbFreePagesFromMdl` (2.4).
-    pub fn free_pages_from_mdl(&self) -> Result<dxgk_sys::PFN_DXGKCB_FREEPAGESFROMMDL, Unavailable> {
-        callback!(self, DxgkCbFreePagesFromMdl, dxgk_sys::DXGKDDI_INTERFACE_VERSION_WDDM2_4)
+    pub fn free_pages_from_mdl(
+        &self,
+    ) -> Result<dxgk_sys::PFN_DXGKCB_FREEPAGESFROMMDL, Unavailable> {
+        callback!(
+            self,
+            DxgkCbFreePagesFromMdl,
+            dxgk_sys::DXGKDDI_INTERFACE_VERSION_WDDM2_4
+        )
     }
 
     /// `DxgkCbMapMdlToIoMmu` (2.4).
     pub fn map_mdl_to_iommu(&self) -> Result<dxgk_sys::PFN_DXGKCB_MAPMDLTOIOMMU, Unavailable> {
-        callback!(self, DxgkCbMapMdlToIoMmu, dxgk_sys::DXGKDDI_INTERFACE_VERSION_WDDM2_4)
+        callback!(
+            self,
+            DxgkCbMapMdlToIoMmu,
+            dxgk_sys::DXGKDDI_INTERFACE_VERSION_WDDM2_4
+        )
     }
 
     /// `DxgkCbUnmapMdlFromIoMmu` (2.4).
     pub fn unmap_mdl_from_iommu(
         &self,
     ) -> Result<dxgk_sys::PFN_DXGKCB_UNMAPMDLFROMIOMMU, Unavailable> {
-        callback!(self, DxgkCbUnmapMdlFromIoMmu, dxgk_sys::DXGKDDI_INTERFACE_VERSION_WDDM2_4)
+        callback!(
+            self,
+            DxgkCbUnmapMdlFromIoMmu,
+            dxgk_sys::DXGKDDI_INTERFACE_VERSION_WDDM2_4
+        )
     }
 
     /// `DxgkCbAllocateContiguousMemory` (2.4).
     pub fn allocate_contiguous_memory(
         &self,
     ) -> Result<dxgk_sys::PFN_DXGKCB_ALLOCATECONTIGUOUSMEMORY, Unavailable> {
-        callback!(self, DxgkCbAllocateContiguousMemory, dxgk_sys::DXGKDDI_INTERFACE_VERSION_WDDM2_4)
+        callback!(
+            self,
+            DxgkCbAllocateContiguousMemory,
+            dxgk_sys::DXGKDDI_INTERFACE_VERSION_WDDM2_4
+        )
     }
 
     /// `DxgkCbFreeContiguousMemory` (2.4).
     pub fn free_contiguous_memory(
         &self,
     ) -> Result<dxgk_sys::PFN_DXGKCB_FREECONTIGUOUSMEMORY, Unavailable> {
-        callback!(self, DxgkCbFreeContiguousMemory, dxgk_sys::DXGKDDI_INTERFACE_VERSION_WDDM2_4)
+        callback!(
+            self,
+            DxgkCbFreeContiguousMemory,
+            dxgk_sys::DXGKDDI_INTERFACE_VERSION_WDDM2_4
+        )
     }
 
     /// `DxgkCbGetDeviceInformation` (Vista).
     pub fn get_device_information(
         &self,
     ) -> Result<dxgk_sys::PFN_DXGKCB_GET_DEVICE_INFORMATION, Unavailable> {
-        callback!(self, DxgkCbGetDeviceInformation, dxgk_sys::DXGKDDI_INTERFACE_VERSION_VISTA)
+        callback!(
+            self,
+            DxgkCbGetDeviceInformation,
+            dxgk_sys::DXGKDDI_INTERFACE_VERSION_VISTA
+        )
     }
 
     /// `DxgkCbMapMemory` (Vista).
     pub fn map_memory(&self) -> Result<dxgk_sys::PFN_DXGKCB_MAP_MEMORY, Unavailable> {
-        callback!(self, DxgkCbMapMemory, dxgk_sys::DXGKDDI_INTERFACE_VERSION_VISTA)
+        callback!(
+            self,
+            DxgkCbMapMemory,
+            dxgk_sys::DXGKDDI_INTERFACE_VERSION_VISTA
+        )
     }
 
     /// `DxgkCbUnmapMemory` (Vista).
     pub fn unmap_memory(&self) -> Result<dxgk_sys::PFN_DXGKCB_UNMAP_MEMORY, Unavailable> {
-        callback!(self, DxgkCbUnmapMemory, dxgk_sys::DXGKDDI_INTERFACE_VERSION_VISTA)
+        callback!(
+            self,
+            DxgkCbUnmapMemory,
+            dxgk_sys::DXGKDDI_INTERFACE_VERSION_VISTA
+        )
     }
 
     /// `DxgkCbNotifyInterrupt` (Vista).
     pub fn notify_interrupt(&self) -> Result<dxgk_sys::PFN_DXGKCB_NOTIFY_INTERRUPT, Unavailable> {
-        callback!(self, DxgkCbNotifyInterrupt, dxgk_sys::DXGKDDI_INTERFACE_VERSION_VISTA)
+        callback!(
+            self,
+            DxgkCbNotifyInterrupt,
+            dxgk_sys::DXGKDDI_INTERFACE_VERSION_VISTA
+        )
     }
 
     /// `DxgkCbNotifyDpc` (Vista).
     pub fn notify_dpc(&self) -> Result<dxgk_sys::PFN_DXGKCB_NOTIFY_DPC, Unavailable> {
-        callback!(self, DxgkCbNotifyDpc, dxgk_sys::DXGKDDI_INTERFACE_VERSION_VISTA)
+        callback!(
+            self,
+            DxgkCbNotifyDpc,
+            dxgk_sys::DXGKDDI_INTERFACE_VERSION_VISTA
+        )
     }
 
     /// `DxgkCbQueueDpc` (Vista).
     pub fn queue_dpc(&self) -> Result<dxgk_sys::PFN_DXGKCB_QUEUE_DPC, Unavailable> {
-        callback!(self, DxgkCbQueueDpc, dxgk_sys::DXGKDDI_INTERFACE_VERSION_VISTA)
+        callback!(
+            self,
+            DxgkCbQueueDpc,
+            dxgk_sys::DXGKDDI_INTERFACE_VERSION_VISTA
+        )
     }
 }

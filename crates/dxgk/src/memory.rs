@@ -144,7 +144,10 @@ impl MdlPages {
         }
         // SAFETY: the MDL describes locked pages owned by us until FreePagesFromMdl.
         let va = unsafe {
-            dxgk_sys::MmGetSystemAddressForMdlSafe(mdl.as_ptr(), dxgk_sys::NormalPagePriority.0 as u32)
+            dxgk_sys::MmGetSystemAddressForMdlSafe(
+                mdl.as_ptr(),
+                dxgk_sys::NormalPagePriority.0 as u32,
+            )
         };
         let Some(cpu) = NonNull::new(va.cast::<u8>()) else {
             return give_back(NtStatus::INSUFFICIENT_RESOURCES);
@@ -220,18 +223,20 @@ impl MdlPages {
     /// Copies `data` into the pages at `offset`.
     pub fn write(&mut self, offset: usize, data: &[u8]) -> NtResult<()> {
         self.for_range(offset, data.len(), |dst, n, done| {
-            // SAFETY: `dst` has `n` writable bytes in our mapping (for_range), `data[done..]`
-            // has at least `n`; `&mut self` excludes other CPU access through us.
-            unsafe { core::ptr::copy_nonoverlapping(data.as_ptr().add(done), dst, n) }
+            let src = &data[done..done + n];
+            // SAFETY: `dst` has `n` writable bytes in our mapping (for_range); `&mut self`
+            // excludes other CPU access through us.
+            unsafe { core::ptr::copy_nonoverlapping(src.as_ptr(), dst, n) }
         })
     }
 
     /// Copies bytes at `offset` out of the pages.
     pub fn read(&self, offset: usize, out: &mut [u8]) -> NtResult<()> {
-        let out_ptr = out.as_mut_ptr();
-        self.for_range(offset, out.len(), |src, n, done| {
-            // SAFETY: `src` has `n` readable bytes in our mapping; `out[done..]` has room for `n`.
-            unsafe { core::ptr::copy_nonoverlapping(src, out_ptr.add(done), n) }
+        let len = out.len();
+        self.for_range(offset, len, |src, n, done| {
+            let dst = &mut out[done..done + n];
+            // SAFETY: `src` has `n` readable bytes in our mapping; `dst` has room for `n`.
+            unsafe { core::ptr::copy_nonoverlapping(src, dst.as_mut_ptr(), n) }
         })
     }
 
@@ -271,7 +276,9 @@ pub struct IoMmuMapping<'p> {
 
 impl core::fmt::Debug for IoMmuMapping<'_> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("IoMmuMapping").field("pages", self.pages).finish()
+        f.debug_struct("IoMmuMapping")
+            .field("pages", self.pages)
+            .finish()
     }
 }
 
@@ -314,8 +321,10 @@ impl<'p> IoMmuMapping<'p> {
             if index < first + n {
                 // SAFETY: the MDL is valid and has at least `n` PFN entries.
                 let pfns = unsafe { dxgk_sys::MmGetMdlPfnArray(c.mdl.as_ptr()) };
-                // SAFETY: `index - first < n`.
-                let pfn = unsafe { *pfns.add(index - first) };
+                // SAFETY: `index - first < n`, within the PFN array.
+                let entry = unsafe { pfns.add(index - first) };
+                // SAFETY: `entry` points into the MDL's PFN array.
+                let pfn = unsafe { *entry };
                 return Some(LogicalAddress((pfn as u64) << 12));
             }
             first += n;
@@ -358,7 +367,9 @@ pub struct ContiguousMemory {
 
 impl core::fmt::Debug for ContiguousMemory {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("ContiguousMemory").field("bytes", &self.bytes).finish()
+        f.debug_struct("ContiguousMemory")
+            .field("bytes", &self.bytes)
+            .finish()
     }
 }
 

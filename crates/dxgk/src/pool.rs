@@ -48,17 +48,20 @@ const POOL2_NAME: [u16; 16] = {
 
 fn lookup_pool2() -> Option<PFN_ExAllocatePool2> {
     let mut name_buf = POOL2_NAME;
-    let mut name = UNICODE_STRING::default();
-    name.Length = 15 * 2;
-    name.MaximumLength = 16 * 2;
-    name.Buffer = name_buf.as_mut_ptr();
+    let mut name = UNICODE_STRING {
+        Length: 15 * 2,
+        MaximumLength: 16 * 2,
+        Buffer: name_buf.as_mut_ptr(),
+    };
     // SAFETY: `name` is a valid NUL-terminated UNICODE_STRING that outlives the call.
     let routine = unsafe { dxgk_sys::MmGetSystemRoutineAddress(&mut name) };
     if routine.is_null() {
         None
     } else {
         // SAFETY: the kernel exports ExAllocatePool2 with exactly this signature.
-        Some(unsafe { core::mem::transmute::<*mut core::ffi::c_void, PFN_ExAllocatePool2>(routine) })
+        Some(unsafe {
+            core::mem::transmute::<*mut core::ffi::c_void, PFN_ExAllocatePool2>(routine)
+        })
     }
 }
 
@@ -70,7 +73,9 @@ pub struct Pool {
 
 impl core::fmt::Debug for Pool {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("Pool").field("uses_pool2", &self.uses_pool2()).finish()
+        f.debug_struct("Pool")
+            .field("uses_pool2", &self.uses_pool2())
+            .finish()
     }
 }
 
