@@ -57,8 +57,10 @@ against the JSON.
 * **Types and fields keep their C names**: `DXGKRNL_INTERFACE`, `pDmaBuffer`,
   `DxgkCbMapMdlToIoMmu`. A struct declared with `#pragma pack(N)` is `#[repr(C, packed(N))]`
   (and so are the unnamed sub-types declared inside it); `DECLSPEC_ALIGN(16)` structs
-  (`IRP`, `DEVICE_OBJECT`) are `#[repr(C, align(16))]`. `typedef X Y` structs are
-  `pub type Y = X;`.
+  (`IRP`, `DEVICE_OBJECT`) are `#[repr(C, align(16))]`. Rust has no per-field alignment:
+  a member C over-aligns (wdm.h `POINTER_ALIGNMENT` in `IO_STACK_LOCATION.Parameters.*`)
+  is preceded by an explicit `_padN: [u8; K]` field and its type gets `align(8)`.
+  `typedef X Y` structs are `pub type Y = X;`.
 * **Named members of an unnamed C type** (`struct { ... } Transfer;`) get a separate Rust type
   named `<Parent>_<member>`, where `<Parent>` is the Rust type of the nearest *named*
   enclosing level: `DXGKARG_BUILDPAGINGBUFFER_Transfer`,
@@ -371,6 +373,10 @@ class Gen:
             et, es, ea = self.map_type(m.group(1), ctx)
             n = int(m.group(2))
             return ("[%s; %d]" % (et, n), es * n, ea)
+        if t in ("void *", "VOID *"):
+            return ("PVOID", 8, 8)
+        if t in ("const void *", "const VOID *"):
+            return ("PCVOID", 8, 8)
         # pointers
         if t.endswith("*const"):
             t = t[: -len("const")].strip()
@@ -546,6 +552,34 @@ class Gen:
 
         shape = []
         align = 1
+        lay = {"cur": base_off, "pad": 0, "over": 1}
+
+        def add_field(fname, ftype, fdoc, off, size, falign):
+            """Append a field at JSON offset `off`, inserting explicit padding where C
+            placed the member later than natural layout would (member DECLSPEC_ALIGN,
+            e.g. wdm.h POINTER_ALIGNMENT)."""
+            eff = min(falign, packed) if packed else falign
+            if is_union:
+                if off != base_off:
+                    die("union member %s.%s at %d, union at %d" % (name, fname, off, base_off))
+            else:
+                nat = (lay["cur"] + eff - 1) // eff * eff
+                if off < nat:
+                    die("%s.%s: JSON offset %d below natural offset %d" % (name, fname, off, nat))
+                if off > nat:
+                    lay["pad"] += 1
+                    r.fields.append(("_pad%d" % lay["pad"], "[u8; %d]" % (off - lay["cur"]),
+                                     "Explicit padding: the next C member is over-aligned."))
+                    # smallest alignment that puts the member where C did
+                    a = eff * 2
+                    while (lay["cur"] + a - 1) // a * a != off:
+                        a *= 2
+                        if a > 4096:
+                            die("%s.%s: cannot explain offset %d" % (name, fname, off))
+                    lay["over"] = max(lay["over"], a)
+                lay["cur"] = off + size
+            r.fields.append((fname, ftype, fdoc))
+
         i = 0
         while i < len(children):
             c = children[i]
@@ -561,26 +595,33 @@ class Gen:
                     grp.append(children[i])
                 st = next_bf()
                 stype = self.storage_type(c["size"])
-                r.fields.append((st, stype, "Storage unit of bit-fields %s." % ", ".join(
-                    "`%s`" % last(g["name"]) for g in grp)))
+                add_field(st, stype, "Storage unit of bit-fields %s." % ", ".join(
+                    "`%s`" % last(g["name"]) for g in grp), c["offset"], c["size"], c["size"])
                 align = max(align, c["size"])
                 for g in grp:
                     shape.append(self.add_bitfield(r, st, stype, g))
                 i += 1
                 continue
             if k == "field":
-                rt, _sz, al = self.map_type(c["type"])
+                rt, sz, al = self.map_type(c["type"])
+                if sz != c["size"]:
+                    die("%s.%s: C type %s maps to %d bytes, JSON says %d" % (
+                        name, cname, c["type"], sz, c["size"]))
                 fdoc = "C `%s %s`%s." % (c["type"], cname,
                                          (", since `%s`" % c["since"]) if c.get("since") else "")
-                r.fields.append((rust_ident(cname), rt, fdoc))
+                if c["type"] in self.unrepresentable:
+                    fdoc += (" `PVOID`, not `Option<PFN_...>`: %s (see `fnptrs`)."
+                             % self.unrepresentable[c["type"]])
+                add_field(rust_ident(cname), rt, fdoc, c["offset"], sz, al)
                 align = max(align, al)
                 shape.append({"name": c["name"], "path": [rust_ident(cname)],
                               "child_base": None, "bf": None, "children": []})
                 i += 1
                 continue
             if k in ("struct", "union") and c.get("type", "").rstrip().endswith("*"):
-                rt, _sz, al = self.map_type(c["type"])
-                r.fields.append((rust_ident(cname), rt, "C `%s %s`." % (c["type"], cname)))
+                rt, sz, al = self.map_type(c["type"])
+                add_field(rust_ident(cname), rt, "C `%s %s`." % (c["type"], cname),
+                          c["offset"], sz, al)
                 align = max(align, al)
                 shape.append({"name": c["name"], "path": [rust_ident(cname)],
                               "child_base": None, "bf": None, "children": []})
@@ -598,8 +639,9 @@ class Gen:
                         die("odd member type %r in %s" % (ctype, name))
                     tname = m.group(1)
                     sub_r, sub_shape = self.named_type(tname, c, k == "union", packed)
-                r.fields.append((rust_ident(cname), tname, "C `%s %s`." % (
-                    ctype.replace("(unnamed)", "{unnamed}"), cname)))
+                add_field(rust_ident(cname), tname, "C `%s %s`." % (
+                    ctype.replace("(unnamed)", "{unnamed}"), cname), c["offset"], sub_r.size,
+                    sub_r.align)
                 align = max(align, sub_r.align)
                 shape.append({"name": c["name"], "path": [rust_ident(cname)],
                               "child_base": [rust_ident(cname)], "bf": None,
@@ -619,7 +661,7 @@ class Gen:
                     stype = self.storage_type(c["size"])
                     sdoc = "Storage unit of an anonymous union of bit-fields."
                     del first_bit
-                r.fields.append((st, stype, sdoc))
+                add_field(st, stype, sdoc, c["offset"], c["size"], c["size"])
                 align = max(align, c["size"])
                 ushape = {"name": c["name"], "path": [st], "child_base": [], "bf": None,
                           "children": []}
@@ -644,8 +686,9 @@ class Gen:
                 tname = "%s_%s" % (name, fname)
                 sub_r, sub_shape = self.build_sub(tname, c, k == "anonymous_union", packed,
                                                   name_base)
-                r.fields.append((fname, tname, "Anonymous C %s." % (
-                    "union" if k == "anonymous_union" else "struct")))
+                add_field(fname, tname, "Anonymous C %s." % (
+                    "union" if k == "anonymous_union" else "struct"), c["offset"],
+                    sub_r.size, sub_r.align)
                 align = max(align, sub_r.align)
                 shape.append({"name": c["name"], "path": [fname], "child_base": [fname],
                               "bf": None, "children": sub_shape})
@@ -654,7 +697,13 @@ class Gen:
             die("unhandled member kind %s (%s in %s)" % (k, c["name"], name))
         if packed:
             align = min(align, packed)
+        if lay["over"] > align:
+            # an over-aligned member raises the record's alignment (DECLSPEC_ALIGN rules)
+            align = lay["over"]
+            r.align_attr = align
         r.align = align
+        if not is_union:
+            r.natural_size = (lay["cur"] - base_off + align - 1) // align * align
         return r, shape
 
     def build_sub(self, tname, node, is_union, packed, name_base):
@@ -672,8 +721,17 @@ class Gen:
             kind, node["size"])]
         r, shape = self.build_record(tname, node["children"], is_union, packed, name_base, doc,
                                      node["offset"])
-        r.size = node["size"]
+        self.set_size(r, node["size"])
         return r, shape
+
+    def set_size(self, r, size):
+        """Record the JSON size of a sub-type; for structs check the simulated C layout."""
+        if size is None:
+            size = getattr(r, "natural_size", None)
+        r.size = size
+        nat = getattr(r, "natural_size", None)
+        if not r.is_union and nat is not None and nat != size:
+            die("%s: simulated size %d, JSON size %s" % (r.name, nat, size))
 
     def _collapse_into(self, r, node):
         ints = [x for x in node["children"] if x["kind"] == "field"]
@@ -725,7 +783,7 @@ class Gen:
         else:
             r, shape = self.build_record(tname, node["children"], is_union, packed, tname, doc,
                                          node["offset"])
-            r.size = node["size"]
+            self.set_size(r, node["size"])
         self.shapes[tname] = (shape, sig, node["offset"])
         return r, shape
 
@@ -750,7 +808,8 @@ class Gen:
                     if sname not in self.S:
                         self.unrepresentable[e["typedef"]] = (
                             "parameter `%s` is a `%s` passed by value and its layout is not "
-                            "in layouts.json" % (q["name"], sname))
+                            "in layouts.json" % (q["name"] or "#%d" % (e["params"].index(q) + 1),
+                                                 sname))
         for e in entries:
             td = e["typedef"]
             if td in self.unrepresentable:

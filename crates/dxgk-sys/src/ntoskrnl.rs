@@ -17,8 +17,8 @@
 
 use crate::{
     BOOLEAN, DEVICE_OBJECT, HANDLE, IO_STATUS_BLOCK, IRP, KDPC, KEVENT, KIRQL, KPRIORITY,
-    KPROCESSOR_MODE, KSPIN_LOCK, LARGE_INTEGER, LONG, LONG_PTR, MDL, MEMORY_CACHING_TYPE, NTSTATUS, PCSTR, PHANDLE,
-    PVOID, SIZE_T, ULONG, ULONG_PTR, ULONG64, UNICODE_STRING,
+    KPROCESSOR_MODE, KSPIN_LOCK, LARGE_INTEGER, LONG, LONG_PTR, MDL, MEMORY_CACHING_TYPE, NTSTATUS,
+    PCSTR, PHANDLE, PVOID, SIZE_T, ULONG, ULONG64, ULONG_PTR, UNICODE_STRING,
 };
 
 /// `POOL_TYPE` for `ExAllocatePoolWithTag`.
@@ -101,8 +101,7 @@ unsafe extern "system" {
     // --- pool -------------------------------------------------------------------------
     /// IRQL ≤ DISPATCH_LEVEL (non-paged pool). Deprecated on 2004+, but the only pool
     /// allocator on 1803–1909 and under Wine.
-    pub fn ExAllocatePoolWithTag(PoolType: POOL_TYPE, NumberOfBytes: SIZE_T, Tag: ULONG)
-        -> PVOID;
+    pub fn ExAllocatePoolWithTag(PoolType: POOL_TYPE, NumberOfBytes: SIZE_T, Tag: ULONG) -> PVOID;
     /// IRQL ≤ DISPATCH_LEVEL. `Tag` must match the allocation's tag.
     pub fn ExFreePoolWithTag(P: PVOID, Tag: ULONG);
     /// PASSIVE_LEVEL. Returns NULL when the routine is not exported by this kernel.
@@ -148,8 +147,11 @@ unsafe extern "system" {
     /// Any IRQL.
     pub fn KeInitializeDpc(Dpc: *mut KDPC, DeferredRoutine: PKDEFERRED_ROUTINE, Context: PVOID);
     /// Any IRQL. FALSE when the DPC was already queued.
-    pub fn KeInsertQueueDpc(Dpc: *mut KDPC, SystemArgument1: PVOID, SystemArgument2: PVOID)
-        -> BOOLEAN;
+    pub fn KeInsertQueueDpc(
+        Dpc: *mut KDPC,
+        SystemArgument1: PVOID,
+        SystemArgument2: PVOID,
+    ) -> BOOLEAN;
     /// Any IRQL. TRUE when the DPC was queued and is now removed.
     pub fn KeRemoveQueueDpc(Dpc: *mut KDPC) -> BOOLEAN;
     /// PASSIVE_LEVEL. Returns after every queued DPC has run.

@@ -59,7 +59,6 @@ macro_rules! fsize {
         $crate::pointee_size(unsafe { &raw const (*p).$($f)+ })
     }};
 }
-pub(crate) use fsize;
 
 #[path = "generated/vectors.rs"]
 mod vectors;
@@ -175,10 +174,16 @@ fn struct_sizes_and_alignments() {
             None => errors.push(format!("{}: Rust struct has no JSON entry", v.name)),
             Some(s) => {
                 if u(&s["size"]) != v.size {
-                    errors.push(format!("{}: size expected {} got {}", v.name, s["size"], v.size));
+                    errors.push(format!(
+                        "{}: size expected {} got {}",
+                        v.name, s["size"], v.size
+                    ));
                 }
                 if u(&s["align"]) != v.align {
-                    errors.push(format!("{}: align expected {} got {}", v.name, s["align"], v.align));
+                    errors.push(format!(
+                        "{}: align expected {} got {}",
+                        v.name, s["align"], v.align
+                    ));
                 }
             }
         }
@@ -214,8 +219,8 @@ fn every_generated_type_is_covered() {
                     .chars()
                     .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
                     .collect();
-                let is_helper = kw == "pub type " && !structs.contains_key(&name)
-                    || name == "BitfieldInfo";
+                let is_helper =
+                    kw == "pub type " && !structs.contains_key(&name) || name == "BitfieldInfo";
                 if !is_helper && !covered.contains(name.as_str()) {
                     errors.push(format!("{name}: generated type without a layout vector"));
                 }
@@ -226,7 +231,10 @@ fn every_generated_type_is_covered() {
         if !src.contains(&format!("pub struct {} ", s.name))
             && !src.contains(&format!("pub union {} ", s.name))
         {
-            errors.push(format!("{}: sub-type vector without a generated type", s.name));
+            errors.push(format!(
+                "{}: sub-type vector without a generated type",
+                s.name
+            ));
         }
     }
     fail_if_any("coverage", &errors);
@@ -272,7 +280,10 @@ fn field_offsets_and_sizes() {
     }
     for key in jf.keys() {
         if !seen.contains(key) {
-            errors.push(format!("{}.{}: JSON field without a table entry", key.0, key.1));
+            errors.push(format!(
+                "{}.{}: JSON field without a table entry",
+                key.0, key.1
+            ));
         }
     }
     fail_if_any("field", &errors);
@@ -344,11 +355,17 @@ fn bitfield_positions_behaviourally() {
         let key = (v.strukt.to_string(), v.path.to_string());
         seen.insert(key.clone());
         let Some(f) = jf.get(&key) else {
-            errors.push(format!("{}.{}: bit-field vector without a JSON field", v.strukt, v.path));
+            errors.push(format!(
+                "{}.{}: bit-field vector without a JSON field",
+                v.strukt, v.path
+            ));
             continue;
         };
         if f["kind"] != "bitfield" {
-            errors.push(format!("{}.{}: JSON field is not a bit-field", v.strukt, v.path));
+            errors.push(format!(
+                "{}.{}: JSON field is not a bit-field",
+                v.strukt, v.path
+            ));
             continue;
         }
         let (off, size) = (u(&f["offset"]), u(&f["size"]));
@@ -383,7 +400,10 @@ fn bitfield_positions_behaviourally() {
     }
     for (key, f) in &jf {
         if f["kind"] == "bitfield" && !seen.contains(key) {
-            errors.push(format!("{}.{}: JSON bit-field without a probe", key.0, key.1));
+            errors.push(format!(
+                "{}.{}: JSON bit-field without a probe",
+                key.0, key.1
+            ));
         }
     }
     fail_if_any("bit-field", &errors);
@@ -399,13 +419,24 @@ fn member_since_versus_size_tables() {
         .expect("versions");
     let table: BTreeMap<(String, String), (usize, usize)> = vectors::fields()
         .into_iter()
-        .map(|v| ((v.strukt.to_string(), v.path.to_string()), (v.offset, v.size)))
+        .map(|v| {
+            (
+                (v.strukt.to_string(), v.path.to_string()),
+                (v.offset, v.size),
+            )
+        })
         .collect();
     let mut errors = Vec::new();
     let mut checked = 0;
     for (sname, sizes) in [
-        ("DRIVER_INITIALIZATION_DATA", dxgk_sys::DRIVER_INITIALIZATION_DATA_SIZE_BY_VERSION),
-        ("DXGKRNL_INTERFACE", dxgk_sys::DXGKRNL_INTERFACE_SIZE_BY_VERSION),
+        (
+            "DRIVER_INITIALIZATION_DATA",
+            dxgk_sys::DRIVER_INITIALIZATION_DATA_SIZE_BY_VERSION,
+        ),
+        (
+            "DXGKRNL_INTERFACE",
+            dxgk_sys::DXGKRNL_INTERFACE_SIZE_BY_VERSION,
+        ),
     ] {
         let s = &structs_of(&j)[sname];
         let mut prev_end = 0;
@@ -432,7 +463,10 @@ fn member_since_versus_size_tables() {
         // The newest size is the full struct.
         let newest = sizes.last().expect("size table").1;
         if newest != u(&s["size"]) {
-            errors.push(format!("{sname}: newest table size {newest} vs {}", s["size"]));
+            errors.push(format!(
+                "{sname}: newest table size {newest} vs {}",
+                s["size"]
+            ));
         }
     }
     fail_if_any("since/size", &errors);
@@ -444,10 +478,19 @@ fn size_tables_match_json() {
     let j = layouts();
     let sbv = j["sizes_by_interface_version"].as_object().expect("sizes");
     let tables: [(&str, &[(u32, usize)]); 4] = [
-        ("DRIVER_INITIALIZATION_DATA", dxgk_sys::DRIVER_INITIALIZATION_DATA_SIZE_BY_VERSION),
-        ("DXGKRNL_INTERFACE", dxgk_sys::DXGKRNL_INTERFACE_SIZE_BY_VERSION),
+        (
+            "DRIVER_INITIALIZATION_DATA",
+            dxgk_sys::DRIVER_INITIALIZATION_DATA_SIZE_BY_VERSION,
+        ),
+        (
+            "DXGKRNL_INTERFACE",
+            dxgk_sys::DXGKRNL_INTERFACE_SIZE_BY_VERSION,
+        ),
         ("DXGK_DRIVERCAPS", dxgk_sys::DXGK_DRIVERCAPS_SIZE_BY_VERSION),
-        ("DXGKARG_BUILDPAGINGBUFFER", dxgk_sys::DXGKARG_BUILDPAGINGBUFFER_SIZE_BY_VERSION),
+        (
+            "DXGKARG_BUILDPAGINGBUFFER",
+            dxgk_sys::DXGKARG_BUILDPAGINGBUFFER_SIZE_BY_VERSION,
+        ),
     ];
     for (name, table) in tables {
         let mut want: Vec<(u32, usize)> = sbv
@@ -467,21 +510,48 @@ fn size_tables_match_json() {
 fn spot_checks_from_the_reference() {
     use dxgk_sys::*;
     use std::mem::{align_of, offset_of, size_of};
-    assert_eq!(offset_of!(DRIVER_INITIALIZATION_DATA, DxgkDdiBuildPagingBuffer), 0xE0);
-    assert_eq!(offset_of!(DRIVER_INITIALIZATION_DATA, DxgkDdiCreateProcess), 0x300);
-    assert_eq!(offset_of!(DRIVER_INITIALIZATION_DATA, DxgkDdiFlushHwQueue), 0x558);
+    assert_eq!(
+        offset_of!(DRIVER_INITIALIZATION_DATA, DxgkDdiBuildPagingBuffer),
+        0xE0
+    );
+    assert_eq!(
+        offset_of!(DRIVER_INITIALIZATION_DATA, DxgkDdiCreateProcess),
+        0x300
+    );
+    assert_eq!(
+        offset_of!(DRIVER_INITIALIZATION_DATA, DxgkDdiFlushHwQueue),
+        0x558
+    );
     assert_eq!(size_of::<DRIVER_INITIALIZATION_DATA>(), 0x560);
     assert_eq!(offset_of!(DXGKRNL_INTERFACE, DxgkCbMapMdlToIoMmu), 0x1B0);
-    assert_eq!(offset_of!(DXGKRNL_INTERFACE, DxgkCbDisconnectDoorbell), 0x238);
+    assert_eq!(
+        offset_of!(DXGKRNL_INTERFACE, DxgkCbDisconnectDoorbell),
+        0x238
+    );
     assert_eq!(size_of::<DXGKRNL_INTERFACE>(), 0x240);
     assert_eq!((size_of::<DXGK_PTE>(), align_of::<DXGK_PTE>()), (16, 8));
-    assert_eq!((size_of::<DXGK_NODEMETADATA>(), align_of::<DXGK_NODEMETADATA>()), (74, 1));
-    assert_eq!((size_of::<DEVICE_OBJECT>(), align_of::<DEVICE_OBJECT>()), (0x150, 16));
+    assert_eq!(
+        (
+            size_of::<DXGK_NODEMETADATA>(),
+            align_of::<DXGK_NODEMETADATA>()
+        ),
+        (74, 1)
+    );
+    assert_eq!(
+        (size_of::<DEVICE_OBJECT>(), align_of::<DEVICE_OBJECT>()),
+        (0x150, 16)
+    );
     assert_eq!(offset_of!(IRP, Tail.Overlay.s.u.CurrentStackLocation), 0xB8);
-    assert_eq!(offset_of!(DXGKARG_BUILDPAGINGBUFFER, u.UpdatePageTable.StartIndex), 80);
+    assert_eq!(
+        offset_of!(DXGKARG_BUILDPAGINGBUFFER, u.UpdatePageTable.StartIndex),
+        80
+    );
     assert_eq!(DXGKDDI_INTERFACE_VERSION, DXGKDDI_INTERFACE_VERSION_WDDM3_1);
     assert_eq!(DXGKDDI_INTERFACE_VERSION_WDDM3_2, 0x11008);
-    assert_eq!(DXGK_OPERATION_UPDATE_PAGE_TABLE, DXGK_BUILDPAGINGBUFFER_OPERATION(11));
+    assert_eq!(
+        DXGK_OPERATION_UPDATE_PAGE_TABLE,
+        DXGK_BUILDPAGINGBUFFER_OPERATION(11)
+    );
     assert_eq!(DXGKQAITYPE_GPUMMUCAPS, DXGK_QUERYADAPTERINFOTYPE(13));
 
     // Accessors on a collapsed flag union and on a named flag struct.

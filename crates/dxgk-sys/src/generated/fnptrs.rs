@@ -1729,7 +1729,7 @@ pub type PFN_DXGKCB_RESERVEGPUVIRTUALADDRESSRANGE =
 pub type PFN_DXGKCB_ACQUIREHANDLEDATA =
     unsafe extern "system" fn(arg0: *const c_void, arg1: *mut c_void) -> PVOID;
 
-// `DXGKCB_RELEASEHANDLEDATA` (DXGKRNL_INTERFACE.DxgkCbReleaseHandleData): not generated — parameter `None` is a `DXGKARGCB_RELEASEHANDLEDATA` passed by value and its layout is not in layouts.json; the member is `PVOID`.
+// `DXGKCB_RELEASEHANDLEDATA` (DXGKRNL_INTERFACE.DxgkCbReleaseHandleData): not generated — parameter `#1` is a `DXGKARGCB_RELEASEHANDLEDATA` passed by value and its layout is not in layouts.json; the member is `PVOID`.
 
 /// `DXGKCB_HARDWARECONTENTPROTECTIONTEARDOWN`, held by `DXGKRNL_INTERFACE.DxgkCbHardwareContentProtectionTeardown` (offset 0x130, since `DXGKDDI_INTERFACE_VERSION_WDDM2_0`).
 ///

@@ -399,7 +399,7 @@ pub struct DRIVER_INITIALIZATION_DATA {
     /// C `PDXGKDDI_RENDER DxgkDdiRenderKm`, since `DXGKDDI_INTERFACE_VERSION_WIN7`.
     pub DxgkDdiRenderKm: Option<PFN_DXGKDDI_RENDER>,
     /// C `void * Reserved`, since `DXGKDDI_INTERFACE_VERSION_WIN7`.
-    pub Reserved: *mut c_void,
+    pub Reserved: PVOID,
     /// C `PDXGKDDI_QUERYVIDPNHWCAPABILITY DxgkDdiQueryVidPnHWCapability`, since `DXGKDDI_INTERFACE_VERSION_WIN7`.
     pub DxgkDdiQueryVidPnHWCapability: Option<PFN_DXGKDDI_QUERYVIDPNHWCAPABILITY>,
     /// C `PDXGKDDISETPOWERCOMPONENTFSTATE DxgkDdiSetPowerComponentFState`, since `DXGKDDI_INTERFACE_VERSION_WIN8`.
@@ -432,7 +432,7 @@ pub struct DRIVER_INITIALIZATION_DATA {
     pub DxgkDdiGetNodeMetadata: Option<PFN_DXGKDDI_GETNODEMETADATA>,
     /// C `PDXGKDDISETPOWERPSTATE DxgkDdiSetPowerPState`, since `DXGKDDI_INTERFACE_VERSION_WDDM1_3`.
     pub DxgkDdiSetPowerPState: Option<PFN_DXGKDDISETPOWERPSTATE>,
-    /// C `PDXGKDDI_CONTROLINTERRUPT2 DxgkDdiControlInterrupt2`, since `DXGKDDI_INTERFACE_VERSION_WDDM1_3`.
+    /// C `PDXGKDDI_CONTROLINTERRUPT2 DxgkDdiControlInterrupt2`, since `DXGKDDI_INTERFACE_VERSION_WDDM1_3`. `PVOID`, not `Option<PFN_...>`: parameter `InterruptControl` is a `DXGKARG_CONTROLINTERRUPT2` passed by value and its layout is not in layouts.json (see `fnptrs`).
     pub DxgkDdiControlInterrupt2: PVOID,
     /// C `PDXGKDDI_CHECKMULTIPLANEOVERLAYSUPPORT DxgkDdiCheckMultiPlaneOverlaySupport`, since `DXGKDDI_INTERFACE_VERSION_WDDM1_3`.
     pub DxgkDdiCheckMultiPlaneOverlaySupport: Option<PFN_DXGKDDI_CHECKMULTIPLANEOVERLAYSUPPORT>,
@@ -462,9 +462,9 @@ pub struct DRIVER_INITIALIZATION_DATA {
     pub DxgkDdiSetVidPnSourceAddressWithMultiPlaneOverlay2:
         Option<PFN_DXGKDDI_SETVIDPNSOURCEADDRESSWITHMULTIPLANEOVERLAY2>,
     /// C `void * Reserved1`, since `DXGKDDI_INTERFACE_VERSION_WDDM2_0`.
-    pub Reserved1: *mut c_void,
+    pub Reserved1: PVOID,
     /// C `void * Reserved2`, since `DXGKDDI_INTERFACE_VERSION_WDDM2_0`.
-    pub Reserved2: *mut c_void,
+    pub Reserved2: PVOID,
     /// C `PDXGKDDI_POWERRUNTIMESETDEVICEHANDLE DxgkDdiPowerRuntimeSetDeviceHandle`, since `DXGKDDI_INTERFACE_VERSION_WDDM2_0`.
     pub DxgkDdiPowerRuntimeSetDeviceHandle: Option<PFN_DXGKDDI_POWERRUNTIMESETDEVICEHANDLE>,
     /// C `PDXGKDDI_SETSTABLEPOWERSTATE DxgkDdiSetStablePowerState`, since `DXGKDDI_INTERFACE_VERSION_WDDM2_0`.
@@ -512,7 +512,7 @@ pub struct DRIVER_INITIALIZATION_DATA {
     pub DxgkDdiSetTargetContentType: Option<PFN_DXGKDDI_SETTARGETCONTENTTYPE>,
     /// C `PDXGKDDI_SETTARGETANALOGCOPYPROTECTION DxgkDdiSetTargetAnalogCopyProtection`, since `DXGKDDI_INTERFACE_VERSION_WDDM2_2`.
     pub DxgkDdiSetTargetAnalogCopyProtection: Option<PFN_DXGKDDI_SETTARGETANALOGCOPYPROTECTION>,
-    /// C `PDXGKDDI_SETTARGETADJUSTEDCOLORIMETRY DxgkDdiSetTargetAdjustedColorimetry`, since `DXGKDDI_INTERFACE_VERSION_WDDM2_2`.
+    /// C `PDXGKDDI_SETTARGETADJUSTEDCOLORIMETRY DxgkDdiSetTargetAdjustedColorimetry`, since `DXGKDDI_INTERFACE_VERSION_WDDM2_2`. `PVOID`, not `Option<PFN_...>`: parameter `AdjustedColorimetry` is a `DXGK_COLORIMETRY` passed by value and its layout is not in layouts.json (see `fnptrs`).
     pub DxgkDdiSetTargetAdjustedColorimetry: PVOID,
     /// C `PDXGKDDI_DISPLAYDETECTCONTROL DxgkDdiDisplayDetectControl`, since `DXGKDDI_INTERFACE_VERSION_WDDM2_2`.
     pub DxgkDdiDisplayDetectControl: Option<PFN_DXGKDDI_DISPLAYDETECTCONTROL>,
@@ -571,7 +571,7 @@ pub struct DRIVER_INITIALIZATION_DATA {
     /// C `PDXGKDDI_COLLECTDIAGNOSTICINFO DxgkDdiCollectDiagnosticInfo`, since `DXGKDDI_INTERFACE_VERSION_WDDM2_6`.
     pub DxgkDdiCollectDiagnosticInfo: Option<PFN_DXGKDDI_COLLECTDIAGNOSTICINFO>,
     /// C `void * Reserved3`, since `DXGKDDI_INTERFACE_VERSION_WDDM2_6`.
-    pub Reserved3: *mut c_void,
+    pub Reserved3: PVOID,
     /// C `PDXGKDDI_CONTROLINTERRUPT3 DxgkDdiControlInterrupt3`, since `DXGKDDI_INTERFACE_VERSION_WDDM2_7`.
     pub DxgkDdiControlInterrupt3: Option<PFN_DXGKDDI_CONTROLINTERRUPT3>,
     /// C `PDXGKDDI_SETFLIPQUEUELOGBUFFER DxgkDdiSetFlipQueueLogBuffer`, since `DXGKDDI_INTERFACE_VERSION_WDDM2_9`.
@@ -702,7 +702,7 @@ pub struct DXGKRNL_INTERFACE {
     pub DxgkCbReserveGpuVirtualAddressRange: Option<PFN_DXGKCB_RESERVEGPUVIRTUALADDRESSRANGE>,
     /// C `DXGKCB_ACQUIREHANDLEDATA DxgkCbAcquireHandleData`, since `DXGKDDI_INTERFACE_VERSION_WDDM2_0`.
     pub DxgkCbAcquireHandleData: Option<PFN_DXGKCB_ACQUIREHANDLEDATA>,
-    /// C `DXGKCB_RELEASEHANDLEDATA DxgkCbReleaseHandleData`, since `DXGKDDI_INTERFACE_VERSION_WDDM2_0`.
+    /// C `DXGKCB_RELEASEHANDLEDATA DxgkCbReleaseHandleData`, since `DXGKDDI_INTERFACE_VERSION_WDDM2_0`. `PVOID`, not `Option<PFN_...>`: parameter `#1` is a `DXGKARGCB_RELEASEHANDLEDATA` passed by value and its layout is not in layouts.json (see `fnptrs`).
     pub DxgkCbReleaseHandleData: PVOID,
     /// C `DXGKCB_HARDWARECONTENTPROTECTIONTEARDOWN DxgkCbHardwareContentProtectionTeardown`, since `DXGKDDI_INTERFACE_VERSION_WDDM2_0`.
     pub DxgkCbHardwareContentProtectionTeardown:
@@ -1104,11 +1104,11 @@ pub struct DXGKARG_QUERYADAPTERINFO {
     /// C `DXGK_QUERYADAPTERINFOTYPE Type`.
     pub Type: DXGK_QUERYADAPTERINFOTYPE,
     /// C `void * pInputData`.
-    pub pInputData: *mut c_void,
+    pub pInputData: PVOID,
     /// C `UINT InputDataSize`.
     pub InputDataSize: UINT,
     /// C `void * pOutputData`.
-    pub pOutputData: *mut c_void,
+    pub pOutputData: PVOID,
     /// C `UINT OutputDataSize`.
     pub OutputDataSize: UINT,
     /// C `struct _DXGK_QUERYADAPTERINFOFLAGS Flags`.
@@ -2880,11 +2880,11 @@ impl Default for DXGK_PTE_u {
 #[derive(Clone, Copy)]
 pub struct DXGKARG_BUILDPAGINGBUFFER {
     /// C `void * pDmaBuffer`.
-    pub pDmaBuffer: *mut c_void,
+    pub pDmaBuffer: PVOID,
     /// C `UINT DmaSize`.
     pub DmaSize: UINT,
     /// C `void * pDmaBufferPrivateData`.
-    pub pDmaBufferPrivateData: *mut c_void,
+    pub pDmaBufferPrivateData: PVOID,
     /// C `UINT DmaBufferPrivateDataSize`.
     pub DmaBufferPrivateDataSize: UINT,
     /// C `DXGK_BUILDPAGINGBUFFER_OPERATION Operation`.
@@ -4791,7 +4791,7 @@ pub struct DXGKARG_SUBMITCOMMAND {
     /// C `UINT DmaBufferSubmissionEndOffset`.
     pub DmaBufferSubmissionEndOffset: UINT,
     /// C `void * pDmaBufferPrivateData`.
-    pub pDmaBufferPrivateData: *mut c_void,
+    pub pDmaBufferPrivateData: PVOID,
     /// C `UINT DmaBufferPrivateDataSize`.
     pub DmaBufferPrivateDataSize: UINT,
     /// C `UINT DmaBufferPrivateDataSubmissionStartOffset`.
@@ -4968,7 +4968,7 @@ impl DXGK_SUBMITCOMMANDFLAGS {
 #[derive(Clone, Copy)]
 pub struct DXGKARG_CREATEALLOCATION {
     /// C `const void * pPrivateDriverData`.
-    pub pPrivateDriverData: *const c_void,
+    pub pPrivateDriverData: PCVOID,
     /// C `UINT PrivateDriverDataSize`.
     pub PrivateDriverDataSize: UINT,
     /// C `UINT NumAllocations`.
@@ -5039,7 +5039,7 @@ impl DXGK_CREATEALLOCATIONFLAGS {
 #[derive(Clone, Copy)]
 pub struct DXGK_ALLOCATIONINFO {
     /// C `void * pPrivateDriverData`.
-    pub pPrivateDriverData: *mut c_void,
+    pub pPrivateDriverData: PVOID,
     /// C `UINT PrivateDriverDataSize`.
     pub PrivateDriverDataSize: UINT,
     /// C `UINT Alignment`.
@@ -7137,7 +7137,7 @@ pub struct DXGKARG_SUBMITCOMMANDVIRTUAL {
     /// C `UINT DmaBufferSize`, since `DXGKDDI_INTERFACE_VERSION_WDDM2_0`.
     pub DmaBufferSize: UINT,
     /// C `void * pDmaBufferPrivateData`, since `DXGKDDI_INTERFACE_VERSION_WDDM2_0`.
-    pub pDmaBufferPrivateData: *mut c_void,
+    pub pDmaBufferPrivateData: PVOID,
     /// C `UINT DmaBufferPrivateDataSize`, since `DXGKDDI_INTERFACE_VERSION_WDDM2_0`.
     pub DmaBufferPrivateDataSize: UINT,
     /// C `UINT DmaBufferUmdPrivateDataSize`, since `DXGKDDI_INTERFACE_VERSION_WDDM2_0`.
@@ -7466,7 +7466,7 @@ pub struct DXGKARG_CREATECONTEXT {
     /// C `struct _DXGK_CREATECONTEXTFLAGS Flags`.
     pub Flags: DXGK_CREATECONTEXTFLAGS,
     /// C `void * pPrivateDriverData`, since `DXGKDDI_INTERFACE_VERSION_VISTA`.
-    pub pPrivateDriverData: *mut c_void,
+    pub pPrivateDriverData: PVOID,
     /// C `UINT PrivateDriverDataSize`, since `DXGKDDI_INTERFACE_VERSION_VISTA`.
     pub PrivateDriverDataSize: UINT,
     /// C `struct _DXGK_CONTEXTINFO ContextInfo`.
@@ -7858,11 +7858,11 @@ pub struct DXGKARG_GETSTANDARDALLOCATIONDRIVERDATA {
     /// Anonymous C union.
     pub u: DXGKARG_GETSTANDARDALLOCATIONDRIVERDATA_u,
     /// C `void * pAllocationPrivateDriverData`, since `DXGKDDI_INTERFACE_VERSION_VISTA`.
-    pub pAllocationPrivateDriverData: *mut c_void,
+    pub pAllocationPrivateDriverData: PVOID,
     /// C `UINT AllocationPrivateDriverDataSize`, since `DXGKDDI_INTERFACE_VERSION_VISTA`.
     pub AllocationPrivateDriverDataSize: UINT,
     /// C `void * pResourcePrivateDriverData`, since `DXGKDDI_INTERFACE_VERSION_VISTA`.
-    pub pResourcePrivateDriverData: *mut c_void,
+    pub pResourcePrivateDriverData: PVOID,
     /// C `UINT ResourcePrivateDriverDataSize`, since `DXGKDDI_INTERFACE_VERSION_VISTA`.
     pub ResourcePrivateDriverDataSize: UINT,
     /// C `UINT PhysicalAdapterIndex`, since `DXGKDDI_INTERFACE_VERSION_VISTA`.
@@ -7916,7 +7916,7 @@ pub struct DXGKARG_OPENALLOCATION {
     /// C `DXGK_OPENALLOCATIONINFO * pOpenAllocation`, since `DXGKDDI_INTERFACE_VERSION_VISTA`.
     pub pOpenAllocation: *mut DXGK_OPENALLOCATIONINFO,
     /// C `void * pPrivateDriverData`, since `DXGKDDI_INTERFACE_VERSION_VISTA`.
-    pub pPrivateDriverData: *mut c_void,
+    pub pPrivateDriverData: PVOID,
     /// C `UINT PrivateDriverSize`, since `DXGKDDI_INTERFACE_VERSION_VISTA`.
     pub PrivateDriverSize: UINT,
     /// C `struct _DXGK_OPENALLOCATIONFLAGS Flags`.
@@ -8001,7 +8001,7 @@ pub struct DXGK_OPENALLOCATIONINFO {
     /// C `D3DKMT_HANDLE hAllocation`, since `DXGKDDI_INTERFACE_VERSION_VISTA`.
     pub hAllocation: D3DKMT_HANDLE,
     /// C `void * pPrivateDriverData`, since `DXGKDDI_INTERFACE_VERSION_VISTA`.
-    pub pPrivateDriverData: *mut c_void,
+    pub pPrivateDriverData: PVOID,
     /// C `UINT PrivateDriverDataSize`, since `DXGKDDI_INTERFACE_VERSION_VISTA`.
     pub PrivateDriverDataSize: UINT,
     /// C `HANDLE hDeviceSpecificAllocation`, since `DXGKDDI_INTERFACE_VERSION_VISTA`.
@@ -8031,7 +8031,7 @@ pub struct DXGKARG_ESCAPE {
     /// C `struct _D3DDDI_ESCAPEFLAGS Flags`.
     pub Flags: D3DDDI_ESCAPEFLAGS,
     /// C `void * pPrivateDriverData`, since `DXGKDDI_INTERFACE_VERSION_VISTA`.
-    pub pPrivateDriverData: *mut c_void,
+    pub pPrivateDriverData: PVOID,
     /// C `UINT PrivateDriverDataSize`, since `DXGKDDI_INTERFACE_VERSION_VISTA`.
     pub PrivateDriverDataSize: UINT,
     /// C `HANDLE hContext`, since `DXGKDDI_INTERFACE_VERSION_VISTA`.
@@ -8172,7 +8172,7 @@ pub struct DXGKARG_COLLECTDBGINFO {
     /// C `UINT Reason`, since `DXGKDDI_INTERFACE_VERSION_VISTA`.
     pub Reason: UINT,
     /// C `void * pBuffer`, since `DXGKDDI_INTERFACE_VERSION_VISTA`.
-    pub pBuffer: *mut c_void,
+    pub pBuffer: PVOID,
     /// C `SIZE_T BufferSize`, since `DXGKDDI_INTERFACE_VERSION_VISTA`.
     pub BufferSize: SIZE_T,
     /// C `DXGKARG_COLLECTDBGINFO_EXT * pExtension`, since `DXGKDDI_INTERFACE_VERSION_VISTA`.
@@ -9245,7 +9245,7 @@ pub struct DXGKARG_CREATEHWCONTEXT {
     /// C `UINT PrivateDriverDataSize`, since `DXGKDDI_INTERFACE_VERSION_WDDM2_2`.
     pub PrivateDriverDataSize: UINT,
     /// C `void * pPrivateDriverData`, since `DXGKDDI_INTERFACE_VERSION_WDDM2_2`.
-    pub pPrivateDriverData: *mut c_void,
+    pub pPrivateDriverData: PVOID,
     /// C `struct _DXGK_HWCONTEXT_CAPS ContextCaps`.
     pub ContextCaps: DXGK_HWCONTEXT_CAPS,
 }
@@ -9345,11 +9345,11 @@ pub struct DXGKARG_CREATEHWQUEUE {
     /// C `UINT PrivateDriverDataSize`, since `DXGKDDI_INTERFACE_VERSION_WDDM2_2`.
     pub PrivateDriverDataSize: UINT,
     /// C `void * pPrivateDriverData`, since `DXGKDDI_INTERFACE_VERSION_WDDM2_2`.
-    pub pPrivateDriverData: *mut c_void,
+    pub pPrivateDriverData: PVOID,
     /// C `D3DKMT_HANDLE hHwQueueProgressFence`, since `DXGKDDI_INTERFACE_VERSION_WDDM2_2`.
     pub hHwQueueProgressFence: D3DKMT_HANDLE,
     /// C `void * HwQueueProgressFenceCPUVirtualAddress`, since `DXGKDDI_INTERFACE_VERSION_WDDM2_2`.
-    pub HwQueueProgressFenceCPUVirtualAddress: *mut c_void,
+    pub HwQueueProgressFenceCPUVirtualAddress: PVOID,
     /// C `D3DGPU_VIRTUAL_ADDRESS HwQueueProgressFenceGPUVirtualAddress`, since `DXGKDDI_INTERFACE_VERSION_WDDM2_2`.
     pub HwQueueProgressFenceGPUVirtualAddress: D3DGPU_VIRTUAL_ADDRESS,
 }

@@ -6,7 +6,7 @@
 use core::mem::{align_of, offset_of, size_of};
 use dxgk_sys::*;
 
-use super::{fsize, run_bitfield, BitVec, FieldVec, StructVec, SubtypeVec};
+use super::{run_bitfield, BitVec, FieldVec, StructVec, SubtypeVec};
 
 pub fn structs() -> Vec<StructVec> {
     vec![
