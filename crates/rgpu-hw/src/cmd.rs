@@ -153,7 +153,7 @@ impl<'a> Qwords<'a> {
     /// Wraps `bytes`; `None` unless the length is a multiple of 8.
     #[must_use]
     pub const fn new(bytes: &'a [u8]) -> Option<Qwords<'a>> {
-        if bytes.len() % 8 == 0 {
+        if bytes.len().is_multiple_of(8) {
             Some(Qwords(bytes))
         } else {
             None
@@ -202,7 +202,7 @@ impl<'a> Dwords<'a> {
     /// Wraps `bytes`; `None` unless the length is a multiple of 4.
     #[must_use]
     pub const fn new(bytes: &'a [u8]) -> Option<Dwords<'a>> {
-        if bytes.len() % 4 == 0 {
+        if bytes.len().is_multiple_of(4) {
             Some(Dwords(bytes))
         } else {
             None
@@ -325,6 +325,8 @@ pub enum CmdError {
     BadRootEntries(u32),
     /// A payload that is empty or does not fit one command.
     BadPayload,
+    /// An operand that the command's flags make unused is not zero.
+    ReservedNonZero,
 }
 
 impl core::fmt::Display for CmdError {
@@ -344,6 +346,7 @@ impl core::fmt::Display for CmdError {
             CmdError::Misaligned => f.write_str("misaligned address or size"),
             CmdError::BadRootEntries(n) => write!(f, "root entry count {n} > 512"),
             CmdError::BadPayload => f.write_str("payload empty or too large"),
+            CmdError::ReservedNonZero => f.write_str("unused operand is not zero"),
         }
     }
 }
@@ -736,20 +739,23 @@ pub fn decode(bytes: &[u8]) -> Result<(Command<'_>, usize), CmdError> {
             let asid = r.u32();
             let va = r.u64();
             let size = r.u64();
-            let asid8 = asid.min(u8::MAX as u32) as u8;
             let scope = match f {
-                FLUSH_ALL => FlushScope::All,
-                FLUSH_ASID => FlushScope::Asid(asid8),
-                FLUSH_RANGE => FlushScope::Range {
-                    asid: asid8,
-                    va,
-                    size,
-                },
+                FLUSH_ALL if asid == 0 && va == 0 && size == 0 => FlushScope::All,
+                FLUSH_ASID if va == 0 && size == 0 => {
+                    check_asid(asid)?;
+                    FlushScope::Asid(asid as u8)
+                }
+                FLUSH_RANGE => {
+                    check_asid(asid)?;
+                    FlushScope::Range {
+                        asid: asid as u8,
+                        va,
+                        size,
+                    }
+                }
+                FLUSH_ALL | FLUSH_ASID => return Err(CmdError::ReservedNonZero),
                 _ => return bad_flags,
             };
-            if f != FLUSH_ALL {
-                check_asid(asid)?;
-            }
             Command::FlushTlb(scope)
         }
         OP_SET_ROOT => {
@@ -907,7 +913,7 @@ impl<'a> Encoder<'a> {
         count: usize,
         mut entry: impl FnMut(usize) -> u64,
     ) -> Result<usize, CmdError> {
-        if dst.addr() % 8 != 0 {
+        if !dst.addr().is_multiple_of(8) {
             return Err(CmdError::Misaligned);
         }
         self.payload_cmd(OP_WRITE_PTES, dst, count, 8, MAX_PTES_PER_CMD, |i, out| {
@@ -926,7 +932,7 @@ impl<'a> Encoder<'a> {
         max: usize,
         mut put: impl FnMut(usize, &mut [u8]),
     ) -> Result<usize, CmdError> {
-        if dst.addr() % 4 != 0 {
+        if !dst.addr().is_multiple_of(4) {
             return Err(CmdError::Misaligned);
         }
         if count == 0 || count > max {

@@ -141,8 +141,10 @@ pub enum RunState {
 /// Result of [`Device::run`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RunOutcome {
-    /// Commands executed during this call.
+    /// Commands completed during this call.
     pub commands: u32,
+    /// Work units spent (≤ the budget).
+    pub units: u32,
     /// Why the call returned.
     pub state: RunState,
 }
@@ -153,6 +155,16 @@ struct Current {
     entry: RingEntry,
     /// Byte offset of the next command in the buffer.
     offset: u32,
+    /// Bytes of the current FILL/COPY already done (0 when not inside one).
+    progress: u64,
+}
+
+/// How far one step of the command processor got.
+enum Step {
+    /// The command completed; it was this many bytes long.
+    Done(u32),
+    /// The budget ran out inside a FILL/COPY after this many bytes.
+    Partial(u64),
 }
 
 /// Size of the internal data-move buffer (one page).
@@ -286,7 +298,7 @@ impl Device {
     #[must_use]
     pub fn mmio_read(&self, offset: u32) -> u32 {
         let s = &self.st;
-        if offset % 4 != 0 || offset >= BAR_SIZE {
+        if !offset.is_multiple_of(4) || offset >= BAR_SIZE {
             return 0;
         }
         let fault = s.fault;
@@ -345,15 +357,13 @@ impl Device {
 
     /// A 32-bit MMIO write of `value` at byte `offset` into the BAR.
     pub fn mmio_write(&mut self, offset: u32, value: u32) {
-        if offset % 4 != 0 || offset >= BAR_SIZE {
+        if !offset.is_multiple_of(4) || offset >= BAR_SIZE {
             return;
         }
         let s = &mut self.st;
         match offset {
-            RESET => {
-                if value & RESET_ASSERT != 0 {
-                    self.reset();
-                }
+            RESET if value & RESET_ASSERT != 0 => {
+                self.reset();
             }
             CONTROL => {
                 let mut v = value & CONTROL_MASK;
@@ -407,7 +417,8 @@ impl Device {
     }
 
     /// Lets the device work: retires ring entries between `RING_HEAD` and the published tail,
-    /// executing at most `budget` commands. Deterministic; never panics.
+    /// spending at most `budget` work units (one per command, and one per ≤ 4 KiB chunk of a
+    /// FILL/COPY, which resumes where it stopped on the next call). Deterministic; never panics.
     pub fn run(&mut self, bus: &mut impl DmaBus, budget: u32) -> RunOutcome {
         let Device {
             st,
@@ -415,6 +426,7 @@ impl Device {
             data_buf,
         } = self;
         let mut commands = 0u32;
+        let mut units = budget;
         let state = loop {
             if !st.ring_enabled {
                 break RunState::Disabled;
@@ -433,15 +445,21 @@ impl Device {
                 continue;
             };
             if cur.entry.exec && cur.offset < cur.entry.length {
-                if commands >= budget {
+                if units == 0 {
                     break RunState::BudgetExhausted;
                 }
-                match st.command(bus, cmd_buf, data_buf, cur) {
-                    Ok(len) => {
+                match st.command(bus, cmd_buf, data_buf, cur, &mut units) {
+                    Ok(Step::Done(len)) => {
                         commands += 1;
                         st.stats.commands += 1;
                         if let Some(c) = st.current.as_mut() {
                             c.offset = c.offset.saturating_add(len);
+                            c.progress = 0;
+                        }
+                    }
+                    Ok(Step::Partial(done)) => {
+                        if let Some(c) = st.current.as_mut() {
+                            c.progress = done;
                         }
                     }
                     Err(f) => {
@@ -463,7 +481,11 @@ impl Device {
                 st.stats.ring_entries += 1;
             }
         };
-        RunOutcome { commands, state }
+        RunOutcome {
+            commands,
+            units: budget - units,
+            state,
+        }
     }
 }
 
@@ -506,7 +528,7 @@ impl State {
 
     fn fetch_entry(&mut self, bus: &mut impl DmaBus) -> Result<(), Fault> {
         let tail = self.published_tail;
-        if tail % ENTRY_SIZE as u32 != 0 || tail >= self.ring_size {
+        if !tail.is_multiple_of(ENTRY_SIZE as u32) || tail >= self.ring_size {
             return Err(Self::ring_fault(tail as u64, None));
         }
         let addr = self.ring_base.wrapping_add(self.head as u64);
@@ -514,7 +536,11 @@ impl State {
         bus.read(addr, &mut raw, DmaSource::RingFetch)
             .map_err(|e| Self::ring_fault(e.logical_addr, Some(e.kind)))?;
         let entry = RingEntry::decode(&raw).map_err(|_| Self::ring_fault(addr, None))?;
-        self.current = Some(Current { entry, offset: 0 });
+        self.current = Some(Current {
+            entry,
+            offset: 0,
+            progress: 0,
+        });
         Ok(())
     }
 
@@ -671,7 +697,8 @@ impl State {
         cmd_buf: &mut [u8; MAX_CMD_DWORDS * 4],
         data_buf: &mut [u8; CHUNK],
         cur: Current,
-    ) -> Result<u32, Fault> {
+        units: &mut u32,
+    ) -> Result<Step, Fault> {
         let e = cur.entry;
         let ctx = Ctx {
             asid: e.asid,
@@ -701,7 +728,8 @@ impl State {
             if h.flags != 0 {
                 return Err(cmd_fault(FaultKind::CmdError));
             }
-            return Ok(len as u32);
+            *units = units.saturating_sub(1);
+            return Ok(Step::Done(len as u32));
         }
         let Some(bytes) = cmd_buf.get_mut(..len) else {
             return Err(cmd_fault(FaultKind::CmdError));
@@ -711,7 +739,12 @@ impl State {
             Ok((c, _)) if c.is_privileged() && !e.privileged => {
                 Err(cmd_fault(FaultKind::Privilege))
             }
-            Ok((c, _)) => self.execute(bus, data_buf, ctx, &c).map(|()| len as u32),
+            Ok((c, _)) => Ok(
+                match self.execute(bus, data_buf, ctx, &c, cur.progress, units)? {
+                    Some(done) => Step::Partial(done),
+                    None => Step::Done(len as u32),
+                },
+            ),
             Err(_) => Err(cmd_fault(FaultKind::CmdError)),
         }
     }
@@ -722,16 +755,23 @@ impl State {
         data_buf: &mut [u8; CHUNK],
         ctx: Ctx,
         c: &Command<'_>,
-    ) -> Result<(), Fault> {
+        progress: u64,
+        units: &mut u32,
+    ) -> Result<Option<u64>, Fault> {
+        // Every command costs one unit; a FILL/COPY costs one per chunk instead.
+        let mut spent = false;
         match *c {
             Command::Nop { .. } => {}
             Command::Fill { dst, size, pattern } => {
                 for w in data_buf.chunks_exact_mut(4) {
                     w.copy_from_slice(&pattern.to_le_bytes());
                 }
-                let mut done = 0u64;
+                let mut done = progress;
                 while done < size {
-                    let n = (size - done).min(CHUNK as u64) as usize;
+                    if !spend(units, &mut spent) {
+                        return Ok(Some(done));
+                    }
+                    let n = chunk_len(dst, done, size);
                     let pat = data_buf.get(..n).unwrap_or(&[]);
                     self.write_target(bus, ctx, offset_target(dst, done), pat, DmaSource::Write)?;
                     self.stats.bytes_filled += n as u64;
@@ -739,9 +779,12 @@ impl State {
                 }
             }
             Command::Copy { dst, src, size } => {
-                let mut done = 0u64;
+                let mut done = progress;
                 while done < size {
-                    let n = (size - done).min(CHUNK as u64) as usize;
+                    if !spend(units, &mut spent) {
+                        return Ok(Some(done));
+                    }
+                    let n = chunk_len(dst, done, size);
                     let chunk = data_buf.get_mut(..n).unwrap_or(&mut []);
                     self.read_target(bus, ctx, offset_target(src, done), chunk, DmaSource::Read)?;
                     self.write_target(bus, ctx, offset_target(dst, done), chunk, DmaSource::Write)?;
@@ -781,7 +824,10 @@ impl State {
             }
             Command::Fence { value, irq } => self.signal_fence(bus, value, irq, ctx.cmd_offset)?,
         }
-        Ok(())
+        if !spent {
+            *units = units.saturating_sub(1);
+        }
+        Ok(None)
     }
 
     fn signal_fence(
@@ -810,6 +856,24 @@ impl State {
         }
         Ok(())
     }
+}
+
+/// Takes one work unit for a data-move chunk. The first chunk of a step is always granted
+/// (the caller checked that a unit is left), later ones only while units remain.
+fn spend(units: &mut u32, spent: &mut bool) -> bool {
+    if *units == 0 && *spent {
+        return false;
+    }
+    *units = units.saturating_sub(1);
+    *spent = true;
+    true
+}
+
+/// Length of the next data-move chunk: at most [`CHUNK`] bytes, ending at a 4 KiB boundary of
+/// the destination address so that each chunk is one page-sized piece.
+fn chunk_len(dst: Target, done: u64, size: u64) -> usize {
+    let to_boundary = CHUNK as u64 - (dst.addr().wrapping_add(done) % CHUNK as u64);
+    (size - done).min(to_boundary) as usize
 }
 
 fn offset_target(t: Target, by: u64) -> Target {

@@ -150,7 +150,7 @@ pub struct MmuStats {
     pub tlb_misses: u64,
     /// Page-table entries read by walks.
     pub pte_reads: u64,
-    /// FLUSH_TLB commands (and implicit flushes) executed.
+    /// FLUSH_TLB and SET_ROOT commands executed (MMIO root writes are not counted).
     pub flushes: u64,
 }
 
@@ -177,7 +177,6 @@ impl Mmu {
         if let Some(r) = self.roots.get_mut(asid as usize) {
             *r = root;
             self.tlb.flush_asid(asid);
-            self.stats.flushes += 1;
         }
     }
 

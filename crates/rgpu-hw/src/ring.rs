@@ -146,7 +146,7 @@ impl RingEntry {
             return Err(RingEntryError::IrqWithoutFence);
         }
         let exec = kind == KIND_EXEC;
-        if exec && (length % 4 != 0 || address % 4 != 0) {
+        if exec && (!length.is_multiple_of(4) || !address.is_multiple_of(4)) {
             return Err(RingEntryError::Misaligned);
         }
         let asid = ((control >> CTRL_ASID_SHIFT) & CTRL_ASID_MASK) as u8;
