@@ -12,6 +12,7 @@ extern crate std;
 
 #[macro_use]
 mod log;
+pub mod adapter;
 pub mod caps;
 pub mod ddi;
 mod seam;

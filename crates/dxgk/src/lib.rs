@@ -5,6 +5,7 @@
 #![no_std]
 
 pub mod debug;
+pub mod device;
 pub mod interface;
 pub mod irql;
 pub mod memory;

@@ -315,21 +315,7 @@ impl<'p> IoMmuMapping<'p> {
 
     /// Logical address of 4 KiB page `index` (as the device must be programmed).
     pub fn page_address(&self, index: usize) -> Option<LogicalAddress> {
-        let mut first = 0;
-        for c in self.pages.chunks() {
-            let n = c.bytes / PAGE_SIZE;
-            if index < first + n {
-                // SAFETY: the MDL is valid and has at least `n` PFN entries.
-                let pfns = unsafe { dxgk_sys::MmGetMdlPfnArray(c.mdl.as_ptr()) };
-                // SAFETY: `index - first < n`, within the PFN array.
-                let entry = unsafe { pfns.add(index - first) };
-                // SAFETY: `entry` points into the MDL's PFN array.
-                let pfn = unsafe { *entry };
-                return Some(LogicalAddress((pfn as u64) << 12));
-            }
-            first += n;
-        }
-        None
+        logical_page(self.pages, index)
     }
 
     /// Logical address of byte `offset`.
@@ -348,6 +334,118 @@ impl Drop for IoMmuMapping<'_> {
             unsafe { (self.unmap)(self.pages.adapter, &args) };
         }
     }
+}
+
+/// Pages that are device-visible for as long as this value lives: an [`MdlPages`] together with
+/// its IOMMU mapping, for memory an adapter keeps (rings, fence pages, page tables).
+///
+/// # Invariants
+/// `handles[..mapped]` are the live IOMMU mappings of `pages`' MDLs on `pages.adapter`. `Drop`
+/// unmaps them all before the `pages` field is dropped (Rust drops fields after `drop`), so the
+/// order unmap → unmap system VA → free holds by construction.
+pub struct DeviceMemory {
+    unmap: dxgk_sys::PFN_DXGKCB_UNMAPMDLFROMIOMMU,
+    handles: [HANDLE; MAX_MDLS],
+    mapped: usize,
+    pages: MdlPages,
+}
+
+// SAFETY: owns its pages and mappings exclusively (see MdlPages).
+unsafe impl Send for DeviceMemory {}
+
+impl core::fmt::Debug for DeviceMemory {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("DeviceMemory")
+            .field("pages", &self.pages)
+            .finish()
+    }
+}
+
+impl DeviceMemory {
+    /// Allocates `bytes` (whole pages) with [`MdlPages::allocate`] and maps them with
+    /// `DxgkCbMapMdlToIoMmu`. Nothing stays allocated or mapped on failure.
+    pub fn allocate(
+        iface: &DxgkInterface,
+        passive: &Passive,
+        bytes: usize,
+        cache: DXGK_MEMORY_CACHING_TYPE,
+    ) -> NtResult<Self> {
+        let map = iface.map_mdl_to_iommu()?;
+        let unmap = iface.unmap_mdl_from_iommu()?;
+        let pages = MdlPages::allocate(iface, passive, bytes, cache)?;
+        let mut mem = Self {
+            unmap,
+            handles: [core::ptr::null_mut(); MAX_MDLS],
+            mapped: 0,
+            pages,
+        };
+        for i in 0..mem.pages.count {
+            let Some(c) = mem.pages.chunks[i] else { break };
+            let mut args = DXGKARGCB_MAPMDLTOIOMMU {
+                pMdl: c.mdl.as_ptr(),
+                hMemoryHandle: core::ptr::null_mut(),
+            };
+            // SAFETY: the MDL is valid and stays unchanged while mapped (owned by `mem`);
+            // PASSIVE_LEVEL per the token. On error `mem` drops: unmaps what is mapped, frees.
+            NtStatus(unsafe { map(mem.pages.adapter, &mut args) }).to_result()?;
+            mem.handles[mem.mapped] = args.hMemoryHandle;
+            mem.mapped += 1;
+        }
+        // INVARIANT: every MDL mapped, handles in order.
+        Ok(mem)
+    }
+
+    /// CPU access to the pages.
+    pub fn pages(&self) -> &MdlPages {
+        &self.pages
+    }
+
+    /// Mutable CPU access to the pages (the device may be reading them: order with the
+    /// device through its doorbell / fences).
+    pub fn pages_mut(&mut self) -> &mut MdlPages {
+        &mut self.pages
+    }
+
+    /// Logical address of 4 KiB page `index`.
+    pub fn page_address(&self, index: usize) -> Option<LogicalAddress> {
+        logical_page(&self.pages, index)
+    }
+
+    /// Logical address of byte `offset`.
+    pub fn address_of(&self, offset: usize) -> Option<LogicalAddress> {
+        let page = self.page_address(offset / PAGE_SIZE)?;
+        Some(LogicalAddress(page.0 + (offset % PAGE_SIZE) as u64))
+    }
+}
+
+impl Drop for DeviceMemory {
+    fn drop(&mut self) {
+        for &h in &self.handles[..self.mapped] {
+            let args = DXGKARGCB_UNMAPMDLFROMIOMMU { hMemoryHandle: h };
+            // SAFETY: `h` is a live mapping of one of our MDLs, unmapped once; the MDL stays
+            // alive until `self.pages` drops after this function.
+            unsafe { (self.unmap)(self.pages.adapter, &args) };
+        }
+    }
+}
+
+/// Logical address of page `index` of `pages`, read from the MDL's page array.
+fn logical_page(pages: &MdlPages, index: usize) -> Option<LogicalAddress> {
+    let mut first = 0;
+    for c in pages.chunks() {
+        let n = c.bytes / PAGE_SIZE;
+        if index < first + n {
+            // SAFETY: the MDL is valid and has at least `n` PFN entries.
+            let pfns = unsafe { dxgk_sys::MmGetMdlPfnArray(c.mdl.as_ptr()) };
+            // SAFETY: `index - first < n`, within the PFN array.
+            let entry = unsafe { pfns.add(index - first) };
+            // SAFETY: `entry` points into the MDL's PFN array.
+            let pfn = unsafe { *entry };
+            return Some(LogicalAddress((pfn as u64) << 12));
+        }
+        first += n;
+    }
+    None
 }
 
 /// A block from `DxgkCbAllocateContiguousMemory`: CPU-visible, physically contiguous, mapped

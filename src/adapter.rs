@@ -1,0 +1,370 @@
+//! The adapter: what rgpu owns between AddDevice and RemoveDevice.
+//!
+//! States are types: an [`Adapter`] always exists after AddDevice; only while started does it
+//! hold a [`Started`] — the Dxgkrnl interface, the mapped registers and the device memory — so
+//! nothing can touch the device or allocate device memory on an adapter that is not started.
+//! Stopping drops the `Started` value: its `Drop` quiesces the device, then its fields release
+//! the fence page, the ring and the register mapping in reverse order of acquisition.
+
+use dxgk::device::{DeviceInfo, Mmio};
+use dxgk::interface::{DxgkInterface, InterfaceError};
+use dxgk::irql::Passive;
+use dxgk::memory::DeviceMemory;
+use dxgk::pool::Pool;
+use dxgk::{NtResult, NtStatus};
+use dxgk_sys::{DEVICE_OBJECT, DXGKRNL_INTERFACE, DXGK_START_INFO};
+use rgpu_hw::regs;
+
+use crate::ddi::MINIMUM_INTERFACE_VERSION;
+
+/// Ring size in bytes (128 entries).
+pub const RING_BYTES: usize = 4096;
+/// Bytes of the fence write-back page.
+pub const FENCE_PAGE_BYTES: usize = 4096;
+
+/// Per-adapter state, owned by Dxgkrnl's `MiniportDeviceContext` between AddDevice and
+/// RemoveDevice.
+pub struct Adapter {
+    /// The pool routine resolved for this adapter (ExAllocatePool2 or the fallback).
+    pub pool: Pool,
+    /// The PDO Dxgkrnl passed to AddDevice.
+    pub pdo: *mut DEVICE_OBJECT,
+    /// Unsupported DDIs already logged for this adapter.
+    pub logged: crate::ddi::LoggedOnce,
+    started: Option<Started>,
+}
+
+/// Everything a started adapter holds. Field order is release order.
+pub struct Started {
+    fence: DeviceMemory,
+    ring: DeviceMemory,
+    mmio: Mmio,
+    iface: DxgkInterface,
+    /// min(Dxgkrnl's interface, the newest rgpu supports).
+    interface_version: u32,
+    device_version: u32,
+}
+
+impl Drop for Started {
+    fn drop(&mut self) {
+        // Stop all DMA before the memory it could reach is unmapped and freed.
+        self.mmio.write(regs::INT_ENABLE, 0);
+        self.mmio.write(regs::RESET, regs::RESET_ASSERT);
+    }
+}
+
+impl Adapter {
+    /// A fresh adapter (AddDevice).
+    pub fn new(pool: Pool, pdo: *mut DEVICE_OBJECT) -> Self {
+        Self {
+            pool,
+            pdo,
+            logged: crate::ddi::LoggedOnce::default(),
+            started: None,
+        }
+    }
+
+    /// The started state, if the adapter is started.
+    pub fn started(&self) -> Option<&Started> {
+        self.started.as_ref()
+    }
+
+    /// Starts the adapter (DxgkDdiStartDevice). PASSIVE_LEVEL. On failure everything acquired
+    /// so far is released and the adapter stays stopped.
+    ///
+    /// # Safety
+    /// `interface` and `start_info` must be NULL or point to the structures Dxgkrnl passes to
+    /// StartDevice.
+    pub unsafe fn start(
+        &mut self,
+        start_info: *const DXGK_START_INFO,
+        interface: *const DXGKRNL_INTERFACE,
+    ) -> NtResult<()> {
+        let passive = Passive::check()?;
+        if self.started.is_some() {
+            rgpu_log!(error, "StartDevice: adapter already started");
+            return Err(NtStatus::INVALID_DEVICE_STATE);
+        }
+        if start_info.is_null() {
+            rgpu_log!(error, "StartDevice: NULL DXGK_START_INFO");
+            return Err(NtStatus::INVALID_PARAMETER);
+        }
+        // SAFETY: per the caller, a DXGKRNL_INTERFACE of at least its Size bytes (or NULL).
+        let iface = match unsafe { DxgkInterface::copy_from(interface, MINIMUM_INTERFACE_VERSION) }
+        {
+            Ok(i) => i,
+            Err(e) => {
+                match e {
+                    InterfaceError::TooOld { version, minimum } => rgpu_log!(
+                        error,
+                        "StartDevice: Dxgkrnl interface {:#x} is older than WDDM 2.4 ({:#x}); rgpu needs the IOMMU memory callbacks",
+                        version,
+                        minimum
+                    ),
+                    InterfaceError::TooSmall { size, expected } => rgpu_log!(
+                        error,
+                        "StartDevice: DXGKRNL_INTERFACE Size {} is smaller than {} for its Version",
+                        size,
+                        expected
+                    ),
+                    InterfaceError::Null => rgpu_log!(error, "StartDevice: NULL DXGKRNL_INTERFACE"),
+                }
+                return Err(e.into());
+            }
+        };
+        let newest = crate::ddi::SUPPORTED_INTERFACE_VERSIONS[0];
+        let interface_version = iface.version().min(newest);
+        // SAFETY: non-null (checked) and provided by Dxgkrnl.
+        let dma_queue_entries = unsafe { (*start_info).RequiredDmaQueueEntry };
+
+        let info = DeviceInfo::query(&iface, &passive).inspect_err(|e| {
+            rgpu_log!(
+                error,
+                "StartDevice: DxgkCbGetDeviceInformation failed: {}",
+                e
+            )
+        })?;
+        let Some(bar) = info.first_memory else {
+            rgpu_log!(
+                error,
+                "StartDevice: no register BAR in the translated resources (a root-enumerated device without rgpu hardware?)"
+            );
+            return Err(NtStatus::DEVICE_HARDWARE_ERROR);
+        };
+        if bar.length < regs::BAR_SIZE {
+            rgpu_log!(
+                error,
+                "StartDevice: register BAR of {} bytes, need {}",
+                bar.length,
+                regs::BAR_SIZE
+            );
+            return Err(NtStatus::DEVICE_HARDWARE_ERROR);
+        }
+        let mmio = Mmio::map(&iface, &passive, bar)
+            .inspect_err(|e| rgpu_log!(error, "StartDevice: DxgkCbMapMemory failed: {}", e))?;
+        let device_version = reset_and_identify(&mmio)?;
+
+        let ring = DeviceMemory::allocate(
+            &iface,
+            &passive,
+            RING_BYTES,
+            dxgk_sys::DXGK_MEMORY_CACHING_TYPE_CACHED,
+        )
+        .inspect_err(|e| rgpu_log!(error, "StartDevice: ring allocation failed: {}", e))?;
+        let fence = DeviceMemory::allocate(
+            &iface,
+            &passive,
+            FENCE_PAGE_BYTES,
+            dxgk_sys::DXGK_MEMORY_CACHING_TYPE_CACHED,
+        )
+        .inspect_err(|e| rgpu_log!(error, "StartDevice: fence page allocation failed: {}", e))?;
+        let started = Started {
+            fence,
+            ring,
+            mmio,
+            iface,
+            interface_version,
+            device_version,
+        };
+        // On failure `started` drops: device reset, memory and mapping released.
+        started.program_ring()?;
+        rgpu_log!(
+            info,
+            "started: interface {:#x}, device version {:#x}, {} DMA queue entries",
+            interface_version,
+            device_version,
+            dma_queue_entries
+        );
+        self.started = Some(started);
+        Ok(())
+    }
+
+    /// Stops the adapter (DxgkDdiStopDevice): releases everything StartDevice acquired.
+    /// Idempotent: stopping a stopped adapter is a no-op.
+    pub fn stop(&mut self) {
+        if self.started.take().is_some() {
+            rgpu_log!(info, "stopped");
+        }
+    }
+}
+
+impl Adapter {
+    /// Quiesces the device (ResetDevice, ResetFromTimeout): interrupts off, device reset. Only
+    /// register writes, so it is safe at any IRQL and on the bugcheck path.
+    pub fn reset_hardware(&self) {
+        if let Some(s) = &self.started {
+            s.mmio.write(regs::INT_ENABLE, 0);
+            s.mmio.write(regs::RESET, regs::RESET_ASSERT);
+        }
+    }
+
+    /// Reprograms the ring after a reset (RestartFromTimeout, ResetEngine).
+    pub fn restart_hardware(&self) -> NtResult<()> {
+        let s = self
+            .started
+            .as_ref()
+            .ok_or(NtStatus::INVALID_DEVICE_STATE)?;
+        s.program_ring()
+    }
+
+    /// DxgkDdiInterruptRoutine (DIRQL): claims and acknowledges the device's interrupt and
+    /// queues the DPC. Returns whether the interrupt was ours.
+    pub fn interrupt(&self) -> bool {
+        let Some(s) = &self.started else { return false };
+        let pending = s.mmio.read(regs::INT_STATUS) & s.mmio.read(regs::INT_ENABLE);
+        if pending == 0 || pending == u32::MAX {
+            return false;
+        }
+        s.mmio.write(regs::INT_ACK, pending);
+        if let Ok(queue_dpc) = s.iface.queue_dpc() {
+            // SAFETY: DxgkCbQueueDpc may be called from the ISR with the adapter's handle.
+            unsafe { queue_dpc(s.iface.device_handle()) };
+        }
+        true
+    }
+
+    /// DxgkDdiDpcRoutine (DISPATCH_LEVEL): tells Dxgkrnl the DPC ran.
+    pub fn dpc(&self) {
+        let Some(s) = &self.started else { return };
+        if let Ok(notify_dpc) = s.iface.notify_dpc() {
+            // SAFETY: DxgkCbNotifyDpc is called from the DPC with the adapter's handle.
+            unsafe { notify_dpc(s.iface.device_handle()) };
+        }
+    }
+
+    /// The last fence value the device completed (0 when stopped).
+    pub fn last_completed_fence(&self) -> u64 {
+        self.started.as_ref().map_or(0, |s| {
+            u64::from(s.mmio.read(regs::FENCE_VALUE_LO))
+                | (u64::from(s.mmio.read(regs::FENCE_VALUE_HI)) << 32)
+        })
+    }
+
+    /// False when the engine is halted on a fault (or the adapter is stopped).
+    pub fn engine_responsive(&self) -> bool {
+        self.started
+            .as_ref()
+            .is_some_and(|s| s.mmio.read(regs::STATUS) & regs::STATUS_HALTED == 0)
+    }
+
+    /// BeginExclusiveAccess: the scheduler is suspended; mask interrupts so nothing runs until
+    /// EndExclusiveAccess. The ring is idle, so the device touches no system memory.
+    pub fn begin_exclusive_access(&self) {
+        if let Some(s) = &self.started {
+            s.mmio.write(regs::INT_ENABLE, 0);
+        }
+    }
+
+    /// EndExclusiveAccess: unmask interrupts again.
+    pub fn end_exclusive_access(&self) {
+        if let Some(s) = &self.started {
+            s.mmio.write(regs::INT_ENABLE, regs::INT_MASK);
+        }
+    }
+}
+
+/// Resets the device and checks its identity. Returns the VERSION register.
+fn reset_and_identify(mmio: &Mmio) -> NtResult<u32> {
+    mmio.write(regs::RESET, regs::RESET_ASSERT);
+    // SAFETY: busy-wait; callable at any IRQL. Gives the device time to complete its reset.
+    unsafe { dxgk_sys::KeStallExecutionProcessor(1) };
+    let id = mmio.read(regs::ID);
+    let version = mmio.read(regs::VERSION);
+    let status = mmio.read(regs::STATUS);
+    if id != regs::ID_VALUE {
+        rgpu_log!(
+            error,
+            "StartDevice: not an rgpu device (ID {:#010x}, expected {:#010x})",
+            id,
+            regs::ID_VALUE
+        );
+        return Err(NtStatus::DEVICE_HARDWARE_ERROR);
+    }
+    if version >> 16 != u32::from(regs::VERSION_MAJOR) {
+        rgpu_log!(
+            error,
+            "StartDevice: unsupported rgpu programming model {:#x}",
+            version
+        );
+        return Err(NtStatus::DEVICE_HARDWARE_ERROR);
+    }
+    if status & regs::STATUS_READY == 0 {
+        rgpu_log!(
+            error,
+            "StartDevice: device not ready after reset (STATUS {:#x})",
+            status
+        );
+        return Err(NtStatus::DEVICE_NOT_READY);
+    }
+    let caps = mmio.read(regs::CAPS);
+    if caps & regs::CAPS_VA_BITS_MASK < rgpu_hw::pte::VA_BITS
+        || (caps >> regs::CAPS_LEVELS_SHIFT) & 0xF != rgpu_hw::pte::LEVELS as u32
+    {
+        rgpu_log!(
+            error,
+            "StartDevice: device caps {:#x} do not match the rgpu page-table format",
+            caps
+        );
+        return Err(NtStatus::DEVICE_HARDWARE_ERROR);
+    }
+    Ok(version)
+}
+
+impl Started {
+    /// Interface version in use (min of Dxgkrnl's and rgpu's newest).
+    pub fn interface_version(&self) -> u32 {
+        self.interface_version
+    }
+
+    /// The VERSION register read at start.
+    pub fn device_version(&self) -> u32 {
+        self.device_version
+    }
+
+    /// The Dxgkrnl interface.
+    pub fn interface(&self) -> &DxgkInterface {
+        &self.iface
+    }
+
+    /// The mapped registers.
+    pub fn mmio(&self) -> &Mmio {
+        &self.mmio
+    }
+
+    /// Programs ring and fence write-back and enables the ring and interrupts (spec §3).
+    fn program_ring(&self) -> NtResult<()> {
+        let ring = self
+            .ring
+            .page_address(0)
+            .ok_or(NtStatus::INSUFFICIENT_RESOURCES)?
+            .0;
+        let fence = self
+            .fence
+            .page_address(0)
+            .ok_or(NtStatus::INSUFFICIENT_RESOURCES)?
+            .0;
+        let m = &self.mmio;
+        m.write(regs::RING_BASE_LO, ring as u32);
+        m.write(regs::RING_BASE_HI, (ring >> 32) as u32);
+        m.write(regs::RING_SIZE, RING_BYTES as u32);
+        m.write(regs::FENCE_ADDR_LO, fence as u32);
+        m.write(regs::FENCE_ADDR_HI, (fence >> 32) as u32);
+        m.write(
+            regs::CONTROL,
+            regs::CONTROL_RING_ENABLE | regs::CONTROL_FENCE_WB_ENABLE,
+        );
+        // SAFETY: busy-wait; any IRQL.
+        unsafe { dxgk_sys::KeStallExecutionProcessor(1) };
+        let status = m.read(regs::STATUS);
+        if status & regs::STATUS_RING_ENABLED == 0 {
+            rgpu_log!(
+                error,
+                "StartDevice: the device refused the ring (STATUS {:#x})",
+                status
+            );
+            return Err(NtStatus::DEVICE_HARDWARE_ERROR);
+        }
+        m.write(regs::INT_ENABLE, regs::INT_MASK);
+        Ok(())
+    }
+}
