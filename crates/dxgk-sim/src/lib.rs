@@ -12,11 +12,18 @@
 
 // Kernel exports keep their Windows names.
 #![allow(non_snake_case)]
+// Kernel exports and callbacks mirror Windows' safe-to-call C signatures and take raw pointers
+// from the driver by contract; they validate what they can.
+#![allow(clippy::not_unsafe_ptr_arg_deref)]
 
 pub mod dxgkrnl;
+pub mod fault;
 pub mod machine;
+pub mod memory;
 pub mod ntoskrnl;
 pub mod verifier;
 
-pub use machine::{DebugLine, Machine, MachineConfig};
+pub use dxgkrnl::{AdapterConfig, AdapterId, AdapterInfo, AdapterView, PnpState, SimDevice};
+pub use machine::{DebugLine, IommuMode, Machine, MachineConfig};
+pub use memory::{Dma, IommuFault, IommuFaultKind};
 pub use verifier::{Finding, Rule};

@@ -1,13 +1,27 @@
 //! Simulated machines and the per-thread "current machine".
 
 use std::cell::{Cell, RefCell};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::collections::HashMap;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use dxgk_sys::KIRQL;
 
 use crate::dxgkrnl::PortState;
+use crate::fault::FaultState;
+use crate::memory::{IommuFault, MemState};
 use crate::ntoskrnl::pool::PoolState;
+use crate::ntoskrnl::sync::KernelState;
 use crate::verifier::{Finding, Rule};
+
+/// How the IOMMU translates the device's (logical) addresses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum IommuMode {
+    /// WDDM 2.4 IOMMU isolation: logical page == physical page.
+    Identity,
+    /// WDDM 3.0 DMA remapping: logical pages come from a separate range (starting at
+    /// [`crate::memory::REMAPPED_LOGICAL_BASE`]) and never equal a physical page.
+    Remapped,
+}
 
 /// What Windows a machine pretends to be.
 #[derive(Clone, Debug)]
@@ -18,6 +32,8 @@ pub struct MachineConfig {
     pub max_interface_version: u32,
     /// Whether `ExAllocatePool2` exists (Windows 10 2004+; not under Wine).
     pub has_pool2: bool,
+    /// How the IOMMU maps device addresses.
+    pub iommu: IommuMode,
 }
 
 impl MachineConfig {
@@ -27,6 +43,7 @@ impl MachineConfig {
             name: "Windows 10 1803".into(),
             max_interface_version: dxgk_sys::DXGKDDI_INTERFACE_VERSION_WDDM2_4,
             has_pool2: false,
+            iommu: IommuMode::Identity,
         }
     }
 
@@ -36,16 +53,24 @@ impl MachineConfig {
             name: "Windows 10 1709".into(),
             max_interface_version: dxgk_sys::DXGKDDI_INTERFACE_VERSION_WDDM2_3,
             has_pool2: false,
+            iommu: IommuMode::Identity,
         }
     }
 
-    /// Windows 11 22H2: WDDM 3.1, ExAllocatePool2 present.
+    /// Windows 11 22H2: WDDM 3.1, ExAllocatePool2 present, DMA remapping.
     pub fn windows_11_22h2() -> Self {
         Self {
             name: "Windows 11 22H2".into(),
             max_interface_version: dxgk_sys::DXGKDDI_INTERFACE_VERSION_WDDM3_1,
             has_pool2: true,
+            iommu: IommuMode::Remapped,
         }
+    }
+
+    /// The same machine with another IOMMU mode.
+    pub fn with_iommu(mut self, mode: IommuMode) -> Self {
+        self.iommu = mode;
+        self
     }
 }
 
@@ -64,6 +89,17 @@ pub(crate) struct MachineState {
     pub(crate) debug: Mutex<Vec<DebugLine>>,
     pub(crate) findings: Mutex<Vec<Finding>>,
     pub(crate) port: Mutex<PortState>,
+    pub(crate) mem: Mutex<MemState>,
+    pub(crate) faults: Mutex<FaultState>,
+    pub(crate) calls: Mutex<HashMap<&'static str, u64>>,
+    pub(crate) kernel: Mutex<KernelState>,
+    /// Signalled (with `kernel` held) whenever a dispatcher object changes state.
+    pub(crate) wake: Condvar,
+    pub(crate) iommu_faults: Mutex<Vec<IommuFault>>,
+}
+
+pub(crate) fn lock_pub<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    lock(m)
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -77,6 +113,16 @@ impl MachineState {
     }
     pub(crate) fn port(&self) -> MutexGuard<'_, PortState> {
         lock(&self.port)
+    }
+    pub(crate) fn mem(&self) -> MutexGuard<'_, MemState> {
+        lock(&self.mem)
+    }
+    pub(crate) fn kernel(&self) -> MutexGuard<'_, KernelState> {
+        lock(&self.kernel)
+    }
+    /// Counts one call of a kernel function or callback.
+    pub(crate) fn count_call(&self, name: &'static str) {
+        *lock(&self.calls).entry(name).or_insert(0) += 1;
     }
     pub(crate) fn report(&self, finding: Finding) {
         lock(&self.findings).push(finding);
@@ -108,6 +154,17 @@ pub(crate) fn set_irql(v: KIRQL) {
     IRQL.with(|c| c.set(v));
 }
 
+/// The current machine of this thread, if any (threads the simulator creates inherit it).
+pub(crate) fn try_current() -> Option<Arc<MachineState>> {
+    CURRENT.with(|c| c.borrow().clone())
+}
+
+/// Makes `state` the current machine of this (new) thread, at PASSIVE_LEVEL.
+pub(crate) fn adopt(state: Arc<MachineState>) {
+    CURRENT.with(|c| *c.borrow_mut() = Some(state));
+    set_irql(dxgk_sys::PASSIVE_LEVEL);
+}
+
 /// A simulated Windows machine.
 #[derive(Clone)]
 pub struct Machine {
@@ -125,6 +182,12 @@ impl Machine {
                 debug: Mutex::new(Vec::new()),
                 findings: Mutex::new(Vec::new()),
                 port: Mutex::new(PortState::default()),
+                mem: Mutex::new(MemState::default()),
+                faults: Mutex::new(FaultState::default()),
+                calls: Mutex::new(HashMap::new()),
+                kernel: Mutex::new(KernelState::default()),
+                wake: Condvar::new(),
+                iommu_faults: Mutex::new(Vec::new()),
             }),
         }
     }
@@ -197,6 +260,54 @@ impl Machine {
         for f in leaks {
             self.state.report(f);
         }
+    }
+
+    /// Number of calls of the named kernel function or callback so far
+    /// (e.g. "DxgkCbAllocatePagesForMdl", "KeAcquireSpinLockRaiseToDpc").
+    pub fn callback_calls(&self, name: &str) -> u64 {
+        lock(&self.state.calls).get(name).copied().unwrap_or(0)
+    }
+
+    /// IOMMU faults recorded so far (every adapter).
+    pub fn iommu_faults(&self) -> Vec<IommuFault> {
+        lock(&self.state.iommu_faults).clone()
+    }
+
+    /// Live DxgkCbAllocatePagesForMdl allocations.
+    pub fn live_mdl_allocations(&self) -> usize {
+        self.state.mem().mdl_allocs.len()
+    }
+
+    /// Live DxgkCbMapMdlToIoMmu mappings.
+    pub fn live_iommu_mappings(&self) -> usize {
+        self.state.mem().maps.len()
+    }
+
+    /// Live DxgkCbAllocateContiguousMemory blocks.
+    pub fn live_contiguous_allocations(&self) -> usize {
+        self.state.mem().contig.len()
+    }
+
+    /// Reports as [`Rule::ResourceLeak`] everything the driver still holds on any adapter: MDL
+    /// pages, contiguous memory, IOMMU mappings, MMIO mappings, driver MDLs, system-VA
+    /// mappings, kernel handles and running threads. The PnP path runs the per-adapter part of
+    /// this after DxgkDdiRemoveDevice and the rest at unload; tests that drive callbacks
+    /// directly call it themselves.
+    pub fn check_resource_leaks(&self) {
+        let mut f = self.state.mem().leak_findings(None, "leak check");
+        f.extend(self.state.mem().global_leak_findings("leak check"));
+        f.extend(crate::dxgkrnl::mmio_leak_findings(&self.state, None, "leak check"));
+        f.extend(self.state.kernel().leak_findings("leak check"));
+        for x in f {
+            self.state.report(x);
+        }
+    }
+
+    /// Every leak check at once: pool ([`Machine::check_pool_leaks`]) and resources
+    /// ([`Machine::check_resource_leaks`]).
+    pub fn check_leaks(&self) {
+        self.check_pool_leaks();
+        self.check_resource_leaks();
     }
 
     /// Panics with every finding, one per line, if there is any.

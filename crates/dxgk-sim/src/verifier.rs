@@ -19,8 +19,30 @@ pub enum Rule {
     IrqlTransition,
     /// Bad arguments to a kernel function or callback.
     InvalidArgument,
-    /// A DDI protocol rule (e.g. an invalid DRIVER_INITIALIZATION_DATA).
+    /// A DDI protocol rule (e.g. an invalid DRIVER_INITIALIZATION_DATA, a BuildPagingBuffer
+    /// status Dxgkrnl does not accept, a DDI set missing for the caps the driver reported).
     DdiProtocol,
+    /// A kernel function or callback called below the IRQL it requires (e.g. DxgkCbNotifyDpc
+    /// outside the DPC, DxgkCbNotifyInterrupt outside the ISR).
+    IrqlTooLow,
+    /// Memory-callback or MDL misuse: unknown or stale handle, double free / double unmap, free
+    /// while mapped (IOMMU or system VA), an MDL changed while IOMMU-mapped, IoFreeMdl on a
+    /// Dxgkrnl MDL, unmap of a never-mapped VA.
+    MdlMisuse,
+    /// The device accessed a logical address the IOMMU does not map (or wrote a read-only page).
+    IommuFault,
+    /// Something still allocated, mapped or running when the adapter was removed or the driver
+    /// unloaded (MDL pages, contiguous memory, IOMMU or MMIO mappings, driver MDLs, handles,
+    /// threads).
+    ResourceLeak,
+    /// A wait that would have blocked past the simulator's bound (the test would hang), or a
+    /// spin lock that could not be acquired (deadlock).
+    PossibleHang,
+    /// Spin lock misuse: release of a lock not held, recursive acquire.
+    SpinLockMisuse,
+    /// A callback that does not exist in the negotiated interface, or that the simulator does
+    /// not model, was reached.
+    CallbackUnavailable,
 }
 
 /// One rule violation: what, where in the kernel, and where in the driver.

@@ -101,7 +101,7 @@ fn overrun_past_the_block_is_reported_at_free() {
         let p = alloc(16);
         // SAFETY: deliberately writes one byte past the block into the simulator's guard area
         // (which exists, so this is not UB in the host process).
-        unsafe { p.add(16).write(0) };
+        unsafe { p.wrapping_add(16).write(0) };
         free(p, TAG);
     });
     assert_eq!(m.findings_of(Rule::PoolOverrun).len(), 1);

@@ -80,15 +80,33 @@ impl MdlPages {
     /// status through otherwise. Nothing stays allocated on failure.
     pub fn allocate(
         iface: &DxgkInterface,
-        _passive: &Passive,
+        passive: &Passive,
         bytes: usize,
         cache: DXGK_MEMORY_CACHING_TYPE,
     ) -> NtResult<Self> {
+        Self::allocate_in_mdls_of(iface, passive, bytes, cache, MAX_BYTES_PER_MDL)
+    }
+
+    /// As [`MdlPages::allocate`], with MDLs of at most `max_bytes_per_mdl` (a whole number of
+    /// pages, at most [`MAX_BYTES_PER_MDL`]) — smaller MDLs are easier for Mm to satisfy.
+    pub fn allocate_in_mdls_of(
+        iface: &DxgkInterface,
+        _passive: &Passive,
+        bytes: usize,
+        cache: DXGK_MEMORY_CACHING_TYPE,
+        max_bytes_per_mdl: usize,
+    ) -> NtResult<Self> {
+        if max_bytes_per_mdl == 0
+            || !max_bytes_per_mdl.is_multiple_of(PAGE_SIZE)
+            || max_bytes_per_mdl > MAX_BYTES_PER_MDL
+        {
+            return Err(NtStatus::INVALID_PARAMETER);
+        }
         let alloc = iface.allocate_pages_for_mdl()?;
         let free = iface.free_pages_from_mdl()?;
         let total = bytes
             .checked_next_multiple_of(PAGE_SIZE)
-            .filter(|&t| t > 0 && t <= MAX_BYTES_PER_MDL * MAX_MDLS)
+            .filter(|&t| t > 0 && t <= max_bytes_per_mdl * MAX_MDLS)
             .ok_or(NtStatus::INVALID_PARAMETER)?;
         let mut pages = Self {
             adapter: iface.device_handle(),
@@ -99,7 +117,7 @@ impl MdlPages {
         };
         let mut remaining = total;
         while remaining > 0 {
-            let chunk_bytes = remaining.min(MAX_BYTES_PER_MDL);
+            let chunk_bytes = remaining.min(max_bytes_per_mdl);
             // On error `pages` drops here and frees the chunks allocated so far.
             let chunk = pages.allocate_chunk(alloc, chunk_bytes, cache)?;
             pages.chunks[pages.count] = Some(chunk);

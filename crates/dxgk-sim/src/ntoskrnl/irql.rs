@@ -51,4 +51,7 @@ pub extern "system" fn DxgkSimKeLowerIrql(new_irql: KIRQL) {
         ));
     }
     set_irql(new_irql);
+    if old >= dxgk_sys::DISPATCH_LEVEL {
+        crate::ntoskrnl::dpc::run_if_below_dispatch(&current());
+    }
 }

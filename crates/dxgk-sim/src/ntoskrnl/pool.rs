@@ -81,6 +81,7 @@ fn allocate(call: &'static str, size: usize, tag: u32, zero: bool) -> PVOID {
         return std::ptr::null_mut();
     }
     let machine = current();
+    machine.count_call(call);
     if size == 0 || size > MAX_POOL_REQUEST {
         if size == 0 {
             machine.report(Finding::here(Rule::InvalidArgument, call, "zero-byte pool request"));
@@ -90,6 +91,9 @@ fn allocate(call: &'static str, size: usize, tag: u32, zero: bool) -> PVOID {
     let Some(layout) = layout(size) else {
         return std::ptr::null_mut();
     };
+    if crate::fault::inject_on(&machine, call) {
+        return std::ptr::null_mut();
+    }
     // SAFETY: `layout` has non-zero size.
     let base = unsafe { alloc(layout) };
     if base.is_null() {
@@ -116,10 +120,11 @@ fn allocate(call: &'static str, size: usize, tag: u32, zero: bool) -> PVOID {
 }
 
 fn guards_intact(user: *mut u8, size: usize) -> bool {
+    let (start, end) = (user.wrapping_sub(GUARD), user.wrapping_add(size));
     // SAFETY: the caller passes a live block: GUARD bytes before and after are ours.
-    let before = unsafe { std::slice::from_raw_parts(user.sub(GUARD), GUARD) };
+    let before = unsafe { std::slice::from_raw_parts(start, GUARD) };
     // SAFETY: as above.
-    let after = unsafe { std::slice::from_raw_parts(user.add(size), GUARD) };
+    let after = unsafe { std::slice::from_raw_parts(end, GUARD) };
     before.iter().chain(after).all(|&b| b == GUARD_FILL)
 }
 
@@ -210,9 +215,11 @@ pub extern "system" fn ExFreePoolWithTag(p: PVOID, tag: ULONG) {
             ),
         ));
     }
+    crate::memory::check_pool_free(&machine, user as usize, block.size);
     // SAFETY: `user` is a live block of `block.size` bytes that we now own again.
     unsafe { user.write_bytes(FREED_FILL, block.size) };
     let layout = layout(block.size).expect("layout was valid at allocation");
+    let base = user.wrapping_sub(GUARD);
     // SAFETY: `user - GUARD` is the base returned by `alloc` with this layout.
-    unsafe { dealloc(user.sub(GUARD), layout) };
+    unsafe { dealloc(base, layout) };
 }

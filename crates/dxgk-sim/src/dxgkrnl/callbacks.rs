@@ -1,0 +1,318 @@
+//! The DXGKRNL_INTERFACE callbacks the simulator models, with their IRQL rules (from
+//! `ddi-prototypes.json` `callbacks[].irql`), and the version-sized interface Dxgkrnl hands to
+//! DxgkDdiStartDevice.
+//!
+//! Callbacks the simulator does not model (ACPI, VidPN, power components, physical memory
+//! objects, …) are NULL even inside the negotiated size; a driver that needs one gets a
+//! [`Rule::CallbackUnavailable`]-worthy NULL it must check.
+
+use std::sync::Arc;
+
+use dxgk_sys::{
+    BOOLEAN, DXGKARGCB_ALLOCATECONTIGUOUSMEMORY, DXGKARGCB_ALLOCATEPAGESFORMDL, DXGKARGCB_FREECONTIGUOUSMEMORY,
+    DXGKARGCB_FREEPAGESFROMMDL, DXGKARGCB_MAPMDLTOIOMMU, DXGKARGCB_NOTIFY_INTERRUPT_DATA, DXGKARGCB_UNMAPMDLFROMIOMMU,
+    DXGKRNL_INTERFACE, DXGK_DEVICE_INFO, HANDLE, KIRQL, MEMORY_CACHING_TYPE, NTSTATUS, PHYSICAL_ADDRESS,
+    PKSYNCHRONIZE_ROUTINE, PVOID, ULONG,
+};
+
+use super::{AdapterId, DEVICE_IRQL};
+use crate::machine::{current, irql, set_irql, MachineState};
+use crate::memory;
+use crate::verifier::{Finding, Rule};
+
+/// Documented IRQL bound of a callback.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IrqlRule {
+    /// `_IRQL_requires_max_(x)` / `_IRQL_requires_(PASSIVE_LEVEL)` treated as a maximum.
+    AtMost(KIRQL),
+    /// `_IRQL_requires_(x)`: exactly.
+    Exactly(KIRQL),
+    /// Above DISPATCH_LEVEL (device IRQL: called from the ISR).
+    DeviceIrql,
+    /// No annotation.
+    Any,
+}
+
+/// The IRQL rule of each modelled callback (ddi-prototypes.json; DxgkCbNotifyInterrupt is
+/// annotated HIGH_LEVEL there but is called from the ISR at device IRQL).
+pub const CALLBACK_IRQL: &[(&str, IrqlRule)] = &[
+    ("DxgkCbGetDeviceInformation", IrqlRule::AtMost(dxgk_sys::PASSIVE_LEVEL)),
+    ("DxgkCbMapMemory", IrqlRule::AtMost(dxgk_sys::PASSIVE_LEVEL)),
+    ("DxgkCbUnmapMemory", IrqlRule::AtMost(dxgk_sys::PASSIVE_LEVEL)),
+    ("DxgkCbQueueDpc", IrqlRule::Any),
+    ("DxgkCbSynchronizeExecution", IrqlRule::AtMost(dxgk_sys::DISPATCH_LEVEL)),
+    ("DxgkCbNotifyInterrupt", IrqlRule::DeviceIrql),
+    ("DxgkCbNotifyDpc", IrqlRule::Exactly(dxgk_sys::DISPATCH_LEVEL)),
+    ("DxgkCbAllocateContiguousMemory", IrqlRule::AtMost(dxgk_sys::PASSIVE_LEVEL)),
+    ("DxgkCbFreeContiguousMemory", IrqlRule::AtMost(dxgk_sys::PASSIVE_LEVEL)),
+    ("DxgkCbAllocatePagesForMdl", IrqlRule::AtMost(dxgk_sys::PASSIVE_LEVEL)),
+    ("DxgkCbFreePagesFromMdl", IrqlRule::AtMost(dxgk_sys::PASSIVE_LEVEL)),
+    ("DxgkCbMapMdlToIoMmu", IrqlRule::AtMost(dxgk_sys::PASSIVE_LEVEL)),
+    ("DxgkCbUnmapMdlFromIoMmu", IrqlRule::AtMost(dxgk_sys::PASSIVE_LEVEL)),
+];
+
+fn irql_rule(call: &str) -> IrqlRule {
+    CALLBACK_IRQL.iter().find(|(n, _)| *n == call).map(|x| x.1).unwrap_or(IrqlRule::Any)
+}
+
+/// Checks the IRQL of `call`; records a finding and returns false when it is wrong.
+pub(crate) fn check_irql(m: &MachineState, call: &'static str) -> bool {
+    let now = irql();
+    let bad = match irql_rule(call) {
+        IrqlRule::AtMost(max) if now > max => Some((Rule::IrqlTooHigh, format!("called at IRQL {now}, documented maximum {max}"))),
+        IrqlRule::Exactly(x) if now > x => Some((Rule::IrqlTooHigh, format!("called at IRQL {now}, requires exactly {x}"))),
+        IrqlRule::Exactly(x) if now < x => Some((Rule::IrqlTooLow, format!("called at IRQL {now}, requires exactly {x}"))),
+        IrqlRule::DeviceIrql if now <= dxgk_sys::DISPATCH_LEVEL => Some((
+            Rule::IrqlTooLow,
+            format!("called at IRQL {now}: only legal from the ISR (device IRQL)"),
+        )),
+        _ => None,
+    };
+    match bad {
+        Some((rule, detail)) => {
+            m.report(Finding::here(rule, call, detail));
+            false
+        }
+        None => true,
+    }
+}
+
+/// Common prologue: count, IRQL, adapter handle.
+fn enter(call: &'static str, handle: HANDLE) -> Option<(Arc<MachineState>, AdapterId)> {
+    let m = current();
+    m.count_call(call);
+    if !check_irql(&m, call) {
+        return None;
+    }
+    match super::adapter_of_handle(&m, handle) {
+        Some(id) => Some((m, id)),
+        None => {
+            m.report(Finding::here(Rule::InvalidArgument, call, format!("unknown DeviceHandle {handle:p}")));
+            None
+        }
+    }
+}
+
+fn null_arg(m: &MachineState, call: &'static str) -> NTSTATUS {
+    m.report(Finding::here(Rule::InvalidArgument, call, "NULL argument structure"));
+    dxgk_sys::STATUS_INVALID_PARAMETER
+}
+
+extern "system" fn cb_allocate_pages_for_mdl(h: HANDLE, args: *mut DXGKARGCB_ALLOCATEPAGESFORMDL) -> NTSTATUS {
+    const CALL: &str = "DxgkCbAllocatePagesForMdl";
+    let Some((m, id)) = enter(CALL, h) else {
+        return dxgk_sys::STATUS_INVALID_PARAMETER;
+    };
+    // SAFETY: the driver passes its argument structure (or NULL, reported).
+    match unsafe { args.as_mut() } {
+        Some(a) => memory::allocate_pages_for_mdl(&m, id, a),
+        None => null_arg(&m, CALL),
+    }
+}
+
+extern "system" fn cb_free_pages_from_mdl(h: HANDLE, args: *const DXGKARGCB_FREEPAGESFROMMDL) -> NTSTATUS {
+    const CALL: &str = "DxgkCbFreePagesFromMdl";
+    let Some((m, id)) = enter(CALL, h) else {
+        return dxgk_sys::STATUS_INVALID_PARAMETER;
+    };
+    // SAFETY: as above.
+    match unsafe { args.as_ref() } {
+        Some(a) => memory::free_pages_from_mdl(&m, id, a.hMemoryHandle as usize),
+        None => null_arg(&m, CALL),
+    }
+}
+
+extern "system" fn cb_map_mdl_to_iommu(h: HANDLE, args: *mut DXGKARGCB_MAPMDLTOIOMMU) -> NTSTATUS {
+    const CALL: &str = "DxgkCbMapMdlToIoMmu";
+    let Some((m, id)) = enter(CALL, h) else {
+        return dxgk_sys::STATUS_INVALID_PARAMETER;
+    };
+    // SAFETY: as above.
+    match unsafe { args.as_mut() } {
+        Some(a) => memory::map_mdl_to_iommu(&m, id, a),
+        None => null_arg(&m, CALL),
+    }
+}
+
+extern "system" fn cb_unmap_mdl_from_iommu(h: HANDLE, args: *const DXGKARGCB_UNMAPMDLFROMIOMMU) {
+    const CALL: &str = "DxgkCbUnmapMdlFromIoMmu";
+    let Some((m, id)) = enter(CALL, h) else {
+        return;
+    };
+    // SAFETY: as above.
+    match unsafe { args.as_ref() } {
+        Some(a) => memory::unmap_mdl_from_iommu(&m, id, a.hMemoryHandle as usize),
+        None => {
+            null_arg(&m, CALL);
+        }
+    }
+}
+
+extern "system" fn cb_allocate_contiguous(h: HANDLE, args: *mut DXGKARGCB_ALLOCATECONTIGUOUSMEMORY) -> NTSTATUS {
+    const CALL: &str = "DxgkCbAllocateContiguousMemory";
+    let Some((m, id)) = enter(CALL, h) else {
+        return dxgk_sys::STATUS_INVALID_PARAMETER;
+    };
+    // SAFETY: as above.
+    match unsafe { args.as_mut() } {
+        Some(a) => memory::allocate_contiguous(&m, id, a),
+        None => null_arg(&m, CALL),
+    }
+}
+
+extern "system" fn cb_free_contiguous(h: HANDLE, args: *const DXGKARGCB_FREECONTIGUOUSMEMORY) -> NTSTATUS {
+    const CALL: &str = "DxgkCbFreeContiguousMemory";
+    let Some((m, id)) = enter(CALL, h) else {
+        return dxgk_sys::STATUS_INVALID_PARAMETER;
+    };
+    // SAFETY: as above.
+    match unsafe { args.as_ref() } {
+        Some(a) => memory::free_contiguous(&m, id, a.hMemoryHandle as usize),
+        None => null_arg(&m, CALL),
+    }
+}
+
+extern "system" fn cb_get_device_information(h: HANDLE, info: *mut DXGK_DEVICE_INFO) -> NTSTATUS {
+    const CALL: &str = "DxgkCbGetDeviceInformation";
+    let Some((m, id)) = enter(CALL, h) else {
+        return dxgk_sys::STATUS_INVALID_PARAMETER;
+    };
+    if info.is_null() {
+        return null_arg(&m, CALL);
+    }
+    let value = super::device_info(&m, id);
+    // SAFETY: non-null DXGK_DEVICE_INFO the driver provides for us to fill.
+    unsafe { info.write(value) };
+    dxgk_sys::STATUS_SUCCESS
+}
+
+extern "system" fn cb_map_memory(
+    h: HANDLE,
+    translated: PHYSICAL_ADDRESS,
+    length: ULONG,
+    in_io_space: BOOLEAN,
+    to_user: BOOLEAN,
+    _cache: MEMORY_CACHING_TYPE,
+    va: *mut PVOID,
+) -> NTSTATUS {
+    const CALL: &str = "DxgkCbMapMemory";
+    let Some((m, id)) = enter(CALL, h) else {
+        return dxgk_sys::STATUS_INVALID_PARAMETER;
+    };
+    if va.is_null() || in_io_space != 0 || to_user != 0 || length == 0 {
+        m.report(Finding::here(
+            Rule::InvalidArgument,
+            CALL,
+            "NULL VirtualAddress, zero Length, I/O space or user-mode mapping (not simulated)",
+        ));
+        return dxgk_sys::STATUS_INVALID_PARAMETER;
+    }
+    // SAFETY: every bit pattern of the union is a valid i64.
+    let phys = unsafe { translated.QuadPart } as u64;
+    match super::map_mmio(&m, id, phys, length as usize) {
+        Ok(p) => {
+            // SAFETY: non-null out pointer from the driver.
+            unsafe { va.write(p) };
+            dxgk_sys::STATUS_SUCCESS
+        }
+        Err(s) => s,
+    }
+}
+
+extern "system" fn cb_unmap_memory(h: HANDLE, va: PVOID) -> NTSTATUS {
+    const CALL: &str = "DxgkCbUnmapMemory";
+    let Some((m, id)) = enter(CALL, h) else {
+        return dxgk_sys::STATUS_INVALID_PARAMETER;
+    };
+    super::unmap_mmio(&m, id, va as usize)
+}
+
+extern "system" fn cb_queue_dpc(h: HANDLE) -> BOOLEAN {
+    const CALL: &str = "DxgkCbQueueDpc";
+    let Some((m, id)) = enter(CALL, h) else {
+        return 0;
+    };
+    let queued = crate::ntoskrnl::dpc::queue_adapter_dpc(&m, id);
+    crate::ntoskrnl::dpc::run_if_below_dispatch(&m);
+    BOOLEAN::from(queued)
+}
+
+extern "system" fn cb_synchronize_execution(
+    h: HANDLE,
+    routine: PKSYNCHRONIZE_ROUTINE,
+    context: PVOID,
+    _message: ULONG,
+    ret: *mut BOOLEAN,
+) -> NTSTATUS {
+    const CALL: &str = "DxgkCbSynchronizeExecution";
+    let Some((m, id)) = enter(CALL, h) else {
+        return dxgk_sys::STATUS_INVALID_PARAMETER;
+    };
+    let Some(routine) = routine else {
+        return null_arg(&m, CALL);
+    };
+    let lock = super::interrupt_lock(&m, id);
+    let _held = crate::machine::lock_pub(&lock);
+    let old = irql();
+    set_irql(DEVICE_IRQL);
+    // SAFETY: the driver's synchronize routine with the context it passed.
+    let r = unsafe { routine(context) };
+    set_irql(old);
+    if !ret.is_null() {
+        // SAFETY: non-null out pointer from the driver.
+        unsafe { ret.write(r) };
+    }
+    dxgk_sys::STATUS_SUCCESS
+}
+
+extern "system" fn cb_notify_interrupt(h: HANDLE, data: *mut DXGKARGCB_NOTIFY_INTERRUPT_DATA) {
+    const CALL: &str = "DxgkCbNotifyInterrupt";
+    let Some((m, id)) = enter(CALL, h) else {
+        return;
+    };
+    // SAFETY: the driver passes its notification (or NULL, reported).
+    match unsafe { data.as_ref() } {
+        Some(d) => super::record_notify_interrupt(&m, id, d.InterruptType.0),
+        None => {
+            null_arg(&m, CALL);
+        }
+    }
+}
+
+extern "system" fn cb_notify_dpc(h: HANDLE) {
+    const CALL: &str = "DxgkCbNotifyDpc";
+    if let Some((m, id)) = enter(CALL, h) {
+        super::record_notify_dpc(&m, id);
+    }
+}
+
+/// The interface for `handle` at interface `version`: `Size` and members as compiled at that
+/// version (members beyond that size are NULL), `Version` = `version`.
+pub(crate) fn build_interface(handle: HANDLE, version: u32) -> DXGKRNL_INTERFACE {
+    let size = super::interface_size(version);
+    let mut i = DXGKRNL_INTERFACE {
+        Size: size as ULONG,
+        Version: version,
+        DeviceHandle: handle,
+        DxgkCbGetDeviceInformation: Some(cb_get_device_information),
+        DxgkCbMapMemory: Some(cb_map_memory),
+        DxgkCbQueueDpc: Some(cb_queue_dpc),
+        DxgkCbSynchronizeExecution: Some(cb_synchronize_execution),
+        DxgkCbUnmapMemory: Some(cb_unmap_memory),
+        DxgkCbNotifyInterrupt: Some(cb_notify_interrupt),
+        DxgkCbNotifyDpc: Some(cb_notify_dpc),
+        DxgkCbAllocateContiguousMemory: Some(cb_allocate_contiguous),
+        DxgkCbFreeContiguousMemory: Some(cb_free_contiguous),
+        DxgkCbAllocatePagesForMdl: Some(cb_allocate_pages_for_mdl),
+        DxgkCbFreePagesFromMdl: Some(cb_free_pages_from_mdl),
+        DxgkCbMapMdlToIoMmu: Some(cb_map_mdl_to_iommu),
+        DxgkCbUnmapMdlFromIoMmu: Some(cb_unmap_mdl_from_iommu),
+        ..DXGKRNL_INTERFACE::default()
+    };
+    let full = std::mem::size_of::<DXGKRNL_INTERFACE>();
+    let p = (&mut i as *mut DXGKRNL_INTERFACE).cast::<u8>().wrapping_add(size);
+    // SAFETY: `size..full` lies inside `i`; those bytes are members (Option<fn> / PVOID) for
+    // which all-zero (None / NULL) is valid.
+    unsafe { p.write_bytes(0, full - size) };
+    i
+}

@@ -1,0 +1,647 @@
+//! The PnP sequence as Dxgkrnl drives it: DriverEntry ([`Machine::load_driver`]) → AddDevice →
+//! StartDevice → the QueryAdapterInfo calls Windows makes at start → … → StopDevice →
+//! RemoveDevice → Unload, plus interrupt and DPC delivery and the device model hook
+//! ([`SimDevice`]).
+//!
+//! * StartDevice gets a DXGK_START_INFO and a DXGKRNL_INTERFACE sized for the interface version
+//!   the driver registered (`Size`, `Version` and only the members of that version; see
+//!   [`super::callbacks`]).
+//! * DRIVERCAPS is queried with the output size of the *machine's* interface version
+//!   (`DXGK_DRIVERCAPS_SIZE_BY_VERSION`): a driver that requires its own compiled size fails on
+//!   older Windows, as it would there. Every QAI output buffer is guarded; writing past
+//!   `OutputDataSize` is a [`Rule::DdiProtocol`] finding.
+//! * After DRIVERCAPS the DDI sets are checked (ddi-reference §1.5): GpuMmuSupported requires
+//!   CreateProcess, DestroyProcess, SetRootPageTable, SubmitCommandVirtual (and
+//!   GetRootPageTableSize when GPUMMUCAPS reports 2 levels); IoMmuSecureModeSupported requires
+//!   Begin/EndExclusiveAccess. A missing DDI or a failed start query fails the start: Dxgkrnl
+//!   calls StopDevice and RemoveDevice, and `start_adapter` returns the status.
+//! * After RemoveDevice, anything the adapter still holds (MDL pages, contiguous memory, IOMMU
+//!   and MMIO mappings) is a [`Rule::ResourceLeak`]; at unload, pool, driver MDLs, handles and
+//!   threads are checked too.
+//! * Whenever control returns to the simulator from a DDI, the adapter's device model is
+//!   synchronized ([`SimDevice::sync`]) and a pending interrupt is delivered to
+//!   DxgkDdiInterruptRoutine at device IRQL, then queued DPCs run.
+
+use dxgk_sys::{
+    DRIVER_OBJECT, DXGKARG_QUERYADAPTERINFO, DXGK_DRIVERCAPS, DXGK_GPUMMUCAPS, DXGK_PAGE_TABLE_LEVEL_DESC,
+    DXGK_PHYSICALADAPTERCAPS, DXGK_PHYSICAL_MEMORY_RANGE, DXGK_QUERYADAPTERINFOTYPE, DXGK_QUERYSEGMENTOUT4,
+    DXGK_START_INFO, NTSTATUS, PVOID, UNICODE_STRING, ULONG,
+};
+
+use super::{new_adapter, size_at, AdapterId, DriverStorage, DEVICE_IRQL};
+use crate::machine::{irql, set_irql, Machine, MachineState};
+use crate::memory::Dma;
+use crate::verifier::{Finding, Rule};
+
+/// A device model plugged behind an adapter's MMIO BAR and IOMMU.
+pub trait SimDevice: Send {
+    /// Size of the MMIO BAR in bytes (a multiple of 4).
+    fn mmio_size(&self) -> usize;
+    /// Power-on state (called before StartDevice).
+    fn reset(&mut self, mmio: &mut [u32]);
+    /// Advances the device: called deterministically whenever control returns to the simulator
+    /// from a DDI (and by [`Machine::service`]). Device memory access goes through `dma`.
+    fn sync(&mut self, mmio: &mut [u32], dma: &mut Dma);
+    /// Whether the device asserts its interrupt line.
+    fn interrupt_pending(&self) -> bool;
+}
+
+/// An adapter to plug into a machine.
+#[derive(Default)]
+pub struct AdapterConfig {
+    /// The device model (None: plain memory behind a 64 KiB BAR).
+    pub device: Option<Box<dyn SimDevice>>,
+}
+
+impl std::fmt::Debug for AdapterConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "AdapterConfig {{ device: {} }}", if self.device.is_some() { "Some(..)" } else { "None" })
+    }
+}
+
+/// Where an adapter is in its PnP life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PnpState {
+    Added,
+    Started,
+    Stopped,
+    Removed,
+}
+
+/// What the driver answered at start.
+#[derive(Clone, Default)]
+pub struct AdapterInfo {
+    /// Interface version of the DXGKRNL_INTERFACE given to StartDevice.
+    pub interface_version: u32,
+    pub number_of_video_present_sources: u32,
+    pub number_of_children: u32,
+    /// OutputDataSize Windows passed for DRIVERCAPS, and the answer (zero-extended).
+    pub driver_caps_size: usize,
+    pub driver_caps: Option<DXGK_DRIVERCAPS>,
+    pub segments: Option<DXGK_QUERYSEGMENTOUT4>,
+    /// The segment descriptors of the fill call (`NbSegment * SegmentDescriptorStride` bytes).
+    pub segment_descriptors: Vec<u8>,
+    pub gpummu_caps: Option<DXGK_GPUMMUCAPS>,
+    pub page_table_levels: Vec<DXGK_PAGE_TABLE_LEVEL_DESC>,
+    pub physical_adapter_caps: Option<DXGK_PHYSICALADAPTERCAPS>,
+    pub num_power_components: Option<u32>,
+    pub framebuffer_save_size: Option<usize>,
+    pub hardware_reserved_ranges: Option<Vec<DXGK_PHYSICAL_MEMORY_RANGE>>,
+    /// QueryAdapterInfo types asked at start, in order.
+    pub queries: Vec<i32>,
+}
+
+impl std::fmt::Debug for AdapterInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdapterInfo")
+            .field("interface_version", &self.interface_version)
+            .field("driver_caps_size", &self.driver_caps_size)
+            .field("queries", &self.queries)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AdapterInfo {
+    /// DRIVERCAPS as answered at start.
+    pub fn driver_caps(&self) -> Option<DXGK_DRIVERCAPS> {
+        self.driver_caps
+    }
+}
+
+const GUARD: usize = 64;
+const GUARD_BYTE: u8 = 0xAB;
+
+fn bytes_of<T: Copy>(v: &T) -> Vec<u8> {
+    let p = (v as *const T).cast::<u8>();
+    // SAFETY: `v` is a live `T` of `size_of::<T>()` bytes; generated types have no padding
+    // whose reading matters (we only copy it back into the same type).
+    unsafe { std::slice::from_raw_parts(p, std::mem::size_of::<T>()) }.to_vec()
+}
+
+fn from_bytes<T: Copy + Default>(b: &[u8]) -> T {
+    let mut v = T::default();
+    let n = b.len().min(std::mem::size_of::<T>());
+    let p = (&mut v as *mut T).cast::<u8>();
+    // SAFETY: copies at most size_of::<T>() bytes into `v`; generated types are plain data for
+    // which any byte pattern the driver wrote is what Windows would read.
+    unsafe { std::ptr::copy_nonoverlapping(b.as_ptr(), p, n) };
+    v
+}
+
+struct Ddis {
+    data: dxgk_sys::DRIVER_INITIALIZATION_DATA,
+}
+
+fn ddis(m: &MachineState) -> Option<Ddis> {
+    m.port().registered.as_deref().map(|d| Ddis { data: *d })
+}
+
+fn context_of(m: &MachineState, id: AdapterId) -> PVOID {
+    m.port().adapters[id.0 as usize].context as PVOID
+}
+
+/// Synchronizes the device and delivers pending interrupts and DPCs (bounded).
+pub(crate) fn after_ddi(m: &MachineState, id: AdapterId) {
+    for _ in 0..64 {
+        let dev = m.port().adapters.get_mut(id.0 as usize).and_then(|a| a.device.take());
+        let Some(mut dev) = dev else {
+            break;
+        };
+        let (ptr, len) = {
+            let mut port = m.port();
+            let a = &mut port.adapters[id.0 as usize];
+            (a.mmio.as_mut_ptr(), a.mmio.len())
+        };
+        // SAFETY: the BAR storage lives as long as the adapter; the driver is not running on
+        // this thread while the device syncs (concurrent driver threads touching MMIO race, as
+        // they would with real hardware registers).
+        let mmio = unsafe { std::slice::from_raw_parts_mut(ptr, len) };
+        let mut dma = Dma {
+            machine: crate::machine::current(),
+            adapter: id,
+        };
+        dev.sync(mmio, &mut dma);
+        let pending = dev.interrupt_pending();
+        m.port().adapters[id.0 as usize].device = Some(dev);
+        if !pending {
+            break;
+        }
+        deliver_interrupt(m, id, 0);
+    }
+    crate::ntoskrnl::dpc::run_if_below_dispatch(m);
+}
+
+fn deliver_interrupt(m: &MachineState, id: AdapterId, message: ULONG) -> bool {
+    let Some(isr) = ddis(m).and_then(|d| d.data.DxgkDdiInterruptRoutine) else {
+        return false;
+    };
+    let ctx = context_of(m, id);
+    let lock = super::interrupt_lock(m, id);
+    let claimed = {
+        let _held = crate::machine::lock_pub(&lock);
+        let old = irql();
+        set_irql(DEVICE_IRQL);
+        // SAFETY: the miniport's ISR with its adapter context, at device IRQL.
+        let r = unsafe { isr(ctx, message) };
+        if irql() != DEVICE_IRQL {
+            m.report(Finding::here(Rule::IrqlTransition, "DxgkDdiInterruptRoutine", format!("returned at IRQL {}", irql())));
+        }
+        set_irql(old);
+        r != 0
+    };
+    crate::ntoskrnl::dpc::run_if_below_dispatch(m);
+    claimed
+}
+
+struct Qai {
+    id: AdapterId,
+}
+
+impl Qai {
+    /// One QueryAdapterInfo call with a guarded output buffer.
+    fn call(&self, m: &MachineState, ty: DXGK_QUERYADAPTERINFOTYPE, input: &mut [u8], out: &[u8]) -> Result<Vec<u8>, NTSTATUS> {
+        let Some(qai) = ddis(m).and_then(|d| d.data.DxgkDdiQueryAdapterInfo) else {
+            return Err(dxgk_sys::STATUS_NOT_SUPPORTED);
+        };
+        m.port().adapters[self.id.0 as usize].info.queries.push(ty.0);
+        let mut buf = out.to_vec();
+        buf.resize(out.len() + GUARD, GUARD_BYTE);
+        let args = DXGKARG_QUERYADAPTERINFO {
+            Type: ty,
+            pInputData: input.as_mut_ptr().cast(),
+            InputDataSize: input.len() as u32,
+            pOutputData: buf.as_mut_ptr().cast(),
+            OutputDataSize: out.len() as u32,
+            ..Default::default()
+        };
+        let ctx = context_of(m, self.id);
+        // SAFETY: the miniport's QueryAdapterInfo with its adapter handle and valid buffers.
+        let s = unsafe { qai(ctx, &args) };
+        after_ddi(m, self.id);
+        if buf[out.len()..].iter().any(|&b| b != GUARD_BYTE) {
+            m.report(Finding::here(
+                Rule::DdiProtocol,
+                "DxgkDdiQueryAdapterInfo",
+                format!("type {} wrote past OutputDataSize {}", ty.0, out.len()),
+            ));
+        }
+        if s != dxgk_sys::STATUS_SUCCESS {
+            return Err(s);
+        }
+        buf.truncate(out.len());
+        Ok(buf)
+    }
+}
+
+fn fail_start(m: &MachineState, id: AdapterId, started: bool, status: NTSTATUS) -> NTSTATUS {
+    let d = ddis(m).expect("registered");
+    let ctx = context_of(m, id);
+    if started {
+        if let Some(stop) = d.data.DxgkDdiStopDevice {
+            // SAFETY: the miniport's StopDevice with its context.
+            unsafe { stop(ctx) };
+        }
+    }
+    remove(m, id, &d);
+    status
+}
+
+fn remove(m: &MachineState, id: AdapterId, d: &Ddis) -> NTSTATUS {
+    let ctx = context_of(m, id);
+    let s = match d.data.DxgkDdiRemoveDevice {
+        // SAFETY: the miniport's RemoveDevice with its context, once.
+        Some(r) => unsafe { r(ctx) },
+        None => dxgk_sys::STATUS_SUCCESS,
+    };
+    crate::ntoskrnl::dpc::run_if_below_dispatch(m);
+    m.port().adapters[id.0 as usize].state = PnpState::Removed;
+    let mut f = m.mem().leak_findings(Some(id), "DxgkDdiRemoveDevice");
+    f.extend(super::mmio_leak_findings(m, Some(id), "DxgkDdiRemoveDevice"));
+    for x in f {
+        m.report(x);
+    }
+    s
+}
+
+fn missing(m: &MachineState, what: &str, names: &[(&str, bool)]) -> bool {
+    let gone: Vec<&str> = names.iter().filter(|(_, ok)| !ok).map(|x| x.0).collect();
+    if gone.is_empty() {
+        return false;
+    }
+    m.report(Finding::here(
+        Rule::DdiProtocol,
+        "DxgkDdiStartDevice",
+        format!("{what} requires DDIs the driver did not register: {}", gone.join(", ")),
+    ));
+    true
+}
+
+fn start(m: &MachineState, id: AdapterId) -> NTSTATUS {
+    let Some(d) = ddis(m) else {
+        panic!("dxgk-sim: start_adapter before a driver registered (load_driver first)");
+    };
+    let dd = &d.data;
+    if m.port().adapters[id.0 as usize].state != PnpState::Added {
+        panic!("dxgk-sim: start_adapter on an adapter that is not freshly added");
+    }
+    // AddDevice.
+    let pdo: *mut dxgk_sys::DEVICE_OBJECT = &mut *m.port().adapters[id.0 as usize].pdo;
+    let mut ctx: PVOID = std::ptr::null_mut();
+    let add = dd.DxgkDdiAddDevice.expect("validated at DxgkInitialize");
+    // SAFETY: a PDO and a context slot, as Dxgkrnl passes them.
+    let s = unsafe { add(pdo, &mut ctx) };
+    if s != dxgk_sys::STATUS_SUCCESS || ctx.is_null() {
+        m.port().adapters[id.0 as usize].state = PnpState::Removed;
+        return if s == dxgk_sys::STATUS_SUCCESS { dxgk_sys::STATUS_UNSUCCESSFUL } else { s };
+    }
+    m.port().adapters[id.0 as usize].context = ctx as usize;
+    // Required DDIs for any adapter (checked at start; DxgkInitialize checks the PnP set).
+    if missing(
+        m,
+        "a WDDM adapter",
+        &[
+            ("DxgkDdiQueryAdapterInfo", dd.DxgkDdiQueryAdapterInfo.is_some()),
+            ("DxgkDdiInterruptRoutine", dd.DxgkDdiInterruptRoutine.is_some()),
+            ("DxgkDdiDpcRoutine", dd.DxgkDdiDpcRoutine.is_some()),
+        ],
+    ) {
+        return fail_start(m, id, false, dxgk_sys::STATUS_UNSUCCESSFUL);
+    }
+    // StartDevice.
+    let version = dd.Version.min(m.config.max_interface_version);
+    let (iface, mmio_ptr, mmio_len) = {
+        let mut port = m.port();
+        let a = &mut port.adapters[id.0 as usize];
+        *a.interface = super::callbacks::build_interface(id.device_handle(), version);
+        a.info.interface_version = version;
+        (&mut *a.interface as *mut dxgk_sys::DXGKRNL_INTERFACE, a.mmio.as_mut_ptr(), a.mmio.len())
+    };
+    if let Some(mut dev) = m.port().adapters[id.0 as usize].device.take() {
+        // SAFETY: the BAR storage; nothing else touches it before StartDevice.
+        dev.reset(unsafe { std::slice::from_raw_parts_mut(mmio_ptr, mmio_len) });
+        m.port().adapters[id.0 as usize].device = Some(dev);
+    }
+    let mut info = DXGK_START_INFO {
+        RequiredDmaQueueEntry: 16,
+        ..Default::default()
+    };
+    info.AdapterLuid.LowPart = 0x5100 + id.0;
+    info.AdapterGuid.Data1 = 0x5EED_0000 + id.0;
+    let (mut sources, mut children) = (0u32, 0u32);
+    let startf = dd.DxgkDdiStartDevice.expect("validated at DxgkInitialize");
+    // SAFETY: valid start info, interface (owned by the adapter) and out counts.
+    let s = unsafe { startf(ctx, &mut info, iface, &mut sources, &mut children) };
+    after_ddi(m, id);
+    if s != dxgk_sys::STATUS_SUCCESS {
+        return fail_start(m, id, false, s);
+    }
+    {
+        let mut port = m.port();
+        let a = &mut port.adapters[id.0 as usize];
+        a.info.number_of_video_present_sources = sources;
+        a.info.number_of_children = children;
+    }
+    match start_queries(m, id, &d) {
+        Ok(()) => {
+            m.port().adapters[id.0 as usize].state = PnpState::Started;
+            dxgk_sys::STATUS_SUCCESS
+        }
+        Err(s) => fail_start(m, id, true, s),
+    }
+}
+
+fn start_queries(m: &MachineState, id: AdapterId, d: &Ddis) -> Result<(), NTSTATUS> {
+    let dd = &d.data;
+    let q = Qai { id };
+    let version = m.config.max_interface_version;
+    // DRIVERCAPS with the size this Windows passes.
+    let caps_size = size_at(dxgk_sys::DXGK_DRIVERCAPS_SIZE_BY_VERSION, version).unwrap_or(std::mem::size_of::<DXGK_DRIVERCAPS>());
+    let out = q.call(m, dxgk_sys::DXGKQAITYPE_DRIVERCAPS, &mut [], &vec![0u8; caps_size])?;
+    let caps: DXGK_DRIVERCAPS = from_bytes(&out);
+    {
+        let mut port = m.port();
+        let a = &mut port.adapters[id.0 as usize];
+        a.info.driver_caps_size = caps_size;
+        a.info.driver_caps = Some(caps);
+    }
+    let mm = caps.MemoryManagementCaps;
+    let gpummu = mm.GpuMmuSupported() != 0;
+    let iommu = mm.IoMmuSecureModeSupported() != 0;
+    if gpummu
+        && missing(
+            m,
+            "GpuMmuSupported",
+            &[
+                ("DxgkDdiCreateProcess", dd.DxgkDdiCreateProcess.is_some()),
+                ("DxgkDdiDestroyProcess", dd.DxgkDdiDestroyProcess.is_some()),
+                ("DxgkDdiSetRootPageTable", dd.DxgkDdiSetRootPageTable.is_some()),
+                ("DxgkDdiSubmitCommandVirtual", dd.DxgkDdiSubmitCommandVirtual.is_some()),
+            ],
+        )
+    {
+        return Err(dxgk_sys::STATUS_UNSUCCESSFUL);
+    }
+    if iommu
+        && missing(
+            m,
+            "IoMmuSecureModeSupported",
+            &[
+                ("DxgkDdiBeginExclusiveAccess", dd.DxgkDdiBeginExclusiveAccess.is_some()),
+                ("DxgkDdiEndExclusiveAccess", dd.DxgkDdiEndExclusiveAccess.is_some()),
+            ],
+        )
+    {
+        return Err(dxgk_sys::STATUS_UNSUCCESSFUL);
+    }
+    let mut index0 = 0u32.to_le_bytes();
+    if gpummu {
+        // QUERYSEGMENT4: count, then fill.
+        let stride = std::mem::size_of::<dxgk_sys::DXGK_SEGMENTDESCRIPTOR4>();
+        let probe = DXGK_QUERYSEGMENTOUT4 {
+            SegmentDescriptorStride: stride,
+            ..Default::default()
+        };
+        let out = q.call(m, dxgk_sys::DXGKQAITYPE_QUERYSEGMENT4, &mut index0, &bytes_of(&probe))?;
+        let counted: DXGK_QUERYSEGMENTOUT4 = from_bytes(&out);
+        let n = counted.NbSegment as usize;
+        let mut descs = vec![0u8; n * stride];
+        let fill = DXGK_QUERYSEGMENTOUT4 {
+            NbSegment: counted.NbSegment,
+            pSegmentDescriptor: descs.as_mut_ptr(),
+            SegmentDescriptorStride: stride,
+            ..Default::default()
+        };
+        let out = q.call(m, dxgk_sys::DXGKQAITYPE_QUERYSEGMENT4, &mut index0, &bytes_of(&fill))?;
+        let mut segs: DXGK_QUERYSEGMENTOUT4 = from_bytes(&out);
+        segs.pSegmentDescriptor = std::ptr::null_mut();
+        // GPUMMUCAPS.
+        let size = size_at(dxgk_sys::DXGK_GPUMMUCAPS_SIZE_BY_VERSION, version).unwrap_or(std::mem::size_of::<DXGK_GPUMMUCAPS>());
+        let out = q.call(m, dxgk_sys::DXGKQAITYPE_GPUMMUCAPS, &mut index0, &vec![0u8; size])?;
+        let mmu: DXGK_GPUMMUCAPS = from_bytes(&out);
+        if mmu.PageTableLevelCount == 2
+            && missing(m, "a 2-level GpuMmu", &[("DxgkDdiGetRootPageTableSize", dd.DxgkDdiGetRootPageTableSize.is_some())])
+        {
+            return Err(dxgk_sys::STATUS_UNSUCCESSFUL);
+        }
+        if !(2..=6).contains(&mmu.PageTableLevelCount) {
+            m.report(Finding::here(
+                Rule::DdiProtocol,
+                "DxgkDdiQueryAdapterInfo",
+                format!("GPUMMUCAPS.PageTableLevelCount {} outside 2..=6", mmu.PageTableLevelCount),
+            ));
+            return Err(dxgk_sys::STATUS_UNSUCCESSFUL);
+        }
+        let mut levels = Vec::new();
+        for level in 0..mmu.PageTableLevelCount {
+            let mut input = level.to_le_bytes();
+            let out = q.call(
+                m,
+                dxgk_sys::DXGKQAITYPE_PAGETABLELEVELDESC,
+                &mut input,
+                &vec![0u8; std::mem::size_of::<DXGK_PAGE_TABLE_LEVEL_DESC>()],
+            )?;
+            levels.push(from_bytes::<DXGK_PAGE_TABLE_LEVEL_DESC>(&out));
+        }
+        let size = size_at(dxgk_sys::DXGK_PHYSICALADAPTERCAPS_SIZE_BY_VERSION, version)
+            .unwrap_or(std::mem::size_of::<DXGK_PHYSICALADAPTERCAPS>());
+        let out = q.call(m, dxgk_sys::DXGKQAITYPE_PHYSICALADAPTERCAPS, &mut index0, &vec![0u8; size])?;
+        let pac: DXGK_PHYSICALADAPTERCAPS = from_bytes(&out);
+        let out = q.call(m, dxgk_sys::DXGKQAITYPE_NUMPOWERCOMPONENTS, &mut [], &[0u8; 4])?;
+        let npc = u32::from_le_bytes(out[..4].try_into().expect("4 bytes"));
+        let mut port = m.port();
+        let a = &mut port.adapters[id.0 as usize];
+        a.info.segments = Some(segs);
+        a.info.segment_descriptors = descs;
+        a.info.gpummu_caps = Some(mmu);
+        a.info.page_table_levels = levels;
+        a.info.physical_adapter_caps = Some(pac);
+        a.info.num_power_components = Some(npc);
+    }
+    if iommu {
+        let out = q.call(
+            m,
+            dxgk_sys::DXGKQAITYPE_FRAMEBUFFERSAVESIZE,
+            &mut index0,
+            &vec![0u8; std::mem::size_of::<dxgk_sys::DXGK_FRAMEBUFFERSAVEAREA>()],
+        )?;
+        let fb: dxgk_sys::DXGK_FRAMEBUFFERSAVEAREA = from_bytes(&out);
+        if !fb.MaximumSize.is_multiple_of(crate::memory::PAGE) {
+            m.report(Finding::here(
+                Rule::DdiProtocol,
+                "DxgkDdiQueryAdapterInfo",
+                format!("FRAMEBUFFERSAVESIZE {:#x} is not a multiple of PAGE_SIZE", fb.MaximumSize),
+            ));
+            return Err(dxgk_sys::STATUS_UNSUCCESSFUL);
+        }
+        let probe = dxgk_sys::DXGK_HARDWARERESERVEDRANGES::default();
+        let out = q.call(m, dxgk_sys::DXGKQAITYPE_HARDWARERESERVEDRANGES, &mut index0, &bytes_of(&probe))?;
+        let counted: dxgk_sys::DXGK_HARDWARERESERVEDRANGES = from_bytes(&out);
+        let mut ranges = vec![DXGK_PHYSICAL_MEMORY_RANGE::default(); counted.NumRanges as usize];
+        if !ranges.is_empty() {
+            let fill = dxgk_sys::DXGK_HARDWARERESERVEDRANGES {
+                NumRanges: counted.NumRanges,
+                pPhysicalRanges: ranges.as_mut_ptr(),
+            };
+            q.call(m, dxgk_sys::DXGKQAITYPE_HARDWARERESERVEDRANGES, &mut index0, &bytes_of(&fill))?;
+        }
+        let mut port = m.port();
+        let a = &mut port.adapters[id.0 as usize];
+        a.info.framebuffer_save_size = Some(fb.MaximumSize);
+        a.info.hardware_reserved_ranges = Some(ranges);
+    }
+    Ok(())
+}
+
+/// NTSTATUS values Dxgkrnl accepts from DxgkDdiBuildPagingBuffer.
+pub const BUILD_PAGING_BUFFER_STATUSES: &[NTSTATUS] = &[
+    dxgk_sys::STATUS_SUCCESS,
+    dxgk_sys::STATUS_GRAPHICS_INSUFFICIENT_DMA_BUFFER,
+    dxgk_sys::STATUS_GRAPHICS_ALLOCATION_BUSY,
+];
+
+impl Machine {
+    /// Loads a driver: calls `entry` (DriverEntry) at PASSIVE_LEVEL with a DRIVER_OBJECT and a
+    /// registry path the machine owns.
+    pub fn load_driver(&self, entry: unsafe extern "system" fn(*mut DRIVER_OBJECT, *mut UNICODE_STRING) -> NTSTATUS) -> NTSTATUS {
+        let mut path_buf: Box<[u16]> = "\\Registry\\Machine\\System\\CurrentControlSet\\Services\\simdriver\0".encode_utf16().collect();
+        let mut path = Box::new(UNICODE_STRING {
+            Length: ((path_buf.len() - 1) * 2) as u16,
+            MaximumLength: (path_buf.len() * 2) as u16,
+            Buffer: path_buf.as_mut_ptr(),
+        });
+        let mut object = Box::<DRIVER_OBJECT>::default();
+        object.Type = 4; // IO_TYPE_DRIVER
+        object.Size = std::mem::size_of::<DRIVER_OBJECT>() as i16;
+        let (o, p): (*mut DRIVER_OBJECT, *mut UNICODE_STRING) = (&mut *object, &mut *path);
+        self.state.port().driver = Some(DriverStorage { object, path_buf, path });
+        // SAFETY: DriverEntry with valid, machine-owned objects.
+        self.enter(|| unsafe { entry(o, p) })
+    }
+
+    /// Plugs in an adapter (not started yet).
+    pub fn add_adapter(&self, config: AdapterConfig) -> AdapterId {
+        let words = config.device.as_ref().map_or(16 * 1024, |d| d.mmio_size().div_ceil(4));
+        new_adapter(&self.state, false, self.state.config.max_interface_version, words, config.device)
+    }
+
+    /// AddDevice + StartDevice + the QueryAdapterInfo calls Windows makes at start. On failure
+    /// the adapter is stopped (if it started) and removed, as Dxgkrnl does; the status is
+    /// returned.
+    pub fn start_adapter(&self, id: AdapterId) -> NTSTATUS {
+        self.enter(|| start(&self.state, id))
+    }
+
+    /// DxgkDdiStopDevice.
+    pub fn stop_adapter(&self, id: AdapterId) -> NTSTATUS {
+        self.enter(|| {
+            let d = ddis(&self.state).expect("driver registered");
+            let ctx = context_of(&self.state, id);
+            assert_eq!(self.adapter(id).state, PnpState::Started, "dxgk-sim: stop_adapter on an adapter that is not started");
+            let s = match d.data.DxgkDdiStopDevice {
+                // SAFETY: the miniport's StopDevice with its context.
+                Some(f) => unsafe { f(ctx) },
+                None => dxgk_sys::STATUS_SUCCESS,
+            };
+            after_ddi(&self.state, id);
+            self.state.port().adapters[id.0 as usize].state = PnpState::Stopped;
+            s
+        })
+    }
+
+    /// DxgkDdiRemoveDevice, then reports what the adapter still holds as [`Rule::ResourceLeak`].
+    pub fn remove_adapter(&self, id: AdapterId) -> NTSTATUS {
+        self.enter(|| {
+            let d = ddis(&self.state).expect("driver registered");
+            let st = self.adapter(id).state;
+            assert!(matches!(st, PnpState::Stopped | PnpState::Started), "dxgk-sim: remove_adapter in state {st:?}");
+            remove(&self.state, id, &d)
+        })
+    }
+
+    /// DxgkDdiUnload, then the unload-time leak checks (pool, driver MDLs, system-VA mappings,
+    /// handles, threads, anything an adapter that was never removed still holds).
+    pub fn unload_driver(&self) {
+        self.enter(|| {
+            let Some(d) = ddis(&self.state) else {
+                return;
+            };
+            if let Some(u) = d.data.DxgkDdiUnload {
+                // SAFETY: the miniport's Unload, once, after its adapters are gone.
+                unsafe { u() };
+            }
+            self.state.port().registered = None;
+        });
+        let live: Vec<AdapterId> = self.state.port().adapters.iter().filter(|a| a.state != PnpState::Removed && !a.synthetic).map(|a| a.id).collect();
+        let mut f = Vec::new();
+        for id in &live {
+            f.extend(self.state.mem().leak_findings(Some(*id), "DxgkDdiUnload"));
+            f.extend(super::mmio_leak_findings(&self.state, Some(*id), "DxgkDdiUnload"));
+        }
+        f.extend(self.state.mem().global_leak_findings("DxgkDdiUnload"));
+        f.extend(self.state.kernel().leak_findings("DxgkDdiUnload"));
+        for x in f {
+            self.state.report(x);
+        }
+        self.check_pool_leaks();
+    }
+
+    /// A snapshot of what the driver answered at start and where the adapter is.
+    pub fn adapter(&self, id: AdapterId) -> AdapterView {
+        let port = self.state.port();
+        let a = &port.adapters[id.0 as usize];
+        AdapterView {
+            id,
+            state: a.state,
+            info: a.info.clone(),
+            context: a.context as PVOID,
+        }
+    }
+
+    /// Synchronizes `id`'s device model, delivers its pending interrupts and runs queued DPCs.
+    pub fn service(&self, id: AdapterId) {
+        self.enter(|| after_ddi(&self.state, id));
+    }
+
+    /// Delivers one interrupt (message `message`) to DxgkDdiInterruptRoutine at device IRQL,
+    /// then runs the DPCs it queued. Returns what the ISR returned.
+    pub fn raise_interrupt(&self, id: AdapterId, message: u32) -> bool {
+        self.enter(|| deliver_interrupt(&self.state, id, message))
+    }
+
+    /// The VidMm-side check of a DxgkDdiBuildPagingBuffer result: anything but SUCCESS,
+    /// INSUFFICIENT_DMA_BUFFER or ALLOCATION_BUSY is a [`Rule::DdiProtocol`] finding. Returns
+    /// whether the status was acceptable.
+    pub fn check_build_paging_buffer_status(&self, status: NTSTATUS) -> bool {
+        self.check_ddi_status("DxgkDdiBuildPagingBuffer", status, BUILD_PAGING_BUFFER_STATUSES)
+    }
+
+    /// Records a [`Rule::DdiProtocol`] finding when `status` is not one `ddi` may return.
+    pub fn check_ddi_status(&self, ddi: &'static str, status: NTSTATUS, allowed: &[NTSTATUS]) -> bool {
+        if allowed.contains(&status) {
+            return true;
+        }
+        self.state.report(Finding::here(
+            Rule::DdiProtocol,
+            ddi,
+            format!("returned {:#010x}, which Dxgkrnl does not accept from this DDI", status as u32),
+        ));
+        false
+    }
+}
+
+/// A snapshot of an adapter.
+#[derive(Clone, Debug)]
+pub struct AdapterView {
+    pub id: AdapterId,
+    pub state: PnpState,
+    pub info: AdapterInfo,
+    /// The MiniportDeviceContext AddDevice returned.
+    pub context: PVOID,
+}
+
+impl AdapterView {
+    /// DRIVERCAPS as answered at start.
+    pub fn driver_caps(&self) -> Option<DXGK_DRIVERCAPS> {
+        self.info.driver_caps
+    }
+}
