@@ -9,13 +9,15 @@
 use dxgk::device::{DeviceInfo, Mmio};
 use dxgk::interface::{DxgkInterface, InterfaceError};
 use dxgk::irql::Passive;
-use dxgk::memory::DeviceMemory;
+use dxgk::memory::{DeviceMemory, MdlPages};
 use dxgk::pool::Pool;
+use dxgk::sync::SpinLock;
 use dxgk::{NtResult, NtStatus};
 use dxgk_sys::{DEVICE_OBJECT, DXGKRNL_INTERFACE, DXGK_START_INFO};
 use rgpu_hw::regs;
 
 use crate::ddi::MINIMUM_INTERFACE_VERSION;
+use crate::paging::{Aperture, APERTURE_PAGES};
 
 /// Ring size in bytes (128 entries).
 pub const RING_BYTES: usize = 4096;
@@ -31,18 +33,29 @@ pub struct Adapter {
     pub pdo: *mut DEVICE_OBJECT,
     /// Unsupported DDIs already logged for this adapter.
     pub logged: crate::ddi::LoggedOnce,
+    /// Device ASIDs in use (bit n = ASID n); ASID 0 belongs to the system paging process.
+    asids: core::sync::atomic::AtomicU32,
     started: Option<Started>,
 }
 
 /// Everything a started adapter holds. Field order is release order.
 pub struct Started {
+    aperture: Aperture,
     fence: DeviceMemory,
-    ring: DeviceMemory,
+    ring: SpinLock<Ring>,
     mmio: Mmio,
     iface: DxgkInterface,
     /// min(Dxgkrnl's interface, the newest rgpu supports).
     interface_version: u32,
     device_version: u32,
+}
+
+/// The ring and the driver's write position in it. Submissions are serialized by the GPU
+/// scheduler per node; the lock keeps ResetEngine / RestartFromTimeout consistent with them.
+struct Ring {
+    mem: DeviceMemory,
+    /// Byte offset of the next entry the driver writes.
+    tail: u32,
 }
 
 impl Drop for Started {
@@ -60,6 +73,7 @@ impl Adapter {
             pool,
             pdo,
             logged: crate::ddi::LoggedOnce::default(),
+            asids: core::sync::atomic::AtomicU32::new(0),
             started: None,
         }
     }
@@ -158,9 +172,23 @@ impl Adapter {
             dxgk_sys::DXGK_MEMORY_CACHING_TYPE_CACHED,
         )
         .inspect_err(|e| rgpu_log!(error, "StartDevice: fence page allocation failed: {}", e))?;
+        let gart = MdlPages::allocate(
+            &iface,
+            &passive,
+            APERTURE_PAGES * 8,
+            dxgk_sys::DXGK_MEMORY_CACHING_TYPE_CACHED,
+        )
+        .inspect_err(|e| {
+            rgpu_log!(
+                error,
+                "StartDevice: aperture table allocation failed: {}",
+                e
+            )
+        })?;
         let started = Started {
+            aperture: Aperture::new(gart)?,
             fence,
-            ring,
+            ring: SpinLock::new(Ring { mem: ring, tail: 0 }),
             mmio,
             iface,
             interface_version,
@@ -207,8 +235,91 @@ impl Adapter {
         s.program_ring()
     }
 
-    /// DxgkDdiInterruptRoutine (DIRQL): claims and acknowledges the device's interrupt and
-    /// queues the DPC. Returns whether the interrupt was ours.
+    /// Reserves a device ASID: 0 for the system paging process, 1..=15 for the others.
+    /// STATUS_INSUFFICIENT_RESOURCES when all are in use (rgpu does not virtualize ASIDs).
+    pub fn allocate_asid(&self, system: bool) -> NtResult<u8> {
+        use core::sync::atomic::Ordering;
+        let candidates = if system {
+            0..1
+        } else {
+            1..regs::NUM_ASIDS as u32
+        };
+        for asid in candidates {
+            let bit = 1u32 << asid;
+            if self.asids.fetch_or(bit, Ordering::AcqRel) & bit == 0 {
+                return Ok(asid as u8);
+            }
+        }
+        Err(NtStatus::INSUFFICIENT_RESOURCES)
+    }
+
+    /// Returns an ASID from [`Adapter::allocate_asid`], disabling its root.
+    pub fn free_asid(&self, asid: u8) {
+        if let Some(s) = &self.started {
+            s.mmio.write(regs::asid_root_entries(u32::from(asid)), 0);
+        }
+        self.asids
+            .fetch_and(!(1u32 << asid), core::sync::atomic::Ordering::AcqRel);
+    }
+
+    /// Programs ASID `asid`'s root table (DxgkDdiSetRootPageTable; the context is idle).
+    pub fn set_root(&self, asid: u8, root: u64, entries: u32) -> NtResult<()> {
+        let s = self
+            .started
+            .as_ref()
+            .ok_or(NtStatus::INVALID_DEVICE_STATE)?;
+        let a = u32::from(asid);
+        let entries = entries.min(rgpu_hw::pte::ENTRIES_PER_TABLE as u32);
+        s.mmio.write(regs::asid_root_lo(a), root as u32);
+        s.mmio.write(regs::asid_root_hi(a), (root >> 32) as u32);
+        s.mmio.write(regs::asid_root_entries(a), entries);
+        Ok(())
+    }
+
+    /// The GART, once started.
+    pub fn aperture(&self) -> Option<&Aperture> {
+        self.started.as_ref().map(|s| &s.aperture)
+    }
+
+    /// Queues a DMA buffer at GPU VA `va` (`length` bytes) in `asid`, signalling `fence` with an
+    /// interrupt when done (DxgkDdiSubmitCommandVirtual). Privileged for the paging context.
+    pub fn submit(
+        &self,
+        va: u64,
+        length: u32,
+        asid: u8,
+        privileged: bool,
+        fence: u64,
+    ) -> NtResult<()> {
+        let s = self
+            .started
+            .as_ref()
+            .ok_or(NtStatus::INVALID_DEVICE_STATE)?;
+        let mut entry = rgpu_hw::ring::RingEntry::exec(va, length, asid);
+        entry.buf_virtual = true;
+        entry.privileged = privileged;
+        entry.fence = true;
+        entry.fence_irq = true;
+        entry.fence_value = fence;
+        let mut ring = s.ring.lock();
+        let head = s.mmio.read(regs::RING_HEAD);
+        let next = (ring.tail + rgpu_hw::ring::ENTRY_SIZE as u32) % RING_BYTES as u32;
+        if next == head {
+            // The scheduler never queues more than the ring holds; a full ring means the device
+            // stopped consuming (hung): the TDR path recovers.
+            return Err(NtStatus::DEVICE_NOT_READY);
+        }
+        let at = ring.tail as usize;
+        ring.mem.pages_mut().write(at, &entry.encode())?;
+        ring.tail = next;
+        s.mmio.write(regs::RING_TAIL, next);
+        s.mmio.write(regs::DOORBELL, 1);
+        Ok(())
+    }
+
+    /// DxgkDdiInterruptRoutine (DIRQL): claims and acknowledges the device's interrupt, reports
+    /// completed fences (DMA_COMPLETED) and faults (DMA_FAULTED) to Dxgkrnl, and queues the DPC.
+    /// Returns whether the interrupt was ours.
     pub fn interrupt(&self) -> bool {
         let Some(s) = &self.started else { return false };
         let pending = s.mmio.read(regs::INT_STATUS) & s.mmio.read(regs::INT_ENABLE);
@@ -216,6 +327,24 @@ impl Adapter {
             return false;
         }
         s.mmio.write(regs::INT_ACK, pending);
+        if pending & regs::INT_FENCE != 0 {
+            let mut data = dxgk_sys::DXGKARGCB_NOTIFY_INTERRUPT_DATA {
+                InterruptType: dxgk_sys::DXGK_INTERRUPT_DMA_COMPLETED,
+                ..Default::default()
+            };
+            data.u.DmaCompleted.SubmissionFenceId = s.mmio.read(regs::FENCE_VALUE_LO);
+            s.notify(&mut data);
+        }
+        if pending & regs::INT_FAULT != 0 {
+            let mut data = dxgk_sys::DXGKARGCB_NOTIFY_INTERRUPT_DATA {
+                InterruptType: dxgk_sys::DXGK_INTERRUPT_DMA_FAULTED,
+                ..Default::default()
+            };
+            // The faulting buffer is the one after the last completed fence.
+            data.u.DmaFaulted.FaultedFenceId = s.mmio.read(regs::FENCE_VALUE_LO).wrapping_add(1);
+            data.u.DmaFaulted.Status = dxgk_sys::STATUS_GRAPHICS_GPU_EXCEPTION_ON_DEVICE;
+            s.notify(&mut data);
+        }
         if let Ok(queue_dpc) = s.iface.queue_dpc() {
             // SAFETY: DxgkCbQueueDpc may be called from the ISR with the adapter's handle.
             unsafe { queue_dpc(s.iface.device_handle()) };
@@ -331,13 +460,26 @@ impl Started {
         &self.mmio
     }
 
+    /// DxgkCbNotifyInterrupt (from the ISR).
+    fn notify(&self, data: &mut dxgk_sys::DXGKARGCB_NOTIFY_INTERRUPT_DATA) {
+        if let Ok(notify) = self.iface.notify_interrupt() {
+            // SAFETY: called from the ISR with a fully initialized notification.
+            unsafe { notify(self.iface.device_handle(), data) };
+        }
+    }
+
     /// Programs ring and fence write-back and enables the ring and interrupts (spec §3).
     fn program_ring(&self) -> NtResult<()> {
-        let ring = self
-            .ring
+        let mut r = self.ring.lock();
+        // Enabling the ring zeroes the device's head and tail: start over with a clean ring.
+        r.tail = 0;
+        r.mem.pages_mut().fill(0, RING_BYTES, 0)?;
+        let ring = r
+            .mem
             .page_address(0)
             .ok_or(NtStatus::INSUFFICIENT_RESOURCES)?
             .0;
+        drop(r);
         let fence = self
             .fence
             .page_address(0)

@@ -9,10 +9,10 @@
 //! gets `&Adapter`, and per-object state lives in the object its handle names.
 //!
 //! Status: the PnP, interrupt, capability, power-query, exclusive-access, engine-query,
-//! process/device/context object DDIs are implemented. The paging and submission DDIs
-//! (BuildPagingBuffer, SubmitCommandVirtual, PreemptCommand) and the allocation DDIs arrive with
-//! the GpuMmu paging work; until then they return STATUS_NOT_SUPPORTED and log once per adapter
-//! ([`Unsupported`]).
+//! process/device/context, root page table, BuildPagingBuffer (`crate::paging`) and
+//! SubmitCommandVirtual DDIs are implemented. PreemptCommand and the allocation DDIs (needed
+//! only with a user-mode driver creating allocations) return STATUS_NOT_SUPPORTED and log once
+//! per adapter ([`Unsupported`]).
 
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicU32, Ordering};
@@ -53,9 +53,7 @@ const PROCESS_TAG: dxgk::pool::PoolTag = dxgk::pool::PoolTag::new(*b"RgPr");
 #[derive(Clone, Copy, Debug)]
 #[repr(u32)]
 pub enum Unsupported {
-    BuildPagingBuffer = 0,
-    SubmitCommandVirtual,
-    PreemptCommand,
+    PreemptCommand = 0,
     CreateAllocation,
     DestroyAllocation,
     DescribeAllocation,
@@ -412,12 +410,16 @@ unsafe extern "system" fn ddi_query_adapter_info(
 /// A D3D device (DxgkDdiCreateDevice).
 pub struct Device {
     adapter: *const Adapter,
+    /// The process that owns the device (WDDM 2.0+ `hKmdProcess`).
+    process: *const Process,
 }
 
 /// A scheduling context (DxgkDdiCreateContext).
 pub struct Context {
     /// Node the context runs on.
     pub node: UINT,
+    /// Device ASID of the owning process.
+    pub asid: u8,
     /// Root page table set by DxgkDdiSetRootPageTable: (segment offset, entries).
     pub root: Option<(u64, UINT)>,
     /// True for the system (paging) context.
@@ -428,6 +430,8 @@ pub struct Context {
 pub struct Process {
     /// True for the system paging process.
     pub system: bool,
+    /// The device address space this process runs in.
+    pub asid: u8,
 }
 
 /// DMA buffer size rgpu asks VidMm for, per context.
@@ -442,7 +446,18 @@ unsafe extern "system" fn ddi_create_device(
         let a = unsafe { adapter(h_adapter) }?;
         // SAFETY: Dxgkrnl's argument block (only `hDevice`, present in every version, is used).
         let args = unsafe { args.as_mut() }.ok_or(NtStatus::INVALID_PARAMETER)?;
-        let device = PoolBox::try_new(&a.pool, DEVICE_TAG, Device { adapter: a })?;
+        let process = args.hKmdProcess.cast::<Process>().cast_const();
+        if process.is_null() {
+            return Err(NtStatus::INVALID_PARAMETER);
+        }
+        let device = PoolBox::try_new(
+            &a.pool,
+            DEVICE_TAG,
+            Device {
+                adapter: a,
+                process,
+            },
+        )?;
         args.hDevice = device.into_raw().as_ptr().cast();
         Ok(())
     })();
@@ -474,11 +489,14 @@ unsafe extern "system" fn ddi_create_context(
             return Err(NtStatus::INVALID_PARAMETER);
         }
         let system = args.Flags.SystemContext() != 0;
+        // SAFETY: the device's process outlives its devices (Dxgkrnl destroys devices first).
+        let asid = unsafe { &*device.process }.asid;
         let context = PoolBox::try_new(
             &a.pool,
             CONTEXT_TAG,
             Context {
                 node: args.NodeOrdinal,
+                asid,
                 root: None,
                 system,
             },
@@ -513,7 +531,14 @@ unsafe extern "system" fn ddi_create_process(
         // SAFETY: Dxgkrnl's argument block.
         let args = unsafe { args.as_mut() }.ok_or(NtStatus::INVALID_PARAMETER)?;
         let system = args.Flags.SystemProcess() != 0;
-        let process = PoolBox::try_new(&a.pool, PROCESS_TAG, Process { system })?;
+        let asid = a.allocate_asid(system)?;
+        let process = match PoolBox::try_new(&a.pool, PROCESS_TAG, Process { system, asid }) {
+            Ok(p) => p,
+            Err(e) => {
+                a.free_asid(asid);
+                return Err(e);
+            }
+        };
         args.hKmdProcess = process.into_raw().as_ptr().cast();
         Ok(())
     })();
@@ -521,19 +546,24 @@ unsafe extern "system" fn ddi_create_process(
 }
 
 unsafe extern "system" fn ddi_destroy_process(
-    _h_adapter: HANDLE,
+    h_adapter: HANDLE,
     h_kmd_process: HANDLE,
 ) -> NTSTATUS {
     let Some(ptr) = NonNull::new(h_kmd_process.cast::<Process>()) else {
         return finish("DestroyProcess", Err(NtStatus::INVALID_PARAMETER));
     };
     // SAFETY: the handle came from CreateProcess (PROCESS_TAG) and this is its last use.
-    drop(unsafe { PoolBox::from_raw(ptr, PROCESS_TAG) });
+    let process = unsafe { PoolBox::from_raw(ptr, PROCESS_TAG) };
+    // SAFETY: Dxgkrnl passes the adapter handle from AddDevice.
+    if let Ok(a) = unsafe { adapter(h_adapter) } {
+        a.free_asid(process.asid);
+    }
+    drop(process);
     sys::STATUS_SUCCESS
 }
 
 unsafe extern "system" fn ddi_set_root_page_table(
-    _h_adapter: HANDLE,
+    h_adapter: HANDLE,
     args: *const sys::DXGKARG_SETROOTPAGETABLE,
 ) {
     // SAFETY: Dxgkrnl's argument block.
@@ -547,7 +577,13 @@ unsafe extern "system" fn ddi_set_root_page_table(
     };
     // SAFETY: a live context from CreateContext; VidMm guarantees it is idle during the call.
     let ctx = unsafe { ctx.as_mut() };
-    ctx.root = Some((args.Address.SegmentOffset, args.NumEntries));
+    let root = args.Address.SegmentOffset;
+    ctx.root = Some((root, args.NumEntries));
+    // SAFETY: Dxgkrnl passes the adapter handle from AddDevice.
+    let r = unsafe { adapter(h_adapter) }.and_then(|a| a.set_root(ctx.asid, root, args.NumEntries));
+    if let Err(e) = r {
+        rgpu_log!(error, "SetRootPageTable: {}", e);
+    }
 }
 
 unsafe extern "system" fn ddi_get_root_page_table_size(
@@ -602,16 +638,51 @@ unsafe extern "system" fn ddi_close_allocation(
     sys::STATUS_NOT_SUPPORTED
 }
 unsafe extern "system" fn ddi_build_paging_buffer(
-    h: HANDLE,
-    _a: *mut sys::DXGKARG_BUILDPAGINGBUFFER,
+    h_adapter: HANDLE,
+    args: *mut sys::DXGKARG_BUILDPAGINGBUFFER,
 ) -> NTSTATUS {
-    unsupported(h, Unsupported::BuildPagingBuffer)
+    let r = (|| {
+        // SAFETY: Dxgkrnl passes the adapter handle from AddDevice.
+        let a = unsafe { adapter(h_adapter) }?;
+        // SAFETY: Dxgkrnl's argument block.
+        let args = unsafe { args.as_mut() }.ok_or(NtStatus::INVALID_PARAMETER)?;
+        let ctx = crate::paging::PagingContext {
+            aperture: a.aperture(),
+        };
+        // SAFETY: the buffers and pointers inside are Dxgkrnl's, valid as documented.
+        unsafe { ctx.build(args) }
+    })();
+    match r {
+        Ok(()) => sys::STATUS_SUCCESS,
+        Err(e) if e == NtStatus::GRAPHICS_INSUFFICIENT_DMA_BUFFER => e.raw(),
+        Err(e) => finish("BuildPagingBuffer", Err(e)),
+    }
 }
 unsafe extern "system" fn ddi_submit_command_virtual(
-    h: HANDLE,
-    _a: *const sys::DXGKARG_SUBMITCOMMANDVIRTUAL,
+    h_adapter: HANDLE,
+    args: *const sys::DXGKARG_SUBMITCOMMANDVIRTUAL,
 ) -> NTSTATUS {
-    unsupported(h, Unsupported::SubmitCommandVirtual)
+    let r = (|| {
+        // SAFETY: Dxgkrnl passes the adapter handle from AddDevice.
+        let a = unsafe { adapter(h_adapter) }?;
+        // SAFETY: Dxgkrnl's argument block.
+        let args = unsafe { args.as_ref() }.ok_or(NtStatus::INVALID_PARAMETER)?;
+        let ctx =
+            NonNull::new(args.hContext.cast::<Context>()).ok_or(NtStatus::INVALID_PARAMETER)?;
+        // SAFETY: a live context from CreateContext.
+        let ctx = unsafe { ctx.as_ref() };
+        if args.NodeOrdinal != 0 || args.EngineOrdinal != 0 || args.DmaBufferSize % 4 != 0 {
+            return Err(NtStatus::INVALID_PARAMETER);
+        }
+        a.submit(
+            args.DmaBufferVirtualAddress,
+            args.DmaBufferSize,
+            ctx.asid,
+            ctx.system,
+            u64::from(args.SubmissionFenceId),
+        )
+    })();
+    finish("SubmitCommandVirtual", r)
 }
 unsafe extern "system" fn ddi_preempt_command(
     h: HANDLE,

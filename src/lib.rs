@@ -15,6 +15,7 @@ mod log;
 pub mod adapter;
 pub mod caps;
 pub mod ddi;
+pub mod paging;
 mod seam;
 
 /// Pool tag of rgpu's allocations ("Rgpu" in poolmon).

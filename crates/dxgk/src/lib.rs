@@ -11,5 +11,6 @@ pub mod irql;
 pub mod memory;
 pub mod pool;
 pub mod status;
+pub mod sync;
 
 pub use status::{NtResult, NtStatus};
