@@ -66,7 +66,7 @@ fn registers_with_the_newest_version_the_os_accepts_and_manages_the_adapter_cont
             assert!(!context.is_null());
             assert_eq!(
                 m.pool_in_use(),
-                vec![("Rgpu".to_string(), size_of::<rgpu::ddi::Adapter>())]
+                vec![("Rgpu".to_string(), size_of::<rgpu::adapter::Adapter>())]
             );
 
             let remove = ddis.DxgkDdiRemoveDevice.unwrap();
@@ -108,10 +108,8 @@ fn add_device_rejects_null_arguments_without_allocating() {
         let add = m.registered_driver().unwrap().DxgkDdiAddDevice.unwrap();
         let mut context: sys::PVOID = std::ptr::null_mut();
         // SAFETY: NULL PDO is the malformed input under test; the DDI must reject it.
-        assert_eq!(
-            unsafe { add(std::ptr::null_mut(), &mut context) },
-            sys::STATUS_INVALID_PARAMETER
-        );
+        let r = unsafe { add(std::ptr::null_mut(), &mut context) };
+        assert_eq!(r, sys::STATUS_INVALID_PARAMETER);
     });
     assert_eq!(m.pool_allocation_count(), 0);
     m.assert_clean();

@@ -1,0 +1,456 @@
+//! DxgkDdiBuildPagingBuffer as an encoder: what lands in the DMA buffer for each operation,
+//! multipass resumption (nothing duplicated, nothing lost), the CPU-virtual initialization
+//! path, the aperture GART, and refusal of malformed input. The device side is tested in the
+//! end-to-end suites.
+
+use dxgk::interface::DxgkInterface;
+use dxgk::irql::Passive;
+use dxgk::memory::MdlPages;
+use dxgk::NtStatus;
+use dxgk_sim::{Machine, MachineConfig};
+use dxgk_sys as sys;
+use rgpu::paging::{Aperture, PagingContext, APERTURE_PAGES};
+use rgpu_hw::cmd::{Command, Decoder, FlushScope, Target};
+use rgpu_hw::pte;
+
+fn dxgk_pte(page: u64, segment: u64, read_only: bool) -> sys::DXGK_PTE {
+    let mut p = sys::DXGK_PTE::default();
+    p.set_Valid(1);
+    p.set_Segment(segment);
+    p.set_ReadOnly(read_only as u64);
+    p.u.PageAddress = page;
+    p
+}
+
+fn args(
+    op: sys::DXGK_BUILDPAGINGBUFFER_OPERATION,
+    dma: &mut [u8],
+) -> sys::DXGKARG_BUILDPAGINGBUFFER {
+    sys::DXGKARG_BUILDPAGINGBUFFER {
+        pDmaBuffer: dma.as_mut_ptr().cast(),
+        DmaSize: dma.len() as u32,
+        Operation: op,
+        ..Default::default()
+    }
+}
+
+fn update_args(
+    entries: &mut [sys::DXGK_PTE],
+    start: u32,
+    count: u32,
+    table_va: u64,
+    level: u32,
+) -> sys::DXGK_BUILDPAGINGBUFFER_UPDATEPAGETABLE {
+    let mut u = sys::DXGK_BUILDPAGINGBUFFER_UPDATEPAGETABLE {
+        PageTableLevel: level,
+        pPageTableEntries: entries.as_mut_ptr(),
+        StartIndex: start,
+        NumPageTableEntries: count,
+        UpdateMode: sys::DXGK_PAGETABLEUPDATE_GPU_VIRTUAL,
+        ..Default::default()
+    };
+    u.PageTableAddress.u.GpuVirtual = table_va;
+    u
+}
+
+/// Runs one operation to completion through buffers of `dma_size` bytes, as VidMm does on
+/// STATUS_GRAPHICS_INSUFFICIENT_DMA_BUFFER; returns every buffer's bytes.
+fn run_multipass(
+    ctx: &PagingContext<'_>,
+    mut a: sys::DXGKARG_BUILDPAGINGBUFFER,
+    dma_size: usize,
+) -> Vec<Vec<u8>> {
+    let mut buffers = Vec::new();
+    for _ in 0..10_000 {
+        let mut dma = vec![0u8; dma_size];
+        a.pDmaBuffer = dma.as_mut_ptr().cast();
+        a.DmaSize = dma_size as u32;
+        // SAFETY: the DMA buffer and the argument pointers are valid.
+        let r = unsafe { ctx.build(&mut a) };
+        let used = dma_size - a.DmaSize as usize;
+        dma.truncate(used);
+        buffers.push(dma);
+        match r {
+            Ok(()) => return buffers,
+            Err(e) => {
+                assert_eq!(e, NtStatus::GRAPHICS_INSUFFICIENT_DMA_BUFFER);
+                assert!(
+                    used > 0 || a.MultipassOffset > 0 || buffers.len() == 1,
+                    "progress each pass"
+                );
+            }
+        }
+    }
+    panic!("no completion");
+}
+
+/// Flattens the WRITE_PTES of `buffers` into (virtual address, entry) pairs.
+fn written_ptes(buffers: &[Vec<u8>]) -> Vec<(u64, u64)> {
+    let mut out = Vec::new();
+    for b in buffers {
+        for item in Decoder::new(b) {
+            let (_, cmd) = item.expect("valid commands");
+            match cmd {
+                Command::WritePtes {
+                    dst: Target::Virtual(va),
+                    entries,
+                } => out.extend(
+                    entries
+                        .iter()
+                        .enumerate()
+                        .map(|(i, e)| (va + 8 * i as u64, e)),
+                ),
+                other => panic!("unexpected command {other:?}"),
+            }
+        }
+    }
+    out
+}
+
+fn with_machine<R>(f: impl FnOnce(&Machine) -> R) -> R {
+    let m = Machine::new(MachineConfig::windows_11_22h2());
+    let r = m.enter(|| f(&m));
+    m.check_leaks();
+    m.assert_clean();
+    r
+}
+
+#[test]
+fn update_page_table_becomes_write_ptes_in_the_rgpu_format() {
+    with_machine(|_| {
+        let ctx = PagingContext { aperture: None };
+        let mut entries: Vec<_> = (0..3).map(|i| dxgk_pte(0x1000 + i, 0, i == 1)).collect();
+        let mut dma = vec![0u8; 4096];
+        let mut a = args(sys::DXGK_OPERATION_UPDATE_PAGE_TABLE, &mut dma);
+        a.u.UpdatePageTable = update_args(&mut entries, 5, 3, 0x7000_0000, 0);
+        // SAFETY: valid buffers.
+        unsafe { ctx.build(&mut a) }.unwrap();
+        let used = 4096 - a.DmaSize as usize;
+        let ptes = written_ptes(&[dma[..used].to_vec()]);
+        assert_eq!(ptes.len(), 3);
+        for (i, (va, e)) in ptes.iter().enumerate() {
+            assert_eq!(*va, 0x7000_0000 + 8 * (5 + i as u64));
+            let e = pte::Pte(*e);
+            assert!(e.is_valid());
+            assert_eq!(e.addr(), (0x1000 + i as u64) << 12);
+            assert_eq!(e.is_read_only(), i == 1);
+        }
+        assert_eq!(
+            a.pDmaBuffer,
+            dma[used..].as_mut_ptr().cast(),
+            "pDmaBuffer advanced past what was written"
+        );
+    });
+}
+
+#[test]
+fn multipass_resumes_exactly_where_it_stopped() {
+    with_machine(|_| {
+        let ctx = PagingContext { aperture: None };
+        let mut entries: Vec<_> = (0..512)
+            .map(|i| dxgk_pte(0x10_0000 + i, 0, false))
+            .collect();
+        let mut dummy = [0u8; 0];
+        let mut a = args(sys::DXGK_OPERATION_UPDATE_PAGE_TABLE, &mut dummy);
+        a.u.UpdatePageTable = update_args(&mut entries, 0, 512, 0x4000_0000, 0);
+        for dma_size in [64usize, 100, 256, 1000, 4096] {
+            let buffers = run_multipass(&ctx, a, dma_size);
+            let ptes = written_ptes(&buffers);
+            let expected: Vec<(u64, u64)> = (0..512u64)
+                .map(|i| {
+                    (
+                        0x4000_0000 + 8 * i,
+                        pte::Pte::leaf((0x10_0000 + i) << 12, 0).raw(),
+                    )
+                })
+                .collect();
+            assert_eq!(
+                ptes, expected,
+                "DMA size {dma_size}: every entry exactly once, in order"
+            );
+            assert!(
+                buffers.len() > 1 || dma_size == 4096,
+                "DMA size {dma_size} forces multipass"
+            );
+        }
+    });
+}
+
+#[test]
+fn repeat_replicates_one_entry() {
+    with_machine(|_| {
+        let ctx = PagingContext { aperture: None };
+        let mut entries = vec![dxgk_pte(0x42, 0, false)];
+        let mut dummy = [0u8; 0];
+        let mut a = args(sys::DXGK_OPERATION_UPDATE_PAGE_TABLE, &mut dummy);
+        let mut u = update_args(&mut entries, 10, 20, 0x9000, 0);
+        u.Flags.set_Repeat(1);
+        a.u.UpdatePageTable = u;
+        let ptes = written_ptes(&run_multipass(&ctx, a, 4096));
+        assert_eq!(ptes.len(), 20);
+        assert!(ptes.iter().all(|&(_, e)| pte::Pte(e).addr() == 0x42 << 12));
+    });
+}
+
+#[test]
+fn cpu_virtual_initialization_writes_the_table_at_once() {
+    with_machine(|_| {
+        let ctx = PagingContext { aperture: None };
+        let mut table = vec![0u64; 512];
+        let mut entries: Vec<_> = (0..4).map(|i| dxgk_pte(0x500 + i, 0, false)).collect();
+        let mut a = sys::DXGKARG_BUILDPAGINGBUFFER {
+            Operation: sys::DXGK_OPERATION_UPDATE_PAGE_TABLE,
+            ..Default::default()
+        };
+        let mut u = update_args(&mut entries, 100, 4, 0, 1);
+        u.UpdateMode = sys::DXGK_PAGETABLEUPDATE_CPU_VIRTUAL;
+        u.PageTableAddress.u.CpuVirtual = table.as_mut_ptr().cast();
+        a.u.UpdatePageTable = u;
+        // SAFETY: the table and entries are valid; pDmaBuffer is NULL as Windows passes it.
+        unsafe { ctx.build(&mut a) }.unwrap();
+        for i in 0..4 {
+            assert_eq!(
+                table[100 + i],
+                pte::Pte::table((0x500 + i as u64) << 12).raw(),
+                "level 1 → table entries"
+            );
+        }
+        assert!(
+            table[..100].iter().chain(&table[104..]).all(|&e| e == 0),
+            "nothing else touched"
+        );
+    });
+}
+
+#[test]
+fn out_of_table_updates_and_unknown_segments_are_refused() {
+    with_machine(|m| {
+        let ctx = PagingContext { aperture: None };
+        let mut entries = vec![dxgk_pte(1, 0, false); 4];
+        let mut dma = vec![0u8; 4096];
+        for (start, count, level) in [(510u32, 4u32, 0u32), (0, 1, 4), (u32::MAX, 2, 0)] {
+            let mut a = args(sys::DXGK_OPERATION_UPDATE_PAGE_TABLE, &mut dma);
+            a.u.UpdatePageTable = update_args(&mut entries, start, count, 0x1000, level);
+            // SAFETY: valid buffers.
+            let r = unsafe { ctx.build(&mut a) };
+            assert_eq!(r, Err(NtStatus::INVALID_PARAMETER));
+            assert_eq!(a.DmaSize, 4096, "nothing written on refusal");
+        }
+        let mut bad = vec![dxgk_pte(1, 7, false)];
+        let mut a = args(sys::DXGK_OPERATION_UPDATE_PAGE_TABLE, &mut dma);
+        a.u.UpdatePageTable = update_args(&mut bad, 0, 1, 0x1000, 0);
+        // SAFETY: valid buffers.
+        let r = unsafe { ctx.build(&mut a) };
+        assert_eq!(r, Err(NtStatus::INVALID_PARAMETER));
+        assert!(m.debug_contains("UnknownSegment(7)"));
+    });
+}
+
+#[test]
+fn flush_fill_transfer_and_fence_encode_one_command_each() {
+    with_machine(|_| {
+        let ctx = PagingContext { aperture: None };
+        let mut dma = vec![0u8; 4096];
+        let mut a = args(sys::DXGK_OPERATION_FLUSH_TLB, &mut dma);
+        // SAFETY: valid buffers.
+        unsafe { ctx.build(&mut a) }.unwrap();
+        let flush: Vec<_> = Decoder::new(&dma[..4096 - a.DmaSize as usize])
+            .map(|c| c.unwrap().1)
+            .collect();
+        assert!(matches!(flush[..], [Command::FlushTlb(FlushScope::All)]));
+        let mut a2 = args(sys::DXGK_OPERATION_VIRTUAL_FILL, &mut dma[16..]);
+        a2.u.FillVirtual.DestinationVirtualAddress = 0x10_0000;
+        a2.u.FillVirtual.FillSizeInBytes = 0x3000;
+        a2.u.FillVirtual.FillPattern = 0xDEAD_BEEF;
+        // SAFETY: valid buffers.
+        unsafe { ctx.build(&mut a2) }.unwrap();
+        let used_fill = 4096 - 16 - a2.DmaSize as usize;
+        let cmds: Vec<_> = Decoder::new(&dma[16..16 + used_fill])
+            .map(|c| c.unwrap().1)
+            .collect();
+        assert!(matches!(
+            cmds[..],
+            [Command::Fill {
+                dst: Target::Virtual(0x10_0000),
+                size: 0x3000,
+                pattern: 0xDEAD_BEEF
+            }]
+        ));
+
+        let mut dma = vec![0u8; 4096];
+        let mut t = args(sys::DXGK_OPERATION_VIRTUAL_TRANSFER, &mut dma);
+        t.u.TransferVirtual.SourceVirtualAddress = 0x1000;
+        t.u.TransferVirtual.DestinationVirtualAddress = 0x9000;
+        t.u.TransferVirtual.TransferSizeInBytes = 0x2000;
+        // SAFETY: valid buffers.
+        unsafe { ctx.build(&mut t) }.unwrap();
+        let mut f = args(
+            sys::DXGK_OPERATION_SIGNAL_MONITORED_FENCE,
+            &mut dma[4096 - t.DmaSize as usize..],
+        );
+        f.u.SignalMonitoredFence.MonitoredFenceGpuVa = 0x8000;
+        f.u.SignalMonitoredFence.MonitoredFenceValue = 0x1_0000_0002;
+        // SAFETY: valid buffers.
+        unsafe { ctx.build(&mut f) }.unwrap();
+        let used = 4096 - f.DmaSize as usize;
+        let cmds: Vec<_> = Decoder::new(&dma[..used]).map(|c| c.unwrap().1).collect();
+        match &cmds[..] {
+            [Command::Copy {
+                dst: Target::Virtual(0x9000),
+                src: Target::Virtual(0x1000),
+                size: 0x2000,
+            }, Command::WriteData {
+                dst: Target::Virtual(0x8000),
+                data,
+            }] => {
+                assert_eq!(data.iter().collect::<Vec<_>>(), vec![2, 1]);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    });
+}
+
+#[test]
+fn a_buffer_too_small_for_one_command_asks_for_a_new_one_without_writing() {
+    with_machine(|_| {
+        let ctx = PagingContext { aperture: None };
+        let mut dma = vec![0u8; 8];
+        let mut a = args(sys::DXGK_OPERATION_VIRTUAL_FILL, &mut dma);
+        a.u.FillVirtual.DestinationVirtualAddress = 0x1000;
+        a.u.FillVirtual.FillSizeInBytes = 0x1000;
+        // SAFETY: valid buffers.
+        let r = unsafe { ctx.build(&mut a) };
+        assert_eq!(r, Err(NtStatus::GRAPHICS_INSUFFICIENT_DMA_BUFFER));
+        assert_eq!((a.DmaSize, a.MultipassOffset), (8, 0));
+    });
+}
+
+#[test]
+fn aperture_pages_translate_through_the_gart_and_unmapped_ones_are_refused() {
+    with_machine(|m| {
+        let raw = m.interface_for_tests(sys::DXGKDDI_INTERFACE_VERSION_WDDM3_1);
+        // SAFETY: a valid interface from the simulator.
+        let iface =
+            unsafe { DxgkInterface::copy_from(&raw, sys::DXGKDDI_INTERFACE_VERSION_WDDM2_4) }
+                .unwrap();
+        let passive = Passive::check().unwrap();
+        let gart = MdlPages::allocate(
+            &iface,
+            &passive,
+            APERTURE_PAGES * 8,
+            sys::DXGK_MEMORY_CACHING_TYPE_CACHED,
+        )
+        .unwrap();
+        let aperture = Aperture::new(gart).unwrap();
+        let ctx = PagingContext {
+            aperture: Some(&aperture),
+        };
+        // VidMm's MDL for the allocation: 3 pages of driver-visible memory.
+        let backing = MdlPages::allocate(
+            &iface,
+            &passive,
+            3 * 4096,
+            sys::DXGK_MEMORY_CACHING_TYPE_CACHED,
+        )
+        .unwrap();
+        let mapping = dxgk::memory::IoMmuMapping::map(&iface, &passive, &backing).unwrap();
+        let logical: Vec<u64> = (0..3)
+            .map(|i| mapping.page_address(i).unwrap().0 >> 12)
+            .collect();
+        drop(mapping);
+        // Map aperture pages 100..103 to MDL pages 0..3 — use a raw MDL the same way VidMm would.
+        let mut raw_mdl = vec![0u8; std::mem::size_of::<sys::MDL>() + 3 * 8];
+        let mdl = raw_mdl.as_mut_ptr().cast::<sys::MDL>();
+        // SAFETY: `raw_mdl` has room for the header and 3 PFNs; plain data writes.
+        unsafe {
+            (*mdl).ByteCount = 3 * 4096;
+        }
+        // SAFETY: `mdl` has room for its 3 PFNs right after the header.
+        let pfns = unsafe { sys::MmGetMdlPfnArray(mdl) };
+        for (i, l) in logical.iter().enumerate() {
+            // SAFETY: PFN slot i < 3 of the array allocated after the header.
+            let slot = unsafe { pfns.add(i) };
+            // SAFETY: `slot` is in bounds and writable.
+            unsafe { *slot = *l as usize };
+        }
+        let mut dma = vec![0u8; 64];
+        let mut a = args(sys::DXGK_OPERATION_MAP_APERTURE_SEGMENT, &mut dma);
+        a.u.MapApertureSegment.SegmentId = rgpu::caps::APERTURE_SEGMENT_ID;
+        a.u.MapApertureSegment.OffsetInPages = 100;
+        a.u.MapApertureSegment.NumberOfPages = 3;
+        a.u.MapApertureSegment.pMdl = mdl;
+        // SAFETY: valid MDL and buffers.
+        unsafe { ctx.build(&mut a) }.unwrap();
+        assert_eq!(a.DmaSize, 64, "a GART update needs no DMA");
+        assert_eq!(
+            (0..3)
+                .map(|i| aperture.lookup(100 + i).unwrap())
+                .collect::<Vec<_>>(),
+            logical
+        );
+        assert_eq!(aperture.lookup(99), None);
+
+        let mut entries = vec![dxgk_pte(
+            101,
+            u64::from(rgpu::caps::APERTURE_SEGMENT_ID),
+            false,
+        )];
+        let mut dummy = [0u8; 0];
+        let mut u = args(sys::DXGK_OPERATION_UPDATE_PAGE_TABLE, &mut dummy);
+        u.u.UpdatePageTable = update_args(&mut entries, 0, 1, 0x5000, 0);
+        let ptes = written_ptes(&run_multipass(&ctx, u, 256));
+        assert_eq!(pte::Pte(ptes[0].1).addr(), logical[1] << 12);
+
+        entries[0] = dxgk_pte(5000, u64::from(rgpu::caps::APERTURE_SEGMENT_ID), false);
+        let mut dma = vec![0u8; 256];
+        let mut u = args(sys::DXGK_OPERATION_UPDATE_PAGE_TABLE, &mut dma);
+        u.u.UpdatePageTable = update_args(&mut entries, 0, 1, 0x5000, 0);
+        // SAFETY: valid buffers.
+        let r = unsafe { ctx.build(&mut u) };
+        assert_eq!(r, Err(NtStatus::INVALID_PARAMETER));
+        assert!(m.debug_contains("UnmappedAperture(5000)"));
+
+        let mut a = args(sys::DXGK_OPERATION_MAP_APERTURE_SEGMENT, &mut dma);
+        a.u.MapApertureSegment.SegmentId = rgpu::caps::APERTURE_SEGMENT_ID;
+        a.u.MapApertureSegment.OffsetInPages = APERTURE_PAGES - 1;
+        a.u.MapApertureSegment.NumberOfPages = 3;
+        a.u.MapApertureSegment.pMdl = mdl;
+        // SAFETY: valid MDL and buffers.
+        let r = unsafe { ctx.build(&mut a) };
+        assert_eq!(
+            r,
+            Err(NtStatus::INVALID_PARAMETER),
+            "past the aperture's end"
+        );
+    });
+}
+
+#[test]
+fn operations_excluded_by_the_caps_are_refused() {
+    with_machine(|m| {
+        let ctx = PagingContext { aperture: None };
+        let mut dma = vec![0u8; 64];
+        for op in [
+            sys::DXGK_OPERATION_READ_PHYSICAL,
+            sys::DXGK_OPERATION_WRITE_PHYSICAL,
+            sys::DXGK_OPERATION_SPECIAL_LOCK_TRANSFER,
+            sys::DXGK_OPERATION_MAP_APERTURE_SEGMENT2,
+            sys::DXGK_BUILDPAGINGBUFFER_OPERATION(99),
+        ] {
+            let mut a = args(op, &mut dma);
+            // SAFETY: valid buffers.
+            let r = unsafe { ctx.build(&mut a) };
+            assert_eq!(r, Err(NtStatus::NOT_SUPPORTED), "op {}", op.0);
+        }
+        assert!(m.debug_contains("cannot occur with rgpu's caps"));
+        for op in [
+            sys::DXGK_OPERATION_DISCARD_CONTENT,
+            sys::DXGK_OPERATION_NOTIFY_RESIDENCY,
+        ] {
+            let mut a = args(op, &mut dma);
+            // SAFETY: valid buffers.
+            assert_eq!(unsafe { ctx.build(&mut a) }, Ok(()));
+            assert_eq!(a.DmaSize, 64);
+        }
+    });
+}
