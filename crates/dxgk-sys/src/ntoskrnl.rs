@@ -93,6 +93,15 @@ unsafe extern "C" {
     pub fn DbgPrintEx(ComponentId: ULONG, Level: ULONG, Format: PCSTR, ...) -> ULONG;
 }
 
+// Stack probe for frames larger than a page, called by compiler-generated prologues (MSVC
+// ABI). A `/NODEFAULTLIB` driver image has no CRT to provide it; ntoskrnl exports it.
+#[cfg(target_os = "windows")]
+#[link(name = "ntoskrnl.exe", kind = "raw-dylib", modifiers = "+verbatim")]
+unsafe extern "C" {
+    /// Never called by Rust code; declared so the linker resolves the compiler's stack probes.
+    pub fn __chkstk();
+}
+
 #[cfg_attr(
     target_os = "windows",
     link(name = "ntoskrnl.exe", kind = "raw-dylib", modifiers = "+verbatim")
@@ -195,6 +204,9 @@ unsafe extern "system" {
     ) -> *mut MDL;
     /// IRQL ≤ DISPATCH_LEVEL.
     pub fn IoFreeMdl(Mdl: *mut MDL);
+    /// Fills the PFN array of an MDL (from IoAllocateMdl) that describes nonpaged memory and
+    /// sets MDL_SOURCE_IS_NONPAGED_POOL. IRQL ≤ DISPATCH_LEVEL.
+    pub fn MmBuildMdlForNonPagedPool(MemoryDescriptorList: *mut MDL);
     /// Maps an MDL's locked pages into system VA. IRQL ≤ DISPATCH_LEVEL (KernelMode). Use
     /// [`crate::MmGetSystemAddressForMdlSafe`], which skips the call for mapped MDLs.
     pub fn MmMapLockedPagesSpecifyCache(
