@@ -21,6 +21,10 @@ use crate::paging::{Aperture, APERTURE_PAGES};
 
 /// Ring size in bytes (128 entries).
 pub const RING_BYTES: usize = 4096;
+/// How long register waits (reset, ring enable) may take.
+pub const REGISTER_TIMEOUT_US: u64 = 10_000;
+/// Upper bound on polls of one register wait, whatever the performance counter does.
+const MAX_POLLS: u32 = 100_000;
 /// Bytes of the fence write-back page.
 pub const FENCE_PAGE_BYTES: usize = 4096;
 
@@ -395,11 +399,16 @@ impl Adapter {
 /// Resets the device and checks its identity. Returns the VERSION register.
 fn reset_and_identify(mmio: &Mmio) -> NtResult<u32> {
     mmio.write(regs::RESET, regs::RESET_ASSERT);
-    // SAFETY: busy-wait; callable at any IRQL. Gives the device time to complete its reset.
-    unsafe { dxgk_sys::KeStallExecutionProcessor(1) };
+    // Reset completes within microseconds on the rgpu device; allow 10 ms.
+    let ready = dxgk::time::poll_until(REGISTER_TIMEOUT_US, MAX_POLLS, || {
+        mmio.read(regs::STATUS) & regs::STATUS_READY != 0
+    });
+    if !ready {
+        rgpu_log!(error, "StartDevice: device not ready after reset");
+        return Err(NtStatus::DEVICE_NOT_READY);
+    }
     let id = mmio.read(regs::ID);
     let version = mmio.read(regs::VERSION);
-    let status = mmio.read(regs::STATUS);
     if id != regs::ID_VALUE {
         rgpu_log!(
             error,
@@ -416,14 +425,6 @@ fn reset_and_identify(mmio: &Mmio) -> NtResult<u32> {
             version
         );
         return Err(NtStatus::DEVICE_HARDWARE_ERROR);
-    }
-    if status & regs::STATUS_READY == 0 {
-        rgpu_log!(
-            error,
-            "StartDevice: device not ready after reset (STATUS {:#x})",
-            status
-        );
-        return Err(NtStatus::DEVICE_NOT_READY);
     }
     let caps = mmio.read(regs::CAPS);
     if caps & regs::CAPS_VA_BITS_MASK < rgpu_hw::pte::VA_BITS
@@ -495,10 +496,11 @@ impl Started {
             regs::CONTROL,
             regs::CONTROL_RING_ENABLE | regs::CONTROL_FENCE_WB_ENABLE,
         );
-        // SAFETY: busy-wait; any IRQL.
-        unsafe { dxgk_sys::KeStallExecutionProcessor(1) };
+        let enabled = dxgk::time::poll_until(REGISTER_TIMEOUT_US, MAX_POLLS, || {
+            m.read(regs::STATUS) & regs::STATUS_RING_ENABLED != 0
+        });
         let status = m.read(regs::STATUS);
-        if status & regs::STATUS_RING_ENABLED == 0 {
+        if !enabled {
             rgpu_log!(
                 error,
                 "StartDevice: the device refused the ring (STATUS {:#x})",

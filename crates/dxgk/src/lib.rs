@@ -12,5 +12,6 @@ pub mod memory;
 pub mod pool;
 pub mod status;
 pub mod sync;
+pub mod time;
 
 pub use status::{NtResult, NtStatus};

@@ -130,7 +130,10 @@ fn requests_above_the_per_mdl_limit_are_split_and_addressed_across_mdls() {
             // A write straddling the MDL boundary lands in both MDLs.
             let data: Vec<u8> = (0..64).collect();
             pages.write(2 * PAGE_SIZE - 32, &data).unwrap();
-            assert!(pages.write(5 * PAGE_SIZE - 1, &[0, 0]).is_err(), "past the end");
+            assert!(
+                pages.write(5 * PAGE_SIZE - 1, &[0, 0]).is_err(),
+                "past the end"
+            );
             let mapping = IoMmuMapping::map(&iface, &passive, &pages).unwrap();
             let adapter = m.adapter_of(iface.device_handle()).unwrap();
             let mut dma = m.dma(adapter);
