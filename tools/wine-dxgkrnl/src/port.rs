@@ -160,6 +160,14 @@ pub unsafe extern "system" fn DriverEntry(
         );
         return status;
     }
+    let status = crate::wine_hook::install_qpc_shim();
+    if status < 0 {
+        say!(
+            "DriverEntry: KeQueryPerformanceCounter shim failed {:#010x}",
+            status as u32
+        );
+        return status;
+    }
     if settings.shim_stall {
         let status = crate::wine_hook::install_stall_shim();
         if status < 0 {

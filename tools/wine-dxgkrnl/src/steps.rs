@@ -1009,6 +1009,64 @@ fn build_paging_buffer(bpb: dxgk_sys::PFN_DXGKDDI_BUILDPAGINGBUFFER, h: HANDLE, 
         ),
     );
 
+    // UPDATE_PAGE_TABLE as Windows forces it for the system paging process's own tables,
+    // whatever mode the driver declared: CPU_VIRTUAL with a NULL DMA buffer. The entries must
+    // land in the port's table at once, in the rgpu-hw format, read back as raw bytes.
+    // SAFETY: `pt` has 4096 bytes inside the 8 KiB block.
+    unsafe { core::ptr::write_bytes(pt, 0, 4096) };
+    let mut a = DXGKARG_BUILDPAGINGBUFFER {
+        Operation: s::DXGK_OPERATION_UPDATE_PAGE_TABLE,
+        ..Default::default()
+    };
+    a.u.UpdatePageTable = s::DXGK_BUILDPAGINGBUFFER_UPDATEPAGETABLE {
+        PageTableLevel: 0,
+        pPageTableEntries: ptes.as_mut_ptr(),
+        StartIndex: START,
+        NumPageTableEntries: ptes.len() as u32,
+        UpdateMode: s::DXGK_PAGETABLEUPDATE_CPU_VIRTUAL,
+        FirstPteVirtualAddress: u64::from(START) << 12,
+        ..Default::default()
+    };
+    a.u.UpdatePageTable.PageTableAddress.u.CpuVirtual = pt.cast();
+    // SAFETY: rgpu's BuildPagingBuffer with live arguments; the table and PTEs outlive it.
+    let st = unsafe { bpb(h, &mut a) };
+    let got = if is_not_implemented(st) {
+        Got::NotImplemented(st)
+    } else if check(
+        st == STATUS_SUCCESS,
+        format_args!("status {:#010x}", st as u32),
+    ) {
+        // SAFETY: `pt` is our 4 KiB page table, read as bytes as the hardware would.
+        let bytes = unsafe { core::slice::from_raw_parts(pt.cast_const(), 4096) };
+        let ok = (0..4).fold(true, |ok, i| {
+            let at = (START as usize + i) * 8;
+            let mut raw = [0u8; 8];
+            raw.copy_from_slice(&bytes[at..at + 8]);
+            let got = u64::from_le_bytes(raw);
+            ok & check(
+                got == expected[i],
+                format_args!(
+                    "table bytes @{:#x} = {:#018x}, rgpu-hw wants {:#018x}",
+                    at, got, expected[i]
+                ),
+            )
+        });
+        let untouched = bytes[..START as usize * 8].iter().all(|&b| b == 0)
+            && bytes[(START as usize + 4) * 8..].iter().all(|&b| b == 0);
+        if ok & check(untouched, format_args!("no other table byte written")) {
+            Got::Done
+        } else {
+            Got::Failed
+        }
+    } else {
+        Got::Failed
+    };
+    record(
+        "BuildPagingBuffer/UPDATE_PAGE_TABLE(CPU_VIRTUAL init)",
+        got,
+        format_args!("NULL DMA buffer status={:#010x}", st as u32),
+    );
+
     // FLUSH_TLB for the paging process's root.
     let mut a = base_args(cursor);
     a.Operation = s::DXGK_OPERATION_FLUSH_TLB;

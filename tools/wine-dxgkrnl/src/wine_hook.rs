@@ -156,6 +156,48 @@ unsafe extern "system" fn stall_shim(microseconds: ULONG) {
 }
 
 /// Replacement for Wine's stub: `\Device\DxgKrnl` → our device, nothing else.
+/// Replaces hal.dll!KeQueryPerformanceCounter (Wine-only) with a deterministic clock that also
+/// advances the device model: a driver polling a register on the performance counter (as rgpu
+/// does for reset and ring enable) then sees the device make progress, as real hardware would
+/// between two polls — without a second thread racing rgpu's register writes. The clock runs at
+/// 10 MHz and advances 1 µs per call, so timeouts expire after a bounded number of polls.
+pub fn install_qpc_shim() -> NTSTATUS {
+    if !running_on_wine() {
+        return STATUS_SUCCESS;
+    }
+    let mut name = wstr!("KeQueryPerformanceCounter");
+    let target = system_routine(&mut name).cast::<u8>();
+    if target.is_null() {
+        return STATUS_PROCEDURE_NOT_FOUND;
+    }
+    let status = patch(target, qpc_shim as *const () as usize as u64);
+    if status >= 0 {
+        say!(
+            "wine_hook: hal.dll!KeQueryPerformanceCounter at {:p} now ticks the device model (Wine-only)",
+            target
+        );
+    }
+    status
+}
+
+static FAKE_CLOCK: core::sync::atomic::AtomicI64 = core::sync::atomic::AtomicI64::new(0);
+const FAKE_CLOCK_HZ: i64 = 10_000_000;
+
+unsafe extern "system" fn qpc_shim(
+    frequency: *mut dxgk_sys::LARGE_INTEGER,
+) -> dxgk_sys::LARGE_INTEGER {
+    crate::device::tick();
+    if !frequency.is_null() {
+        let value = dxgk_sys::LARGE_INTEGER {
+            QuadPart: FAKE_CLOCK_HZ,
+        };
+        // SAFETY: the caller passes a valid out-parameter or NULL (checked).
+        unsafe { frequency.write(value) };
+    }
+    let now = FAKE_CLOCK.fetch_add(FAKE_CLOCK_HZ / 1_000_000, Ordering::SeqCst);
+    dxgk_sys::LARGE_INTEGER { QuadPart: now }
+}
+
 unsafe extern "system" fn fake_get_device_object_pointer(
     object_name: *mut UNICODE_STRING,
     _desired_access: ULONG,
