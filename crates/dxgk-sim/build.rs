@@ -2,5 +2,8 @@
 //! C-variadic function on stable.
 fn main() {
     println!("cargo::rerun-if-changed=csrc/variadic.c");
-    cc::Build::new().file("csrc/variadic.c").warnings(true).compile("dxgk_sim_variadic");
+    cc::Build::new()
+        .file("csrc/variadic.c")
+        .warnings(true)
+        .compile("dxgk_sim_variadic");
 }

@@ -132,7 +132,10 @@ impl Report {
 
     /// A one-line-per-run summary.
     pub fn summary(&self) -> String {
-        let mut s = format!("systematic fault injection: {} injection point(s) exercised\n", self.injection_points);
+        let mut s = format!(
+            "systematic fault injection: {} injection point(s) exercised\n",
+            self.injection_points
+        );
         for r in &self.runs {
             let what = match r.failed_call {
                 Some(c) => format!("point {:>3} ({c})", r.failed_point),
@@ -215,7 +218,8 @@ impl Systematic {
         let handle = std::thread::Builder::new()
             .name(format!("dxgk-sim systematic run {fail}"))
             .spawn(move || {
-                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| m2.enter(|| sc(&m2))));
+                let r =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| m2.enter(|| sc(&m2))));
                 let _ = tx.send(r);
             })
             .expect("spawn a systematic run");

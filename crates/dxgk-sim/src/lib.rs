@@ -8,6 +8,37 @@
 //! * Strict where Windows is strict: every rule violation becomes a [`Finding`] naming the rule,
 //!   the call and the driver's call site; [`Machine::assert_clean`] fails a test on any.
 //!
+//! # What is simulated
+//!
+//! * **ntoskrnl** ([`ntoskrnl`], [`memory`]): tagged pool with guards and fill patterns, MDLs
+//!   (IoAllocateMdl, MmBuildMdlForNonPagedPool, MmMapLockedPagesSpecifyCache, …), spin locks
+//!   that really lock, events and bounded waits, DPCs (deterministic), system threads that
+//!   inherit the current machine, the performance counter, IRQL per thread, debug print.
+//! * **Dxgkrnl** ([`dxgkrnl`]): `DxgkInitialize` validation, the PnP sequence
+//!   ([`Machine::load_driver`], [`Machine::add_adapter`], [`Machine::start_adapter`] with the
+//!   QueryAdapterInfo calls Windows makes at start, stop/remove/unload with leak checks), a
+//!   version-sized DXGKRNL_INTERFACE whose modelled callbacks check their documented IRQL,
+//!   interrupt and DPC delivery, a [`SimDevice`] hook for device models, and
+//!   [`Machine::interface_for_tests`] for testing wrappers without a driver.
+//! * **Memory and IOMMU** ([`memory`]): the six WDDM 2.4 memory callbacks with Windows' rules,
+//!   one IOMMU domain per adapter in [`IommuMode::Identity`] (WDDM 2.4 isolation) or
+//!   [`IommuMode::Remapped`] (WDDM 3.0 DMA remapping), device DMA through [`Dma`] with faults
+//!   recorded. The modelling choices (what an MDL's PFN array holds in each mode, what the driver
+//!   cannot discover) are documented in [`memory`].
+//! * **Low resources** ([`fault`]): every failable call is an injection point;
+//!   [`Machine::fail_nth`] and the systematic runner [`fault::systematic`].
+//!
+//! # Known gaps
+//!
+//! * Callbacks other than GetDeviceInformation, Map/UnmapMemory, QueueDpc,
+//!   SynchronizeExecution, NotifyInterrupt/Dpc and the six memory callbacks are NULL even inside
+//!   the negotiated interface size.
+//! * A panic inside a driver DDI (an `extern "system"` frame) aborts the test process, as a
+//!   bugcheck stops the machine: the systematic runner only reports panics raised outside DDIs.
+//! * MMIO is plain memory: the device model sees register writes only when it is synchronized
+//!   (after each DDI the simulator calls, or [`Machine::service`]).
+//! * Thread objects are never freed; PsTerminateSystemThread parks its host thread for good.
+//!
 //! Host only (std).
 
 // Kernel exports keep their Windows names.

@@ -221,7 +221,9 @@ impl Machine {
 
     /// True when some captured debug line contains `needle`.
     pub fn debug_contains(&self, needle: &str) -> bool {
-        lock(&self.state.debug).iter().any(|l| l.text.contains(needle))
+        lock(&self.state.debug)
+            .iter()
+            .any(|l| l.text.contains(needle))
     }
 
     /// Verifier findings so far.
@@ -231,7 +233,10 @@ impl Machine {
 
     /// Findings of one rule.
     pub fn findings_of(&self, rule: Rule) -> Vec<Finding> {
-        self.findings().into_iter().filter(|f| f.rule == rule).collect()
+        self.findings()
+            .into_iter()
+            .filter(|f| f.rule == rule)
+            .collect()
     }
 
     /// The DDI table the driver registered through DxgkInitialize, if it did.
@@ -296,7 +301,11 @@ impl Machine {
     pub fn check_resource_leaks(&self) {
         let mut f = self.state.mem().leak_findings(None, "leak check");
         f.extend(self.state.mem().global_leak_findings("leak check"));
-        f.extend(crate::dxgkrnl::mmio_leak_findings(&self.state, None, "leak check"));
+        f.extend(crate::dxgkrnl::mmio_leak_findings(
+            &self.state,
+            None,
+            "leak check",
+        ));
         f.extend(self.state.kernel().leak_findings("leak check"));
         for x in f {
             self.state.report(x);

@@ -171,7 +171,10 @@ fn free_mdl(mdl: *mut MDL, pages: usize) {
 unsafe fn mdl_span(mdl: *const MDL) -> usize {
     // SAFETY: the caller guarantees `mdl` is readable.
     let h = unsafe { mdl.read() };
-    dxgk_sys::ADDRESS_AND_SIZE_TO_SPAN_PAGES(h.StartVa as usize + h.ByteOffset as usize, h.ByteCount as usize)
+    dxgk_sys::ADDRESS_AND_SIZE_TO_SPAN_PAGES(
+        h.StartVa as usize + h.ByteOffset as usize,
+        h.ByteCount as usize,
+    )
 }
 
 /// The PFN array of an MDL as a vector.
@@ -331,8 +334,8 @@ pub(crate) struct MemState {
     retired: HashMap<usize, Retired>,
     retired_order: VecDeque<usize>,
     driver_mdls: HashMap<usize, DriverMdl>,
-    /// System VA → MDL, for MmMapLockedPagesSpecifyCache mappings.
-    sys_maps: HashMap<usize, usize>,
+    /// System VA → (MDL, mapping site), for MmMapLockedPagesSpecifyCache mappings.
+    sys_maps: HashMap<usize, (usize, String)>,
     domains: HashMap<AdapterId, Domain>,
 }
 
@@ -353,7 +356,9 @@ impl MemState {
     }
 
     fn domain(&mut self, adapter: AdapterId, mode: IommuMode) -> &mut Domain {
-        self.domains.entry(adapter).or_insert_with(|| Domain::new(mode))
+        self.domains
+            .entry(adapter)
+            .or_insert_with(|| Domain::new(mode))
     }
 
     /// Physical PFNs for `n` new pages: descending with stride 2 (never consecutive).
@@ -364,12 +369,25 @@ impl MemState {
             return None;
         }
         self.next_pfn = last + 3;
-        Some((0..n as u64).map(|i| start + 2 * (n as u64 - 1 - i)).collect())
+        Some(
+            (0..n as u64)
+                .map(|i| start + 2 * (n as u64 - 1 - i))
+                .collect(),
+        )
     }
 
     /// Physical PFNs for `n` consecutive pages within `[low, high]`, not crossing `boundary`.
-    fn contiguous_pfns(&mut self, n: usize, low: u64, high: u64, boundary: u64) -> Option<Vec<u64>> {
-        let mut start = self.next_pfn.max(FIRST_PHYSICAL_PFN).max(low.div_ceil(PAGE as u64));
+    fn contiguous_pfns(
+        &mut self,
+        n: usize,
+        low: u64,
+        high: u64,
+        boundary: u64,
+    ) -> Option<Vec<u64>> {
+        let mut start = self
+            .next_pfn
+            .max(FIRST_PHYSICAL_PFN)
+            .max(low.div_ceil(PAGE as u64));
         let bytes = n as u64 * PAGE as u64;
         if boundary != 0 {
             if bytes > boundary {
@@ -416,11 +434,18 @@ impl MemState {
     }
 
     fn is_iommu_mapped(&self, mdl: usize) -> Option<usize> {
-        self.maps.iter().find(|(_, m)| m.mdl == mdl).map(|(h, _)| *h)
+        self.maps
+            .iter()
+            .find(|(_, m)| m.mdl == mdl)
+            .map(|(h, _)| *h)
     }
 
     /// Everything still allocated or mapped (on `adapter`, or anywhere).
-    pub(crate) fn leak_findings(&self, adapter: Option<AdapterId>, call: &'static str) -> Vec<Finding> {
+    pub(crate) fn leak_findings(
+        &self,
+        adapter: Option<AdapterId>,
+        call: &'static str,
+    ) -> Vec<Finding> {
         let on = |a: AdapterId| adapter.is_none_or(|x| x == a);
         let mut out = Vec::new();
         for (h, a) in &self.mdl_allocs {
@@ -477,12 +502,20 @@ impl MemState {
                     driver_site: format!("allocated at {}", d.site),
                 });
             }
-            for (va, mdl) in &self.sys_maps {
+            for (va, (mdl, site)) in &self.sys_maps {
+                // A mapping of an MDL that is itself leaked is part of that leak.
+                if self.driver_mdls.contains_key(mdl)
+                    || self.mdl_allocs.values().any(|a| a.mdl == *mdl)
+                {
+                    continue;
+                }
                 out.push(Finding {
                     rule: Rule::ResourceLeak,
                     call,
-                    detail: format!("system VA {va:#x} of MDL {mdl:#x} never unmapped (MmUnmapLockedPages)"),
-                    driver_site: String::new(),
+                    detail: format!(
+                        "system VA {va:#x} of MDL {mdl:#x} never unmapped (MmUnmapLockedPages)"
+                    ),
+                    driver_site: format!("mapped at {site}"),
                 });
             }
         }
@@ -513,17 +546,33 @@ pub(crate) fn allocate_pages_for_mdl(
     const CALL: &str = "DxgkCbAllocatePagesForMdl";
     let total = args.TotalBytes;
     if total == 0 || total > MAX_MDL_BYTES {
-        invalid(m, CALL, format!("TotalBytes {total:#x} is 0 or above 4 GiB - 4 KiB"));
+        invalid(
+            m,
+            CALL,
+            format!("TotalBytes {total:#x} is 0 or above 4 GiB - 4 KiB"),
+        );
         return dxgk_sys::STATUS_INVALID_PARAMETER;
     }
-    let (low, high, skip) = (large(&args.LowAddress), large(&args.HighAddress), large(&args.SkipBytes));
+    let (low, high, skip) = (
+        large(&args.LowAddress),
+        large(&args.HighAddress),
+        large(&args.SkipBytes),
+    );
     if high < low || skip < 0 || !(skip as usize).is_multiple_of(PAGE) {
-        invalid(m, CALL, format!("bad range: Low {low:#x} High {high:#x} SkipBytes {skip:#x}"));
+        invalid(
+            m,
+            CALL,
+            format!("bad range: Low {low:#x} High {high:#x} SkipBytes {skip:#x}"),
+        );
         return dxgk_sys::STATUS_INVALID_PARAMETER;
     }
     let caching = args.CacheType.0;
     if !(0..=2).contains(&caching) {
-        invalid(m, CALL, format!("unknown DXGK_MEMORY_CACHING_TYPE {caching}"));
+        invalid(
+            m,
+            CALL,
+            format!("unknown DXGK_MEMORY_CACHING_TYPE {caching}"),
+        );
         return dxgk_sys::STATUS_INVALID_PARAMETER;
     }
     if crate::fault::inject_on(m, CALL) {
@@ -541,7 +590,11 @@ pub(crate) fn allocate_pages_for_mdl(
         return dxgk_sys::STATUS_INSUFFICIENT_RESOURCES;
     };
     mem.register_frames(&pfns, &region);
-    let host: Vec<(u64, usize)> = pfns.iter().enumerate().map(|(i, &p)| (p, region.page(i))).collect();
+    let host: Vec<(u64, usize)> = pfns
+        .iter()
+        .enumerate()
+        .map(|(i, &p)| (p, region.page(i)))
+        .collect();
     let logical = mem.domain(adapter, m.config.iommu).map(&host);
     let mdl = alloc_mdl(pages);
     let header = MDL {
@@ -589,7 +642,10 @@ fn unknown_handle(mem: &MemState, h: usize, expected: Retired) -> String {
             _ => format!("double free of handle {h:#x}"),
         },
         Some(_) => format!("handle {h:#x} is a stale handle of another kind"),
-        None if mem.mdl_allocs.contains_key(&h) || mem.contig.contains_key(&h) || mem.maps.contains_key(&h) => {
+        None if mem.mdl_allocs.contains_key(&h)
+            || mem.contig.contains_key(&h)
+            || mem.maps.contains_key(&h) =>
+        {
             format!("handle {h:#x} belongs to another callback")
         }
         None => format!("unknown handle {h:#x}"),
@@ -612,7 +668,12 @@ pub(crate) fn free_pages_from_mdl(m: &MachineState, adapter: AdapterId, h: usize
         return dxgk_sys::STATUS_INVALID_PARAMETER;
     }
     let mut found = Vec::new();
-    if let Some((&va, _)) = mem.sys_maps.iter().find(|(_, &mdl)| mdl == a.mdl) {
+    if let Some(va) = mem
+        .sys_maps
+        .iter()
+        .find(|(_, m)| m.0 == a.mdl)
+        .map(|(va, _)| *va)
+    {
         mem.sys_maps.remove(&va);
         found.push(format!(
             "MDL {:#x} freed while mapped to system VA {va:#x} (call MmUnmapLockedPages first)",
@@ -759,7 +820,11 @@ pub(crate) fn allocate_contiguous(
         large(&args.BoundaryAddressMultiple),
     );
     if high < low || boundary < 0 || (boundary != 0 && (boundary as u64).count_ones() != 1) {
-        invalid(m, CALL, format!("bad range: Lowest {low:#x} Highest {high:#x} Boundary {boundary:#x}"));
+        invalid(
+            m,
+            CALL,
+            format!("bad range: Lowest {low:#x} Highest {high:#x} Boundary {boundary:#x}"),
+        );
         return dxgk_sys::STATUS_INVALID_PARAMETER;
     }
     if crate::fault::inject_on(m, CALL) {
@@ -777,7 +842,11 @@ pub(crate) fn allocate_contiguous(
         return dxgk_sys::STATUS_NO_MEMORY;
     };
     mem.register_frames(&pfns, &region);
-    let host: Vec<(u64, usize)> = pfns.iter().enumerate().map(|(i, &p)| (p, region.page(i))).collect();
+    let host: Vec<(u64, usize)> = pfns
+        .iter()
+        .enumerate()
+        .map(|(i, &p)| (p, region.page(i)))
+        .collect();
     let logical = mem.domain(adapter, m.config.iommu).map(&host);
     let h = mem.handle();
     mem.bytes_in_use += pages * PAGE;
@@ -896,12 +965,18 @@ pub extern "system" fn MmBuildMdlForNonPagedPool(mdl: *mut MDL) {
     let mut mem = m.mem();
     let Some(span) = mem.driver_mdls.get(&(mdl as usize)).map(|d| d.span) else {
         drop(mem);
-        misuse(&m, CALL, format!("{mdl:p} is not an MDL from IoAllocateMdl"));
+        misuse(
+            &m,
+            CALL,
+            format!("{mdl:p} is not an MDL from IoAllocateMdl"),
+        );
         return;
     };
     // SAFETY: a live MDL from IoAllocateMdl.
     let mut h = unsafe { mdl.read() };
-    let pfns: Vec<u64> = (0..span).map(|i| mem.pfn_of_host_page(h.StartVa as usize + i * PAGE)).collect();
+    let pfns: Vec<u64> = (0..span)
+        .map(|i| mem.pfn_of_host_page(h.StartVa as usize + i * PAGE))
+        .collect();
     drop(mem);
     // SAFETY: a live MDL from IoAllocateMdl.
     let array = unsafe { dxgk_sys::MmGetMdlPfnArray(mdl) };
@@ -926,12 +1001,22 @@ pub extern "system" fn IoFreeMdl(mdl: *mut MDL) {
     let mut mem = m.mem();
     if mem.mdl_allocs.values().any(|a| a.mdl == mdl as usize) {
         drop(mem);
-        misuse(&m, CALL, format!("{mdl:p} came from DxgkCbAllocatePagesForMdl: free it with DxgkCbFreePagesFromMdl"));
+        misuse(
+            &m,
+            CALL,
+            format!(
+                "{mdl:p} came from DxgkCbAllocatePagesForMdl: free it with DxgkCbFreePagesFromMdl"
+            ),
+        );
         return;
     }
     let Some(d) = mem.driver_mdls.remove(&(mdl as usize)) else {
         drop(mem);
-        misuse(&m, CALL, format!("{mdl:p} is not a live MDL from IoAllocateMdl (double free?)"));
+        misuse(
+            &m,
+            CALL,
+            format!("{mdl:p} is not a live MDL from IoAllocateMdl (double free?)"),
+        );
         return;
     };
     let mut found = Vec::new();
@@ -939,11 +1024,21 @@ pub extern "system" fn IoFreeMdl(mdl: *mut MDL) {
         let map = mem.maps.remove(&mh).expect("present");
         mem.domain(map.adapter, m.config.iommu).unmap(&map.logical);
         mem.retire(mh, Retired::OrphanedMap);
-        found.push(format!("MDL {mdl:p} freed while mapped to the IOMMU (handle {mh:#x}, mapped at {})", map.site));
+        found.push(format!(
+            "MDL {mdl:p} freed while mapped to the IOMMU (handle {mh:#x}, mapped at {})",
+            map.site
+        ));
     }
-    if let Some((&va, _)) = mem.sys_maps.iter().find(|(_, &x)| x == mdl as usize) {
+    if let Some(va) = mem
+        .sys_maps
+        .iter()
+        .find(|(_, m)| m.0 == mdl as usize)
+        .map(|(va, _)| *va)
+    {
         mem.sys_maps.remove(&va);
-        found.push(format!("MDL {mdl:p} freed while mapped to system VA {va:#x}"));
+        found.push(format!(
+            "MDL {mdl:p} freed while mapped to system VA {va:#x}"
+        ));
     }
     drop(mem);
     free_mdl(mdl, d.span);
@@ -970,13 +1065,23 @@ pub extern "system" fn MmMapLockedPagesSpecifyCache(
         return std::ptr::null_mut();
     }
     if mdl.is_null() || mode != dxgk_sys::KernelMode || !requested.is_null() {
-        invalid(&m, CALL, "NULL MDL, UserMode or a RequestedAddress (not simulated)");
+        invalid(
+            &m,
+            CALL,
+            "NULL MDL, UserMode or a RequestedAddress (not simulated)",
+        );
         return std::ptr::null_mut();
     }
     // SAFETY: the driver passes a valid MDL.
     let mut h = unsafe { mdl.read() };
     if h.MdlFlags & dxgk_sys::MDL_MAPPED_TO_SYSTEM_VA != 0 {
-        misuse(&m, CALL, format!("MDL {mdl:p} is already mapped to system VA (use MmGetSystemAddressForMdlSafe)"));
+        misuse(
+            &m,
+            CALL,
+            format!(
+                "MDL {mdl:p} is already mapped to system VA (use MmGetSystemAddressForMdlSafe)"
+            ),
+        );
         return h.MappedSystemVa;
     }
     if inject(CALL) {
@@ -995,7 +1100,13 @@ pub extern "system" fn MmMapLockedPagesSpecifyCache(
             Some(v) if v.windows(2).all(|w| w[1] == w[0] + PAGE) && !v.is_empty() => v[0],
             _ => {
                 drop(mem);
-                invalid(&m, CALL, format!("MDL {mdl:p}: PFNs unknown or not host-contiguous (simulator limitation)"));
+                invalid(
+                    &m,
+                    CALL,
+                    format!(
+                        "MDL {mdl:p}: PFNs unknown or not host-contiguous (simulator limitation)"
+                    ),
+                );
                 return std::ptr::null_mut();
             }
         }
@@ -1005,7 +1116,7 @@ pub extern "system" fn MmMapLockedPagesSpecifyCache(
         return std::ptr::null_mut();
     };
     let va = base + h.ByteOffset as usize;
-    mem.sys_maps.insert(va, mdl as usize);
+    mem.sys_maps.insert(va, (mdl as usize, driver_call_site()));
     drop(mem);
     h.MdlFlags |= dxgk_sys::MDL_MAPPED_TO_SYSTEM_VA;
     h.MappedSystemVa = va as PVOID;
@@ -1022,7 +1133,7 @@ pub extern "system" fn MmUnmapLockedPages(base: PVOID, mdl: *mut MDL) {
     m.count_call(CALL);
     require_irql_at_most(CALL, dxgk_sys::DISPATCH_LEVEL);
     let mut mem = m.mem();
-    if mem.sys_maps.get(&(base as usize)) != Some(&(mdl as usize)) {
+    if mem.sys_maps.get(&(base as usize)).map(|m| m.0) != Some(mdl as usize) {
         drop(mem);
         misuse(&m, CALL, format!("{base:p} is not a system VA mapping of MDL {mdl:p} (never mapped, or already unmapped)"));
         return;
@@ -1054,7 +1165,13 @@ impl fmt::Debug for Dma {
 
 impl Dma {
     /// Checks every page of the access; returns the host address of each page piece.
-    fn translate(&self, logical: u64, len: usize, write: bool, source: &dyn fmt::Debug) -> Result<Vec<(usize, usize, usize)>, IommuFault> {
+    fn translate(
+        &self,
+        logical: u64,
+        len: usize,
+        write: bool,
+        source: &dyn fmt::Debug,
+    ) -> Result<Vec<(usize, usize, usize)>, IommuFault> {
         let mut mem = self.machine.mem();
         let dom = mem.domain(self.adapter, self.machine.config.iommu);
         let mut pieces = Vec::new();
@@ -1093,7 +1210,12 @@ impl Dma {
     }
 
     /// Device read of `buf.len()` bytes at `logical`. On a fault nothing is read.
-    pub fn read(&mut self, logical: u64, buf: &mut [u8], source: impl fmt::Debug) -> Result<(), IommuFault> {
+    pub fn read(
+        &mut self,
+        logical: u64,
+        buf: &mut [u8],
+        source: impl fmt::Debug,
+    ) -> Result<(), IommuFault> {
         match self.translate(logical, buf.len(), false, &source) {
             Ok(pieces) => {
                 let _mem = self.machine.mem(); // pages cannot be freed while we copy
@@ -1110,7 +1232,12 @@ impl Dma {
     }
 
     /// Device write of `data` at `logical`. On a fault memory is unchanged.
-    pub fn write(&mut self, logical: u64, data: &[u8], source: impl fmt::Debug) -> Result<(), IommuFault> {
+    pub fn write(
+        &mut self,
+        logical: u64,
+        data: &[u8],
+        source: impl fmt::Debug,
+    ) -> Result<(), IommuFault> {
         match self.translate(logical, data.len(), true, &source) {
             Ok(pieces) => {
                 let _mem = self.machine.mem();
@@ -1128,7 +1255,9 @@ impl Dma {
     /// Whether `logical`'s page is mapped (no fault recorded).
     pub fn is_mapped(&self, logical: u64) -> bool {
         let mut mem = self.machine.mem();
-        mem.domain(self.adapter, self.machine.config.iommu).pages.contains_key(&(logical >> 12))
+        mem.domain(self.adapter, self.machine.config.iommu)
+            .pages
+            .contains_key(&(logical >> 12))
     }
 }
 
@@ -1143,7 +1272,12 @@ impl Machine {
 
     /// Makes a mapped logical page read-only (or writable again) for the device, as VidMm does
     /// for read-only allocations. False if the page is not mapped.
-    pub fn set_logical_page_writable(&self, adapter: AdapterId, logical: u64, writable: bool) -> bool {
+    pub fn set_logical_page_writable(
+        &self,
+        adapter: AdapterId,
+        logical: u64,
+        writable: bool,
+    ) -> bool {
         let mut mem = self.state.mem();
         let mode = self.state.config.iommu;
         match mem.domain(adapter, mode).pages.get_mut(&(logical >> 12)) {
@@ -1170,17 +1304,61 @@ impl Machine {
     pub fn mdl_physical_pfns(&self, mdl: *const MDL) -> Option<Vec<u64>> {
         let mem = self.state.mem();
         let a = mem.mdl_allocs.values().find(|a| a.mdl == mdl as usize)?;
-        Some((0..a.region.pages).map(|i| mem.host_pfn[&a.region.page(i)]).collect())
+        Some(
+            (0..a.region.pages)
+                .map(|i| mem.host_pfn[&a.region.page(i)])
+                .collect(),
+        )
     }
 
     /// The logical pages the IOMMU maps for contiguous block `handle` (not discoverable by the
     /// driver in remapped mode; for device-side tests).
     pub fn contiguous_logical_pages(&self, handle: dxgk_sys::HANDLE) -> Option<Vec<u64>> {
-        self.state.mem().contig.get(&(handle as usize)).map(|c| c.logical.clone())
+        self.state
+            .mem()
+            .contig
+            .get(&(handle as usize))
+            .map(|c| c.logical.clone())
     }
 
     /// The logical pages of IOMMU mapping `handle` (for device-side tests).
     pub fn mapping_logical_pages(&self, handle: dxgk_sys::HANDLE) -> Option<Vec<u64>> {
-        self.state.mem().maps.get(&(handle as usize)).map(|c| c.logical.clone())
+        self.state
+            .mem()
+            .maps
+            .get(&(handle as usize))
+            .map(|c| c.logical.clone())
+    }
+}
+
+#[cfg(feature = "rgpu-hw")]
+impl rgpu_hw::bus::DmaBus for Dma {
+    fn read(
+        &mut self,
+        logical_addr: u64,
+        buf: &mut [u8],
+        source: rgpu_hw::bus::DmaSource,
+    ) -> Result<(), rgpu_hw::bus::DmaFault> {
+        Dma::read(self, logical_addr, buf, source).map_err(to_rgpu_fault)
+    }
+
+    fn write(
+        &mut self,
+        logical_addr: u64,
+        data: &[u8],
+        source: rgpu_hw::bus::DmaSource,
+    ) -> Result<(), rgpu_hw::bus::DmaFault> {
+        Dma::write(self, logical_addr, data, source).map_err(to_rgpu_fault)
+    }
+}
+
+#[cfg(feature = "rgpu-hw")]
+fn to_rgpu_fault(f: IommuFault) -> rgpu_hw::bus::DmaFault {
+    rgpu_hw::bus::DmaFault {
+        logical_addr: f.logical_addr,
+        kind: match f.kind {
+            IommuFaultKind::NotMapped => rgpu_hw::bus::DmaFaultKind::NotMapped,
+            IommuFaultKind::ReadOnly => rgpu_hw::bus::DmaFaultKind::ReadOnly,
+        },
     }
 }

@@ -88,7 +88,14 @@ pub fn driver_call_site() -> String {
             continue;
         };
         // Unmangled symbols (no "::") are the simulator's own kernel exports.
-        let runtime = ["dxgk_sim::", "std::", "core::", "alloc::", "backtrace::", "<"];
+        let runtime = [
+            "dxgk_sim::",
+            "std::",
+            "core::",
+            "alloc::",
+            "backtrace::",
+            "<",
+        ];
         if !symbol.contains("::") || runtime.iter().any(|p| symbol.starts_with(p)) {
             continue;
         }

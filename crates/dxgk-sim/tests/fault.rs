@@ -89,19 +89,32 @@ fn fail_nth_fails_exactly_the_nth_point_the_way_windows_does() {
     assert_eq!(inj.len(), 2);
     assert_eq!(inj[0].call, "DxgkCbAllocatePagesForMdl");
     assert_eq!(inj[1].call, "DxgkCbAllocateContiguousMemory");
-    assert!(inj[0].driver_site.contains("fault"), "{}", inj[0].driver_site);
+    assert!(
+        inj[0].driver_site.contains("fault"),
+        "{}",
+        inj[0].driver_site
+    );
     assert!(m.findings().is_empty());
 }
 
 #[test]
 fn systematic_sweep_of_a_careful_scenario_is_clean_in_both_iommu_modes() {
-    for config in [MachineConfig::windows_10_1803(), MachineConfig::windows_11_22h2()] {
+    for config in [
+        MachineConfig::windows_10_1803(),
+        MachineConfig::windows_11_22h2(),
+    ] {
         let mode = config.iommu;
         let report = dxgk_sim::fault::systematic_on(config, careful);
-        assert_eq!(report.injection_points, 6, "pool, MDL pages, VA map, IoAllocateMdl, IOMMU map, contiguous ({mode:?})");
+        assert_eq!(
+            report.injection_points, 6,
+            "pool, MDL pages, VA map, IoAllocateMdl, IOMMU map, contiguous ({mode:?})"
+        );
         assert_eq!(report.runs.len(), 7);
         assert_eq!(report.runs[0].status, Some(sys::STATUS_SUCCESS));
-        let calls: Vec<_> = report.runs[1..].iter().map(|r| r.failed_call.unwrap()).collect();
+        let calls: Vec<_> = report.runs[1..]
+            .iter()
+            .map(|r| r.failed_call.unwrap())
+            .collect();
         assert_eq!(
             calls,
             [
@@ -114,7 +127,9 @@ fn systematic_sweep_of_a_careful_scenario_is_clean_in_both_iommu_modes() {
             ]
         );
         assert_eq!(report.runs[6].status, Some(sys::STATUS_NO_MEMORY));
-        assert!(report.runs[1..].iter().all(|r| r.status != Some(sys::STATUS_SUCCESS)));
+        assert!(report.runs[1..]
+            .iter()
+            .all(|r| r.status != Some(sys::STATUS_SUCCESS)));
     }
     let _ = IommuMode::Identity;
 }
@@ -145,7 +160,11 @@ fn the_runner_catches_a_scenario_that_leaks_on_an_error_path() {
     let bad = report.failures();
     assert_eq!(bad.len(), 1, "{}", report.summary());
     assert_eq!(bad[0].failed_call, Some("DxgkCbAllocateContiguousMemory"));
-    assert!(bad[0].findings.iter().any(|f| f.rule == Rule::ResourceLeak), "{}", report.summary());
+    assert!(
+        bad[0].findings.iter().any(|f| f.rule == Rule::ResourceLeak),
+        "{}",
+        report.summary()
+    );
     assert!(std::panic::catch_unwind(|| report.assert_clean()).is_err());
 }
 
@@ -172,6 +191,14 @@ fn the_runner_reports_crashes_and_hangs() {
         sys::STATUS_SUCCESS
     });
     assert_eq!(report.injection_points, 2);
-    assert!(report.runs[1].crash.as_deref().unwrap_or("").contains("NULL MDL"), "{}", report.summary());
+    assert!(
+        report.runs[1]
+            .crash
+            .as_deref()
+            .unwrap_or("")
+            .contains("NULL MDL"),
+        "{}",
+        report.summary()
+    );
     assert!(report.runs[2].hung, "{}", report.summary());
 }

@@ -25,7 +25,8 @@ struct Shared {
 unsafe extern "system" fn worker(ctx: sys::PVOID) {
     // SAFETY: the test passes a `Shared` that outlives the thread (it waits for it).
     let s = unsafe { &mut *ctx.cast::<Shared>() };
-    s.seen_irql.store(u32::from(sys::KeGetCurrentIrql()), Ordering::SeqCst);
+    s.seen_irql
+        .store(u32::from(sys::KeGetCurrentIrql()), Ordering::SeqCst);
     // SAFETY: the thread inherited the machine: pool works here.
     let p = unsafe { sys::ExAllocatePoolWithTag(sys::NonPagedPoolNx, 8, 0x6b726f57) };
     s.pool_ok.store(u32::from(!p.is_null()), Ordering::SeqCst);
@@ -41,7 +42,15 @@ unsafe extern "system" fn worker(ctx: sys::PVOID) {
         unsafe { sys::KeReleaseSpinLock(&mut s.lock, old) };
     }
     // SAFETY: wait for the go signal, then report done.
-    unsafe { sys::KeWaitForSingleObject((&mut s.event as *mut sys::KEVENT).cast(), sys::Executive, sys::KernelMode, 0, std::ptr::null_mut()) };
+    unsafe {
+        sys::KeWaitForSingleObject(
+            (&mut s.event as *mut sys::KEVENT).cast(),
+            sys::Executive,
+            sys::KernelMode,
+            0,
+            std::ptr::null_mut(),
+        )
+    };
     // SAFETY: as above.
     unsafe { sys::KeSetEvent(&mut s.done, 0, 0) };
     // SAFETY: the thread ends itself.
@@ -71,7 +80,17 @@ fn system_threads_inherit_the_machine_start_at_passive_and_spin_locks_exclude() 
         let mut handles = [std::ptr::null_mut(); 2];
         for h in &mut handles {
             // SAFETY: a valid start routine and context.
-            let st = unsafe { sys::PsCreateSystemThread(h, sys::THREAD_ALL_ACCESS, std::ptr::null_mut(), std::ptr::null_mut(), std::ptr::null_mut(), Some(worker), ctx) };
+            let st = unsafe {
+                sys::PsCreateSystemThread(
+                    h,
+                    sys::THREAD_ALL_ACCESS,
+                    std::ptr::null_mut(),
+                    std::ptr::null_mut(),
+                    std::ptr::null_mut(),
+                    Some(worker),
+                    ctx,
+                )
+            };
             assert_eq!(st, sys::STATUS_SUCCESS);
         }
         // Our own increments race with the workers' under the same lock.
@@ -88,13 +107,33 @@ fn system_threads_inherit_the_machine_start_at_passive_and_spin_locks_exclude() 
         for h in handles {
             let mut obj: sys::PVOID = std::ptr::null_mut();
             // SAFETY: a live thread handle.
-            assert_eq!(unsafe { sys::ObReferenceObjectByHandle(h, 0, std::ptr::null_mut(), sys::KernelMode, &mut obj, std::ptr::null_mut()) }, sys::STATUS_SUCCESS);
+            let r = unsafe {
+                sys::ObReferenceObjectByHandle(
+                    h,
+                    0,
+                    std::ptr::null_mut(),
+                    sys::KernelMode,
+                    &mut obj,
+                    std::ptr::null_mut(),
+                )
+            };
+            assert_eq!(r, sys::STATUS_SUCCESS);
             // SAFETY: a thread object: wait for it to terminate.
-            assert_eq!(unsafe { sys::KeWaitForSingleObject(obj, sys::Executive, sys::KernelMode, 0, std::ptr::null_mut()) }, sys::STATUS_SUCCESS);
+            let r = unsafe {
+                sys::KeWaitForSingleObject(
+                    obj,
+                    sys::Executive,
+                    sys::KernelMode,
+                    0,
+                    std::ptr::null_mut(),
+                )
+            };
+            assert_eq!(r, sys::STATUS_SUCCESS);
             // SAFETY: balanced reference and handle.
             unsafe { sys::ObfDereferenceObject(obj) };
             // SAFETY: as above.
-            assert_eq!(unsafe { sys::ZwClose(h) }, sys::STATUS_SUCCESS);
+            let r = unsafe { sys::ZwClose(h) };
+            assert_eq!(r, sys::STATUS_SUCCESS);
         }
     });
     assert_eq!(s.counter, 3000);
@@ -114,7 +153,7 @@ fn spin_lock_misuse_is_reported() {
         let old = unsafe { sys::KeAcquireSpinLockRaiseToDpc(&mut l) };
         // SAFETY: as above.
         unsafe { sys::KeAcquireSpinLockAtDpcLevel(&mut l) }; // recursive
-        // SAFETY: as above.
+                                                             // SAFETY: as above.
         unsafe { sys::KeReleaseSpinLock(&mut l, old) };
         // SAFETY: as above.
         unsafe { sys::KeReleaseSpinLock(&mut l, old) }; // not held
@@ -156,19 +195,34 @@ fn waits_time_out_and_infinite_waits_are_capped_with_a_finding() {
         t.QuadPart = -10 * 1000 * 20; // 20 ms
         let start = Instant::now();
         // SAFETY: a valid event and timeout.
-        assert_eq!(unsafe { sys::KeWaitForSingleObject(obj, sys::Executive, sys::KernelMode, 0, &mut t) }, dxgk_sim::ntoskrnl::sync::STATUS_TIMEOUT);
+        let r =
+            unsafe { sys::KeWaitForSingleObject(obj, sys::Executive, sys::KernelMode, 0, &mut t) };
+        assert_eq!(r, dxgk_sim::ntoskrnl::sync::STATUS_TIMEOUT);
         assert!(start.elapsed() >= Duration::from_millis(20));
         // A synchronization event satisfies one wait and resets.
         // SAFETY: as above.
-        assert_eq!(unsafe { sys::KeSetEvent(&mut e, 0, 0) }, 0);
+        let r = unsafe { sys::KeSetEvent(&mut e, 0, 0) };
+        assert_eq!(r, 0);
         // SAFETY: as above.
-        assert_eq!(unsafe { sys::KeWaitForSingleObject(obj, sys::Executive, sys::KernelMode, 0, &mut t) }, sys::STATUS_SUCCESS);
+        let r =
+            unsafe { sys::KeWaitForSingleObject(obj, sys::Executive, sys::KernelMode, 0, &mut t) };
+        assert_eq!(r, sys::STATUS_SUCCESS);
         // SAFETY: as above.
-        assert_eq!(unsafe { sys::KeReadStateEvent(&mut e) }, 0);
+        let r = unsafe { sys::KeReadStateEvent(&mut e) };
+        assert_eq!(r, 0);
         assert!(m.findings().is_empty());
         // Infinite wait on an event nobody sets: capped.
         // SAFETY: as above.
-        assert_eq!(unsafe { sys::KeWaitForSingleObject(obj, sys::Executive, sys::KernelMode, 0, std::ptr::null_mut()) }, dxgk_sim::ntoskrnl::sync::STATUS_TIMEOUT);
+        let r = unsafe {
+            sys::KeWaitForSingleObject(
+                obj,
+                sys::Executive,
+                sys::KernelMode,
+                0,
+                std::ptr::null_mut(),
+            )
+        };
+        assert_eq!(r, dxgk_sim::ntoskrnl::sync::STATUS_TIMEOUT);
         // A non-zero wait at DISPATCH_LEVEL is an IRQL violation; a zero-timeout poll is fine.
         let old = raise(sys::DISPATCH_LEVEL);
         let mut zero = sys::LARGE_INTEGER::default();
@@ -178,15 +232,30 @@ fn waits_time_out_and_infinite_waits_are_capped_with_a_finding() {
         unsafe { sys::KeWaitForSingleObject(obj, sys::Executive, sys::KernelMode, 0, &mut t) };
         lower(old);
     });
-    assert_eq!(m.findings_of(Rule::PossibleHang).len(), 1, "{:#?}", m.findings());
-    assert_eq!(m.findings_of(Rule::IrqlTooHigh).len(), 1, "{:#?}", m.findings());
+    assert_eq!(
+        m.findings_of(Rule::PossibleHang).len(),
+        1,
+        "{:#?}",
+        m.findings()
+    );
+    assert_eq!(
+        m.findings_of(Rule::IrqlTooHigh).len(),
+        1,
+        "{:#?}",
+        m.findings()
+    );
 }
 
 struct DpcLog {
     runs: Vec<(usize, sys::KIRQL)>,
 }
 
-unsafe extern "system" fn deferred(_dpc: *mut sys::KDPC, ctx: sys::PVOID, a1: sys::PVOID, _a2: sys::PVOID) {
+unsafe extern "system" fn deferred(
+    _dpc: *mut sys::KDPC,
+    ctx: sys::PVOID,
+    a1: sys::PVOID,
+    _a2: sys::PVOID,
+) {
     // SAFETY: the test's log, alive while DPCs run.
     let log = unsafe { &mut *ctx.cast::<DpcLog>() };
     log.runs.push((a1 as usize, sys::KeGetCurrentIrql()));
@@ -202,14 +271,17 @@ fn dpcs_run_at_dispatch_deterministically() {
         unsafe { sys::KeInitializeDpc(&mut dpc, Some(deferred), (&mut log as *mut DpcLog).cast()) };
         // At PASSIVE: runs at once.
         // SAFETY: an initialized DPC.
-        assert_eq!(unsafe { sys::KeInsertQueueDpc(&mut dpc, 1 as sys::PVOID, std::ptr::null_mut()) }, 1);
+        let r = unsafe { sys::KeInsertQueueDpc(&mut dpc, 1 as sys::PVOID, std::ptr::null_mut()) };
+        assert_eq!(r, 1);
         assert_eq!(log.runs, [(1, sys::DISPATCH_LEVEL)]);
         // At DISPATCH: deferred until the IRQL drops; a second insert is refused.
         let old = raise(sys::DISPATCH_LEVEL);
         // SAFETY: as above.
-        assert_eq!(unsafe { sys::KeInsertQueueDpc(&mut dpc, 2 as sys::PVOID, std::ptr::null_mut()) }, 1);
+        let r = unsafe { sys::KeInsertQueueDpc(&mut dpc, 2 as sys::PVOID, std::ptr::null_mut()) };
+        assert_eq!(r, 1);
         // SAFETY: as above.
-        assert_eq!(unsafe { sys::KeInsertQueueDpc(&mut dpc, 3 as sys::PVOID, std::ptr::null_mut()) }, 0);
+        let r = unsafe { sys::KeInsertQueueDpc(&mut dpc, 3 as sys::PVOID, std::ptr::null_mut()) };
+        assert_eq!(r, 0);
         assert_eq!(log.runs.len(), 1);
         lower(old);
         assert_eq!(log.runs, [(1, 2), (2, 2)]);
@@ -218,7 +290,8 @@ fn dpcs_run_at_dispatch_deterministically() {
         // SAFETY: as above.
         unsafe { sys::KeInsertQueueDpc(&mut dpc, 4 as sys::PVOID, std::ptr::null_mut()) };
         // SAFETY: as above.
-        assert_eq!(unsafe { sys::KeRemoveQueueDpc(&mut dpc) }, 1);
+        let r = unsafe { sys::KeRemoveQueueDpc(&mut dpc) };
+        assert_eq!(r, 1);
         lower(old);
         // SAFETY: PASSIVE.
         unsafe { sys::KeFlushQueuedDpcs() };
@@ -235,10 +308,30 @@ fn thread_creation_is_an_injection_point_and_leaked_handles_are_reported() {
         let mut h: sys::HANDLE = std::ptr::null_mut();
         m.fail_nth(1);
         // SAFETY: valid arguments.
-        let s = unsafe { sys::PsCreateSystemThread(&mut h, 0, std::ptr::null_mut(), std::ptr::null_mut(), std::ptr::null_mut(), Some(nothing), std::ptr::null_mut()) };
+        let s = unsafe {
+            sys::PsCreateSystemThread(
+                &mut h,
+                0,
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                Some(nothing),
+                std::ptr::null_mut(),
+            )
+        };
         assert_eq!(s, sys::STATUS_INSUFFICIENT_RESOURCES);
         // SAFETY: as above.
-        let s = unsafe { sys::PsCreateSystemThread(&mut h, 0, std::ptr::null_mut(), std::ptr::null_mut(), std::ptr::null_mut(), Some(nothing), std::ptr::null_mut()) };
+        let s = unsafe {
+            sys::PsCreateSystemThread(
+                &mut h,
+                0,
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                Some(nothing),
+                std::ptr::null_mut(),
+            )
+        };
         assert_eq!(s, sys::STATUS_SUCCESS);
         // BUG: the handle is never closed.
     });
@@ -261,9 +354,38 @@ fn the_performance_counter_is_monotonic_at_10_mhz() {
         // SAFETY: NULL frequency is allowed.
         let b = unsafe { sys::KeQueryPerformanceCounter(std::ptr::null_mut()) };
         // SAFETY: plain integers.
-        let (a, b, f) = unsafe { (a.QuadPart, b.QuadPart, f.QuadPart) };
+        let a = unsafe { a.QuadPart };
+        // SAFETY: plain integers.
+        let b = unsafe { b.QuadPart };
+        // SAFETY: plain integers.
+        let f = unsafe { f.QuadPart };
         assert_eq!(f, 10_000_000);
         assert!(b - a >= 2000, "200 us at 10 MHz: {a} -> {b}");
     });
     m.assert_clean();
+}
+
+#[test]
+fn inconsistent_irql_transitions_and_unsimulated_exports_are_reported() {
+    let m = machine();
+    m.enter(|| {
+        let old = raise(sys::DISPATCH_LEVEL);
+        let _ = raise(sys::APC_LEVEL); // a "raise" to a lower IRQL
+        lower(old);
+        // SAFETY: the simulator refuses the unsimulated export with a finding.
+        let s = unsafe { sys::ZwLoadDriver(std::ptr::null_mut()) };
+        assert_eq!(s, sys::STATUS_NOT_SUPPORTED);
+    });
+    assert_eq!(
+        m.findings_of(Rule::IrqlTransition).len(),
+        1,
+        "{:#?}",
+        m.findings()
+    );
+    assert_eq!(
+        m.findings_of(Rule::CallbackUnavailable).len(),
+        1,
+        "{:#?}",
+        m.findings()
+    );
 }

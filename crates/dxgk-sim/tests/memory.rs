@@ -4,7 +4,9 @@
 mod common;
 
 use common::{lower, machines, pfns, raise, sys_va, unmap_va, Cb};
-use dxgk_sim::memory::{FREED_PAGE_FILL, FRESH_PAGE_FILL, MAX_MDL_BYTES, PHYSICAL_MEMORY_LIMIT, REMAPPED_LOGICAL_BASE};
+use dxgk_sim::memory::{
+    FREED_PAGE_FILL, FRESH_PAGE_FILL, MAX_MDL_BYTES, PHYSICAL_MEMORY_LIMIT, REMAPPED_LOGICAL_BASE,
+};
 use dxgk_sim::{IommuFaultKind, IommuMode, Machine, MachineConfig, Rule};
 use dxgk_sys as sys;
 
@@ -36,15 +38,27 @@ fn correct_use_of_every_memory_callback_is_silent_and_leaves_nothing() {
             assert_eq!(s, sys::STATUS_SUCCESS);
             let logical = pfns(mdl);
             assert_eq!(logical.len(), 8);
-            assert!(logical.windows(2).all(|w| w[1] != w[0] + 1), "not contiguous: {logical:x?}");
+            assert!(
+                logical.windows(2).all(|w| w[1] != w[0] + 1),
+                "not contiguous: {logical:x?}"
+            );
             let physical = m.mdl_physical_pfns(mdl).unwrap();
             match mode {
-                IommuMode::Identity => assert_eq!(logical.iter().map(|&p| p as u64).collect::<Vec<_>>(), physical),
+                IommuMode::Identity => assert_eq!(
+                    logical.iter().map(|&p| p as u64).collect::<Vec<_>>(),
+                    physical
+                ),
                 IommuMode::Remapped => {
-                    assert!(logical.iter().all(|&l| l as u64 >= REMAPPED_LOGICAL_BASE && !physical.contains(&(l as u64))));
+                    assert!(logical
+                        .iter()
+                        .all(|&l| l as u64 >= REMAPPED_LOGICAL_BASE
+                            && !physical.contains(&(l as u64))));
                 }
             }
-            assert_eq!(m.mdl_cache_type(mdl), Some(sys::DXGK_MEMORY_CACHING_TYPE_CACHED));
+            assert_eq!(
+                m.mdl_cache_type(mdl),
+                Some(sys::DXGK_MEMORY_CACHING_TYPE_CACHED)
+            );
             // SAFETY: a live MDL.
             let flags = unsafe { (*mdl).MdlFlags };
             assert_eq!(flags & sys::MDL_MAPPED_TO_SYSTEM_VA, 0, "not pre-mapped");
@@ -57,9 +71,11 @@ fn correct_use_of_every_memory_callback_is_silent_and_leaves_nothing() {
             bytes[3 * 4096 + 5] = 0x5A;
             let mut dma = m.dma(id);
             let mut got = [0u8; 1];
-            dma.read(((logical[3] as u64) << 12) + 5, &mut got, "test read").unwrap();
+            dma.read(((logical[3] as u64) << 12) + 5, &mut got, "test read")
+                .unwrap();
             assert_eq!(got[0], 0x5A);
-            dma.write((logical[6] as u64) << 12, &[1, 2, 3], "test write").unwrap();
+            dma.write((logical[6] as u64) << 12, &[1, 2, 3], "test write")
+                .unwrap();
             assert_eq!(&bytes[6 * 4096..6 * 4096 + 3], &[1, 2, 3]);
             // A second IOMMU mapping of the Dxgkrnl MDL (allowed), unmapped exactly.
             let (s, mh) = cb.map(mdl);
@@ -87,7 +103,9 @@ fn correct_use_of_every_memory_callback_is_silent_and_leaves_nothing() {
                 // SAFETY: as above.
                 unsafe { p.cast::<u8>().write(0x77) };
                 let mut b = [0u8];
-                m.dma(id).read((first << 12) + off, &mut b, "pool read").unwrap();
+                m.dma(id)
+                    .read((first << 12) + off, &mut b, "pool read")
+                    .unwrap();
                 assert_eq!(b[0], 0x77);
             } else {
                 let logical = m.mapping_logical_pages(mh).unwrap();
@@ -102,19 +120,28 @@ fn correct_use_of_every_memory_callback_is_silent_and_leaves_nothing() {
             // Contiguous memory: a kernel VA, IOMMU-mapped for its lifetime.
             let (s, ch, cva) = cb.contig(2 * 4096);
             assert_eq!(s, sys::STATUS_SUCCESS);
-            assert!(!cva.is_null() && cva as usize % 4096 == 0);
+            assert!(!cva.is_null() && (cva as usize).is_multiple_of(4096));
             let clog = m.contiguous_logical_pages(ch).unwrap();
             assert_eq!(clog.len(), 2);
             // SAFETY: 2 pages.
             unsafe { cva.cast::<u8>().write(9) };
             let mut b = [0u8];
-            m.dma(id).read(clog[0] << 12, &mut b, "contig read").unwrap();
+            m.dma(id)
+                .read(clog[0] << 12, &mut b, "contig read")
+                .unwrap();
             assert_eq!(b[0], 9);
             assert_eq!(cb.free_contig(ch), sys::STATUS_SUCCESS);
         });
         m.check_leaks();
         m.assert_clean();
-        assert_eq!((m.live_mdl_allocations(), m.live_iommu_mappings(), m.live_contiguous_allocations()), (0, 0, 0));
+        assert_eq!(
+            (
+                m.live_mdl_allocations(),
+                m.live_iommu_mappings(),
+                m.live_contiguous_allocations()
+            ),
+            (0, 0, 0)
+        );
         assert_eq!(m.callback_calls("DxgkCbAllocatePagesForMdl"), 1);
         assert_eq!(m.callback_calls("DxgkCbMapMdlToIoMmu"), 2);
         assert!(m.iommu_faults().is_empty());
@@ -131,7 +158,9 @@ fn dont_zero_pages_carry_the_fresh_pattern() {
         assert_eq!(cb.alloc_with(&mut a), sys::STATUS_SUCCESS);
         let va = sys_va(a.pMdl);
         // SAFETY: one mapped page.
-        assert!(unsafe { std::slice::from_raw_parts(va, 4096) }.iter().all(|&b| b == FRESH_PAGE_FILL));
+        assert!(unsafe { std::slice::from_raw_parts(va, 4096) }
+            .iter()
+            .all(|&b| b == FRESH_PAGE_FILL));
         unmap_va(va, a.pMdl);
         cb.free(a.hMemoryHandle);
     });
@@ -152,7 +181,11 @@ fn memory_callbacks_above_passive_level_are_reported_and_refused() {
         });
         only(&m, Rule::IrqlTooHigh, "documented maximum 0");
         assert!(m.findings()[0].call == "DxgkCbAllocatePagesForMdl");
-        assert!(m.findings()[0].driver_site.contains("memory"), "{}", m.findings()[0]);
+        assert!(
+            m.findings()[0].driver_site.contains("memory"),
+            "{}",
+            m.findings()[0]
+        );
     }
 }
 
@@ -188,12 +221,19 @@ fn unknown_and_double_freed_handles_are_reported() {
     for m in machines() {
         m.enter(|| {
             let cb = Cb::new(&m);
-            assert_eq!(cb.free(0x1234 as sys::HANDLE), sys::STATUS_INVALID_PARAMETER);
+            assert_eq!(
+                cb.free(0x1234 as sys::HANDLE),
+                sys::STATUS_INVALID_PARAMETER
+            );
             let (_, h, _) = cb.alloc(4096);
             assert_eq!(cb.free(h), sys::STATUS_SUCCESS);
             assert_eq!(cb.free(h), sys::STATUS_INVALID_PARAMETER);
             let (_, ch, _) = cb.contig(4096);
-            assert_eq!(cb.free(ch), sys::STATUS_INVALID_PARAMETER, "a contiguous handle is not an MDL handle");
+            assert_eq!(
+                cb.free(ch),
+                sys::STATUS_INVALID_PARAMETER,
+                "a contiguous handle is not an MDL handle"
+            );
             assert_eq!(cb.free_contig(ch), sys::STATUS_SUCCESS);
             assert_eq!(cb.free_contig(ch), sys::STATUS_INVALID_PARAMETER);
         });
@@ -239,8 +279,12 @@ fn freeing_pages_while_mapped_is_reported() {
         });
         let f = m.findings_of(Rule::MdlMisuse);
         assert_eq!(f.len(), 2, "{f:#?}");
-        assert!(f.iter().any(|x| x.detail.contains("freed while mapped to system VA")));
-        assert!(f.iter().any(|x| x.detail.contains("freed while mapped to the IOMMU")));
+        assert!(f
+            .iter()
+            .any(|x| x.detail.contains("freed while mapped to system VA")));
+        assert!(f
+            .iter()
+            .any(|x| x.detail.contains("freed while mapped to the IOMMU")));
         m.check_leaks();
         assert_eq!(m.findings().len(), 2, "nothing left behind");
     }
@@ -258,8 +302,10 @@ fn an_mdl_changed_while_mapped_is_reported_at_unmap() {
             // SAFETY: as above.
             unsafe { sys::MmBuildMdlForNonPagedPool(mdl) };
             let (_, mh) = cb.map(mdl);
+            // SAFETY: a live MDL.
+            let array = unsafe { sys::MmGetMdlPfnArray(mdl) };
             // SAFETY: deliberately rewrites the MDL's first PFN while it is mapped.
-            unsafe { *sys::MmGetMdlPfnArray(mdl) += 2 };
+            unsafe { *array += 2 };
             cb.unmap(mh);
             // SAFETY: balanced teardown.
             unsafe { sys::IoFreeMdl(mdl) };
@@ -349,18 +395,25 @@ fn device_access_to_unmapped_or_read_only_pages_faults_without_touching_memory()
             // Read-only page: the write faults and memory is unchanged.
             let ro = (logical[1] as u64) << 12;
             assert!(m.set_logical_page_writable(id, ro, false));
-            assert_eq!(dma.write(ro, &[0xEE; 8], "Write").unwrap_err().kind, IommuFaultKind::ReadOnly);
+            assert_eq!(
+                dma.write(ro, &[0xEE; 8], "Write").unwrap_err().kind,
+                IommuFaultKind::ReadOnly
+            );
             // SAFETY: page 1 of the mapped MDL.
-            assert_eq!(unsafe { va.add(4096).read() }, 0);
+            let r = unsafe { va.wrapping_add(4096).read() };
+            assert_eq!(r, 0);
             // A cross-page access that starts mapped and ends in a hole touches nothing.
             let last = ((logical[0] as u64) << 12) + 4092;
             assert!(dma.write(last, &[7; 8], "Write").is_err());
             // SAFETY: page 0.
-            assert_eq!(unsafe { va.add(4092).read() }, 0);
+            let r = unsafe { va.wrapping_add(4092).read() };
+            assert_eq!(r, 0);
             // After free, the logical pages are gone.
             unmap_va(va, mdl);
             cb.free(h);
-            assert!(dma.read((logical[0] as u64) << 12, &mut b, "after free").is_err());
+            assert!(dma
+                .read((logical[0] as u64) << 12, &mut b, "after free")
+                .is_err());
             id
         });
         let faults = m.iommu_faults();
@@ -380,7 +433,10 @@ fn interface_is_sized_by_version_and_newer_members_are_null() {
     assert!(i23.DxgkCbAllocatePagesForMdl.is_none() && i23.DxgkCbMapMdlToIoMmu.is_none());
     assert!(i23.DxgkCbMapMemory.is_some());
     let i24 = m.interface_for_tests(sys::DXGKDDI_INTERFACE_VERSION_WDDM2_4);
-    assert_eq!((i24.Size, i24.Version), (456, sys::DXGKDDI_INTERFACE_VERSION_WDDM2_4));
+    assert_eq!(
+        (i24.Size, i24.Version),
+        (456, sys::DXGKDDI_INTERFACE_VERSION_WDDM2_4)
+    );
     assert!(i24.DxgkCbAllocatePagesForMdl.is_some() && i24.DxgkCbUnmapMdlFromIoMmu.is_some());
     assert_ne!(i23.DeviceHandle, i24.DeviceHandle);
 }
@@ -420,4 +476,24 @@ fn machines_are_independent_in_parallel() {
     for h in hs {
         assert_eq!(h.join().unwrap(), 20);
     }
+}
+
+#[cfg(feature = "rgpu-hw")]
+#[test]
+fn the_dma_handle_is_an_rgpu_hw_dma_bus() {
+    use rgpu_hw::{DmaBus, DmaFaultKind, DmaSource};
+    let m = Machine::new(MachineConfig::windows_11_22h2());
+    m.enter(|| {
+        let cb = Cb::new(&m);
+        let id = m.adapter_of(cb.i.DeviceHandle).unwrap();
+        let (_, h, mdl) = cb.alloc(4096);
+        let mut bus = m.dma(id);
+        let page = (pfns(mdl)[0] as u64) << 12;
+        DmaBus::write(&mut bus, page, &[1, 2], DmaSource::FenceWriteback).unwrap();
+        let e =
+            DmaBus::read(&mut bus, page + 4096, &mut [0u8; 4], DmaSource::RingFetch).unwrap_err();
+        assert_eq!(e.kind, DmaFaultKind::NotMapped);
+        cb.free(h);
+    });
+    assert_eq!(m.iommu_faults()[0].source, "RingFetch");
 }

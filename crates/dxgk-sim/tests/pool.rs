@@ -39,7 +39,9 @@ fn fresh_pool_from_with_tag_is_patterned_not_zeroed() {
         let p = alloc(64);
         // SAFETY: `p` is a live 64-byte block.
         let bytes = unsafe { std::slice::from_raw_parts(p, 64) };
-        assert!(bytes.iter().all(|&b| b == dxgk_sim::ntoskrnl::pool::FRESH_FILL));
+        assert!(bytes
+            .iter()
+            .all(|&b| b == dxgk_sim::ntoskrnl::pool::FRESH_FILL));
         free(p, TAG);
     });
     m.assert_clean();
@@ -55,8 +57,18 @@ fn leak_is_reported_per_tag_with_allocation_site() {
     m.check_pool_leaks();
     let leaks = m.findings_of(Rule::PoolLeak);
     assert_eq!(leaks.len(), 1, "one finding per tag: {leaks:?}");
-    assert!(leaks[0].detail.contains("2 block(s), 30 bytes of pool tag 'Test'"), "{}", leaks[0]);
-    assert!(leaks[0].driver_site.contains("pool"), "site names this test file: {}", leaks[0].driver_site);
+    assert!(
+        leaks[0]
+            .detail
+            .contains("2 block(s), 30 bytes of pool tag 'Test'"),
+        "{}",
+        leaks[0]
+    );
+    assert!(
+        leaks[0].driver_site.contains("pool"),
+        "site names this test file: {}",
+        leaks[0].driver_site
+    );
 }
 
 #[test]
@@ -91,7 +103,11 @@ fn wrong_tag_on_free_is_reported() {
     });
     let f = m.findings_of(Rule::PoolTagMismatch);
     assert_eq!(f.len(), 1);
-    assert!(f[0].detail.contains("'Test'") && f[0].detail.contains("'Oops'"), "{}", f[0]);
+    assert!(
+        f[0].detail.contains("'Test'") && f[0].detail.contains("'Oops'"),
+        "{}",
+        f[0]
+    );
 }
 
 #[test]
@@ -152,6 +168,10 @@ fn long_debug_messages_are_truncated_not_overflowed() {
     let long = "x".repeat(1000);
     m.enter(|| dxgk::dbg_print!(dxgk::debug::Level::Info, "{long}"));
     let line = &m.debug_output()[0].text;
-    assert_eq!(line.len(), dxgk::debug::MAX_MESSAGE - 1, "newline stripped by capture");
+    assert_eq!(
+        line.len(),
+        dxgk::debug::MAX_MESSAGE - 1,
+        "newline stripped by capture"
+    );
     assert!(line.ends_with("..."));
 }

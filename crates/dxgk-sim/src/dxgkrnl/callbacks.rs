@@ -9,9 +9,10 @@
 use std::sync::Arc;
 
 use dxgk_sys::{
-    BOOLEAN, DXGKARGCB_ALLOCATECONTIGUOUSMEMORY, DXGKARGCB_ALLOCATEPAGESFORMDL, DXGKARGCB_FREECONTIGUOUSMEMORY,
-    DXGKARGCB_FREEPAGESFROMMDL, DXGKARGCB_MAPMDLTOIOMMU, DXGKARGCB_NOTIFY_INTERRUPT_DATA, DXGKARGCB_UNMAPMDLFROMIOMMU,
-    DXGKRNL_INTERFACE, DXGK_DEVICE_INFO, HANDLE, KIRQL, MEMORY_CACHING_TYPE, NTSTATUS, PHYSICAL_ADDRESS,
+    BOOLEAN, DXGKARGCB_ALLOCATECONTIGUOUSMEMORY, DXGKARGCB_ALLOCATEPAGESFORMDL,
+    DXGKARGCB_FREECONTIGUOUSMEMORY, DXGKARGCB_FREEPAGESFROMMDL, DXGKARGCB_MAPMDLTOIOMMU,
+    DXGKARGCB_NOTIFY_INTERRUPT_DATA, DXGKARGCB_UNMAPMDLFROMIOMMU, DXGKRNL_INTERFACE,
+    DXGK_DEVICE_INFO, HANDLE, KIRQL, MEMORY_CACHING_TYPE, NTSTATUS, PHYSICAL_ADDRESS,
     PKSYNCHRONIZE_ROUTINE, PVOID, ULONG,
 };
 
@@ -36,32 +37,75 @@ pub enum IrqlRule {
 /// The IRQL rule of each modelled callback (ddi-prototypes.json; DxgkCbNotifyInterrupt is
 /// annotated HIGH_LEVEL there but is called from the ISR at device IRQL).
 pub const CALLBACK_IRQL: &[(&str, IrqlRule)] = &[
-    ("DxgkCbGetDeviceInformation", IrqlRule::AtMost(dxgk_sys::PASSIVE_LEVEL)),
+    (
+        "DxgkCbGetDeviceInformation",
+        IrqlRule::AtMost(dxgk_sys::PASSIVE_LEVEL),
+    ),
     ("DxgkCbMapMemory", IrqlRule::AtMost(dxgk_sys::PASSIVE_LEVEL)),
-    ("DxgkCbUnmapMemory", IrqlRule::AtMost(dxgk_sys::PASSIVE_LEVEL)),
+    (
+        "DxgkCbUnmapMemory",
+        IrqlRule::AtMost(dxgk_sys::PASSIVE_LEVEL),
+    ),
     ("DxgkCbQueueDpc", IrqlRule::Any),
-    ("DxgkCbSynchronizeExecution", IrqlRule::AtMost(dxgk_sys::DISPATCH_LEVEL)),
+    (
+        "DxgkCbSynchronizeExecution",
+        IrqlRule::AtMost(dxgk_sys::DISPATCH_LEVEL),
+    ),
     ("DxgkCbNotifyInterrupt", IrqlRule::DeviceIrql),
-    ("DxgkCbNotifyDpc", IrqlRule::Exactly(dxgk_sys::DISPATCH_LEVEL)),
-    ("DxgkCbAllocateContiguousMemory", IrqlRule::AtMost(dxgk_sys::PASSIVE_LEVEL)),
-    ("DxgkCbFreeContiguousMemory", IrqlRule::AtMost(dxgk_sys::PASSIVE_LEVEL)),
-    ("DxgkCbAllocatePagesForMdl", IrqlRule::AtMost(dxgk_sys::PASSIVE_LEVEL)),
-    ("DxgkCbFreePagesFromMdl", IrqlRule::AtMost(dxgk_sys::PASSIVE_LEVEL)),
-    ("DxgkCbMapMdlToIoMmu", IrqlRule::AtMost(dxgk_sys::PASSIVE_LEVEL)),
-    ("DxgkCbUnmapMdlFromIoMmu", IrqlRule::AtMost(dxgk_sys::PASSIVE_LEVEL)),
+    (
+        "DxgkCbNotifyDpc",
+        IrqlRule::Exactly(dxgk_sys::DISPATCH_LEVEL),
+    ),
+    (
+        "DxgkCbAllocateContiguousMemory",
+        IrqlRule::AtMost(dxgk_sys::PASSIVE_LEVEL),
+    ),
+    (
+        "DxgkCbFreeContiguousMemory",
+        IrqlRule::AtMost(dxgk_sys::PASSIVE_LEVEL),
+    ),
+    (
+        "DxgkCbAllocatePagesForMdl",
+        IrqlRule::AtMost(dxgk_sys::PASSIVE_LEVEL),
+    ),
+    (
+        "DxgkCbFreePagesFromMdl",
+        IrqlRule::AtMost(dxgk_sys::PASSIVE_LEVEL),
+    ),
+    (
+        "DxgkCbMapMdlToIoMmu",
+        IrqlRule::AtMost(dxgk_sys::PASSIVE_LEVEL),
+    ),
+    (
+        "DxgkCbUnmapMdlFromIoMmu",
+        IrqlRule::AtMost(dxgk_sys::PASSIVE_LEVEL),
+    ),
 ];
 
 fn irql_rule(call: &str) -> IrqlRule {
-    CALLBACK_IRQL.iter().find(|(n, _)| *n == call).map(|x| x.1).unwrap_or(IrqlRule::Any)
+    CALLBACK_IRQL
+        .iter()
+        .find(|(n, _)| *n == call)
+        .map(|x| x.1)
+        .unwrap_or(IrqlRule::Any)
 }
 
 /// Checks the IRQL of `call`; records a finding and returns false when it is wrong.
 pub(crate) fn check_irql(m: &MachineState, call: &'static str) -> bool {
     let now = irql();
     let bad = match irql_rule(call) {
-        IrqlRule::AtMost(max) if now > max => Some((Rule::IrqlTooHigh, format!("called at IRQL {now}, documented maximum {max}"))),
-        IrqlRule::Exactly(x) if now > x => Some((Rule::IrqlTooHigh, format!("called at IRQL {now}, requires exactly {x}"))),
-        IrqlRule::Exactly(x) if now < x => Some((Rule::IrqlTooLow, format!("called at IRQL {now}, requires exactly {x}"))),
+        IrqlRule::AtMost(max) if now > max => Some((
+            Rule::IrqlTooHigh,
+            format!("called at IRQL {now}, documented maximum {max}"),
+        )),
+        IrqlRule::Exactly(x) if now > x => Some((
+            Rule::IrqlTooHigh,
+            format!("called at IRQL {now}, requires exactly {x}"),
+        )),
+        IrqlRule::Exactly(x) if now < x => Some((
+            Rule::IrqlTooLow,
+            format!("called at IRQL {now}, requires exactly {x}"),
+        )),
         IrqlRule::DeviceIrql if now <= dxgk_sys::DISPATCH_LEVEL => Some((
             Rule::IrqlTooLow,
             format!("called at IRQL {now}: only legal from the ISR (device IRQL)"),
@@ -87,18 +131,29 @@ fn enter(call: &'static str, handle: HANDLE) -> Option<(Arc<MachineState>, Adapt
     match super::adapter_of_handle(&m, handle) {
         Some(id) => Some((m, id)),
         None => {
-            m.report(Finding::here(Rule::InvalidArgument, call, format!("unknown DeviceHandle {handle:p}")));
+            m.report(Finding::here(
+                Rule::InvalidArgument,
+                call,
+                format!("unknown DeviceHandle {handle:p}"),
+            ));
             None
         }
     }
 }
 
 fn null_arg(m: &MachineState, call: &'static str) -> NTSTATUS {
-    m.report(Finding::here(Rule::InvalidArgument, call, "NULL argument structure"));
+    m.report(Finding::here(
+        Rule::InvalidArgument,
+        call,
+        "NULL argument structure",
+    ));
     dxgk_sys::STATUS_INVALID_PARAMETER
 }
 
-extern "system" fn cb_allocate_pages_for_mdl(h: HANDLE, args: *mut DXGKARGCB_ALLOCATEPAGESFORMDL) -> NTSTATUS {
+extern "system" fn cb_allocate_pages_for_mdl(
+    h: HANDLE,
+    args: *mut DXGKARGCB_ALLOCATEPAGESFORMDL,
+) -> NTSTATUS {
     const CALL: &str = "DxgkCbAllocatePagesForMdl";
     let Some((m, id)) = enter(CALL, h) else {
         return dxgk_sys::STATUS_INVALID_PARAMETER;
@@ -110,7 +165,10 @@ extern "system" fn cb_allocate_pages_for_mdl(h: HANDLE, args: *mut DXGKARGCB_ALL
     }
 }
 
-extern "system" fn cb_free_pages_from_mdl(h: HANDLE, args: *const DXGKARGCB_FREEPAGESFROMMDL) -> NTSTATUS {
+extern "system" fn cb_free_pages_from_mdl(
+    h: HANDLE,
+    args: *const DXGKARGCB_FREEPAGESFROMMDL,
+) -> NTSTATUS {
     const CALL: &str = "DxgkCbFreePagesFromMdl";
     let Some((m, id)) = enter(CALL, h) else {
         return dxgk_sys::STATUS_INVALID_PARAMETER;
@@ -148,7 +206,10 @@ extern "system" fn cb_unmap_mdl_from_iommu(h: HANDLE, args: *const DXGKARGCB_UNM
     }
 }
 
-extern "system" fn cb_allocate_contiguous(h: HANDLE, args: *mut DXGKARGCB_ALLOCATECONTIGUOUSMEMORY) -> NTSTATUS {
+extern "system" fn cb_allocate_contiguous(
+    h: HANDLE,
+    args: *mut DXGKARGCB_ALLOCATECONTIGUOUSMEMORY,
+) -> NTSTATUS {
     const CALL: &str = "DxgkCbAllocateContiguousMemory";
     let Some((m, id)) = enter(CALL, h) else {
         return dxgk_sys::STATUS_INVALID_PARAMETER;
@@ -160,7 +221,10 @@ extern "system" fn cb_allocate_contiguous(h: HANDLE, args: *mut DXGKARGCB_ALLOCA
     }
 }
 
-extern "system" fn cb_free_contiguous(h: HANDLE, args: *const DXGKARGCB_FREECONTIGUOUSMEMORY) -> NTSTATUS {
+extern "system" fn cb_free_contiguous(
+    h: HANDLE,
+    args: *const DXGKARGCB_FREECONTIGUOUSMEMORY,
+) -> NTSTATUS {
     const CALL: &str = "DxgkCbFreeContiguousMemory";
     let Some((m, id)) = enter(CALL, h) else {
         return dxgk_sys::STATUS_INVALID_PARAMETER;
@@ -310,7 +374,9 @@ pub(crate) fn build_interface(handle: HANDLE, version: u32) -> DXGKRNL_INTERFACE
         ..DXGKRNL_INTERFACE::default()
     };
     let full = std::mem::size_of::<DXGKRNL_INTERFACE>();
-    let p = (&mut i as *mut DXGKRNL_INTERFACE).cast::<u8>().wrapping_add(size);
+    let p = (&mut i as *mut DXGKRNL_INTERFACE)
+        .cast::<u8>()
+        .wrapping_add(size);
     // SAFETY: `size..full` lies inside `i`; those bytes are members (Option<fn> / PVOID) for
     // which all-zero (None / NULL) is valid.
     unsafe { p.write_bytes(0, full - size) };

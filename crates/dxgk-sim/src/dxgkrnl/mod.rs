@@ -11,7 +11,10 @@ pub mod pnp;
 
 use std::sync::{Arc, Mutex};
 
-use dxgk_sys::{DRIVER_INITIALIZATION_DATA, DRIVER_OBJECT, DXGKRNL_INTERFACE, HANDLE, KIRQL, NTSTATUS, PVOID, UNICODE_STRING};
+use dxgk_sys::{
+    DRIVER_INITIALIZATION_DATA, DRIVER_OBJECT, DXGKRNL_INTERFACE, HANDLE, KIRQL, NTSTATUS, PVOID,
+    UNICODE_STRING,
+};
 
 use crate::machine::{current, Machine, MachineState};
 use crate::ntoskrnl::irql::require_irql_at_most;
@@ -105,7 +108,13 @@ pub(crate) struct DriverStorage {
 // SAFETY: as for `Adapter`: owned storage, serialized by the port mutex.
 unsafe impl Send for DriverStorage {}
 
-pub(crate) fn new_adapter(m: &MachineState, synthetic: bool, version: u32, mmio_words: usize, device: Option<Box<dyn SimDevice>>) -> AdapterId {
+pub(crate) fn new_adapter(
+    m: &MachineState,
+    synthetic: bool,
+    version: u32,
+    mmio_words: usize,
+    device: Option<Box<dyn SimDevice>>,
+) -> AdapterId {
     let mut port = m.port();
     let id = AdapterId(port.adapters.len() as u32);
     let interface = Box::new(callbacks::build_interface(id.device_handle(), version));
@@ -125,9 +134,12 @@ pub(crate) fn new_adapter(m: &MachineState, synthetic: bool, version: u32, mmio_
     mem.Length = (mmio_words * 4) as u32;
     d.u.Memory = mem;
     rl.List[0].PartialResourceList.PartialDescriptors[0] = d;
-    let path: Vec<u16> = format!("\\REGISTRY\\MACHINE\\SYSTEM\\CurrentControlSet\\Control\\Video\\{{sim-adapter-{}}}\\0000", id.0)
-        .encode_utf16()
-        .collect();
+    let path: Vec<u16> = format!(
+        "\\REGISTRY\\MACHINE\\SYSTEM\\CurrentControlSet\\Control\\Video\\{{sim-adapter-{}}}\\0000",
+        id.0
+    )
+    .encode_utf16()
+    .collect();
     port.adapters.push(Adapter {
         id,
         synthetic,
@@ -165,7 +177,12 @@ pub(crate) fn device_info(m: &MachineState, id: AdapterId) -> dxgk_sys::DXGK_DEV
     info
 }
 
-pub(crate) fn map_mmio(m: &MachineState, id: AdapterId, phys: u64, len: usize) -> Result<PVOID, NTSTATUS> {
+pub(crate) fn map_mmio(
+    m: &MachineState,
+    id: AdapterId,
+    phys: u64,
+    len: usize,
+) -> Result<PVOID, NTSTATUS> {
     const CALL: &str = "DxgkCbMapMemory";
     let (base, size) = {
         let port = m.port();
@@ -211,7 +228,11 @@ pub(crate) fn unmap_mmio(m: &MachineState, id: AdapterId, va: usize) -> NTSTATUS
     }
 }
 
-pub(crate) fn mmio_leak_findings(m: &MachineState, id: Option<AdapterId>, call: &'static str) -> Vec<Finding> {
+pub(crate) fn mmio_leak_findings(
+    m: &MachineState,
+    id: Option<AdapterId>,
+    call: &'static str,
+) -> Vec<Finding> {
     let port = m.port();
     let mut out = Vec::new();
     for a in &port.adapters {
@@ -222,7 +243,10 @@ pub(crate) fn mmio_leak_findings(m: &MachineState, id: Option<AdapterId>, call: 
             out.push(Finding {
                 rule: Rule::ResourceLeak,
                 call,
-                detail: format!("DxgkCbMapMemory mapping {va:#x}+{len:#x} of adapter {} never unmapped", a.id.0),
+                detail: format!(
+                    "DxgkCbMapMemory mapping {va:#x}+{len:#x} of adapter {} never unmapped",
+                    a.id.0
+                ),
                 driver_site: format!("mapped at {site}"),
             });
         }
@@ -261,7 +285,9 @@ impl Machine {
 
     /// DxgkCbNotifyInterrupt calls recorded on `id` (their DXGK_INTERRUPT_TYPE values).
     pub fn notified_interrupts(&self, id: AdapterId) -> Vec<i32> {
-        self.state.port().adapters[id.0 as usize].notify_interrupts.clone()
+        self.state.port().adapters[id.0 as usize]
+            .notify_interrupts
+            .clone()
     }
 
     /// DxgkCbNotifyDpc calls recorded on `id`.

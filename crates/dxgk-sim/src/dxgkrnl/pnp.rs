@@ -23,9 +23,10 @@
 //!   DxgkDdiInterruptRoutine at device IRQL, then queued DPCs run.
 
 use dxgk_sys::{
-    DRIVER_OBJECT, DXGKARG_QUERYADAPTERINFO, DXGK_DRIVERCAPS, DXGK_GPUMMUCAPS, DXGK_PAGE_TABLE_LEVEL_DESC,
-    DXGK_PHYSICALADAPTERCAPS, DXGK_PHYSICAL_MEMORY_RANGE, DXGK_QUERYADAPTERINFOTYPE, DXGK_QUERYSEGMENTOUT4,
-    DXGK_START_INFO, NTSTATUS, PVOID, UNICODE_STRING, ULONG,
+    DRIVER_OBJECT, DXGKARG_QUERYADAPTERINFO, DXGK_DRIVERCAPS, DXGK_GPUMMUCAPS,
+    DXGK_PAGE_TABLE_LEVEL_DESC, DXGK_PHYSICALADAPTERCAPS, DXGK_PHYSICAL_MEMORY_RANGE,
+    DXGK_QUERYADAPTERINFOTYPE, DXGK_QUERYSEGMENTOUT4, DXGK_START_INFO, NTSTATUS, PVOID, ULONG,
+    UNICODE_STRING,
 };
 
 use super::{new_adapter, size_at, AdapterId, DriverStorage, DEVICE_IRQL};
@@ -55,7 +56,15 @@ pub struct AdapterConfig {
 
 impl std::fmt::Debug for AdapterConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "AdapterConfig {{ device: {} }}", if self.device.is_some() { "Some(..)" } else { "None" })
+        write!(
+            f,
+            "AdapterConfig {{ device: {} }}",
+            if self.device.is_some() {
+                "Some(..)"
+            } else {
+                "None"
+            }
+        )
     }
 }
 
@@ -143,7 +152,11 @@ fn context_of(m: &MachineState, id: AdapterId) -> PVOID {
 /// Synchronizes the device and delivers pending interrupts and DPCs (bounded).
 pub(crate) fn after_ddi(m: &MachineState, id: AdapterId) {
     for _ in 0..64 {
-        let dev = m.port().adapters.get_mut(id.0 as usize).and_then(|a| a.device.take());
+        let dev = m
+            .port()
+            .adapters
+            .get_mut(id.0 as usize)
+            .and_then(|a| a.device.take());
         let Some(mut dev) = dev else {
             break;
         };
@@ -184,7 +197,11 @@ fn deliver_interrupt(m: &MachineState, id: AdapterId, message: ULONG) -> bool {
         // SAFETY: the miniport's ISR with its adapter context, at device IRQL.
         let r = unsafe { isr(ctx, message) };
         if irql() != DEVICE_IRQL {
-            m.report(Finding::here(Rule::IrqlTransition, "DxgkDdiInterruptRoutine", format!("returned at IRQL {}", irql())));
+            m.report(Finding::here(
+                Rule::IrqlTransition,
+                "DxgkDdiInterruptRoutine",
+                format!("returned at IRQL {}", irql()),
+            ));
         }
         set_irql(old);
         r != 0
@@ -199,11 +216,20 @@ struct Qai {
 
 impl Qai {
     /// One QueryAdapterInfo call with a guarded output buffer.
-    fn call(&self, m: &MachineState, ty: DXGK_QUERYADAPTERINFOTYPE, input: &mut [u8], out: &[u8]) -> Result<Vec<u8>, NTSTATUS> {
+    fn call(
+        &self,
+        m: &MachineState,
+        ty: DXGK_QUERYADAPTERINFOTYPE,
+        input: &mut [u8],
+        out: &[u8],
+    ) -> Result<Vec<u8>, NTSTATUS> {
         let Some(qai) = ddis(m).and_then(|d| d.data.DxgkDdiQueryAdapterInfo) else {
             return Err(dxgk_sys::STATUS_NOT_SUPPORTED);
         };
-        m.port().adapters[self.id.0 as usize].info.queries.push(ty.0);
+        m.port().adapters[self.id.0 as usize]
+            .info
+            .queries
+            .push(ty.0);
         let mut buf = out.to_vec();
         buf.resize(out.len() + GUARD, GUARD_BYTE);
         let args = DXGKARG_QUERYADAPTERINFO {
@@ -256,7 +282,11 @@ fn remove(m: &MachineState, id: AdapterId, d: &Ddis) -> NTSTATUS {
     crate::ntoskrnl::dpc::run_if_below_dispatch(m);
     m.port().adapters[id.0 as usize].state = PnpState::Removed;
     let mut f = m.mem().leak_findings(Some(id), "DxgkDdiRemoveDevice");
-    f.extend(super::mmio_leak_findings(m, Some(id), "DxgkDdiRemoveDevice"));
+    f.extend(super::mmio_leak_findings(
+        m,
+        Some(id),
+        "DxgkDdiRemoveDevice",
+    ));
     for x in f {
         m.report(x);
     }
@@ -271,7 +301,10 @@ fn missing(m: &MachineState, what: &str, names: &[(&str, bool)]) -> bool {
     m.report(Finding::here(
         Rule::DdiProtocol,
         "DxgkDdiStartDevice",
-        format!("{what} requires DDIs the driver did not register: {}", gone.join(", ")),
+        format!(
+            "{what} requires DDIs the driver did not register: {}",
+            gone.join(", ")
+        ),
     ));
     true
 }
@@ -285,14 +318,21 @@ fn start(m: &MachineState, id: AdapterId) -> NTSTATUS {
         panic!("dxgk-sim: start_adapter on an adapter that is not freshly added");
     }
     // AddDevice.
-    let pdo: *mut dxgk_sys::DEVICE_OBJECT = &mut *m.port().adapters[id.0 as usize].pdo;
+    let pdo: *mut dxgk_sys::DEVICE_OBJECT = {
+        let mut port = m.port();
+        &mut *port.adapters[id.0 as usize].pdo
+    };
     let mut ctx: PVOID = std::ptr::null_mut();
     let add = dd.DxgkDdiAddDevice.expect("validated at DxgkInitialize");
     // SAFETY: a PDO and a context slot, as Dxgkrnl passes them.
     let s = unsafe { add(pdo, &mut ctx) };
     if s != dxgk_sys::STATUS_SUCCESS || ctx.is_null() {
         m.port().adapters[id.0 as usize].state = PnpState::Removed;
-        return if s == dxgk_sys::STATUS_SUCCESS { dxgk_sys::STATUS_UNSUCCESSFUL } else { s };
+        return if s == dxgk_sys::STATUS_SUCCESS {
+            dxgk_sys::STATUS_UNSUCCESSFUL
+        } else {
+            s
+        };
     }
     m.port().adapters[id.0 as usize].context = ctx as usize;
     // Required DDIs for any adapter (checked at start; DxgkInitialize checks the PnP set).
@@ -300,8 +340,14 @@ fn start(m: &MachineState, id: AdapterId) -> NTSTATUS {
         m,
         "a WDDM adapter",
         &[
-            ("DxgkDdiQueryAdapterInfo", dd.DxgkDdiQueryAdapterInfo.is_some()),
-            ("DxgkDdiInterruptRoutine", dd.DxgkDdiInterruptRoutine.is_some()),
+            (
+                "DxgkDdiQueryAdapterInfo",
+                dd.DxgkDdiQueryAdapterInfo.is_some(),
+            ),
+            (
+                "DxgkDdiInterruptRoutine",
+                dd.DxgkDdiInterruptRoutine.is_some(),
+            ),
             ("DxgkDdiDpcRoutine", dd.DxgkDdiDpcRoutine.is_some()),
         ],
     ) {
@@ -314,9 +360,14 @@ fn start(m: &MachineState, id: AdapterId) -> NTSTATUS {
         let a = &mut port.adapters[id.0 as usize];
         *a.interface = super::callbacks::build_interface(id.device_handle(), version);
         a.info.interface_version = version;
-        (&mut *a.interface as *mut dxgk_sys::DXGKRNL_INTERFACE, a.mmio.as_mut_ptr(), a.mmio.len())
+        (
+            &mut *a.interface as *mut dxgk_sys::DXGKRNL_INTERFACE,
+            a.mmio.as_mut_ptr(),
+            a.mmio.len(),
+        )
     };
-    if let Some(mut dev) = m.port().adapters[id.0 as usize].device.take() {
+    let dev = m.port().adapters[id.0 as usize].device.take();
+    if let Some(mut dev) = dev {
         // SAFETY: the BAR storage; nothing else touches it before StartDevice.
         dev.reset(unsafe { std::slice::from_raw_parts_mut(mmio_ptr, mmio_len) });
         m.port().adapters[id.0 as usize].device = Some(dev);
@@ -355,8 +406,14 @@ fn start_queries(m: &MachineState, id: AdapterId, d: &Ddis) -> Result<(), NTSTAT
     let q = Qai { id };
     let version = m.config.max_interface_version;
     // DRIVERCAPS with the size this Windows passes.
-    let caps_size = size_at(dxgk_sys::DXGK_DRIVERCAPS_SIZE_BY_VERSION, version).unwrap_or(std::mem::size_of::<DXGK_DRIVERCAPS>());
-    let out = q.call(m, dxgk_sys::DXGKQAITYPE_DRIVERCAPS, &mut [], &vec![0u8; caps_size])?;
+    let caps_size = size_at(dxgk_sys::DXGK_DRIVERCAPS_SIZE_BY_VERSION, version)
+        .unwrap_or(std::mem::size_of::<DXGK_DRIVERCAPS>());
+    let out = q.call(
+        m,
+        dxgk_sys::DXGKQAITYPE_DRIVERCAPS,
+        &mut [],
+        &vec![0u8; caps_size],
+    )?;
     let caps: DXGK_DRIVERCAPS = from_bytes(&out);
     {
         let mut port = m.port();
@@ -374,8 +431,14 @@ fn start_queries(m: &MachineState, id: AdapterId, d: &Ddis) -> Result<(), NTSTAT
             &[
                 ("DxgkDdiCreateProcess", dd.DxgkDdiCreateProcess.is_some()),
                 ("DxgkDdiDestroyProcess", dd.DxgkDdiDestroyProcess.is_some()),
-                ("DxgkDdiSetRootPageTable", dd.DxgkDdiSetRootPageTable.is_some()),
-                ("DxgkDdiSubmitCommandVirtual", dd.DxgkDdiSubmitCommandVirtual.is_some()),
+                (
+                    "DxgkDdiSetRootPageTable",
+                    dd.DxgkDdiSetRootPageTable.is_some(),
+                ),
+                (
+                    "DxgkDdiSubmitCommandVirtual",
+                    dd.DxgkDdiSubmitCommandVirtual.is_some(),
+                ),
             ],
         )
     {
@@ -386,8 +449,14 @@ fn start_queries(m: &MachineState, id: AdapterId, d: &Ddis) -> Result<(), NTSTAT
             m,
             "IoMmuSecureModeSupported",
             &[
-                ("DxgkDdiBeginExclusiveAccess", dd.DxgkDdiBeginExclusiveAccess.is_some()),
-                ("DxgkDdiEndExclusiveAccess", dd.DxgkDdiEndExclusiveAccess.is_some()),
+                (
+                    "DxgkDdiBeginExclusiveAccess",
+                    dd.DxgkDdiBeginExclusiveAccess.is_some(),
+                ),
+                (
+                    "DxgkDdiEndExclusiveAccess",
+                    dd.DxgkDdiEndExclusiveAccess.is_some(),
+                ),
             ],
         )
     {
@@ -401,7 +470,12 @@ fn start_queries(m: &MachineState, id: AdapterId, d: &Ddis) -> Result<(), NTSTAT
             SegmentDescriptorStride: stride,
             ..Default::default()
         };
-        let out = q.call(m, dxgk_sys::DXGKQAITYPE_QUERYSEGMENT4, &mut index0, &bytes_of(&probe))?;
+        let out = q.call(
+            m,
+            dxgk_sys::DXGKQAITYPE_QUERYSEGMENT4,
+            &mut index0,
+            &bytes_of(&probe),
+        )?;
         let counted: DXGK_QUERYSEGMENTOUT4 = from_bytes(&out);
         let n = counted.NbSegment as usize;
         let mut descs = vec![0u8; n * stride];
@@ -411,15 +485,33 @@ fn start_queries(m: &MachineState, id: AdapterId, d: &Ddis) -> Result<(), NTSTAT
             SegmentDescriptorStride: stride,
             ..Default::default()
         };
-        let out = q.call(m, dxgk_sys::DXGKQAITYPE_QUERYSEGMENT4, &mut index0, &bytes_of(&fill))?;
+        let out = q.call(
+            m,
+            dxgk_sys::DXGKQAITYPE_QUERYSEGMENT4,
+            &mut index0,
+            &bytes_of(&fill),
+        )?;
         let mut segs: DXGK_QUERYSEGMENTOUT4 = from_bytes(&out);
         segs.pSegmentDescriptor = std::ptr::null_mut();
         // GPUMMUCAPS.
-        let size = size_at(dxgk_sys::DXGK_GPUMMUCAPS_SIZE_BY_VERSION, version).unwrap_or(std::mem::size_of::<DXGK_GPUMMUCAPS>());
-        let out = q.call(m, dxgk_sys::DXGKQAITYPE_GPUMMUCAPS, &mut index0, &vec![0u8; size])?;
+        let size = size_at(dxgk_sys::DXGK_GPUMMUCAPS_SIZE_BY_VERSION, version)
+            .unwrap_or(std::mem::size_of::<DXGK_GPUMMUCAPS>());
+        let out = q.call(
+            m,
+            dxgk_sys::DXGKQAITYPE_GPUMMUCAPS,
+            &mut index0,
+            &vec![0u8; size],
+        )?;
         let mmu: DXGK_GPUMMUCAPS = from_bytes(&out);
         if mmu.PageTableLevelCount == 2
-            && missing(m, "a 2-level GpuMmu", &[("DxgkDdiGetRootPageTableSize", dd.DxgkDdiGetRootPageTableSize.is_some())])
+            && missing(
+                m,
+                "a 2-level GpuMmu",
+                &[(
+                    "DxgkDdiGetRootPageTableSize",
+                    dd.DxgkDdiGetRootPageTableSize.is_some(),
+                )],
+            )
         {
             return Err(dxgk_sys::STATUS_UNSUCCESSFUL);
         }
@@ -427,7 +519,10 @@ fn start_queries(m: &MachineState, id: AdapterId, d: &Ddis) -> Result<(), NTSTAT
             m.report(Finding::here(
                 Rule::DdiProtocol,
                 "DxgkDdiQueryAdapterInfo",
-                format!("GPUMMUCAPS.PageTableLevelCount {} outside 2..=6", mmu.PageTableLevelCount),
+                format!(
+                    "GPUMMUCAPS.PageTableLevelCount {} outside 2..=6",
+                    mmu.PageTableLevelCount
+                ),
             ));
             return Err(dxgk_sys::STATUS_UNSUCCESSFUL);
         }
@@ -444,9 +539,19 @@ fn start_queries(m: &MachineState, id: AdapterId, d: &Ddis) -> Result<(), NTSTAT
         }
         let size = size_at(dxgk_sys::DXGK_PHYSICALADAPTERCAPS_SIZE_BY_VERSION, version)
             .unwrap_or(std::mem::size_of::<DXGK_PHYSICALADAPTERCAPS>());
-        let out = q.call(m, dxgk_sys::DXGKQAITYPE_PHYSICALADAPTERCAPS, &mut index0, &vec![0u8; size])?;
+        let out = q.call(
+            m,
+            dxgk_sys::DXGKQAITYPE_PHYSICALADAPTERCAPS,
+            &mut index0,
+            &vec![0u8; size],
+        )?;
         let pac: DXGK_PHYSICALADAPTERCAPS = from_bytes(&out);
-        let out = q.call(m, dxgk_sys::DXGKQAITYPE_NUMPOWERCOMPONENTS, &mut [], &[0u8; 4])?;
+        let out = q.call(
+            m,
+            dxgk_sys::DXGKQAITYPE_NUMPOWERCOMPONENTS,
+            &mut [],
+            &[0u8; 4],
+        )?;
         let npc = u32::from_le_bytes(out[..4].try_into().expect("4 bytes"));
         let mut port = m.port();
         let a = &mut port.adapters[id.0 as usize];
@@ -469,12 +574,20 @@ fn start_queries(m: &MachineState, id: AdapterId, d: &Ddis) -> Result<(), NTSTAT
             m.report(Finding::here(
                 Rule::DdiProtocol,
                 "DxgkDdiQueryAdapterInfo",
-                format!("FRAMEBUFFERSAVESIZE {:#x} is not a multiple of PAGE_SIZE", fb.MaximumSize),
+                format!(
+                    "FRAMEBUFFERSAVESIZE {:#x} is not a multiple of PAGE_SIZE",
+                    fb.MaximumSize
+                ),
             ));
             return Err(dxgk_sys::STATUS_UNSUCCESSFUL);
         }
         let probe = dxgk_sys::DXGK_HARDWARERESERVEDRANGES::default();
-        let out = q.call(m, dxgk_sys::DXGKQAITYPE_HARDWARERESERVEDRANGES, &mut index0, &bytes_of(&probe))?;
+        let out = q.call(
+            m,
+            dxgk_sys::DXGKQAITYPE_HARDWARERESERVEDRANGES,
+            &mut index0,
+            &bytes_of(&probe),
+        )?;
         let counted: dxgk_sys::DXGK_HARDWARERESERVEDRANGES = from_bytes(&out);
         let mut ranges = vec![DXGK_PHYSICAL_MEMORY_RANGE::default(); counted.NumRanges as usize];
         if !ranges.is_empty() {
@@ -482,7 +595,12 @@ fn start_queries(m: &MachineState, id: AdapterId, d: &Ddis) -> Result<(), NTSTAT
                 NumRanges: counted.NumRanges,
                 pPhysicalRanges: ranges.as_mut_ptr(),
             };
-            q.call(m, dxgk_sys::DXGKQAITYPE_HARDWARERESERVEDRANGES, &mut index0, &bytes_of(&fill))?;
+            q.call(
+                m,
+                dxgk_sys::DXGKQAITYPE_HARDWARERESERVEDRANGES,
+                &mut index0,
+                &bytes_of(&fill),
+            )?;
         }
         let mut port = m.port();
         let a = &mut port.adapters[id.0 as usize];
@@ -502,8 +620,14 @@ pub const BUILD_PAGING_BUFFER_STATUSES: &[NTSTATUS] = &[
 impl Machine {
     /// Loads a driver: calls `entry` (DriverEntry) at PASSIVE_LEVEL with a DRIVER_OBJECT and a
     /// registry path the machine owns.
-    pub fn load_driver(&self, entry: unsafe extern "system" fn(*mut DRIVER_OBJECT, *mut UNICODE_STRING) -> NTSTATUS) -> NTSTATUS {
-        let mut path_buf: Box<[u16]> = "\\Registry\\Machine\\System\\CurrentControlSet\\Services\\simdriver\0".encode_utf16().collect();
+    pub fn load_driver(
+        &self,
+        entry: unsafe extern "system" fn(*mut DRIVER_OBJECT, *mut UNICODE_STRING) -> NTSTATUS,
+    ) -> NTSTATUS {
+        let mut path_buf: Box<[u16]> =
+            "\\Registry\\Machine\\System\\CurrentControlSet\\Services\\simdriver\0"
+                .encode_utf16()
+                .collect();
         let mut path = Box::new(UNICODE_STRING {
             Length: ((path_buf.len() - 1) * 2) as u16,
             MaximumLength: (path_buf.len() * 2) as u16,
@@ -513,15 +637,28 @@ impl Machine {
         object.Type = 4; // IO_TYPE_DRIVER
         object.Size = std::mem::size_of::<DRIVER_OBJECT>() as i16;
         let (o, p): (*mut DRIVER_OBJECT, *mut UNICODE_STRING) = (&mut *object, &mut *path);
-        self.state.port().driver = Some(DriverStorage { object, path_buf, path });
+        self.state.port().driver = Some(DriverStorage {
+            object,
+            path_buf,
+            path,
+        });
         // SAFETY: DriverEntry with valid, machine-owned objects.
         self.enter(|| unsafe { entry(o, p) })
     }
 
     /// Plugs in an adapter (not started yet).
     pub fn add_adapter(&self, config: AdapterConfig) -> AdapterId {
-        let words = config.device.as_ref().map_or(16 * 1024, |d| d.mmio_size().div_ceil(4));
-        new_adapter(&self.state, false, self.state.config.max_interface_version, words, config.device)
+        let words = config
+            .device
+            .as_ref()
+            .map_or(16 * 1024, |d| d.mmio_size().div_ceil(4));
+        new_adapter(
+            &self.state,
+            false,
+            self.state.config.max_interface_version,
+            words,
+            config.device,
+        )
     }
 
     /// AddDevice + StartDevice + the QueryAdapterInfo calls Windows makes at start. On failure
@@ -536,7 +673,11 @@ impl Machine {
         self.enter(|| {
             let d = ddis(&self.state).expect("driver registered");
             let ctx = context_of(&self.state, id);
-            assert_eq!(self.adapter(id).state, PnpState::Started, "dxgk-sim: stop_adapter on an adapter that is not started");
+            assert_eq!(
+                self.adapter(id).state,
+                PnpState::Started,
+                "dxgk-sim: stop_adapter on an adapter that is not started"
+            );
             let s = match d.data.DxgkDdiStopDevice {
                 // SAFETY: the miniport's StopDevice with its context.
                 Some(f) => unsafe { f(ctx) },
@@ -553,7 +694,10 @@ impl Machine {
         self.enter(|| {
             let d = ddis(&self.state).expect("driver registered");
             let st = self.adapter(id).state;
-            assert!(matches!(st, PnpState::Stopped | PnpState::Started), "dxgk-sim: remove_adapter in state {st:?}");
+            assert!(
+                matches!(st, PnpState::Stopped | PnpState::Started),
+                "dxgk-sim: remove_adapter in state {st:?}"
+            );
             remove(&self.state, id, &d)
         })
     }
@@ -571,11 +715,22 @@ impl Machine {
             }
             self.state.port().registered = None;
         });
-        let live: Vec<AdapterId> = self.state.port().adapters.iter().filter(|a| a.state != PnpState::Removed && !a.synthetic).map(|a| a.id).collect();
+        let live: Vec<AdapterId> = self
+            .state
+            .port()
+            .adapters
+            .iter()
+            .filter(|a| a.state != PnpState::Removed && !a.synthetic)
+            .map(|a| a.id)
+            .collect();
         let mut f = Vec::new();
         for id in &live {
             f.extend(self.state.mem().leak_findings(Some(*id), "DxgkDdiUnload"));
-            f.extend(super::mmio_leak_findings(&self.state, Some(*id), "DxgkDdiUnload"));
+            f.extend(super::mmio_leak_findings(
+                &self.state,
+                Some(*id),
+                "DxgkDdiUnload",
+            ));
         }
         f.extend(self.state.mem().global_leak_findings("DxgkDdiUnload"));
         f.extend(self.state.kernel().leak_findings("DxgkDdiUnload"));
@@ -612,18 +767,30 @@ impl Machine {
     /// INSUFFICIENT_DMA_BUFFER or ALLOCATION_BUSY is a [`Rule::DdiProtocol`] finding. Returns
     /// whether the status was acceptable.
     pub fn check_build_paging_buffer_status(&self, status: NTSTATUS) -> bool {
-        self.check_ddi_status("DxgkDdiBuildPagingBuffer", status, BUILD_PAGING_BUFFER_STATUSES)
+        self.check_ddi_status(
+            "DxgkDdiBuildPagingBuffer",
+            status,
+            BUILD_PAGING_BUFFER_STATUSES,
+        )
     }
 
     /// Records a [`Rule::DdiProtocol`] finding when `status` is not one `ddi` may return.
-    pub fn check_ddi_status(&self, ddi: &'static str, status: NTSTATUS, allowed: &[NTSTATUS]) -> bool {
+    pub fn check_ddi_status(
+        &self,
+        ddi: &'static str,
+        status: NTSTATUS,
+        allowed: &[NTSTATUS],
+    ) -> bool {
         if allowed.contains(&status) {
             return true;
         }
         self.state.report(Finding::here(
             Rule::DdiProtocol,
             ddi,
-            format!("returned {:#010x}, which Dxgkrnl does not accept from this DDI", status as u32),
+            format!(
+                "returned {:#010x}, which Dxgkrnl does not accept from this DDI",
+                status as u32
+            ),
         ));
         false
     }

@@ -14,7 +14,9 @@ unsafe extern "C" {
 unsafe extern "C" fn print_hook(component: u32, level: u32, text: *const u8, len: usize) {
     // SAFETY: the C shim passes a buffer of `len` initialized bytes that lives for the call.
     let bytes = unsafe { std::slice::from_raw_parts(text, len) };
-    let text = String::from_utf8_lossy(bytes).trim_end_matches('\n').to_string();
+    let text = String::from_utf8_lossy(bytes)
+        .trim_end_matches('\n')
+        .to_string();
     if std::env::var_os("DXGK_SIM_ECHO").is_some() {
         eprintln!("[dbg {component}:{level}] {text}");
     }

@@ -68,7 +68,11 @@ pub(crate) fn run_dpcs(m: &MachineState) {
                 "deferred routine"
             }
             DpcItem::Adapter(id) => {
-                let ddi = m.port().registered.as_ref().and_then(|r| r.DxgkDdiDpcRoutine);
+                let ddi = m
+                    .port()
+                    .registered
+                    .as_ref()
+                    .and_then(|r| r.DxgkDdiDpcRoutine);
                 let ctx = m.port().adapters[id.0 as usize].context;
                 match ddi {
                     Some(f) => {
@@ -88,7 +92,10 @@ pub(crate) fn run_dpcs(m: &MachineState) {
             m.report(Finding::here(
                 Rule::IrqlTransition,
                 "DPC",
-                format!("{name} returned at IRQL {} instead of DISPATCH_LEVEL", irql()),
+                format!(
+                    "{name} returned at IRQL {} instead of DISPATCH_LEVEL",
+                    irql()
+                ),
             ));
         }
         set_irql(old);
@@ -98,7 +105,11 @@ pub(crate) fn run_dpcs(m: &MachineState) {
 
 /// `KeInitializeDpc`. Any IRQL.
 #[no_mangle]
-pub extern "system" fn KeInitializeDpc(dpc: *mut KDPC, routine: PKDEFERRED_ROUTINE, context: PVOID) {
+pub extern "system" fn KeInitializeDpc(
+    dpc: *mut KDPC,
+    routine: PKDEFERRED_ROUTINE,
+    context: PVOID,
+) {
     current().count_call("KeInitializeDpc");
     let mut d = KDPC::default();
     d.u.TargetInfoAsUlong = 0x0113; // Type = DpcObject (0x13), Importance = Medium (1)

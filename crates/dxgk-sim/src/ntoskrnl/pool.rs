@@ -46,7 +46,11 @@ pub fn tag_text(tag: u32) -> String {
 
 impl PoolState {
     pub(crate) fn live_blocks(&self) -> Vec<(String, usize)> {
-        let mut v: Vec<_> = self.live.values().map(|b| (tag_text(b.tag), b.size)).collect();
+        let mut v: Vec<_> = self
+            .live
+            .values()
+            .map(|b| (tag_text(b.tag), b.size))
+            .collect();
         v.sort();
         v
     }
@@ -63,7 +67,10 @@ impl PoolState {
             .map(|(tag, (count, bytes, site))| Finding {
                 rule: Rule::PoolLeak,
                 call: "DriverUnload",
-                detail: format!("{count} block(s), {bytes} bytes of pool tag '{}' still allocated", tag_text(tag)),
+                detail: format!(
+                    "{count} block(s), {bytes} bytes of pool tag '{}' still allocated",
+                    tag_text(tag)
+                ),
                 driver_site: format!("first allocated at {site}"),
             })
             .collect();
@@ -84,7 +91,11 @@ fn allocate(call: &'static str, size: usize, tag: u32, zero: bool) -> PVOID {
     machine.count_call(call);
     if size == 0 || size > MAX_POOL_REQUEST {
         if size == 0 {
-            machine.report(Finding::here(Rule::InvalidArgument, call, "zero-byte pool request"));
+            machine.report(Finding::here(
+                Rule::InvalidArgument,
+                call,
+                "zero-byte pool request",
+            ));
         }
         return std::ptr::null_mut();
     }
@@ -130,7 +141,11 @@ fn guards_intact(user: *mut u8, size: usize) -> bool {
 
 /// `ExAllocatePoolWithTag`. IRQL ≤ DISPATCH_LEVEL. The block is *not* zeroed.
 #[no_mangle]
-pub extern "system" fn ExAllocatePoolWithTag(pool_type: POOL_TYPE, size: SIZE_T, tag: ULONG) -> PVOID {
+pub extern "system" fn ExAllocatePoolWithTag(
+    pool_type: POOL_TYPE,
+    size: SIZE_T,
+    tag: ULONG,
+) -> PVOID {
     if pool_type == dxgk_sys::PagedPool
         && !require_irql_at_most("ExAllocatePoolWithTag(PagedPool)", dxgk_sys::APC_LEVEL)
     {

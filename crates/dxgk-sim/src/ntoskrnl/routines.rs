@@ -31,7 +31,11 @@ pub extern "system" fn MmGetSystemRoutineAddress(name: *mut UNICODE_STRING) -> P
     let machine = current();
     // SAFETY: the driver passes a UNICODE_STRING per the contract; we validate its fields.
     let Some(name) = (unsafe { read_unicode(name) }) else {
-        machine.report(Finding::here(Rule::InvalidArgument, CALL, "malformed UNICODE_STRING"));
+        machine.report(Finding::here(
+            Rule::InvalidArgument,
+            CALL,
+            "malformed UNICODE_STRING",
+        ));
         return std::ptr::null_mut();
     };
     match name.as_str() {

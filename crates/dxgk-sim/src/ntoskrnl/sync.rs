@@ -20,9 +20,9 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use dxgk_sys::{
-    BOOLEAN, DEVICE_OBJECT, DISPATCHER_HEADER, HANDLE, IO_STATUS_BLOCK, IRP, KEVENT, KIRQL, KPRIORITY,
-    KPROCESSOR_MODE, KSPIN_LOCK, LARGE_INTEGER, LONG, LONG_PTR, NTSTATUS, PHANDLE, PKSTART_ROUTINE, PVOID, ULONG,
-    ULONG_PTR, UNICODE_STRING,
+    BOOLEAN, DEVICE_OBJECT, DISPATCHER_HEADER, HANDLE, IO_STATUS_BLOCK, IRP, KEVENT, KIRQL,
+    KPRIORITY, KPROCESSOR_MODE, KSPIN_LOCK, LARGE_INTEGER, LONG, LONG_PTR, NTSTATUS, PHANDLE,
+    PKSTART_ROUTINE, PVOID, ULONG, ULONG_PTR, UNICODE_STRING,
 };
 
 use crate::fault::inject;
@@ -120,7 +120,10 @@ impl Machine {
 }
 
 fn signal_state<'a>(h: *mut DISPATCHER_HEADER) -> &'a AtomicI32 {
-    let p = h.cast::<u8>().wrapping_add(std::mem::offset_of!(DISPATCHER_HEADER, SignalState)).cast::<i32>();
+    let p = h
+        .cast::<u8>()
+        .wrapping_add(std::mem::offset_of!(DISPATCHER_HEADER, SignalState))
+        .cast::<i32>();
     // SAFETY: `h` is a dispatcher header the driver (or we) keep alive; SignalState is a 4-byte
     // aligned LONG that the simulator only accesses atomically.
     unsafe { AtomicI32::from_ptr(p) }
@@ -158,14 +161,25 @@ fn acquire(m: &MachineState, call: &'static str, l: *mut KSPIN_LOCK) {
     let w = lock_word(l);
     let me = processor_token();
     if w.load(Ordering::SeqCst) == me {
-        m.report(Finding::here(Rule::SpinLockMisuse, call, format!("recursive acquire of spin lock {l:p} (deadlock on Windows)")));
+        m.report(Finding::here(
+            Rule::SpinLockMisuse,
+            call,
+            format!("recursive acquire of spin lock {l:p} (deadlock on Windows)"),
+        ));
         return;
     }
     let start = Instant::now();
     let cap = m.kernel().wait_cap;
-    while w.compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed).is_err() {
+    while w
+        .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
+        .is_err()
+    {
         if start.elapsed() > cap {
-            m.report(Finding::here(Rule::PossibleHang, call, format!("spin lock {l:p} not acquired within {cap:?}")));
+            m.report(Finding::here(
+                Rule::PossibleHang,
+                call,
+                format!("spin lock {l:p} not acquired within {cap:?}"),
+            ));
             return;
         }
         std::thread::yield_now();
@@ -175,8 +189,14 @@ fn acquire(m: &MachineState, call: &'static str, l: *mut KSPIN_LOCK) {
 fn release(m: &MachineState, call: &'static str, l: *mut KSPIN_LOCK) {
     let w = lock_word(l);
     let me = processor_token();
-    if w.compare_exchange(me, 0, Ordering::Release, Ordering::Relaxed).is_err() {
-        m.report(Finding::here(Rule::SpinLockMisuse, call, format!("spin lock {l:p} released but not held by this processor")));
+    if w.compare_exchange(me, 0, Ordering::Release, Ordering::Relaxed)
+        .is_err()
+    {
+        m.report(Finding::here(
+            Rule::SpinLockMisuse,
+            call,
+            format!("spin lock {l:p} released but not held by this processor"),
+        ));
     }
 }
 
@@ -211,7 +231,11 @@ pub extern "system" fn KeAcquireSpinLockAtDpcLevel(l: *mut KSPIN_LOCK) {
     let m = current();
     m.count_call(CALL);
     if irql() < dxgk_sys::DISPATCH_LEVEL {
-        m.report(Finding::here(Rule::IrqlTooLow, CALL, format!("called at IRQL {}, requires DISPATCH_LEVEL", irql())));
+        m.report(Finding::here(
+            Rule::IrqlTooLow,
+            CALL,
+            format!("called at IRQL {}, requires DISPATCH_LEVEL", irql()),
+        ));
     }
     acquire(&m, CALL, l);
 }
@@ -229,7 +253,11 @@ pub extern "system" fn KeReleaseSpinLockFromDpcLevel(l: *mut KSPIN_LOCK) {
 
 /// `KeInitializeEvent`. IRQL ≤ DISPATCH_LEVEL.
 #[no_mangle]
-pub extern "system" fn KeInitializeEvent(ev: *mut KEVENT, ty: dxgk_sys::EVENT_TYPE, state: BOOLEAN) {
+pub extern "system" fn KeInitializeEvent(
+    ev: *mut KEVENT,
+    ty: dxgk_sys::EVENT_TYPE,
+    state: BOOLEAN,
+) {
     const CALL: &str = "KeInitializeEvent";
     let m = current();
     m.count_call(CALL);
@@ -327,7 +355,11 @@ pub extern "system" fn KeWaitForSingleObject(
     m.count_call(CALL);
     // SAFETY: the driver passes NULL or a LARGE_INTEGER.
     let t = unsafe { timeout_of(timeout) };
-    let max = if t == Some(Duration::ZERO) { dxgk_sys::DISPATCH_LEVEL } else { dxgk_sys::APC_LEVEL };
+    let max = if t == Some(Duration::ZERO) {
+        dxgk_sys::DISPATCH_LEVEL
+    } else {
+        dxgk_sys::APC_LEVEL
+    };
     if !require_irql_at_most(CALL, max) {
         return STATUS_TIMEOUT;
     }
@@ -335,7 +367,11 @@ pub extern "system" fn KeWaitForSingleObject(
     let ty = object_type(h);
     let auto_reset = ty == dxgk_sys::SynchronizationEvent as u8;
     if ty > 1 && ty != THREAD_OBJECT {
-        m.report(Finding::here(Rule::InvalidArgument, CALL, format!("{object:p} is not an event or thread (type {ty})")));
+        m.report(Finding::here(
+            Rule::InvalidArgument,
+            CALL,
+            format!("{object:p} is not an event or thread (type {ty})"),
+        ));
         return dxgk_sys::STATUS_INVALID_PARAMETER;
     }
     let start = Instant::now();
@@ -344,7 +380,8 @@ pub extern "system" fn KeWaitForSingleObject(
     loop {
         let s = signal_state(h);
         let got = if auto_reset {
-            s.compare_exchange(1, 0, Ordering::SeqCst, Ordering::SeqCst).is_ok()
+            s.compare_exchange(1, 0, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok()
         } else {
             s.load(Ordering::SeqCst) > 0
         };
@@ -367,13 +404,21 @@ pub extern "system" fn KeWaitForSingleObject(
             return STATUS_TIMEOUT;
         }
         let left = t.map_or(cap, |t| t.min(cap)).saturating_sub(elapsed);
-        k = m.wake.wait_timeout(k, left.min(Duration::from_millis(20))).unwrap_or_else(|e| e.into_inner()).0;
+        k = m
+            .wake
+            .wait_timeout(k, left.min(Duration::from_millis(20)))
+            .unwrap_or_else(|e| e.into_inner())
+            .0;
     }
 }
 
 /// `KeDelayExecutionThread`. IRQL ≤ APC_LEVEL. Sleeps at most the wait cap.
 #[no_mangle]
-pub extern "system" fn KeDelayExecutionThread(_mode: KPROCESSOR_MODE, _alertable: BOOLEAN, interval: *mut LARGE_INTEGER) -> NTSTATUS {
+pub extern "system" fn KeDelayExecutionThread(
+    _mode: KPROCESSOR_MODE,
+    _alertable: BOOLEAN,
+    interval: *mut LARGE_INTEGER,
+) -> NTSTATUS {
     const CALL: &str = "KeDelayExecutionThread";
     let m = current();
     m.count_call(CALL);
@@ -445,11 +490,19 @@ pub extern "system" fn PsCreateSystemThread(
         return dxgk_sys::STATUS_INVALID_DEVICE_STATE;
     }
     let Some(start) = start else {
-        m.report(Finding::here(Rule::InvalidArgument, CALL, "NULL StartRoutine"));
+        m.report(Finding::here(
+            Rule::InvalidArgument,
+            CALL,
+            "NULL StartRoutine",
+        ));
         return dxgk_sys::STATUS_INVALID_PARAMETER;
     };
     if handle.is_null() || !process.is_null() {
-        m.report(Finding::here(Rule::InvalidArgument, CALL, "NULL ThreadHandle, or a ProcessHandle (drivers pass NULL)"));
+        m.report(Finding::here(
+            Rule::InvalidArgument,
+            CALL,
+            "NULL ThreadHandle, or a ProcessHandle (drivers pass NULL)",
+        ));
         return dxgk_sys::STATUS_INVALID_PARAMETER;
     }
     if inject(CALL) {
@@ -471,14 +524,16 @@ pub extern "system" fn PsCreateSystemThread(
     };
     let state = m.clone();
     let ctx = SendPtr(context as usize);
-    let spawned = std::thread::Builder::new().name(format!("dxgk-sim system thread {h:#x}")).spawn(move || {
-        let ctx = ctx;
-        adopt(state.clone());
-        CURRENT_THREAD_OBJECT.with(|c| c.set(obj));
-        // SAFETY: the driver's start routine with its context, at PASSIVE_LEVEL.
-        unsafe { start(ctx.0 as PVOID) };
-        terminate(&state, obj);
-    });
+    let spawned = std::thread::Builder::new()
+        .name(format!("dxgk-sim system thread {h:#x}"))
+        .spawn(move || {
+            let ctx = ctx;
+            adopt(state.clone());
+            CURRENT_THREAD_OBJECT.with(|c| c.set(obj));
+            // SAFETY: the driver's start routine with its context, at PASSIVE_LEVEL.
+            unsafe { start(ctx.0 as PVOID) };
+            terminate(&state, obj);
+        });
     if spawned.is_err() {
         let mut k = m.kernel();
         k.handles.remove(&h);
@@ -510,7 +565,11 @@ pub extern "system" fn PsTerminateSystemThread(_status: NTSTATUS) -> NTSTATUS {
     match (obj != 0).then_some(obj) {
         Some(o) => terminate(&m, o),
         None => {
-            m.report(Finding::here(Rule::InvalidArgument, CALL, "called by a thread that is not a system thread"));
+            m.report(Finding::here(
+                Rule::InvalidArgument,
+                CALL,
+                "called by a thread that is not a system thread",
+            ));
             return dxgk_sys::STATUS_INVALID_PARAMETER;
         }
     }
@@ -536,7 +595,11 @@ pub extern "system" fn ObReferenceObjectByHandle(
     let mut k = m.kernel();
     let Some(&(obj, _)) = k.handles.get(&(handle as usize)) else {
         drop(k);
-        m.report(Finding::here(Rule::InvalidArgument, CALL, format!("unknown handle {handle:p}")));
+        m.report(Finding::here(
+            Rule::InvalidArgument,
+            CALL,
+            format!("unknown handle {handle:p}"),
+        ));
         return STATUS_INVALID_HANDLE;
     };
     if let Some(t) = k.threads.get_mut(&obj) {
@@ -564,7 +627,11 @@ pub extern "system" fn ObfDereferenceObject(object: PVOID) -> LONG_PTR {
         }
         _ => {
             drop(k);
-            m.report(Finding::here(Rule::InvalidArgument, CALL, format!("{object:p} has no reference to release")));
+            m.report(Finding::here(
+                Rule::InvalidArgument,
+                CALL,
+                format!("{object:p} has no reference to release"),
+            ));
             0
         }
     }
@@ -580,7 +647,11 @@ pub extern "system" fn ZwClose(handle: HANDLE) -> NTSTATUS {
     if m.kernel().handles.remove(&(handle as usize)).is_some() {
         dxgk_sys::STATUS_SUCCESS
     } else {
-        m.report(Finding::here(Rule::InvalidArgument, CALL, format!("unknown handle {handle:p}")));
+        m.report(Finding::here(
+            Rule::InvalidArgument,
+            CALL,
+            format!("unknown handle {handle:p}"),
+        ));
         STATUS_INVALID_HANDLE
     }
 }
@@ -590,7 +661,11 @@ pub extern "system" fn ZwClose(handle: HANDLE) -> NTSTATUS {
 fn unavailable(call: &'static str) -> NTSTATUS {
     let m = current();
     m.count_call(call);
-    m.report(Finding::here(Rule::CallbackUnavailable, call, "not simulated (used only by the cross flavour's own DxgkInitialize)"));
+    m.report(Finding::here(
+        Rule::CallbackUnavailable,
+        call,
+        "not simulated (used only by the cross flavour's own DxgkInitialize)",
+    ));
     dxgk_sys::STATUS_NOT_SUPPORTED
 }
 
@@ -602,7 +677,12 @@ pub extern "system" fn ZwLoadDriver(_name: *mut UNICODE_STRING) -> NTSTATUS {
 
 /// `IoGetDeviceObjectPointer`: not simulated.
 #[no_mangle]
-pub extern "system" fn IoGetDeviceObjectPointer(_n: *mut UNICODE_STRING, _a: ULONG, _f: *mut PVOID, _d: *mut *mut DEVICE_OBJECT) -> NTSTATUS {
+pub extern "system" fn IoGetDeviceObjectPointer(
+    _n: *mut UNICODE_STRING,
+    _a: ULONG,
+    _f: *mut PVOID,
+    _d: *mut *mut DEVICE_OBJECT,
+) -> NTSTATUS {
     unavailable("IoGetDeviceObjectPointer")
 }
 
@@ -631,7 +711,13 @@ pub extern "system" fn IofCallDriver(_dev: *mut DEVICE_OBJECT, _irp: *mut IRP) -
 
 /// `KeBugCheckEx`: prints the bugcheck and aborts the test process (as the machine would stop).
 #[no_mangle]
-pub extern "system" fn KeBugCheckEx(code: ULONG, p1: ULONG_PTR, p2: ULONG_PTR, p3: ULONG_PTR, p4: ULONG_PTR) -> ! {
+pub extern "system" fn KeBugCheckEx(
+    code: ULONG,
+    p1: ULONG_PTR,
+    p2: ULONG_PTR,
+    p3: ULONG_PTR,
+    p4: ULONG_PTR,
+) -> ! {
     eprintln!(
         "dxgk-sim: KeBugCheckEx({code:#x}, {p1:#x}, {p2:#x}, {p3:#x}, {p4:#x}) called from {}",
         driver_call_site()

@@ -79,7 +79,8 @@ impl Cb {
         };
         a.HighestAcceptableAddress.QuadPart = i64::MAX;
         // SAFETY: as above.
-        let s = unsafe { self.i.DxgkCbAllocateContiguousMemory.unwrap()(self.i.DeviceHandle, &mut a) };
+        let s =
+            unsafe { self.i.DxgkCbAllocateContiguousMemory.unwrap()(self.i.DeviceHandle, &mut a) };
         (s, a.hMemoryHandle, a.pMemory)
     }
 
