@@ -398,15 +398,8 @@ impl Adapter {
 
 /// Resets the device and checks its identity. Returns the VERSION register.
 fn reset_and_identify(mmio: &Mmio) -> NtResult<u32> {
-    mmio.write(regs::RESET, regs::RESET_ASSERT);
-    // Reset completes within microseconds on the rgpu device; allow 10 ms.
-    let ready = dxgk::time::poll_until(REGISTER_TIMEOUT_US, MAX_POLLS, || {
-        mmio.read(regs::STATUS) & regs::STATUS_READY != 0
-    });
-    if !ready {
-        rgpu_log!(error, "StartDevice: device not ready after reset");
-        return Err(NtStatus::DEVICE_NOT_READY);
-    }
+    // Identity first: it reads correctly in any state, and a BAR with no rgpu behind it (a
+    // root-enumerated test device without hardware) must be told apart from a slow reset.
     let id = mmio.read(regs::ID);
     let version = mmio.read(regs::VERSION);
     if id != regs::ID_VALUE {
@@ -425,6 +418,15 @@ fn reset_and_identify(mmio: &Mmio) -> NtResult<u32> {
             version
         );
         return Err(NtStatus::DEVICE_HARDWARE_ERROR);
+    }
+    mmio.write(regs::RESET, regs::RESET_ASSERT);
+    // Reset completes within microseconds on the rgpu device; allow 10 ms.
+    let ready = dxgk::time::poll_until(REGISTER_TIMEOUT_US, MAX_POLLS, || {
+        mmio.read(regs::STATUS) & regs::STATUS_READY != 0
+    });
+    if !ready {
+        rgpu_log!(error, "StartDevice: device not ready after reset");
+        return Err(NtStatus::DEVICE_NOT_READY);
     }
     let caps = mmio.read(regs::CAPS);
     if caps & regs::CAPS_VA_BITS_MASK < rgpu_hw::pte::VA_BITS

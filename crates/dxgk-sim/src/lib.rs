@@ -47,6 +47,8 @@
 // from the driver by contract; they validate what they can.
 #![allow(clippy::not_unsafe_ptr_arg_deref)]
 
+#[cfg(feature = "rgpu-hw")]
+pub mod devices;
 pub mod dxgkrnl;
 pub mod fault;
 pub mod machine;

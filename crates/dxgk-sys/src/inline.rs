@@ -3,8 +3,12 @@
 //! * IRQL: on Windows x64 `KeGetCurrentIrql` / `KeRaiseIrql` / `KeLowerIrql` read and write CR8.
 //!   On the host they are routed to `dxgk-sim` (as `DxgkSimKeGetCurrentIrql` …) because the
 //!   simulator must see every IRQL change to check callers.
-//! * `KeInitializeSpinLock`, `MmGetMdlPfnArray`, `MmGetMdlByteCount`, `MmGetMdlVirtualAddress`
-//!   and register access are plain memory operations on every target.
+//! * Register access (`READ_REGISTER_ULONG` / `WRITE_REGISTER_ULONG`) is a volatile access on
+//!   Windows; on the host it is routed to `dxgk-sim` (`DxgkSimReadRegisterUlong` …), so that a
+//!   device model sees every register access in program order, as hardware does (a doorbell or
+//!   write-1-to-clear register cannot be modelled by plain memory).
+//! * `KeInitializeSpinLock`, `MmGetMdlPfnArray`, `MmGetMdlByteCount` and
+//!   `MmGetMdlVirtualAddress` are plain memory operations on every target.
 
 use crate::{KIRQL, KSPIN_LOCK, MDL, PFN_NUMBER, PVOID, ULONG};
 
@@ -13,6 +17,8 @@ unsafe extern "system" {
     fn DxgkSimKeGetCurrentIrql() -> KIRQL;
     fn DxgkSimKeRaiseIrql(NewIrql: KIRQL) -> KIRQL;
     fn DxgkSimKeLowerIrql(NewIrql: KIRQL);
+    fn DxgkSimReadRegisterUlong(Register: *const ULONG) -> ULONG;
+    fn DxgkSimWriteRegisterUlong(Register: *mut ULONG, Value: ULONG);
 }
 
 /// Current IRQL of this processor (thread, in the simulator).
@@ -166,8 +172,16 @@ pub const fn ADDRESS_AND_SIZE_TO_SPAN_PAGES(va: usize, size: usize) -> usize {
 /// `register` must be a mapped, 4-byte aligned device register (or memory standing in for one).
 #[inline]
 pub unsafe fn READ_REGISTER_ULONG(register: *const ULONG) -> ULONG {
-    // SAFETY: the caller guarantees `register` is a valid, aligned MMIO location.
-    unsafe { core::ptr::read_volatile(register) }
+    #[cfg(target_os = "windows")]
+    {
+        // SAFETY: the caller guarantees `register` is a valid, aligned MMIO location.
+        unsafe { core::ptr::read_volatile(register) }
+    }
+    #[cfg(not(target_os = "windows"))]
+    {
+        // SAFETY: defined by dxgk-sim; the caller guarantees `register` is valid.
+        unsafe { DxgkSimReadRegisterUlong(register) }
+    }
 }
 
 /// `WRITE_REGISTER_ULONG`: a volatile 32-bit MMIO write, ordered after earlier memory writes
@@ -178,6 +192,14 @@ pub unsafe fn READ_REGISTER_ULONG(register: *const ULONG) -> ULONG {
 #[inline]
 pub unsafe fn WRITE_REGISTER_ULONG(register: *mut ULONG, value: ULONG) {
     core::sync::atomic::fence(core::sync::atomic::Ordering::SeqCst);
-    // SAFETY: the caller guarantees `register` is a valid, aligned MMIO location.
-    unsafe { core::ptr::write_volatile(register, value) }
+    #[cfg(target_os = "windows")]
+    {
+        // SAFETY: the caller guarantees `register` is a valid, aligned MMIO location.
+        unsafe { core::ptr::write_volatile(register, value) }
+    }
+    #[cfg(not(target_os = "windows"))]
+    {
+        // SAFETY: defined by dxgk-sim; the caller guarantees `register` is valid.
+        unsafe { DxgkSimWriteRegisterUlong(register, value) }
+    }
 }

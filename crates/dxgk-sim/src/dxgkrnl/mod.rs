@@ -8,6 +8,7 @@
 
 pub mod callbacks;
 pub mod pnp;
+pub mod registers;
 
 use std::sync::{Arc, Mutex};
 

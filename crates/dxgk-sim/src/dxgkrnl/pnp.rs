@@ -45,6 +45,18 @@ pub trait SimDevice: Send {
     fn sync(&mut self, mmio: &mut [u32], dma: &mut Dma);
     /// Whether the device asserts its interrupt line.
     fn interrupt_pending(&self) -> bool;
+    /// The driver reads the register at byte `offset` (READ_REGISTER_ULONG). Default: plain
+    /// memory.
+    fn mmio_read(&mut self, offset: u32, mmio: &mut [u32]) -> u32 {
+        mmio.get(offset as usize / 4).copied().unwrap_or(u32::MAX)
+    }
+    /// The driver writes `value` to the register at byte `offset` (WRITE_REGISTER_ULONG).
+    /// Default: plain memory.
+    fn mmio_write(&mut self, offset: u32, value: u32, mmio: &mut [u32]) {
+        if let Some(w) = mmio.get_mut(offset as usize / 4) {
+            *w = value;
+        }
+    }
 }
 
 /// An adapter to plug into a machine.
@@ -314,8 +326,13 @@ fn start(m: &MachineState, id: AdapterId) -> NTSTATUS {
         panic!("dxgk-sim: start_adapter before a driver registered (load_driver first)");
     };
     let dd = &d.data;
-    if m.port().adapters[id.0 as usize].state != PnpState::Added {
-        panic!("dxgk-sim: start_adapter on an adapter that is not freshly added");
+    let state = m.port().adapters[id.0 as usize].state;
+    match state {
+        PnpState::Added => {}
+        // A stopped adapter is started again without a new AddDevice (PnP rebalance, or
+        // disable/enable of a device Dxgkrnl keeps): StartDevice with the same context.
+        PnpState::Stopped => return start_device(m, id, &d, context_of(m, id)),
+        other => panic!("dxgk-sim: start_adapter on an adapter in state {other:?}"),
     }
     // AddDevice.
     let pdo: *mut dxgk_sys::DEVICE_OBJECT = {
@@ -353,6 +370,12 @@ fn start(m: &MachineState, id: AdapterId) -> NTSTATUS {
     ) {
         return fail_start(m, id, false, dxgk_sys::STATUS_UNSUCCESSFUL);
     }
+    start_device(m, id, &d, ctx)
+}
+
+/// DxgkDdiStartDevice and the start queries, for an added or stopped adapter.
+fn start_device(m: &MachineState, id: AdapterId, d: &Ddis, ctx: PVOID) -> NTSTATUS {
+    let dd = &d.data;
     // StartDevice.
     let version = dd.Version.min(m.config.max_interface_version);
     let (iface, mmio_ptr, mmio_len) = {
@@ -392,7 +415,7 @@ fn start(m: &MachineState, id: AdapterId) -> NTSTATUS {
         a.info.number_of_video_present_sources = sources;
         a.info.number_of_children = children;
     }
-    match start_queries(m, id, &d) {
+    match start_queries(m, id, d) {
         Ok(()) => {
             m.port().adapters[id.0 as usize].state = PnpState::Started;
             dxgk_sys::STATUS_SUCCESS
