@@ -166,10 +166,8 @@ fn start_device_refuses_an_interface_older_than_2_4() {
         let mut pdo = sys::DEVICE_OBJECT::default();
         let mut ctx: sys::PVOID = std::ptr::null_mut();
         // SAFETY: valid PDO and context slot.
-        assert_eq!(
-            unsafe { ddis.DxgkDdiAddDevice.unwrap()(&mut pdo, &mut ctx) },
-            sys::STATUS_SUCCESS
-        );
+        let r = unsafe { ddis.DxgkDdiAddDevice.unwrap()(&mut pdo, &mut ctx) };
+        assert_eq!(r, sys::STATUS_SUCCESS);
         let mut iface = m.interface_for_tests(sys::DXGKDDI_INTERFACE_VERSION_WDDM2_3);
         let mut start_info = sys::DXGK_START_INFO::default();
         let (mut sources, mut children) = (7u32, 7u32);
@@ -186,10 +184,8 @@ fn start_device_refuses_an_interface_older_than_2_4() {
         assert_eq!(status, sys::STATUS_NOT_SUPPORTED);
         assert_eq!((sources, children), (7, 7), "outputs untouched on failure");
         // SAFETY: the context from AddDevice, removed once.
-        assert_eq!(
-            unsafe { ddis.DxgkDdiRemoveDevice.unwrap()(ctx) },
-            sys::STATUS_SUCCESS
-        );
+        let r = unsafe { ddis.DxgkDdiRemoveDevice.unwrap()(ctx) };
+        assert_eq!(r, sys::STATUS_SUCCESS);
     });
     assert!(m.debug_contains("older than WDDM 2.4"));
     m.unload_driver();
