@@ -9,6 +9,7 @@ pub mod device;
 pub mod interface;
 pub mod irql;
 pub mod memory;
+pub mod page_pool;
 pub mod pool;
 pub mod status;
 pub mod sync;

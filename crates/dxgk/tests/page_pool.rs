@@ -1,0 +1,132 @@
+//! The IOMMU page pool: reuse without Dxgkrnl round trips, zeroing, bounds, trimming, DISPATCH
+//! use of the free list, and everything returned when the pool goes away.
+
+use dxgk::interface::DxgkInterface;
+use dxgk::irql::Passive;
+use dxgk::memory::PAGE_SIZE;
+use dxgk::page_pool::PagePool;
+use dxgk_sim::{Machine, MachineConfig};
+use dxgk_sys as sys;
+
+fn setup(m: &Machine) -> DxgkInterface {
+    let raw = m.interface_for_tests(sys::DXGKDDI_INTERFACE_VERSION_WDDM3_1);
+    // SAFETY: a valid interface from the simulator.
+    unsafe { DxgkInterface::copy_from(&raw, sys::DXGKDDI_INTERFACE_VERSION_WDDM2_4) }.unwrap()
+}
+
+fn round_trips(m: &Machine) -> u64 {
+    [
+        "DxgkCbAllocatePagesForMdl",
+        "DxgkCbMapMdlToIoMmu",
+        "DxgkCbUnmapMdlFromIoMmu",
+        "DxgkCbFreePagesFromMdl",
+    ]
+    .iter()
+    .map(|c| m.callback_calls(c))
+    .sum()
+}
+
+#[test]
+fn steady_state_reuse_makes_no_dxgkrnl_calls_and_pages_come_back_zeroed() {
+    let m = Machine::new(MachineConfig::windows_11_22h2());
+    m.enter(|| {
+        let iface = setup(&m);
+        let passive = Passive::check().unwrap();
+        let pool = PagePool::new(&iface, sys::DXGK_MEMORY_CACHING_TYPE_CACHED, 8);
+        // Warm up: 4 pages in use at once.
+        let pages: Vec<_> = (0..4).map(|_| pool.get(&passive).unwrap()).collect();
+        for mut p in pages {
+            p.pages_mut().fill(0, PAGE_SIZE, 0xEE).unwrap();
+            pool.put(&passive, p).unwrap();
+        }
+        let before = round_trips(&m);
+        for _ in 0..100 {
+            let pages: Vec<_> = (0..4).map(|_| pool.get(&passive).unwrap()).collect();
+            for mut p in pages {
+                let mut b = vec![0u8; PAGE_SIZE];
+                p.pages().read(0, &mut b).unwrap();
+                assert!(b.iter().all(|&x| x == 0), "reused page not zeroed");
+                p.pages_mut().fill(0, PAGE_SIZE, 0x77).unwrap();
+                pool.put(&passive, p).unwrap();
+            }
+        }
+        assert_eq!(
+            round_trips(&m),
+            before,
+            "0 Dxgkrnl round trips in steady state"
+        );
+        let s = pool.stats();
+        assert_eq!((s.allocated, s.hits, s.misses, s.idle), (4, 400, 4, 4));
+    });
+    m.check_leaks();
+    m.assert_clean();
+}
+
+#[test]
+fn the_pool_is_bounded_trimmed_and_frees_everything_when_dropped() {
+    let m = Machine::new(MachineConfig::windows_10_1803());
+    m.enter(|| {
+        let iface = setup(&m);
+        let passive = Passive::check().unwrap();
+        let pool = PagePool::new(&iface, sys::DXGK_MEMORY_CACHING_TYPE_CACHED, 3);
+        let pages: Vec<_> = (0..5).map(|_| pool.get(&passive).unwrap()).collect();
+        assert_eq!(m.live_iommu_mappings(), 5);
+        for p in pages {
+            pool.put(&passive, p).unwrap();
+        }
+        assert_eq!(pool.stats().idle, 3, "bounded at capacity");
+        assert_eq!(
+            m.live_iommu_mappings(),
+            3,
+            "the overflow was unmapped and freed"
+        );
+        assert_eq!(pool.trim(&passive, 1), 2);
+        assert_eq!(m.live_iommu_mappings(), 1);
+        drop(pool);
+        assert_eq!((m.live_iommu_mappings(), m.live_mdl_allocations()), (0, 0));
+    });
+    m.check_leaks();
+    m.assert_clean();
+}
+
+#[test]
+fn the_free_list_serves_dispatch_level_without_callbacks() {
+    let m = Machine::new(MachineConfig::windows_11_22h2());
+    m.enter(|| {
+        let iface = setup(&m);
+        let passive = Passive::check().unwrap();
+        let pool = PagePool::new(&iface, sys::DXGK_MEMORY_CACHING_TYPE_CACHED, 2);
+        let p = pool.get(&passive).unwrap();
+        pool.put(&passive, p).unwrap();
+        // SAFETY: simulated raise, lowered below.
+        let old = unsafe { sys::KeRaiseIrql(sys::DISPATCH_LEVEL) };
+        let first = pool.try_get();
+        let second = pool.try_get();
+        // SAFETY: restores the raise above.
+        unsafe { sys::KeLowerIrql(old) };
+        assert!(
+            first.is_some() && second.is_none(),
+            "one idle page, then empty"
+        );
+        pool.put(&passive, first.unwrap()).unwrap();
+    });
+    m.check_leaks();
+    m.assert_clean();
+}
+
+#[test]
+fn a_failed_allocation_leaves_the_pool_usable() {
+    let m = Machine::new(MachineConfig::windows_11_22h2());
+    m.enter(|| {
+        let iface = setup(&m);
+        let passive = Passive::check().unwrap();
+        let pool = PagePool::new(&iface, sys::DXGK_MEMORY_CACHING_TYPE_CACHED, 2);
+        m.fail_nth(1);
+        assert!(pool.get(&passive).is_err());
+        let p = pool.get(&passive).unwrap();
+        pool.put(&passive, p).unwrap();
+        assert_eq!(pool.stats().misses, 2);
+    });
+    m.check_leaks();
+    m.assert_clean();
+}
