@@ -83,17 +83,76 @@ pub enum PteError {
     UnmappedAperture(u64),
 }
 
+/// The hot path of [`translate_pte`]: entries of system memory (segment 0 or the implicit
+/// system-memory segment), which is every entry rgpu's page tables hold outside the aperture.
+/// Branch-free bit arithmetic (no table), so a batch of entries vectorizes. Returns the entry
+/// and whether the fast path applies (false: use the general path).
+#[inline(always)]
+fn translate_fast(flags: u64, page: u64, leaf: bool) -> (u64, bool) {
+    const SEGMENT_SHIFT: u32 = 5;
+    let segment = (flags >> SEGMENT_SHIFT) & 0x1F;
+    let fast = (segment == 0) | (segment == u64::from(SYSTEM_MEMORY_SEGMENT_ID));
+    // DXGK_PTE bits: 0 Valid, 1 Zero, 2 CacheCoherent, 3 ReadOnly, 4 NoExecute.
+    let valid = flags & 1;
+    let leaf_flags = valid
+        | (((flags >> 3) & 1) * pte::READ_ONLY)
+        | (((flags >> 4) & 1) * pte::NO_EXECUTE)
+        | (((flags >> 2) & 1) * pte::CACHE_COHERENT)
+        | (((flags >> 1) & 1) * pte::ZERO);
+    let mask = 0u64.wrapping_sub(valid);
+    let addr = (page << 12) & pte::ADDR_MASK;
+    let bits = if leaf { leaf_flags } else { valid * pte::VALID };
+    ((addr | bits) & mask, fast)
+}
+
+const _: () = assert!(
+    pte::VALID == 1,
+    "translate_fast relies on VALID being bit 0"
+);
+
+/// Converts `src` into rgpu entries in `out` (8 bytes each, little-endian) with the fast path;
+/// returns false if some entry needs the general path. Kept free of early exits so the loop
+/// vectorizes.
+#[inline(never)]
+fn convert_batch(src: &[DXGK_PTE], out: &mut [u8], leaf: bool) -> bool {
+    let mut all_fast = true;
+    for (p, o) in src.iter().zip(out.chunks_exact_mut(8)) {
+        // SAFETY: both union members are the same u64.
+        let page = unsafe { p.u.PageAddress };
+        let (e, fast) = translate_fast(p.Flags, page, leaf);
+        all_fast &= fast;
+        o.copy_from_slice(&e.to_le_bytes());
+    }
+    all_fast
+}
+
+/// [`convert_batch`] for the Repeat flag: one source entry for every slot.
+fn convert_repeat(p: &DXGK_PTE, out: &mut [u8], leaf: bool) -> bool {
+    // SAFETY: both union members are the same u64.
+    let page = unsafe { p.u.PageAddress };
+    let (e, fast) = translate_fast(p.Flags, page, leaf);
+    for o in out.chunks_exact_mut(8) {
+        o.copy_from_slice(&e.to_le_bytes());
+    }
+    fast
+}
+
 /// Translates one DXGK_PTE into rgpu's format. `leaf` is level 0.
+#[inline]
 pub fn translate_pte(
     p: &DXGK_PTE,
     leaf: bool,
     aperture: Option<&Aperture>,
 ) -> Result<u64, PteError> {
+    // SAFETY: both union members are the same u64 (page number of a page or a table).
+    let page = unsafe { p.u.PageAddress };
+    let (e, fast) = translate_fast(p.Flags, page, leaf);
+    if fast {
+        return Ok(e);
+    }
     if p.Valid() == 0 {
         return Ok(Pte::INVALID.raw());
     }
-    // SAFETY: both union members are the same u64 (page number of a page or a table).
-    let page = unsafe { p.u.PageAddress };
     let segment = p.Segment();
     let logical_page = match segment {
         0 => page,
@@ -355,15 +414,34 @@ impl PagingContext<'_> {
             let first = done as usize;
             let dst = table_va + u64::from(upt.StartIndex + done) * 8;
             let mut bad = None;
+            let aperture = self.aperture;
             out.enc
-                .write_ptes_with(Target::Virtual(dst), n, |i| {
-                    let src_index = if repeat { 0 } else { first + i };
-                    // SAFETY: `src_index < NumPageTableEntries` entries provided by VidMm.
-                    let src = unsafe { elem(upt.pPageTableEntries, src_index) };
-                    translate_pte(src, leaf, self.aperture).unwrap_or_else(|e| {
-                        bad.get_or_insert((first + i, e));
-                        Pte::INVALID.raw()
-                    })
+                .write_ptes_into(Target::Virtual(dst), n, |payload| {
+                    // SAFETY: VidMm provides `NumPageTableEntries` entries (1 with Repeat), and
+                    // `first + n <= NumPageTableEntries`.
+                    let src = unsafe {
+                        core::slice::from_raw_parts(
+                            upt.pPageTableEntries.add(if repeat { 0 } else { first }),
+                            if repeat { 1 } else { n },
+                        )
+                    };
+                    let all_fast = if repeat {
+                        convert_repeat(&src[0], payload, leaf)
+                    } else {
+                        convert_batch(src, payload, leaf)
+                    };
+                    if all_fast {
+                        return;
+                    }
+                    // Some entries are aperture (or unknown) pages: redo those the slow way.
+                    for (i, out) in payload.chunks_exact_mut(8).enumerate() {
+                        let p = &src[if repeat { 0 } else { i }];
+                        let e = translate_pte(p, leaf, aperture).unwrap_or_else(|e| {
+                            bad.get_or_insert((first + i, e));
+                            Pte::INVALID.raw()
+                        });
+                        out.copy_from_slice(&e.to_le_bytes());
+                    }
                 })
                 .map_err(|e| {
                     rgpu_log!(error, "UpdatePageTable: {:?}", e);

@@ -923,6 +923,56 @@ impl<'a> Encoder<'a> {
         })
     }
 
+    /// Appends WRITE_PTES of `count` entries whose little-endian bytes `fill` writes into the
+    /// command's payload (`count * 8` bytes) in one go — the bulk form of
+    /// [`Encoder::write_ptes_with`], which lets a driver convert a whole batch of OS entries
+    /// with a loop the compiler can vectorize. `fill` is not called if the command does not fit.
+    pub fn write_ptes_into(
+        &mut self,
+        dst: Target,
+        count: usize,
+        fill: impl FnOnce(&mut [u8]),
+    ) -> Result<usize, CmdError> {
+        if !dst.addr().is_multiple_of(8) {
+            return Err(CmdError::Misaligned);
+        }
+        self.payload_bulk(OP_WRITE_PTES, dst, count, 8, MAX_PTES_PER_CMD, fill)
+    }
+
+    fn payload_bulk(
+        &mut self,
+        opcode: u8,
+        dst: Target,
+        count: usize,
+        item: usize,
+        max: usize,
+        fill: impl FnOnce(&mut [u8]),
+    ) -> Result<usize, CmdError> {
+        if count == 0 || count > max {
+            return Err(CmdError::BadPayload);
+        }
+        let needed = 12 + count * item;
+        let available = self.remaining();
+        let Some(out) = self.buf.get_mut(self.pos..self.pos + needed) else {
+            return Err(CmdError::BufferTooSmall { needed, available });
+        };
+        let hdr = Header {
+            opcode,
+            flags: if dst.is_virtual() {
+                FLAG_DST_VIRTUAL
+            } else {
+                0
+            },
+            dwords: (needed / 4) as u16,
+        };
+        let (head, body) = out.split_at_mut(12);
+        head[0..4].copy_from_slice(&hdr.raw().to_le_bytes());
+        head[4..12].copy_from_slice(&dst.addr().to_le_bytes());
+        fill(body);
+        self.pos += needed;
+        Ok(needed)
+    }
+
     fn payload_cmd(
         &mut self,
         opcode: u8,
