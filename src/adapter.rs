@@ -39,6 +39,14 @@ pub struct Adapter {
     pub logged: crate::ddi::LoggedOnce,
     /// Device ASIDs in use (bit n = ASID n); ASID 0 belongs to the system paging process.
     asids: core::sync::atomic::AtomicU32,
+    /// Root table of each ASID as last set by SetRootPageTable: `logical address | entries`
+    /// (the address is 4 KiB aligned, entries ≤ 512 fit the low bits); 0 = none. A device reset
+    /// (TDR, power-up) clears the device's copy; these are what the driver restores.
+    roots: [core::sync::atomic::AtomicU64; regs::NUM_ASIDS],
+    /// Set by DxgkDdiNotifySurpriseRemoval: the registers are gone, never touch them again.
+    removed: core::sync::atomic::AtomicBool,
+    /// True while the adapter is in a low-power state (D1–D3).
+    powered_down: core::sync::atomic::AtomicBool,
     started: Option<Started>,
 }
 
@@ -52,6 +60,8 @@ pub struct Started {
     /// min(Dxgkrnl's interface, the newest rgpu supports).
     interface_version: u32,
     device_version: u32,
+    /// Reset the device when dropped (false after a surprise removal).
+    quiesce_on_drop: bool,
 }
 
 /// The ring and the driver's write position in it. Submissions are serialized by the GPU
@@ -64,6 +74,9 @@ struct Ring {
 
 impl Drop for Started {
     fn drop(&mut self) {
+        if !self.quiesce_on_drop {
+            return;
+        }
         // Stop all DMA before the memory it could reach is unmapped and freed.
         self.mmio.write(regs::INT_ENABLE, 0);
         self.mmio.write(regs::RESET, regs::RESET_ASSERT);
@@ -78,6 +91,9 @@ impl Adapter {
             pdo,
             logged: crate::ddi::LoggedOnce::default(),
             asids: core::sync::atomic::AtomicU32::new(0),
+            roots: [const { core::sync::atomic::AtomicU64::new(0) }; regs::NUM_ASIDS],
+            removed: core::sync::atomic::AtomicBool::new(false),
+            powered_down: core::sync::atomic::AtomicBool::new(false),
             started: None,
         }
     }
@@ -197,6 +213,7 @@ impl Adapter {
             iface,
             interface_version,
             device_version,
+            quiesce_on_drop: true,
         };
         // On failure `started` drops: device reset, memory and mapping released.
         started.program_ring()?;
@@ -214,7 +231,10 @@ impl Adapter {
     /// Stops the adapter (DxgkDdiStopDevice): releases everything StartDevice acquired.
     /// Idempotent: stopping a stopped adapter is a no-op.
     pub fn stop(&mut self) {
-        if self.started.take().is_some() {
+        if let Some(mut s) = self.started.take() {
+            // After a surprise removal the registers are gone: release memory only.
+            s.quiesce_on_drop = !self.is_removed();
+            drop(s);
             rgpu_log!(info, "stopped");
         }
     }
@@ -224,19 +244,78 @@ impl Adapter {
     /// Quiesces the device (ResetDevice, ResetFromTimeout): interrupts off, device reset. Only
     /// register writes, so it is safe at any IRQL and on the bugcheck path.
     pub fn reset_hardware(&self) {
-        if let Some(s) = &self.started {
+        if let Some(s) = self.hardware() {
             s.mmio.write(regs::INT_ENABLE, 0);
             s.mmio.write(regs::RESET, regs::RESET_ASSERT);
         }
     }
 
-    /// Reprograms the ring after a reset (RestartFromTimeout, ResetEngine).
+    /// Reprograms the ring and the ASID roots after a reset (RestartFromTimeout, ResetEngine,
+    /// power-up).
     pub fn restart_hardware(&self) -> NtResult<()> {
-        let s = self
-            .started
-            .as_ref()
-            .ok_or(NtStatus::INVALID_DEVICE_STATE)?;
-        s.program_ring()
+        let s = self.hardware().ok_or(NtStatus::INVALID_DEVICE_STATE)?;
+        s.program_ring()?;
+        self.restore_roots(s);
+        Ok(())
+    }
+
+    /// The started state, unless the device was surprise-removed (then the registers are gone).
+    fn hardware(&self) -> Option<&Started> {
+        if self.removed.load(core::sync::atomic::Ordering::Acquire) {
+            return None;
+        }
+        self.started.as_ref()
+    }
+
+    fn restore_roots(&self, s: &Started) {
+        for (asid, root) in self.roots.iter().enumerate() {
+            let v = root.load(core::sync::atomic::Ordering::Acquire);
+            let (addr, entries) = (v & !0xFFF, (v & 0x3FF) as u32);
+            let a = asid as u32;
+            s.mmio.write(regs::asid_root_lo(a), addr as u32);
+            s.mmio.write(regs::asid_root_hi(a), (addr >> 32) as u32);
+            s.mmio.write(regs::asid_root_entries(a), entries);
+        }
+    }
+
+    /// DxgkDdiNotifySurpriseRemoval: from now on the device is not touched; Dxgkrnl follows with
+    /// StopDevice and RemoveDevice, which release memory without register access.
+    pub fn surprise_remove(&self) {
+        self.removed
+            .store(true, core::sync::atomic::Ordering::Release);
+    }
+
+    /// True after a surprise removal.
+    pub fn is_removed(&self) -> bool {
+        self.removed.load(core::sync::atomic::Ordering::Acquire)
+    }
+
+    /// DxgkDdiSetPowerState for the adapter: D1–D3 quiesce the device (its memory and the
+    /// driver's state are kept); D0 resets, identifies and reprograms it (ring, fence write-back,
+    /// ASID roots). VidMm re-initializes the paging process's page tables after power-up.
+    pub fn set_power(&self, d0: bool) -> NtResult<()> {
+        use core::sync::atomic::Ordering;
+        let Some(s) = self.hardware() else {
+            // Not started (or removed): nothing to program; remember the state.
+            self.powered_down.store(!d0, Ordering::Release);
+            return Ok(());
+        };
+        if d0 {
+            reset_and_identify(&s.mmio)?;
+            self.restart_hardware()?;
+            self.powered_down.store(false, Ordering::Release);
+        } else {
+            s.mmio.write(regs::INT_ENABLE, 0);
+            s.mmio.write(regs::RESET, regs::RESET_ASSERT);
+            self.powered_down.store(true, Ordering::Release);
+        }
+        Ok(())
+    }
+
+    /// True while in D1–D3.
+    pub fn is_powered_down(&self) -> bool {
+        self.powered_down
+            .load(core::sync::atomic::Ordering::Acquire)
     }
 
     /// Reserves a device ASID: 0 for the system paging process, 1..=15 for the others.
@@ -259,7 +338,10 @@ impl Adapter {
 
     /// Returns an ASID from [`Adapter::allocate_asid`], disabling its root.
     pub fn free_asid(&self, asid: u8) {
-        if let Some(s) = &self.started {
+        if let Some(slot) = self.roots.get(usize::from(asid)) {
+            slot.store(0, core::sync::atomic::Ordering::Release);
+        }
+        if let Some(s) = self.hardware() {
             s.mmio.write(regs::asid_root_entries(u32::from(asid)), 0);
         }
         self.asids
@@ -268,12 +350,15 @@ impl Adapter {
 
     /// Programs ASID `asid`'s root table (DxgkDdiSetRootPageTable; the context is idle).
     pub fn set_root(&self, asid: u8, root: u64, entries: u32) -> NtResult<()> {
-        let s = self
-            .started
-            .as_ref()
-            .ok_or(NtStatus::INVALID_DEVICE_STATE)?;
+        let s = self.hardware().ok_or(NtStatus::INVALID_DEVICE_STATE)?;
         let a = u32::from(asid);
         let entries = entries.min(rgpu_hw::pte::ENTRIES_PER_TABLE as u32);
+        if let Some(slot) = self.roots.get(usize::from(asid)) {
+            slot.store(
+                (root & !0xFFF) | u64::from(entries),
+                core::sync::atomic::Ordering::Release,
+            );
+        }
         s.mmio.write(regs::asid_root_lo(a), root as u32);
         s.mmio.write(regs::asid_root_hi(a), (root >> 32) as u32);
         s.mmio.write(regs::asid_root_entries(a), entries);
@@ -295,10 +380,7 @@ impl Adapter {
         privileged: bool,
         fence: u64,
     ) -> NtResult<()> {
-        let s = self
-            .started
-            .as_ref()
-            .ok_or(NtStatus::INVALID_DEVICE_STATE)?;
+        let s = self.hardware().ok_or(NtStatus::INVALID_DEVICE_STATE)?;
         let mut entry = rgpu_hw::ring::RingEntry::exec(va, length, asid);
         entry.buf_virtual = true;
         entry.privileged = privileged;
@@ -325,7 +407,9 @@ impl Adapter {
     /// completed fences (DMA_COMPLETED) and faults (DMA_FAULTED) to Dxgkrnl, and queues the DPC.
     /// Returns whether the interrupt was ours.
     pub fn interrupt(&self) -> bool {
-        let Some(s) = &self.started else { return false };
+        let Some(s) = self.hardware() else {
+            return false;
+        };
         let pending = s.mmio.read(regs::INT_STATUS) & s.mmio.read(regs::INT_ENABLE);
         if pending == 0 || pending == u32::MAX {
             return false;
@@ -367,7 +451,7 @@ impl Adapter {
 
     /// The last fence value the device completed (0 when stopped).
     pub fn last_completed_fence(&self) -> u64 {
-        self.started.as_ref().map_or(0, |s| {
+        self.hardware().map_or(0, |s| {
             u64::from(s.mmio.read(regs::FENCE_VALUE_LO))
                 | (u64::from(s.mmio.read(regs::FENCE_VALUE_HI)) << 32)
         })
@@ -375,7 +459,7 @@ impl Adapter {
 
     /// False when the engine is halted on a fault (or the adapter is stopped).
     pub fn engine_responsive(&self) -> bool {
-        self.started
+        self.hardware()
             .as_ref()
             .is_some_and(|s| s.mmio.read(regs::STATUS) & regs::STATUS_HALTED == 0)
     }
@@ -383,14 +467,14 @@ impl Adapter {
     /// BeginExclusiveAccess: the scheduler is suspended; mask interrupts so nothing runs until
     /// EndExclusiveAccess. The ring is idle, so the device touches no system memory.
     pub fn begin_exclusive_access(&self) {
-        if let Some(s) = &self.started {
+        if let Some(s) = self.hardware() {
             s.mmio.write(regs::INT_ENABLE, 0);
         }
     }
 
     /// EndExclusiveAccess: unmask interrupts again.
     pub fn end_exclusive_access(&self) {
-        if let Some(s) = &self.started {
+        if let Some(s) = self.hardware() {
             s.mmio.write(regs::INT_ENABLE, regs::INT_MASK);
         }
     }

@@ -2,7 +2,8 @@
 //!
 //! rgpu is a render-only GpuMmu adapter with IOMMU isolation:
 //! * DRIVERCAPS: VirtualAddressingSupported + GpuMmuSupported + IoMmuSecureModeSupported, one
-//!   engine, DMA-buffer-boundary preemption, WDDMVersion matching the negotiated interface.
+//!   engine, no preemption (buffers run to completion; TDR handles hangs), WDDMVersion matching
+//!   the negotiated interface.
 //! * GPUMMUCAPS / PAGETABLELEVELDESC: the rgpu-hw page-table format — 4 levels of 512 × 8-byte
 //!   entries (4 KiB tables), 48-bit VA, read-only / no-execute / zero / cache-coherent PTE bits,
 //!   page tables updated by the GPU from paging buffers (GPU_VIRTUAL).
@@ -76,12 +77,12 @@ pub fn driver_caps(interface: u32) -> DXGK_DRIVERCAPS {
     caps.MemoryManagementCaps.set_GpuMmuSupported(1);
     caps.MemoryManagementCaps.set_IoMmuSecureModeSupported(1);
     caps.SchedulingCaps.set_MultiEngineAware(1);
-    caps.SchedulingCaps.set_PreemptionAware(1);
+    // Not PreemptionAware: the rgpu device cannot stop a ring mid-buffer or report where it
+    // stopped, so VidSch never calls DxgkDdiPreemptCommand; buffers run to completion and a
+    // hang is handled by TDR.
     caps.GpuEngineTopology.NbAsymetricProcessingNodes = 1;
-    caps.PreemptionCaps.GraphicsPreemptionGranularity =
-        dxgk_sys::D3DKMDT_GRAPHICS_PREEMPTION_DMA_BUFFER_BOUNDARY;
-    caps.PreemptionCaps.ComputePreemptionGranularity =
-        dxgk_sys::D3DKMDT_COMPUTE_PREEMPTION_DMA_BUFFER_BOUNDARY;
+    caps.PreemptionCaps.GraphicsPreemptionGranularity = dxgk_sys::D3DKMDT_GRAPHICS_PREEMPTION_NONE;
+    caps.PreemptionCaps.ComputePreemptionGranularity = dxgk_sys::D3DKMDT_COMPUTE_PREEMPTION_NONE;
     caps
 }
 

@@ -134,6 +134,7 @@ pub fn initialization_data(version: u32) -> DRIVER_INITIALIZATION_DATA {
         DxgkDdiQueryChildStatus: Some(ddi_query_child_status),
         DxgkDdiQueryDeviceDescriptor: Some(ddi_query_device_descriptor),
         DxgkDdiSetPowerState: Some(ddi_set_power_state),
+        DxgkDdiNotifySurpriseRemoval: Some(ddi_notify_surprise_removal),
         DxgkDdiQueryAdapterInfo: Some(ddi_query_adapter_info),
         // Objects.
         DxgkDdiCreateDevice: Some(ddi_create_device),
@@ -361,22 +362,50 @@ unsafe extern "system" fn ddi_query_device_descriptor(
     sys::STATUS_INVALID_PARAMETER
 }
 
+/// `DISPLAY_ADAPTER_HW_ID` (dispmprt.h): the DeviceUid of the adapter itself in
+/// DxgkDdiSetPowerState (other values name children; rgpu has none).
+pub const DISPLAY_ADAPTER_HW_ID: ULONG = 0xFFFF_FFFF;
+
 unsafe extern "system" fn ddi_set_power_state(
     miniport_device_context: PVOID,
     device_uid: ULONG,
     device_power_state: sys::DEVICE_POWER_STATE,
     _action_type: sys::POWER_ACTION,
 ) -> NTSTATUS {
-    // SAFETY: Dxgkrnl passes the context from AddDevice.
-    let r = unsafe { adapter(miniport_device_context) }.map(|_| {
+    let r = (|| {
+        // SAFETY: Dxgkrnl passes the context from AddDevice.
+        let a = unsafe { adapter(miniport_device_context) }?;
+        if device_uid != DISPLAY_ADAPTER_HW_ID {
+            return Err(NtStatus::INVALID_PARAMETER);
+        }
+        let d0 = device_power_state == sys::PowerDeviceD0;
+        if !d0 && !(sys::PowerDeviceD1.0..=sys::PowerDeviceD3.0).contains(&device_power_state.0) {
+            return Err(NtStatus::INVALID_PARAMETER);
+        }
+        a.set_power(d0)?;
         rgpu_log!(
             info,
-            "SetPowerState: uid {:#x} -> D{}",
-            device_uid,
+            "SetPowerState: adapter -> D{}",
             device_power_state.0 - 1
         );
-    });
+        Ok(())
+    })();
     finish("SetPowerState", r)
+}
+
+unsafe extern "system" fn ddi_notify_surprise_removal(
+    miniport_device_context: PVOID,
+    _removal_type: sys::DXGK_SURPRISE_REMOVAL_TYPE,
+) -> NTSTATUS {
+    // SAFETY: Dxgkrnl passes the context from AddDevice.
+    let r = unsafe { adapter(miniport_device_context) }.map(|a| {
+        a.surprise_remove();
+        rgpu_log!(
+            warn,
+            "surprise removal: the device is gone; no more register access"
+        );
+    });
+    finish("NotifySurpriseRemoval", r)
 }
 
 unsafe extern "system" fn ddi_query_adapter_info(

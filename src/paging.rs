@@ -417,14 +417,12 @@ impl PagingContext<'_> {
             let aperture = self.aperture;
             out.enc
                 .write_ptes_into(Target::Virtual(dst), n, |payload| {
+                    let (offset, len) = if repeat { (0, 1) } else { (first, n) };
                     // SAFETY: VidMm provides `NumPageTableEntries` entries (1 with Repeat), and
                     // `first + n <= NumPageTableEntries`.
-                    let src = unsafe {
-                        core::slice::from_raw_parts(
-                            upt.pPageTableEntries.add(if repeat { 0 } else { first }),
-                            if repeat { 1 } else { n },
-                        )
-                    };
+                    let base = unsafe { upt.pPageTableEntries.add(offset) };
+                    // SAFETY: `len` initialized entries start at `base` (see above).
+                    let src = unsafe { core::slice::from_raw_parts(base, len) };
                     let all_fast = if repeat {
                         convert_repeat(&src[0], payload, leaf)
                     } else {
