@@ -47,6 +47,12 @@ pub struct Adapter {
     removed: core::sync::atomic::AtomicBool,
     /// True while the adapter is in a low-power state (D1–D3).
     powered_down: core::sync::atomic::AtomicBool,
+    /// Last SubmissionFenceId the ISR reported completed. Kept in software because a device
+    /// reset (TDR) zeroes FENCE_VALUE while Dxgkrnl's fence ids keep counting: the faulting
+    /// submission is the one after this, not after the register.
+    completed_fence: core::sync::atomic::AtomicU32,
+    /// Last SubmissionFenceId queued on the ring.
+    submitted_fence: core::sync::atomic::AtomicU32,
     started: Option<Started>,
 }
 
@@ -94,6 +100,8 @@ impl Adapter {
             roots: [const { core::sync::atomic::AtomicU64::new(0) }; regs::NUM_ASIDS],
             removed: core::sync::atomic::AtomicBool::new(false),
             powered_down: core::sync::atomic::AtomicBool::new(false),
+            completed_fence: core::sync::atomic::AtomicU32::new(0),
+            submitted_fence: core::sync::atomic::AtomicU32::new(0),
             started: None,
         }
     }
@@ -256,6 +264,13 @@ impl Adapter {
         let s = self.hardware().ok_or(NtStatus::INVALID_DEVICE_STATE)?;
         s.program_ring()?;
         self.restore_roots(s);
+        // Everything submitted before the reset completed or was aborted with the old ring: a
+        // fault from now on belongs to a later submission.
+        let submitted = self
+            .submitted_fence
+            .load(core::sync::atomic::Ordering::Relaxed);
+        self.completed_fence
+            .store(submitted, core::sync::atomic::Ordering::Relaxed);
         Ok(())
     }
 
@@ -398,6 +413,8 @@ impl Adapter {
         let at = ring.tail as usize;
         ring.mem.pages_mut().write(at, &entry.encode())?;
         ring.tail = next;
+        self.submitted_fence
+            .store(fence as u32, core::sync::atomic::Ordering::Relaxed);
         s.mmio.write(regs::RING_TAIL, next);
         s.mmio.write(regs::DOORBELL, 1);
         Ok(())
@@ -420,7 +437,10 @@ impl Adapter {
                 InterruptType: dxgk_sys::DXGK_INTERRUPT_DMA_COMPLETED,
                 ..Default::default()
             };
-            data.u.DmaCompleted.SubmissionFenceId = s.mmio.read(regs::FENCE_VALUE_LO);
+            let fence = s.mmio.read(regs::FENCE_VALUE_LO);
+            self.completed_fence
+                .store(fence, core::sync::atomic::Ordering::Relaxed);
+            data.u.DmaCompleted.SubmissionFenceId = fence;
             s.notify(&mut data);
         }
         if pending & regs::INT_FAULT != 0 {
@@ -428,8 +448,12 @@ impl Adapter {
                 InterruptType: dxgk_sys::DXGK_INTERRUPT_DMA_FAULTED,
                 ..Default::default()
             };
-            // The faulting buffer is the one after the last completed fence.
-            data.u.DmaFaulted.FaultedFenceId = s.mmio.read(regs::FENCE_VALUE_LO).wrapping_add(1);
+            // The faulting buffer is the one after the last completed fence (the software copy:
+            // FENCE_VALUE restarts from 0 after a reset).
+            data.u.DmaFaulted.FaultedFenceId = self
+                .completed_fence
+                .load(core::sync::atomic::Ordering::Relaxed)
+                .wrapping_add(1);
             data.u.DmaFaulted.Status = dxgk_sys::STATUS_GRAPHICS_GPU_EXCEPTION_ON_DEVICE;
             s.notify(&mut data);
         }

@@ -55,8 +55,12 @@ pub mod machine;
 pub mod memory;
 pub mod ntoskrnl;
 pub mod verifier;
+pub mod vidmm;
 
-pub use dxgkrnl::{AdapterConfig, AdapterId, AdapterInfo, AdapterView, PnpState, SimDevice};
+pub use dxgkrnl::{
+    AdapterConfig, AdapterId, AdapterInfo, AdapterView, InterruptNotification, PnpState, SimDevice,
+};
 pub use machine::{DebugLine, IommuMode, Machine, MachineConfig};
-pub use memory::{Dma, IommuFault, IommuFaultKind};
+pub use memory::{Dma, IommuFault, IommuFaultKind, VidmmMemory};
 pub use verifier::{Finding, Rule};
+pub use vidmm::{AllocId, ProcessId, Vidmm, VidmmConfig, VidmmError, VidmmStats};

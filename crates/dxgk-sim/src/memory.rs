@@ -337,6 +337,8 @@ pub(crate) struct MemState {
     /// System VA → (MDL, mapping site), for MmMapLockedPagesSpecifyCache mappings.
     sys_maps: HashMap<usize, (usize, String)>,
     domains: HashMap<AdapterId, Domain>,
+    /// VidMm-owned memory ([`VidmmMemory`]), by handle.
+    pub(crate) vidmm: HashMap<usize, VidmmRegion>,
 }
 
 impl MemState {
@@ -1360,5 +1362,141 @@ fn to_rgpu_fault(f: IommuFault) -> rgpu_hw::bus::DmaFault {
             IommuFaultKind::NotMapped => rgpu_hw::bus::DmaFaultKind::NotMapped,
             IommuFaultKind::ReadOnly => rgpu_hw::bus::DmaFaultKind::ReadOnly,
         },
+    }
+}
+
+// ---- memory the simulated VidMm owns ----------------------------------------------------------
+
+/// System memory owned by the simulated VidMm ([`crate::vidmm`]), not by the driver: host
+/// frames with scattered physical PFNs, mapped in one adapter's IOMMU for their whole life
+/// (logical == physical in [`IommuMode::Identity`], a separate range in
+/// [`IommuMode::Remapped`]). Not an injection point and not part of the driver's leak checks:
+/// it stands for what Dxgkrnl allocates for itself (page tables, paging buffers, allocation
+/// backing). Freed with [`Machine::vidmm_free`]. Per-page overhead is one logical page number
+/// plus the IOMMU and frame-table entries.
+#[derive(Debug)]
+pub struct VidmmMemory {
+    handle: usize,
+    adapter: AdapterId,
+    base: usize,
+    logical: Vec<u64>,
+}
+
+impl VidmmMemory {
+    /// Number of 4 KiB pages.
+    pub fn pages(&self) -> usize {
+        self.logical.len()
+    }
+
+    /// Logical (device) page number of page `i`.
+    pub fn logical_page(&self, i: usize) -> u64 {
+        self.logical[i]
+    }
+
+    /// Logical page numbers of every page, in order.
+    pub fn logical_pages(&self) -> &[u64] {
+        &self.logical
+    }
+
+    /// The CPU address of byte `offset` (valid until [`Machine::vidmm_free`]). What VidMm passes
+    /// as `PageTableAddress.CpuVirtual` or `pDmaBuffer`.
+    pub fn cpu_address(&self, offset: usize) -> *mut u8 {
+        assert!(offset <= self.logical.len() * PAGE, "offset out of range");
+        (self.base + offset) as *mut u8
+    }
+
+    /// CPU read of `buf.len()` bytes at `offset`.
+    pub fn read(&self, offset: usize, buf: &mut [u8]) {
+        assert!(
+            offset + buf.len() <= self.logical.len() * PAGE,
+            "read out of range"
+        );
+        // SAFETY: inside the live region (checked above); the device writes it only while the
+        // simulator runs it on this thread, never concurrently with this copy.
+        let src = unsafe { std::slice::from_raw_parts(self.cpu_address(offset), buf.len()) };
+        buf.copy_from_slice(src);
+    }
+
+    /// CPU write of `data` at `offset`.
+    pub fn write(&self, offset: usize, data: &[u8]) {
+        assert!(
+            offset + data.len() <= self.logical.len() * PAGE,
+            "write out of range"
+        );
+        // SAFETY: as in `read`.
+        let dst = unsafe { std::slice::from_raw_parts_mut(self.cpu_address(offset), data.len()) };
+        dst.copy_from_slice(data);
+    }
+}
+
+pub(crate) struct VidmmRegion {
+    region: Region,
+    logical: Vec<u64>,
+    adapter: AdapterId,
+}
+
+impl Machine {
+    /// Allocates `pages` pages of VidMm-owned memory mapped in `adapter`'s IOMMU ([`VidmmMemory`]).
+    /// `zero`: zero-filled, else filled with [`FRESH_PAGE_FILL`]. None when the machine's
+    /// physical memory ([`PHYSICAL_MEMORY_LIMIT`]) is exhausted.
+    pub fn vidmm_allocate(
+        &self,
+        adapter: AdapterId,
+        pages: usize,
+        zero: bool,
+    ) -> Option<VidmmMemory> {
+        assert!(pages > 0, "empty VidMm allocation");
+        let mut mem = self.state.mem();
+        if mem.bytes_in_use + pages * PAGE > PHYSICAL_MEMORY_LIMIT {
+            return None;
+        }
+        let pfns = mem.scattered_pfns(pages, 0, u64::MAX >> 1)?;
+        let region = Region::new(pages, zero)?;
+        mem.register_frames(&pfns, &region);
+        let host: Vec<(u64, usize)> = pfns
+            .iter()
+            .enumerate()
+            .map(|(i, &p)| (p, region.page(i)))
+            .collect();
+        let logical = mem.domain(adapter, self.state.config.iommu).map(&host);
+        drop(host);
+        let h = mem.handle();
+        mem.bytes_in_use += pages * PAGE;
+        let base = region.base;
+        mem.vidmm.insert(
+            h,
+            VidmmRegion {
+                region,
+                logical: logical.clone(),
+                adapter,
+            },
+        );
+        Some(VidmmMemory {
+            handle: h,
+            adapter,
+            base,
+            logical,
+        })
+    }
+
+    /// Unmaps VidMm-owned memory from the IOMMU and frees it (pages filled with
+    /// [`FREED_PAGE_FILL`]).
+    pub fn vidmm_free(&self, memory: VidmmMemory) {
+        let mut mem = self.state.mem();
+        let Some(r) = mem.vidmm.remove(&memory.handle) else {
+            panic!("dxgk-sim: VidMm memory {:#x} freed twice", memory.handle);
+        };
+        debug_assert_eq!(r.adapter, memory.adapter);
+        mem.domain(r.adapter, self.state.config.iommu)
+            .unmap(&r.logical);
+        mem.unregister_frames(&r.region);
+        mem.bytes_in_use -= r.region.pages * PAGE;
+        drop(mem);
+        r.region.release();
+    }
+
+    /// Live VidMm-owned allocations (all adapters).
+    pub fn vidmm_allocations(&self) -> usize {
+        self.state.mem().vidmm.len()
     }
 }

@@ -336,7 +336,7 @@ extern "system" fn cb_notify_interrupt(h: HANDLE, data: *mut DXGKARGCB_NOTIFY_IN
     };
     // SAFETY: the driver passes its notification (or NULL, reported).
     match unsafe { data.as_ref() } {
-        Some(d) => super::record_notify_interrupt(&m, id, d.InterruptType.0),
+        Some(d) => super::record_notify_interrupt(&m, id, d),
         None => {
             null_arg(&m, CALL);
         }

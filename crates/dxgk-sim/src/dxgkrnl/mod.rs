@@ -80,6 +80,7 @@ pub(crate) struct Adapter {
     pub(crate) state: PnpState,
     pub(crate) interrupt_lock: Arc<Mutex<()>>,
     pub(crate) notify_interrupts: Vec<i32>,
+    pub(crate) notify_log: Vec<InterruptNotification>,
     pub(crate) notify_dpcs: u64,
     pub(crate) info: AdapterInfo,
 }
@@ -155,6 +156,7 @@ pub(crate) fn new_adapter(
         state: PnpState::Added,
         interrupt_lock: Arc::new(Mutex::new(())),
         notify_interrupts: Vec::new(),
+        notify_log: Vec::new(),
         notify_dpcs: 0,
         info: AdapterInfo::default(),
     });
@@ -259,8 +261,41 @@ pub(crate) fn interrupt_lock(m: &MachineState, id: AdapterId) -> Arc<Mutex<()>> 
     m.port().adapters[id.0 as usize].interrupt_lock.clone()
 }
 
-pub(crate) fn record_notify_interrupt(m: &MachineState, id: AdapterId, ty: i32) {
-    m.port().adapters[id.0 as usize].notify_interrupts.push(ty);
+/// One DxgkCbNotifyInterrupt call, with the fields of the DMA notifications decoded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InterruptNotification {
+    /// DXGK_INTERRUPT_TYPE value.
+    pub kind: i32,
+    /// DmaCompleted.SubmissionFenceId / DmaFaulted.FaultedFenceId (0 for other kinds).
+    pub fence: u32,
+    /// DmaFaulted.Status (0 for other kinds).
+    pub status: i32,
+}
+
+pub(crate) fn record_notify_interrupt(
+    m: &MachineState,
+    id: AdapterId,
+    data: &dxgk_sys::DXGKARGCB_NOTIFY_INTERRUPT_DATA,
+) {
+    let kind = data.InterruptType.0;
+    let (fence, status) = if data.InterruptType == dxgk_sys::DXGK_INTERRUPT_DMA_COMPLETED {
+        // SAFETY: the interrupt type names the valid union member (plain integers).
+        (unsafe { data.u.DmaCompleted }.SubmissionFenceId, 0)
+    } else if data.InterruptType == dxgk_sys::DXGK_INTERRUPT_DMA_FAULTED {
+        // SAFETY: as above.
+        let f = unsafe { data.u.DmaFaulted };
+        (f.FaultedFenceId, f.Status)
+    } else {
+        (0, 0)
+    };
+    let mut port = m.port();
+    let a = &mut port.adapters[id.0 as usize];
+    a.notify_interrupts.push(kind);
+    a.notify_log.push(InterruptNotification {
+        kind,
+        fence,
+        status,
+    });
 }
 
 pub(crate) fn record_notify_dpc(m: &MachineState, id: AdapterId) {
@@ -289,6 +324,22 @@ impl Machine {
         self.state.port().adapters[id.0 as usize]
             .notify_interrupts
             .clone()
+    }
+
+    /// DxgkCbNotifyInterrupt calls recorded on `id`, with their fence ids and statuses.
+    pub fn interrupt_notifications(&self, id: AdapterId) -> Vec<InterruptNotification> {
+        self.state.port().adapters[id.0 as usize].notify_log.clone()
+    }
+
+    /// The notifications recorded on `id` from index `from` on (for incremental consumers).
+    pub fn interrupt_notifications_since(
+        &self,
+        id: AdapterId,
+        from: usize,
+    ) -> Vec<InterruptNotification> {
+        let port = self.state.port();
+        let log = &port.adapters[id.0 as usize].notify_log;
+        log.get(from..).map(<[_]>::to_vec).unwrap_or_default()
     }
 
     /// DxgkCbNotifyDpc calls recorded on `id`.

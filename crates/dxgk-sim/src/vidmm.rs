@@ -1,0 +1,1485 @@
+//! The VidMm side of GpuMmu paging, as Windows drives a miniport: the system paging process and
+//! its context, user processes with their own page tables, allocations in system memory, and
+//! every page-table update, TLB flush, fill and transfer going through
+//! DxgkDdiBuildPagingBuffer into paging buffers submitted with DxgkDdiSubmitCommandVirtual.
+//!
+//! Generic: written against the DDIs and the caps the driver answered at start
+//! (GPUMMUCAPS and PAGETABLELEVELDESC from [`crate::AdapterInfo`]), never against a driver's
+//! internals. What it needs of the caps: 4 KiB page tables at every level (so every table is
+//! one page), more than two levels (no resizable root), and a GPU_VIRTUAL or CPU_VIRTUAL update
+//! mode.
+//!
+//! # The model
+//!
+//! * **System paging process** ([`Vidmm::new`]): DxgkDdiCreateProcess with `SystemProcess`,
+//!   DxgkDdiCreateDevice (`hKmdProcess`), DxgkDdiCreateContext with `SystemContext`. Its page
+//!   tables are VidMm-owned memory ([`crate::memory::VidmmMemory`]: sim frames mapped in the
+//!   adapter's IOMMU) covering a fixed layout, all allocated up front and initialized with
+//!   UPDATE_PAGE_TABLE in **CPU_VIRTUAL mode with `pDmaBuffer == NULL`** (what Windows forces for
+//!   the paging process), then DxgkDdiSetRootPageTable. The layout (paging-process VAs):
+//!   - [`PT_WINDOW_BASE`]: the page-table window — every page table VidMm updates through a
+//!     paging buffer (the paging process's own and every user process's) is mapped here, so
+//!     GPU_VIRTUAL updates can name it (`PageTableAddress.GpuVirtual`);
+//!   - [`PAGING_BUFFER_BASE`]: the paging buffer (`DmaBufferGpuVirtualAddress`);
+//!   - [`SCRATCH_BASE`]: the scratch window where allocations are mapped while they are filled
+//!     (VIRTUAL_FILL) or transferred (VIRTUAL_TRANSFER); large operations go in chunks.
+//! * **User processes** ([`Vidmm::create_process`]): process, device, context, a root table
+//!   (mapped in the page-table window and initialized to invalid through a paging buffer),
+//!   DxgkDdiSetRootPageTable. Lower-level tables are created on demand by [`Vidmm::map`].
+//! * **Paging buffers**: one VidMm-owned buffer of [`VidmmConfig::dma_buffer_size`] bytes.
+//!   Operations append to it; on STATUS_GRAPHICS_INSUFFICIENT_DMA_BUFFER the buffer is
+//!   submitted (system context, new SubmissionFenceId), waited for, and the same operation is
+//!   called again with the preserved `MultipassOffset`. Every status is checked with
+//!   [`Machine::check_build_paging_buffer_status`].
+//! * **Completion**: after a submission the device is serviced ([`Machine::service`]) until
+//!   DxgkCbNotifyInterrupt(DMA_COMPLETED) reports the fence — at most
+//!   [`VidmmConfig::max_service_rounds`] times; beyond that the submission is a
+//!   [`Rule::PossibleHang`] finding and [`VidmmError::Hang`]. A DMA_FAULTED notification is
+//!   [`VidmmError::DeviceFault`]. Both are followed by a TDR (DxgkDdiResetFromTimeout +
+//!   DxgkDdiRestartFromTimeout), as Windows does; the driver must leave the device able to run
+//!   every process afterwards (VidMm does not call DxgkDdiSetRootPageTable again: no root moved).
+//!
+//! Everything is synchronous: each public operation leaves the paging buffer empty and the
+//! device idle.
+
+use std::collections::HashMap;
+
+use dxgk_sys::{
+    DRIVER_INITIALIZATION_DATA, DXGKARG_BUILDPAGINGBUFFER, DXGK_BUILDPAGINGBUFFER_OPERATION,
+    DXGK_PTE, HANDLE, NTSTATUS,
+};
+
+use crate::dxgkrnl::{pnp::after_ddi, AdapterId};
+use crate::machine::Machine;
+use crate::memory::{VidmmMemory, PAGE};
+use crate::verifier::{Finding, Rule};
+
+/// Paging-process VA of the page-table window.
+pub const PT_WINDOW_BASE: u64 = 0x4000_0000;
+/// Paging-process VA of the paging buffer.
+pub const PAGING_BUFFER_BASE: u64 = 0x8000_0000;
+/// Paging-process VA of the scratch window.
+pub const SCRATCH_BASE: u64 = 0x1_0000_0000;
+
+const PAGE64: u64 = PAGE as u64;
+
+/// Tunables of a [`Vidmm`].
+#[derive(Clone, Debug)]
+pub struct VidmmConfig {
+    /// Bytes of the paging buffer (a multiple of 4; rounded up to whole pages in memory). Small
+    /// values force multipass.
+    pub dma_buffer_size: u32,
+    /// Bytes of the scratch window (a multiple of the leaf-table span); fills and transfers
+    /// larger than it (half of it for transfers) go in chunks.
+    pub scratch_bytes: u64,
+    /// Page-table window slots (tables VidMm can update through paging buffers).
+    pub page_table_slots: u64,
+    /// Device synchronizations a submission may take before it is a possible hang.
+    pub max_service_rounds: u32,
+}
+
+impl Default for VidmmConfig {
+    fn default() -> Self {
+        Self {
+            dma_buffer_size: 64 * 1024,
+            scratch_bytes: 256 << 20,
+            page_table_slots: 8192,
+            max_service_rounds: 4096,
+        }
+    }
+}
+
+/// A process (address space) VidMm created. The system paging process is not one of them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ProcessId(usize);
+
+/// An allocation VidMm created.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct AllocId(u32);
+
+/// Why a VidMm operation failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum VidmmError {
+    /// A DDI returned a failure status (e.g. a low-resources failure in CreateProcess).
+    Ddi { ddi: &'static str, status: NTSTATUS },
+    /// DxgkDdiBuildPagingBuffer returned a status Dxgkrnl does not accept (also a finding), or
+    /// left `pDmaBuffer` outside the buffer.
+    BuildPagingBuffer { operation: i32, status: NTSTATUS },
+    /// STATUS_GRAPHICS_INSUFFICIENT_DMA_BUFFER on an empty buffer: no buffer size can help.
+    NoProgress { operation: i32 },
+    /// The device faulted: DMA_FAULTED reported `faulted_fence` with `status` while VidMm waited
+    /// for `fence`. The adapter was reset (TDR) afterwards.
+    DeviceFault {
+        fence: u32,
+        faulted_fence: u32,
+        status: NTSTATUS,
+    },
+    /// `fence` did not complete within the service bound (possible hang; TDR done).
+    Hang { fence: u32 },
+    /// VidMm's memory (sim physical memory) is exhausted.
+    OutOfMemory,
+    /// The driver's caps describe something this VidMm does not model.
+    Unsupported(String),
+    /// Bad arguments (unaligned VA, range outside an allocation, unknown id, …).
+    InvalidArgument(String),
+    /// The allocation has no backing (evicted).
+    Evicted(AllocId),
+}
+
+impl std::fmt::Display for VidmmError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{self:?}")
+    }
+}
+
+impl std::error::Error for VidmmError {}
+
+/// Result of VidMm operations.
+pub type VidmmResult<T> = Result<T, VidmmError>;
+
+/// Counters, for tests (multipass evidence and the like).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VidmmStats {
+    /// DxgkDdiBuildPagingBuffer calls.
+    pub build_calls: u64,
+    /// Of which returned STATUS_GRAPHICS_INSUFFICIENT_DMA_BUFFER (each one a multipass resume).
+    pub multipass_resumes: u64,
+    /// Paging buffers submitted on the system context.
+    pub paging_submissions: u64,
+    /// DMA buffers submitted on user contexts.
+    pub user_submissions: u64,
+    /// Page-table entries VidMm asked the driver to write.
+    pub ptes_written: u64,
+    /// DMA_FAULTED notifications seen.
+    pub device_faults: u64,
+    /// TDRs (ResetFromTimeout + RestartFromTimeout) performed.
+    pub resets: u64,
+}
+
+/// Geometry of the driver's page tables, from PAGETABLELEVELDESC.
+#[derive(Clone, Debug)]
+struct Geometry {
+    bits: Vec<u32>,
+    va_bits: u32,
+    table_segment: u32,
+    paging_table_segment: u32,
+}
+
+impl Geometry {
+    fn root(&self) -> usize {
+        self.bits.len() - 1
+    }
+    /// Lowest VA bit indexed at `level`.
+    fn shift(&self, level: usize) -> u32 {
+        12 + self.bits[..level].iter().sum::<u32>()
+    }
+    fn entries(&self, level: usize) -> u32 {
+        1 << self.bits[level]
+    }
+    /// Bytes one table of `level` covers.
+    fn table_span(&self, level: usize) -> u64 {
+        1u64 << (self.shift(level) + self.bits[level])
+    }
+    /// The table of `level` covering `va` (0 for the root).
+    fn key(&self, level: usize, va: u64) -> u64 {
+        va >> (self.shift(level) + self.bits[level])
+    }
+    fn index(&self, level: usize, va: u64) -> u32 {
+        ((va >> self.shift(level)) & (u64::from(self.entries(level)) - 1)) as u32
+    }
+}
+
+struct Table {
+    mem: VidmmMemory,
+    /// VA in the paging process's page-table window.
+    window_va: u64,
+}
+
+impl Table {
+    fn logical_page(&self) -> u64 {
+        self.mem.logical_page(0)
+    }
+}
+
+struct Process {
+    hkmd: HANDLE,
+    hdevice: HANDLE,
+    hcontext: HANDLE,
+    tables: HashMap<(usize, u64), Table>,
+    /// (allocation, VA) pairs mapped in this process.
+    mappings: Vec<(AllocId, u64)>,
+}
+
+struct Allocation {
+    bytes: u64,
+    backing: Option<VidmmMemory>,
+}
+
+/// Where a UPDATE_PAGE_TABLE takes its entries from.
+#[derive(Clone, Copy)]
+enum Entries<'a> {
+    Slice(&'a [DXGK_PTE]),
+    Repeat(DXGK_PTE, u32),
+}
+
+impl Entries<'_> {
+    fn len(&self) -> u64 {
+        match self {
+            Entries::Slice(s) => s.len() as u64,
+            Entries::Repeat(_, n) => u64::from(*n),
+        }
+    }
+}
+
+/// The simulated VidMm of one started adapter. See the module documentation.
+pub struct Vidmm {
+    m: Machine,
+    id: AdapterId,
+    ddi: DRIVER_INITIALIZATION_DATA,
+    hadapter: HANDLE,
+    config: VidmmConfig,
+    geo: Geometry,
+    /// Index 0: the system paging process; then user processes (None once destroyed).
+    procs: Vec<Option<Process>>,
+    allocs: HashMap<AllocId, Allocation>,
+    next_alloc: u32,
+    buffer: Option<VidmmMemory>,
+    write_offset: u32,
+    next_fence: u32,
+    last_completed: u32,
+    seen_notifications: usize,
+    next_slot: u64,
+    free_slots: Vec<u64>,
+    stats: VidmmStats,
+    destroyed: bool,
+}
+
+fn invalid_pte() -> DXGK_PTE {
+    DXGK_PTE::default()
+}
+
+fn page_pte(logical_page: u64, segment: u32) -> DXGK_PTE {
+    let mut p = DXGK_PTE::default();
+    p.set_Valid(1);
+    p.set_Segment(u64::from(segment));
+    p.u.PageAddress = logical_page;
+    p
+}
+
+fn table_pte(logical_page: u64, segment: u32) -> DXGK_PTE {
+    let mut p = DXGK_PTE::default();
+    p.set_Valid(1);
+    p.set_Segment(u64::from(segment));
+    p.u.PageTableAddress = logical_page;
+    p
+}
+
+fn bad(msg: impl Into<String>) -> VidmmError {
+    VidmmError::InvalidArgument(msg.into())
+}
+
+impl Vidmm {
+    /// Creates the system paging process, its device and context and page tables on started
+    /// adapter `id`, with the default configuration.
+    pub fn new(m: &Machine, id: AdapterId) -> VidmmResult<Vidmm> {
+        Self::with_config(m, id, VidmmConfig::default())
+    }
+
+    /// As [`Vidmm::new`] with `config`. On failure everything created so far is destroyed.
+    pub fn with_config(m: &Machine, id: AdapterId, config: VidmmConfig) -> VidmmResult<Vidmm> {
+        let view = m.adapter(id);
+        let ddi = m
+            .registered_driver()
+            .ok_or_else(|| bad("no driver registered"))?;
+        let caps = view
+            .info
+            .gpummu_caps
+            .ok_or_else(|| VidmmError::Unsupported("no GPUMMUCAPS answered at start".into()))?;
+        let levels = &view.info.page_table_levels;
+        if levels.len() < 3 || levels.len() != caps.PageTableLevelCount as usize {
+            return Err(VidmmError::Unsupported(format!(
+                "{} page-table levels (this VidMm needs fixed-size roots: more than 2)",
+                levels.len()
+            )));
+        }
+        if let Some(l) = levels.iter().find(|l| {
+            l.PageTableSizeInBytes as usize != PAGE
+                || l.PageTableIndexBitCount == 0
+                || (8u64 << l.PageTableIndexBitCount) > PAGE64
+        }) {
+            return Err(VidmmError::Unsupported(format!(
+                "page tables of {} bytes with {} index bits (this VidMm needs one 4 KiB page per table)",
+                l.PageTableSizeInBytes, l.PageTableIndexBitCount
+            )));
+        }
+        let mode = caps.PageTableUpdateMode;
+        if mode != dxgk_sys::DXGK_PAGETABLEUPDATE_GPU_VIRTUAL {
+            return Err(VidmmError::Unsupported(format!(
+                "PageTableUpdateMode {} (only GPU_VIRTUAL is modelled)",
+                mode.0
+            )));
+        }
+        if config.dma_buffer_size < 64 || !config.dma_buffer_size.is_multiple_of(4) {
+            return Err(bad("dma_buffer_size must be a multiple of 4, at least 64"));
+        }
+        let geo = Geometry {
+            bits: levels.iter().map(|l| l.PageTableIndexBitCount).collect(),
+            va_bits: caps.VirtualAddressBitCount,
+            table_segment: levels[0].PageTableSegmentId,
+            paging_table_segment: levels[0].PagingProcessPageTableSegmentId,
+        };
+        if geo.va_bits < 34 || geo.va_bits > 64 {
+            return Err(VidmmError::Unsupported(format!(
+                "{}-bit VA (the paging layout needs at least 34)",
+                geo.va_bits
+            )));
+        }
+        let seen = m.interrupt_notifications(id).len();
+        let mut v = Vidmm {
+            m: m.clone(),
+            id,
+            ddi,
+            hadapter: view.context,
+            config,
+            geo,
+            procs: Vec::new(),
+            allocs: HashMap::new(),
+            next_alloc: 1,
+            buffer: None,
+            write_offset: 0,
+            next_fence: 1,
+            last_completed: 0,
+            seen_notifications: seen,
+            next_slot: 0,
+            free_slots: Vec::new(),
+            stats: VidmmStats::default(),
+            destroyed: false,
+        };
+        match v.init_paging_process() {
+            Ok(()) => Ok(v),
+            Err(e) => {
+                let _ = v.teardown();
+                Err(e)
+            }
+        }
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> VidmmStats {
+        self.stats
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &VidmmConfig {
+        &self.config
+    }
+
+    /// Changes the hang bound ([`VidmmConfig::max_service_rounds`]) from now on.
+    pub fn set_max_service_rounds(&mut self, rounds: u32) {
+        self.config.max_service_rounds = rounds;
+    }
+
+    // ---- DDI calls ------------------------------------------------------------------------
+
+    /// Runs a DDI call with the machine current, then synchronizes the device (as after every
+    /// DDI the simulator calls).
+    fn call<R>(&self, f: impl FnOnce() -> R) -> R {
+        self.m.enter(|| {
+            let r = f();
+            after_ddi(&self.m.state, self.id);
+            r
+        })
+    }
+
+    fn check(ddi: &'static str, status: NTSTATUS) -> VidmmResult<()> {
+        if status == dxgk_sys::STATUS_SUCCESS {
+            Ok(())
+        } else {
+            Err(VidmmError::Ddi { ddi, status })
+        }
+    }
+
+    fn create_objects(&mut self, system: bool) -> VidmmResult<Process> {
+        let create_process = self
+            .ddi
+            .DxgkDdiCreateProcess
+            .ok_or_else(|| VidmmError::Unsupported("no DxgkDdiCreateProcess".into()))?;
+        let mut pa = dxgk_sys::DXGKARG_CREATEPROCESS {
+            hDxgkProcess: (0xD6_0000 + self.procs.len() * 0x10) as HANDLE,
+            ..Default::default()
+        };
+        pa.Flags.set_SystemProcess(u32::from(system));
+        let h = self.hadapter;
+        // SAFETY: the miniport's DDI with its adapter handle and a valid argument block.
+        let s = self.call(|| unsafe { create_process(h, &mut pa) });
+        Self::check("DxgkDdiCreateProcess", s)?;
+        let mut p = Process {
+            hkmd: pa.hKmdProcess,
+            hdevice: std::ptr::null_mut(),
+            hcontext: std::ptr::null_mut(),
+            tables: HashMap::new(),
+            mappings: Vec::new(),
+        };
+        if let Err(e) = self.create_device_and_context(&mut p, system) {
+            self.destroy_objects(&p);
+            return Err(e);
+        }
+        Ok(p)
+    }
+
+    fn create_device_and_context(&mut self, p: &mut Process, system: bool) -> VidmmResult<()> {
+        let create_device = self
+            .ddi
+            .DxgkDdiCreateDevice
+            .ok_or_else(|| VidmmError::Unsupported("no DxgkDdiCreateDevice".into()))?;
+        let create_context = self
+            .ddi
+            .DxgkDdiCreateContext
+            .ok_or_else(|| VidmmError::Unsupported("no DxgkDdiCreateContext".into()))?;
+        let mut da = dxgk_sys::DXGKARG_CREATEDEVICE {
+            hKmdProcess: p.hkmd,
+            ..Default::default()
+        };
+        let h = self.hadapter;
+        // SAFETY: the miniport's DDI with its adapter handle and a valid argument block.
+        let s = self.call(|| unsafe { create_device(h, &mut da) });
+        Self::check("DxgkDdiCreateDevice", s)?;
+        p.hdevice = da.hDevice;
+        let mut ca = dxgk_sys::DXGKARG_CREATECONTEXT::default();
+        ca.Flags.set_SystemContext(u32::from(system));
+        let hd = p.hdevice;
+        // SAFETY: the miniport's DDI with a device it created and a valid argument block.
+        let s = self.call(|| unsafe { create_context(hd, &mut ca) });
+        Self::check("DxgkDdiCreateContext", s)?;
+        p.hcontext = ca.hContext;
+        Ok(())
+    }
+
+    /// Destroys context, device and process (whichever exist), in that order.
+    fn destroy_objects(&self, p: &Process) {
+        let h = self.hadapter;
+        if !p.hcontext.is_null() {
+            if let Some(f) = self.ddi.DxgkDdiDestroyContext {
+                let hc = p.hcontext;
+                // SAFETY: the miniport's DDI with a context it created, destroyed once.
+                let s = self.call(|| unsafe { f(hc) });
+                self.m.check_ddi_status("DxgkDdiDestroyContext", s, &[0]);
+            }
+        }
+        if !p.hdevice.is_null() {
+            if let Some(f) = self.ddi.DxgkDdiDestroyDevice {
+                let hd = p.hdevice;
+                // SAFETY: the miniport's DDI with a device it created, destroyed once.
+                let s = self.call(|| unsafe { f(hd) });
+                self.m.check_ddi_status("DxgkDdiDestroyDevice", s, &[0]);
+            }
+        }
+        if let Some(f) = self.ddi.DxgkDdiDestroyProcess {
+            let hp = p.hkmd;
+            // SAFETY: the miniport's DDI with a process it created, destroyed once.
+            let s = self.call(|| unsafe { f(h, hp) });
+            self.m.check_ddi_status("DxgkDdiDestroyProcess", s, &[0]);
+        }
+    }
+
+    fn set_root(&self, p: &Process, segment: u32) -> VidmmResult<()> {
+        let f = self
+            .ddi
+            .DxgkDdiSetRootPageTable
+            .ok_or_else(|| VidmmError::Unsupported("no DxgkDdiSetRootPageTable".into()))?;
+        let root = &p.tables[&(self.geo.root(), 0)];
+        let mut args = dxgk_sys::DXGKARG_SETROOTPAGETABLE {
+            hContext: p.hcontext,
+            NumEntries: self.geo.entries(self.geo.root()),
+            ..Default::default()
+        };
+        args.Address.SegmentId = segment;
+        args.Address.SegmentOffset = root.logical_page() << 12;
+        let h = self.hadapter;
+        // SAFETY: the miniport's DDI with its adapter handle and a valid argument block.
+        self.call(|| unsafe { f(h, &args) });
+        Ok(())
+    }
+
+    // ---- memory ---------------------------------------------------------------------------
+
+    fn vidmm_pages(&self, pages: usize, zero: bool) -> VidmmResult<VidmmMemory> {
+        self.m
+            .vidmm_allocate(self.id, pages, zero)
+            .ok_or(VidmmError::OutOfMemory)
+    }
+
+    fn new_table(&mut self) -> VidmmResult<Table> {
+        let slot = match self.free_slots.pop() {
+            Some(s) => s,
+            None if self.next_slot < self.config.page_table_slots => {
+                self.next_slot += 1;
+                self.next_slot - 1
+            }
+            None => {
+                return Err(VidmmError::Unsupported(format!(
+                    "page-table window full ({} slots)",
+                    self.config.page_table_slots
+                )))
+            }
+        };
+        // Not zeroed: VidMm initializes every table through the driver, so a missing
+        // initialization shows up as garbage entries.
+        match self.vidmm_pages(1, false) {
+            Ok(mem) => Ok(Table {
+                mem,
+                window_va: PT_WINDOW_BASE + slot * PAGE64,
+            }),
+            Err(e) => {
+                self.free_slots.push(slot);
+                Err(e)
+            }
+        }
+    }
+
+    fn free_table(&mut self, t: Table) {
+        self.free_slots
+            .push((t.window_va - PT_WINDOW_BASE) / PAGE64);
+        self.m.vidmm_free(t.mem);
+    }
+
+    // ---- the system paging process ----------------------------------------------------------
+
+    fn layout(&self) -> [(u64, u64); 3] {
+        let buf_pages = (self.config.dma_buffer_size as u64).div_ceil(PAGE64);
+        [
+            (PT_WINDOW_BASE, self.config.page_table_slots * PAGE64),
+            (PAGING_BUFFER_BASE, buf_pages * PAGE64),
+            (SCRATCH_BASE, self.config.scratch_bytes),
+        ]
+    }
+
+    fn init_paging_process(&mut self) -> VidmmResult<()> {
+        let leaf_span = self.geo.table_span(0);
+        if self.config.scratch_bytes == 0 || !self.config.scratch_bytes.is_multiple_of(leaf_span) {
+            return Err(bad(format!(
+                "scratch_bytes must be a non-zero multiple of {leaf_span}"
+            )));
+        }
+        let p = self.create_objects(true)?;
+        self.procs.push(Some(p));
+        // Every table of the layout, up front.
+        let layout = self.layout();
+        let mut keys = vec![(self.geo.root(), 0u64)];
+        for level in (0..self.geo.root()).rev() {
+            for &(base, len) in &layout {
+                let first = self.geo.key(level, base);
+                let last = self.geo.key(level, base + len - 1);
+                keys.extend((first..=last).map(|k| (level, k)));
+            }
+        }
+        keys.sort();
+        keys.dedup();
+        for key in keys {
+            let t = self.new_table()?;
+            self.proc_mut(0).tables.insert(key, t);
+        }
+        let buffer = self.vidmm_pages(layout[1].1 as usize / PAGE, true)?;
+        // The entries of every table, computed by VidMm, written by the driver with the CPU.
+        let mut contents: HashMap<(usize, u64), Vec<DXGK_PTE>> = HashMap::new();
+        let proc0 = self.procs[0].as_ref().expect("paging process");
+        for &(level, key) in proc0.tables.keys() {
+            contents.insert(
+                (level, key),
+                vec![invalid_pte(); self.geo.entries(level) as usize],
+            );
+        }
+        let mut set = |level: usize, va: u64, pte: DXGK_PTE| {
+            let key = (level, self.geo.key(level, va));
+            let e = contents.get_mut(&key).expect("table of the layout");
+            e[self.geo.index(level, va) as usize] = pte;
+        };
+        for (&(level, key), t) in &proc0.tables {
+            // The parent entry pointing at this table.
+            if level < self.geo.root() {
+                let va = key * self.geo.table_span(level);
+                set(
+                    level + 1,
+                    va,
+                    table_pte(t.logical_page(), self.geo.paging_table_segment),
+                );
+            }
+            // The window mapping of this table.
+            set(
+                0,
+                t.window_va,
+                page_pte(t.logical_page(), self.geo.paging_table_segment),
+            );
+        }
+        for i in 0..buffer.pages() {
+            set(
+                0,
+                PAGING_BUFFER_BASE + i as u64 * PAGE64,
+                page_pte(buffer.logical_page(i), 0),
+            );
+        }
+        self.buffer = Some(buffer);
+        let hkmd = proc0.hkmd;
+        let hctx = proc0.hcontext;
+        let mut order: Vec<_> = contents.keys().copied().collect();
+        order.sort();
+        for key in order {
+            let entries = &contents[&key];
+            let table = self.procs[0].as_ref().expect("paging process").tables[&key]
+                .mem
+                .cpu_address(0);
+            let mut upt = dxgk_sys::DXGK_BUILDPAGINGBUFFER_UPDATEPAGETABLE {
+                PageTableLevel: key.0 as u32,
+                pPageTableEntries: entries.as_ptr().cast_mut(),
+                StartIndex: 0,
+                NumPageTableEntries: entries.len() as u32,
+                hProcess: hkmd,
+                UpdateMode: dxgk_sys::DXGK_PAGETABLEUPDATE_CPU_VIRTUAL,
+                FirstPteVirtualAddress: key.1 * self.geo.table_span(key.0),
+                ..Default::default()
+            };
+            upt.PageTableAddress.u.CpuVirtual = table.cast();
+            upt.Flags.set_InitialUpdate(1);
+            let mut args = DXGKARG_BUILDPAGINGBUFFER {
+                pDmaBuffer: std::ptr::null_mut(),
+                DmaSize: 0,
+                Operation: dxgk_sys::DXGK_OPERATION_UPDATE_PAGE_TABLE,
+                hSystemContext: hctx,
+                ..Default::default()
+            };
+            args.u.UpdatePageTable = upt;
+            let status = self.build_call(&mut args);
+            self.stats.ptes_written += entries.len() as u64;
+            if !self.m.check_build_paging_buffer_status(status) {
+                return Err(VidmmError::BuildPagingBuffer {
+                    operation: args.Operation.0,
+                    status,
+                });
+            }
+            if status != dxgk_sys::STATUS_SUCCESS {
+                // With no DMA buffer there is nothing to submit: the driver must write at once.
+                self.m.state.report(Finding::here(
+                    Rule::DdiProtocol,
+                    "DxgkDdiBuildPagingBuffer",
+                    format!(
+                        "CPU_VIRTUAL UpdatePageTable with pDmaBuffer NULL returned {:#010x}",
+                        status as u32
+                    ),
+                ));
+                return Err(VidmmError::BuildPagingBuffer {
+                    operation: args.Operation.0,
+                    status,
+                });
+            }
+        }
+        let p = self.procs[0].take().expect("paging process");
+        let r = self.set_root(&p, self.geo.paging_table_segment);
+        self.procs[0] = Some(p);
+        r
+    }
+
+    fn proc_mut(&mut self, i: usize) -> &mut Process {
+        self.procs[i].as_mut().expect("live process")
+    }
+
+    fn proc_ref(&self, i: usize) -> &Process {
+        self.procs[i].as_ref().expect("live process")
+    }
+
+    fn user(&self, p: ProcessId) -> VidmmResult<usize> {
+        match self.procs.get(p.0) {
+            Some(Some(_)) if p.0 > 0 => Ok(p.0),
+            _ => Err(bad(format!("{p:?} is not a live process"))),
+        }
+    }
+
+    // ---- BuildPagingBuffer ----------------------------------------------------------------
+
+    fn build_call(&mut self, args: &mut DXGKARG_BUILDPAGINGBUFFER) -> NTSTATUS {
+        let f = self
+            .ddi
+            .DxgkDdiBuildPagingBuffer
+            .expect("GpuMmu drivers register DxgkDdiBuildPagingBuffer");
+        self.stats.build_calls += 1;
+        let h = self.hadapter;
+        // SAFETY: the miniport's DDI with its adapter handle; the DMA buffer (or NULL), entry
+        // arrays and table addresses inside `args` are valid for the call.
+        self.call(|| unsafe { f(h, args) })
+    }
+
+    /// One operation into the paging buffer, with multipass.
+    fn build(
+        &mut self,
+        operation: DXGK_BUILDPAGINGBUFFER_OPERATION,
+        set: impl Fn(&mut DXGKARG_BUILDPAGINGBUFFER),
+    ) -> VidmmResult<()> {
+        let size = self.config.dma_buffer_size;
+        let hctx = self.proc_ref(0).hcontext;
+        let mut multipass = 0u32;
+        let mut busy = 0;
+        loop {
+            let base = self.buffer.as_ref().expect("paging buffer").cpu_address(0);
+            let offset = self.write_offset;
+            let mut args = DXGKARG_BUILDPAGINGBUFFER {
+                // SAFETY: `offset <= size`: inside (or one past) the buffer.
+                pDmaBuffer: unsafe { base.add(offset as usize) }.cast(),
+                DmaSize: size - offset,
+                Operation: operation,
+                MultipassOffset: multipass,
+                hSystemContext: hctx,
+                DmaBufferGpuVirtualAddress: PAGING_BUFFER_BASE,
+                DmaBufferWriteOffset: offset,
+                ..Default::default()
+            };
+            set(&mut args);
+            let status = self.build_call(&mut args);
+            if !self.m.check_build_paging_buffer_status(status) {
+                return Err(VidmmError::BuildPagingBuffer {
+                    operation: operation.0,
+                    status,
+                });
+            }
+            let end = (args.pDmaBuffer as usize).wrapping_sub(base as usize);
+            if end < offset as usize || end > size as usize {
+                self.m.state.report(Finding::here(
+                    Rule::DdiProtocol,
+                    "DxgkDdiBuildPagingBuffer",
+                    format!(
+                        "pDmaBuffer moved to offset {end:#x}, outside [{offset:#x}, {size:#x}]"
+                    ),
+                ));
+                return Err(VidmmError::BuildPagingBuffer {
+                    operation: operation.0,
+                    status,
+                });
+            }
+            self.write_offset = end as u32;
+            if status == dxgk_sys::STATUS_SUCCESS {
+                return Ok(());
+            }
+            if status == dxgk_sys::STATUS_GRAPHICS_ALLOCATION_BUSY {
+                // Everything is idle between operations: retry a bounded number of times.
+                busy += 1;
+                if busy > 3 {
+                    return Err(VidmmError::BuildPagingBuffer {
+                        operation: operation.0,
+                        status,
+                    });
+                }
+                continue;
+            }
+            // INSUFFICIENT_DMA_BUFFER: submit what is there and resume.
+            self.stats.multipass_resumes += 1;
+            if self.write_offset == 0 {
+                return Err(VidmmError::NoProgress {
+                    operation: operation.0,
+                });
+            }
+            multipass = args.MultipassOffset;
+            self.submit_paging()?;
+        }
+    }
+
+    /// Submits the paging buffer (if anything is in it) and waits for it.
+    fn submit_paging(&mut self) -> VidmmResult<()> {
+        if self.write_offset == 0 {
+            return Ok(());
+        }
+        let len = self.write_offset;
+        self.write_offset = 0;
+        self.stats.paging_submissions += 1;
+        let ctx = self.proc_ref(0).hcontext;
+        self.submit(ctx, PAGING_BUFFER_BASE, len)
+    }
+
+    fn submit(&mut self, context: HANDLE, va: u64, len: u32) -> VidmmResult<()> {
+        let f = self
+            .ddi
+            .DxgkDdiSubmitCommandVirtual
+            .ok_or_else(|| VidmmError::Unsupported("no DxgkDdiSubmitCommandVirtual".into()))?;
+        let fence = self.next_fence;
+        self.next_fence += 1;
+        let args = dxgk_sys::DXGKARG_SUBMITCOMMANDVIRTUAL {
+            hContext: context,
+            DmaBufferVirtualAddress: va,
+            DmaBufferSize: len,
+            SubmissionFenceId: fence,
+            ..Default::default()
+        };
+        let h = self.hadapter;
+        // SAFETY: the miniport's DDI with its adapter handle and a valid argument block.
+        let s = self.call(|| unsafe { f(h, &args) });
+        Self::check("DxgkDdiSubmitCommandVirtual", s)?;
+        self.wait(fence)
+    }
+
+    /// Services the device until `fence` completes (bounded), a fault is reported or the bound
+    /// is hit.
+    fn wait(&mut self, fence: u32) -> VidmmResult<()> {
+        for round in 0..=self.config.max_service_rounds {
+            let new = self
+                .m
+                .interrupt_notifications_since(self.id, self.seen_notifications);
+            self.seen_notifications += new.len();
+            let mut faulted = None;
+            for n in new {
+                if n.kind == dxgk_sys::DXGK_INTERRUPT_DMA_COMPLETED.0 {
+                    self.last_completed = self.last_completed.max(n.fence);
+                } else if n.kind == dxgk_sys::DXGK_INTERRUPT_DMA_FAULTED.0 {
+                    faulted = Some(n);
+                }
+            }
+            if let Some(n) = faulted {
+                self.stats.device_faults += 1;
+                self.reset_adapter()?;
+                return Err(VidmmError::DeviceFault {
+                    fence,
+                    faulted_fence: n.fence,
+                    status: n.status,
+                });
+            }
+            if self.last_completed >= fence {
+                return Ok(());
+            }
+            if round < self.config.max_service_rounds {
+                self.m.service(self.id);
+            }
+        }
+        self.m.state.report(Finding::here(
+            Rule::PossibleHang,
+            "DxgkDdiSubmitCommandVirtual",
+            format!(
+                "fence {fence} not reported by DxgkCbNotifyInterrupt(DMA_COMPLETED) after {} device synchronizations (TDR)",
+                self.config.max_service_rounds
+            ),
+        ));
+        self.reset_adapter()?;
+        Err(VidmmError::Hang { fence })
+    }
+
+    /// TDR: DxgkDdiResetFromTimeout, then DxgkDdiRestartFromTimeout. Abandons the paging buffer.
+    fn reset_adapter(&mut self) -> VidmmResult<()> {
+        self.stats.resets += 1;
+        self.write_offset = 0;
+        let h = self.hadapter;
+        if let Some(f) = self.ddi.DxgkDdiResetFromTimeout {
+            // SAFETY: the miniport's DDI with its adapter handle.
+            let s = self.call(|| unsafe { f(h) });
+            Self::check("DxgkDdiResetFromTimeout", s)?;
+        }
+        if let Some(f) = self.ddi.DxgkDdiRestartFromTimeout {
+            // SAFETY: the miniport's DDI with its adapter handle.
+            let s = self.call(|| unsafe { f(h) });
+            Self::check("DxgkDdiRestartFromTimeout", s)?;
+        }
+        // Notifications of the dead submissions are not waited for.
+        self.seen_notifications = self.m.interrupt_notifications(self.id).len();
+        Ok(())
+    }
+
+    // ---- page-table updates ---------------------------------------------------------------
+
+    /// UPDATE_PAGE_TABLE (GPU_VIRTUAL) of the level-`level` entries of process `p` starting at
+    /// the one for `va`, split at table boundaries.
+    fn update_entries(
+        &mut self,
+        p: usize,
+        level: usize,
+        va: u64,
+        entries: Entries<'_>,
+    ) -> VidmmResult<()> {
+        let per_table = u64::from(self.geo.entries(level));
+        let entry_span = 1u64 << self.geo.shift(level);
+        let total = entries.len();
+        let hkmd = self.proc_ref(p).hkmd;
+        let mut done = 0u64;
+        while done < total {
+            let at = va + done * entry_span;
+            let index = self.geo.index(level, at);
+            let n = (per_table - u64::from(index)).min(total - done);
+            let key = (level, self.geo.key(level, at));
+            let table_va = self
+                .proc_ref(p)
+                .tables
+                .get(&key)
+                .map(|t| t.window_va)
+                .ok_or_else(|| bad(format!("no level-{level} table for VA {at:#x}")))?;
+            let (ptr, repeat) = match entries {
+                Entries::Slice(s) => (s[done as usize..].as_ptr(), false),
+                Entries::Repeat(ref pte, _) => (pte as *const DXGK_PTE, true),
+            };
+            let mut upt = dxgk_sys::DXGK_BUILDPAGINGBUFFER_UPDATEPAGETABLE {
+                PageTableLevel: level as u32,
+                pPageTableEntries: ptr.cast_mut(),
+                StartIndex: index,
+                NumPageTableEntries: n as u32,
+                hProcess: hkmd,
+                UpdateMode: dxgk_sys::DXGK_PAGETABLEUPDATE_GPU_VIRTUAL,
+                FirstPteVirtualAddress: at,
+                ..Default::default()
+            };
+            upt.PageTableAddress.u.GpuVirtual = table_va;
+            upt.Flags.set_Repeat(u32::from(repeat));
+            self.build(dxgk_sys::DXGK_OPERATION_UPDATE_PAGE_TABLE, |a| {
+                a.u.UpdatePageTable = upt;
+            })?;
+            self.stats.ptes_written += n;
+            done += n;
+        }
+        Ok(())
+    }
+
+    fn flush_tlb(&mut self, p: usize, start: u64, end: u64) -> VidmmResult<()> {
+        let proc_ = self.proc_ref(p);
+        let mut f = dxgk_sys::DXGK_BUILDPAGINGBUFFER_FLUSHTLB {
+            hProcess: proc_.hkmd,
+            StartVirtualAddress: start,
+            EndVirtualAddress: end,
+            ..Default::default()
+        };
+        f.RootPageTableAddress.SegmentId = if p == 0 {
+            self.geo.paging_table_segment
+        } else {
+            self.geo.table_segment
+        };
+        f.RootPageTableAddress.SegmentOffset =
+            proc_.tables[&(self.geo.root(), 0)].logical_page() << 12;
+        self.build(dxgk_sys::DXGK_OPERATION_FLUSH_TLB, |a| a.u.FlushTlb = f)
+    }
+
+    /// Creates (maps in the window, initializes to invalid, links into the parent) every table
+    /// user process `p` lacks for `[va, va + len)`; `root` also creates the root. Appends to the
+    /// paging buffer.
+    fn ensure_tables(&mut self, p: usize, va: u64, len: u64, root: bool) -> VidmmResult<()> {
+        let mut missing = Vec::new();
+        if root {
+            missing.push((self.geo.root(), 0));
+        }
+        if len > 0 {
+            for level in (0..self.geo.root()).rev() {
+                let first = self.geo.key(level, va);
+                let last = self.geo.key(level, va + len - 1);
+                for k in first..=last {
+                    if !self.proc_ref(p).tables.contains_key(&(level, k)) {
+                        missing.push((level, k));
+                    }
+                }
+            }
+        }
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let mut created = Vec::new();
+        for &key in &missing {
+            match self.new_table() {
+                Ok(t) => created.push((key, t)),
+                Err(e) => {
+                    for (_, t) in created {
+                        self.free_table(t);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        let window: Vec<(u64, u64)> = created
+            .iter()
+            .map(|(_, t)| (t.window_va, t.logical_page()))
+            .collect();
+        for (key, t) in created {
+            self.proc_mut(p).tables.insert(key, t);
+        }
+        // 1. Map the new tables in the paging process's page-table window, flush its TLB.
+        let (mut lo, mut hi) = (u64::MAX, 0);
+        for &(wva, page) in &window {
+            let pte = page_pte(page, self.geo.table_segment);
+            self.update_entries(0, 0, wva, Entries::Slice(&[pte]))?;
+            lo = lo.min(wva);
+            hi = hi.max(wva + PAGE64);
+        }
+        self.flush_tlb(0, lo, hi)?;
+        // 2. Initialize each new table to invalid (through the window).
+        for &(level, key) in &missing {
+            let n = self.geo.entries(level);
+            let first_va = key * self.geo.table_span(level);
+            let t = &self.proc_ref(p).tables[&(level, key)];
+            let mut upt = dxgk_sys::DXGK_BUILDPAGINGBUFFER_UPDATEPAGETABLE {
+                PageTableLevel: level as u32,
+                StartIndex: 0,
+                NumPageTableEntries: n,
+                hProcess: self.proc_ref(p).hkmd,
+                UpdateMode: dxgk_sys::DXGK_PAGETABLEUPDATE_GPU_VIRTUAL,
+                FirstPteVirtualAddress: first_va,
+                ..Default::default()
+            };
+            upt.PageTableAddress.u.GpuVirtual = t.window_va;
+            upt.Flags.set_Repeat(1);
+            upt.Flags.set_InitialUpdate(1);
+            let invalid = invalid_pte();
+            upt.pPageTableEntries = (&invalid as *const DXGK_PTE).cast_mut();
+            self.build(dxgk_sys::DXGK_OPERATION_UPDATE_PAGE_TABLE, |a| {
+                a.u.UpdatePageTable = upt;
+            })?;
+            self.stats.ptes_written += u64::from(n);
+        }
+        // 3. Link every new non-root table into its parent.
+        for &(level, key) in &missing {
+            if level == self.geo.root() {
+                continue;
+            }
+            let page = self.proc_ref(p).tables[&(level, key)].logical_page();
+            let va = key * self.geo.table_span(level);
+            let pte = table_pte(page, self.geo.table_segment);
+            self.update_entries(p, level + 1, va, Entries::Slice(&[pte]))?;
+        }
+        Ok(())
+    }
+
+    /// Writes leaf entries of `p` for `[va, va + pages.len() pages)`: `Some(page)` maps that
+    /// logical page, `None` invalidates. Appends to the paging buffer.
+    fn write_leaves(&mut self, p: usize, va: u64, pages: &[Option<u64>]) -> VidmmResult<()> {
+        let ptes: Vec<DXGK_PTE> = pages
+            .iter()
+            .map(|pg| pg.map_or_else(invalid_pte, |l| page_pte(l, 0)))
+            .collect();
+        self.update_entries(p, 0, va, Entries::Slice(&ptes))
+    }
+
+    fn invalidate_leaves(&mut self, p: usize, va: u64, pages: u64) -> VidmmResult<()> {
+        let mut done = 0;
+        while done < pages {
+            let n = (pages - done).min(u64::from(u32::MAX));
+            self.update_entries(
+                p,
+                0,
+                va + done * PAGE64,
+                Entries::Repeat(invalid_pte(), n as u32),
+            )?;
+            done += n;
+        }
+        Ok(())
+    }
+
+    fn check_va(&self, va: u64, len: u64) -> VidmmResult<()> {
+        let limit = 1u64.checked_shl(self.geo.va_bits).unwrap_or(u64::MAX);
+        if !va.is_multiple_of(PAGE64) || len == 0 || va.checked_add(len).is_none_or(|e| e > limit) {
+            return Err(bad(format!(
+                "VA range {va:#x}+{len:#x} is unaligned, empty or beyond {} bits",
+                self.geo.va_bits
+            )));
+        }
+        Ok(())
+    }
+
+    // ---- public API -----------------------------------------------------------------------
+
+    /// A user process: DxgkDdiCreateProcess, a device, a context, its root table (mapped in
+    /// the paging process and initialized through a paging buffer), DxgkDdiSetRootPageTable.
+    pub fn create_process(&mut self) -> VidmmResult<ProcessId> {
+        let p = self.create_objects(false)?;
+        let i = self.procs.len();
+        self.procs.push(Some(p));
+        let r = self
+            .ensure_tables(i, 0, 0, true)
+            .and_then(|()| self.submit_paging());
+        let r = r.and_then(|()| {
+            let p = self.procs[i].take().expect("process");
+            let r = self.set_root(&p, self.geo.table_segment);
+            self.procs[i] = Some(p);
+            r
+        });
+        match r {
+            Ok(()) => Ok(ProcessId(i)),
+            Err(e) => {
+                let _ = self.destroy_index(i);
+                Err(e)
+            }
+        }
+    }
+
+    /// Destroys a user process: its mappings stay in the allocations' books no longer; its
+    /// tables leave the page-table window (invalidated, TLB flushed) and are freed; context,
+    /// device and process are destroyed.
+    pub fn destroy_process(&mut self, p: ProcessId) -> VidmmResult<()> {
+        let i = self.user(p)?;
+        self.destroy_index(i)
+    }
+
+    fn destroy_index(&mut self, i: usize) -> VidmmResult<()> {
+        let windows: Vec<u64> = self
+            .proc_ref(i)
+            .tables
+            .values()
+            .map(|t| t.window_va)
+            .collect();
+        let mut r = Ok(());
+        if !windows.is_empty() && !self.destroyed {
+            r = (|| {
+                for &w in &windows {
+                    self.invalidate_leaves(0, w, 1)?;
+                }
+                let lo = windows.iter().min().copied().unwrap_or(0);
+                let hi = windows.iter().max().copied().unwrap_or(0) + PAGE64;
+                self.flush_tlb(0, lo, hi)?;
+                self.submit_paging()
+            })();
+        }
+        let p = self.procs[i].take().expect("process");
+        self.destroy_objects(&p);
+        for (_, t) in p.tables {
+            self.free_table(t);
+        }
+        r
+    }
+
+    /// An allocation of `bytes` (rounded up to 4 KiB) of zeroed system memory, mapped in the
+    /// adapter's IOMMU (VidMm-owned; see [`crate::memory::VidmmMemory`]).
+    pub fn allocate(&mut self, bytes: u64) -> VidmmResult<AllocId> {
+        if bytes == 0 {
+            return Err(bad("empty allocation"));
+        }
+        let pages = bytes.div_ceil(PAGE64) as usize;
+        let mem = self.vidmm_pages(pages, true)?;
+        let id = AllocId(self.next_alloc);
+        self.next_alloc += 1;
+        self.allocs.insert(
+            id,
+            Allocation {
+                bytes: pages as u64 * PAGE64,
+                backing: Some(mem),
+            },
+        );
+        Ok(id)
+    }
+
+    fn alloc_ref(&self, a: AllocId) -> VidmmResult<&Allocation> {
+        self.allocs
+            .get(&a)
+            .ok_or_else(|| bad(format!("{a:?} is not a live allocation")))
+    }
+
+    fn backing(&self, a: AllocId) -> VidmmResult<&VidmmMemory> {
+        self.alloc_ref(a)?
+            .backing
+            .as_ref()
+            .ok_or(VidmmError::Evicted(a))
+    }
+
+    /// Size of an allocation in bytes (whole pages).
+    pub fn size_of(&self, a: AllocId) -> VidmmResult<u64> {
+        Ok(self.alloc_ref(a)?.bytes)
+    }
+
+    /// The logical pages backing `a` (what its PTEs point at).
+    pub fn logical_pages(&self, a: AllocId) -> VidmmResult<Vec<u64>> {
+        Ok(self.backing(a)?.logical_pages().to_vec())
+    }
+
+    /// Maps all of `a` at `gpu_va` in process `p`: UPDATE_PAGE_TABLE for every level that needs
+    /// entries (creating tables), then FLUSH_TLB, in paging buffers; waits for completion.
+    pub fn map(&mut self, p: ProcessId, a: AllocId, gpu_va: u64) -> VidmmResult<()> {
+        self.map_with(p, a, gpu_va, true)
+    }
+
+    /// [`Vidmm::map`] with the final FLUSH_TLB optional — `flush_tlb: false` breaks the
+    /// GpuMmu rule on purpose (to show that the device's TLB keeps stale translations).
+    pub fn map_with(
+        &mut self,
+        p: ProcessId,
+        a: AllocId,
+        gpu_va: u64,
+        flush_tlb: bool,
+    ) -> VidmmResult<()> {
+        let i = self.user(p)?;
+        let pages: Vec<Option<u64>> = self
+            .backing(a)?
+            .logical_pages()
+            .iter()
+            .map(|&l| Some(l))
+            .collect();
+        self.map_logical(p, gpu_va, &pages, flush_tlb)?;
+        self.proc_mut(i).mappings.push((a, gpu_va));
+        Ok(())
+    }
+
+    /// Writes leaf PTEs of process `p` for `[gpu_va, gpu_va + 4 KiB × pages.len())` directly:
+    /// `Some(l)` points the page at logical page `l` (which need not belong to anything — the
+    /// isolation tests point PTEs at pages the IOMMU does not map), `None` invalidates it.
+    /// Creates tables as needed; FLUSH_TLB unless `flush_tlb` is false. Not tracked as a
+    /// mapping.
+    pub fn map_logical(
+        &mut self,
+        p: ProcessId,
+        gpu_va: u64,
+        pages: &[Option<u64>],
+        flush_tlb: bool,
+    ) -> VidmmResult<()> {
+        let i = self.user(p)?;
+        let len = pages.len() as u64 * PAGE64;
+        self.check_va(gpu_va, len)?;
+        let r = (|| {
+            self.ensure_tables(i, gpu_va, len, false)?;
+            self.write_leaves(i, gpu_va, pages)?;
+            if flush_tlb {
+                self.flush_tlb(i, gpu_va, gpu_va + len)?;
+            }
+            self.submit_paging()
+        })();
+        if r.is_err() {
+            self.write_offset = 0;
+        }
+        r
+    }
+
+    /// Unmaps `a` from `gpu_va` in process `p`: invalid PTEs, FLUSH_TLB.
+    pub fn unmap(&mut self, p: ProcessId, a: AllocId, gpu_va: u64) -> VidmmResult<()> {
+        let i = self.user(p)?;
+        let at = self
+            .proc_ref(i)
+            .mappings
+            .iter()
+            .position(|&m| m == (a, gpu_va))
+            .ok_or_else(|| bad(format!("{a:?} is not mapped at {gpu_va:#x} in {p:?}")))?;
+        let pages = self.alloc_ref(a)?.bytes / PAGE64;
+        self.proc_mut(i).mappings.remove(at);
+        let r = (|| {
+            self.invalidate_leaves(i, gpu_va, pages)?;
+            self.flush_tlb(i, gpu_va, gpu_va + pages * PAGE64)?;
+            self.submit_paging()
+        })();
+        if r.is_err() {
+            self.write_offset = 0;
+        }
+        r
+    }
+
+    /// Evicts `a`: every mapping in every process invalidated (with FLUSH_TLB), then the backing
+    /// is released (unmapped from the IOMMU and freed). The allocation stays, without backing.
+    pub fn evict(&mut self, a: AllocId) -> VidmmResult<()> {
+        self.backing(a)?;
+        for i in 1..self.procs.len() {
+            let Some(p) = &self.procs[i] else { continue };
+            let vas: Vec<u64> = p
+                .mappings
+                .iter()
+                .filter(|m| m.0 == a)
+                .map(|m| m.1)
+                .collect();
+            for va in vas {
+                self.unmap(ProcessId(i), a, va)?;
+            }
+        }
+        let mem = self
+            .allocs
+            .get_mut(&a)
+            .and_then(|x| x.backing.take())
+            .ok_or(VidmmError::Evicted(a))?;
+        self.m.vidmm_free(mem);
+        Ok(())
+    }
+
+    /// Frees `a` (evicting it first if it still has backing).
+    pub fn free(&mut self, a: AllocId) -> VidmmResult<()> {
+        if self.alloc_ref(a)?.backing.is_some() {
+            self.evict(a)?;
+        }
+        self.allocs.remove(&a);
+        Ok(())
+    }
+
+    fn check_range(&self, a: AllocId, offset: u64, size: u64) -> VidmmResult<()> {
+        let bytes = self.alloc_ref(a)?.bytes;
+        if offset.checked_add(size).is_none_or(|e| e > bytes) {
+            return Err(bad(format!(
+                "{a:?}: range {offset:#x}+{size:#x} outside its {bytes:#x} bytes"
+            )));
+        }
+        self.backing(a).map(|_| ())
+    }
+
+    /// Maps the pages of `a` covering `[offset, offset + size)` at `scratch_va` in the paging
+    /// process; returns the VA of byte `offset` and the pages mapped.
+    fn map_scratch(
+        &mut self,
+        a: AllocId,
+        offset: u64,
+        size: u64,
+        scratch_va: u64,
+    ) -> VidmmResult<(u64, u64)> {
+        let first = offset / PAGE64;
+        let last = (offset + size).div_ceil(PAGE64);
+        let pages: Vec<Option<u64>> = self.backing(a)?.logical_pages()
+            [first as usize..last as usize]
+            .iter()
+            .map(|&l| Some(l))
+            .collect();
+        self.write_leaves(0, scratch_va, &pages)?;
+        Ok((scratch_va + offset % PAGE64, last - first))
+    }
+
+    /// VIRTUAL_FILL of `[offset, offset + size)` of `a` with the 32-bit `pattern` (offset and
+    /// size multiples of 4): maps the range in the paging process's scratch window
+    /// (UPDATE_PAGE_TABLE + FLUSH_TLB), fills, unmaps, in chunks of the window.
+    pub fn fill(&mut self, a: AllocId, offset: u64, size: u64, pattern: u32) -> VidmmResult<()> {
+        if !offset.is_multiple_of(4) || !size.is_multiple_of(4) {
+            return Err(bad("fill offset and size must be multiples of 4"));
+        }
+        self.check_range(a, offset, size)?;
+        let chunk_max = self.config.scratch_bytes - PAGE64;
+        let mut done = 0;
+        while done < size {
+            let off = offset + done;
+            let n = (size - done).min(chunk_max - off % PAGE64);
+            let r = (|| {
+                let (va, pages) = self.map_scratch(a, off, n, SCRATCH_BASE)?;
+                self.flush_tlb(0, SCRATCH_BASE, SCRATCH_BASE + pages * PAGE64)?;
+                let f = dxgk_sys::DXGK_BUILDPAGINGBUFFER_FILLVIRTUAL {
+                    AllocationOffsetInBytes: off,
+                    FillSizeInBytes: n,
+                    FillPattern: pattern,
+                    DestinationVirtualAddress: va,
+                    ..Default::default()
+                };
+                self.build(dxgk_sys::DXGK_OPERATION_VIRTUAL_FILL, |x| {
+                    x.u.FillVirtual = f
+                })?;
+                self.invalidate_leaves(0, SCRATCH_BASE, pages)?;
+                self.flush_tlb(0, SCRATCH_BASE, SCRATCH_BASE + pages * PAGE64)?;
+                self.submit_paging()
+            })();
+            if r.is_err() {
+                self.write_offset = 0;
+            }
+            r?;
+            done += n;
+        }
+        Ok(())
+    }
+
+    /// VIRTUAL_TRANSFER of all of `src` into `dst` (`size` bytes from offset 0).
+    pub fn transfer(&mut self, src: AllocId, dst: AllocId, size: u64) -> VidmmResult<()> {
+        self.transfer_at(src, 0, dst, 0, size)
+    }
+
+    /// VIRTUAL_TRANSFER of `size` bytes from `src` at `src_offset` to `dst` at `dst_offset`:
+    /// both mapped in the scratch window (UPDATE_PAGE_TABLE + FLUSH_TLB), copied, unmapped, in
+    /// chunks of half the window.
+    pub fn transfer_at(
+        &mut self,
+        src: AllocId,
+        src_offset: u64,
+        dst: AllocId,
+        dst_offset: u64,
+        size: u64,
+    ) -> VidmmResult<()> {
+        self.check_range(src, src_offset, size)?;
+        self.check_range(dst, dst_offset, size)?;
+        if size == 0 {
+            return Ok(());
+        }
+        let half = self.config.scratch_bytes / 2;
+        let chunk_max = half - PAGE64;
+        let mut done = 0;
+        while done < size {
+            let (so, d_o) = (src_offset + done, dst_offset + done);
+            let n = (size - done)
+                .min(chunk_max - so % PAGE64)
+                .min(chunk_max - d_o % PAGE64);
+            let r = (|| {
+                let (sva, sp) = self.map_scratch(src, so, n, SCRATCH_BASE)?;
+                let (dva, dp) = self.map_scratch(dst, d_o, n, SCRATCH_BASE + half)?;
+                let end = SCRATCH_BASE + half + dp * PAGE64;
+                self.flush_tlb(0, SCRATCH_BASE, end)?;
+                let t = dxgk_sys::DXGK_BUILDPAGINGBUFFER_TRANSFERVIRTUAL {
+                    AllocationOffsetInBytes: d_o,
+                    TransferSizeInBytes: n,
+                    SourceVirtualAddress: sva,
+                    DestinationVirtualAddress: dva,
+                    ..Default::default()
+                };
+                self.build(dxgk_sys::DXGK_OPERATION_VIRTUAL_TRANSFER, |x| {
+                    x.u.TransferVirtual = t;
+                })?;
+                self.invalidate_leaves(0, SCRATCH_BASE, sp)?;
+                self.invalidate_leaves(0, SCRATCH_BASE + half, dp)?;
+                self.flush_tlb(0, SCRATCH_BASE, end)?;
+                self.submit_paging()
+            })();
+            if r.is_err() {
+                self.write_offset = 0;
+            }
+            r?;
+            done += n;
+        }
+        Ok(())
+    }
+
+    /// CPU read of `len` bytes of `a` at `offset`.
+    pub fn read(&self, a: AllocId, offset: u64, len: usize) -> VidmmResult<Vec<u8>> {
+        self.check_range(a, offset, len as u64)?;
+        let mut buf = vec![0u8; len];
+        self.backing(a)?.read(offset as usize, &mut buf);
+        Ok(buf)
+    }
+
+    /// CPU write of `data` into `a` at `offset` (e.g. a command buffer a UMD built).
+    pub fn write(&self, a: AllocId, offset: u64, data: &[u8]) -> VidmmResult<()> {
+        self.check_range(a, offset, data.len() as u64)?;
+        self.backing(a)?.write(offset as usize, data);
+        Ok(())
+    }
+
+    /// Submits a DMA buffer of `len` bytes at `gpu_va` in process `p` on its (non-system)
+    /// context, as the scheduler does for a UMD's command buffer, and waits for it.
+    pub fn submit_user(&mut self, p: ProcessId, gpu_va: u64, len: u32) -> VidmmResult<()> {
+        let i = self.user(p)?;
+        self.stats.user_submissions += 1;
+        let ctx = self.proc_ref(i).hcontext;
+        self.submit(ctx, gpu_va, len)
+    }
+
+    /// Destroys every process (user processes first, then the paging process) and frees all
+    /// memory. Call before stopping the adapter.
+    pub fn destroy(mut self) -> VidmmResult<()> {
+        let r = self.teardown();
+        self.destroyed = true;
+        r
+    }
+
+    fn teardown(&mut self) -> VidmmResult<()> {
+        let mut r = Ok(());
+        for i in (1..self.procs.len()).rev() {
+            if self.procs[i].is_some() {
+                let x = self.destroy_index(i);
+                if r.is_ok() {
+                    r = x;
+                }
+            }
+        }
+        self.destroyed = true;
+        if let Some(Some(p)) = self.procs.first_mut().map(Option::take) {
+            self.destroy_objects(&p);
+            for (_, t) in p.tables {
+                self.m.vidmm_free(t.mem);
+            }
+        }
+        self.procs.clear();
+        if let Some(b) = self.buffer.take() {
+            self.m.vidmm_free(b);
+        }
+        let allocs: Vec<AllocId> = self.allocs.keys().copied().collect();
+        for a in allocs {
+            if let Some(mem) = self.allocs.remove(&a).and_then(|x| x.backing) {
+                self.m.vidmm_free(mem);
+            }
+        }
+        r
+    }
+}
+
+impl Drop for Vidmm {
+    fn drop(&mut self) {
+        if !self.destroyed {
+            let _ = self.teardown();
+        }
+    }
+}

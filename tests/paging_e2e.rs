@@ -1,0 +1,668 @@
+//! rgpu's paging driven end to end as Windows drives it: dxgk-sim's VidMm ([`dxgk_sim::Vidmm`])
+//! creates the system paging process (page tables initialized with CPU_VIRTUAL updates and a
+//! NULL DMA buffer), user processes with their own roots, allocations in system memory behind
+//! the IOMMU, and asks the REAL driver's DxgkDdiBuildPagingBuffer for every page-table update,
+//! TLB flush, fill and transfer; the rgpu device model executes the paging buffers. Both IOMMU
+//! modes: WDDM 2.4 isolation (identity) and WDDM 3.x DMA remapping.
+
+use dxgk_sim::devices::RgpuDevice;
+use dxgk_sim::{
+    AdapterConfig, AdapterId, AllocId, IommuMode, Machine, MachineConfig, ProcessId, Rule, Vidmm,
+    VidmmConfig, VidmmError,
+};
+use dxgk_sys as sys;
+use proptest::prelude::*;
+use rgpu_hw::cmd::{Encoder, Target};
+
+const KIB: u64 = 1024;
+const MIB: u64 = 1024 * KIB;
+
+fn machines() -> Vec<MachineConfig> {
+    vec![
+        MachineConfig::windows_10_1803().with_iommu(IommuMode::Identity),
+        MachineConfig::windows_11_22h2().with_iommu(IommuMode::Remapped),
+    ]
+}
+
+fn boot(config: MachineConfig) -> (Machine, AdapterId) {
+    let m = Machine::new(config);
+    assert_eq!(m.load_driver(rgpu::ddi::DriverEntry), sys::STATUS_SUCCESS);
+    let id = m.add_adapter(AdapterConfig {
+        device: Some(Box::new(RgpuDevice::new())),
+    });
+    assert_eq!(
+        m.start_adapter(id),
+        sys::STATUS_SUCCESS,
+        "{:?}",
+        m.findings()
+    );
+    (m, id)
+}
+
+fn shutdown(m: &Machine, id: AdapterId, vidmm: Vidmm) {
+    vidmm.destroy().expect("VidMm teardown");
+    assert_eq!(m.vidmm_allocations(), 0, "VidMm freed all its memory");
+    assert_eq!(m.stop_adapter(id), sys::STATUS_SUCCESS);
+    assert_eq!(m.remove_adapter(id), sys::STATUS_SUCCESS);
+    m.unload_driver();
+}
+
+fn small_buffers() -> VidmmConfig {
+    VidmmConfig {
+        // Smaller than one full-table WRITE_PTES (4108 bytes): forces multipass.
+        dma_buffer_size: 4096,
+        ..VidmmConfig::default()
+    }
+}
+
+/// Asserts `[offset, offset + len)` of `a` holds `pattern` (LE dwords, aligned to the
+/// allocation), comparing page-sized slices.
+fn expect_pattern(v: &Vidmm, a: AllocId, offset: u64, len: u64, pattern: u32, what: &str) {
+    let page: Vec<u8> = pattern.to_le_bytes().repeat(1024);
+    let mut at = offset;
+    while at < offset + len {
+        let n = (offset + len - at).min(4096 - at % 4096);
+        let got = v.read(a, at, n as usize).expect("read");
+        let s = (at % 4) as usize;
+        assert!(
+            got[..] == page[s..s + n as usize],
+            "{what}: bytes at {at:#x}+{n:#x} differ from pattern {pattern:#010x}"
+        );
+        at += n;
+    }
+}
+
+/// A UMD-style command buffer: a COPY in the process's own address space.
+fn copy_commands(dst_va: u64, src_va: u64, size: u64) -> Vec<u8> {
+    let mut buf = vec![0u8; 64];
+    let mut enc = Encoder::new(&mut buf);
+    enc.copy(Target::Virtual(dst_va), Target::Virtual(src_va), size)
+        .expect("encode COPY");
+    enc.written().to_vec()
+}
+
+/// Writes a command buffer into `cmd` (mapped at `cmd_va` in `p`) and submits it on `p`'s
+/// context.
+fn run_user_copy(
+    v: &mut Vidmm,
+    p: ProcessId,
+    cmd: AllocId,
+    cmd_va: u64,
+    dst_va: u64,
+    src_va: u64,
+    size: u64,
+) -> Result<(), VidmmError> {
+    let cmds = copy_commands(dst_va, src_va, size);
+    v.write(cmd, 0, &cmds).expect("write command buffer");
+    v.submit_user(p, cmd_va, cmds.len() as u32)
+}
+
+const CMD_VA: u64 = 0x10_0000;
+
+#[test]
+fn fill_and_transfer_end_to_end_in_three_processes_with_multipass() {
+    // (size, GPU VA): one page, odd sizes, one crossing a leaf table (2 MiB) and one crossing a
+    // level-2 entry (1 GiB boundary) and a root entry (512 GiB boundary).
+    let cases: [(u64, u64); 4] = [
+        (4 * KIB, 0x20_0000),
+        (68 * KIB, 0x1F_F000),
+        (2 * MIB + 12 * KIB, 0x3FFF_0000),
+        (3 * MIB, 0x7F_FFF0_0000),
+    ];
+    for config in machines() {
+        let name = config.name.clone();
+        let (m, id) = boot(config);
+        let mut v = Vidmm::with_config(&m, id, small_buffers()).expect("VidMm init");
+        let procs: Vec<ProcessId> = (0..3)
+            .map(|_| v.create_process().expect("process"))
+            .collect();
+        for (pi, &p) in procs.iter().enumerate() {
+            let cmd = v.allocate(4096).unwrap();
+            v.map(p, cmd, CMD_VA).unwrap();
+            for (ci, &(size, va)) in cases.iter().enumerate() {
+                let pattern = 0x5A00_0000 | (pi as u32) << 16 | (ci as u32) << 8 | 0x3C;
+                let src = v.allocate(size).unwrap();
+                let dst = v.allocate(size).unwrap();
+                let dst2 = v.allocate(size).unwrap();
+                // Each process maps at the same VAs: only its own root tells them apart.
+                let dst_va = va + 0x100_0000_0000;
+                let dst2_va = va + 0x200_0000_0000;
+                v.map(p, src, va).unwrap();
+                v.map(p, dst, dst_va).unwrap();
+                v.map(p, dst2, dst2_va).unwrap();
+                v.fill(src, 0, size, pattern).unwrap();
+                v.transfer(src, dst, size).unwrap();
+                expect_pattern(&v, dst, 0, size, pattern, &format!("{name}: transfer"));
+                // A partial, unaligned-in-page fill leaves its neighbours alone.
+                let part = if size > 8192 { 4096 + 8 } else { 8 };
+                v.fill(dst, part, 100, 0xDEAD_BEEF).unwrap();
+                expect_pattern(&v, dst, 0, part, pattern, "before the partial fill");
+                expect_pattern(&v, dst, part, 100, 0xDEAD_BEEF, "partial fill");
+                expect_pattern(&v, dst, part + 100, size - part - 100, pattern, "after");
+                // The process's own page tables: a command buffer running in its ASID copies
+                // src → dst2 through its mappings.
+                run_user_copy(&mut v, p, cmd, CMD_VA, dst2_va, va, size).unwrap();
+                expect_pattern(&v, dst2, 0, size, pattern, &format!("{name}: user copy"));
+                expect_pattern(&v, src, 0, size, pattern, "source intact");
+            }
+        }
+        let s = v.stats();
+        println!("{name}: {s:?}");
+        assert!(
+            s.multipass_resumes > 0,
+            "4 KiB paging buffers must have forced multipass"
+        );
+        assert!(s.paging_submissions > s.multipass_resumes);
+        assert_eq!((s.device_faults, s.resets), (0, 0));
+        shutdown(&m, id, v);
+        m.assert_clean();
+    }
+}
+
+#[test]
+fn a_256_mib_allocation_is_filled_transferred_and_mapped() {
+    let (m, id) = boot(MachineConfig::windows_11_22h2().with_iommu(IommuMode::Remapped));
+    let mut v = Vidmm::new(&m, id).expect("VidMm init");
+    let p = v.create_process().unwrap();
+    let size = 256 * MIB;
+    let src = v.allocate(size).unwrap();
+    let dst = v.allocate(size).unwrap();
+    v.map(p, src, 0x40_0000_0000).unwrap();
+    v.fill(src, 0, size, 0xC0FF_EE11).unwrap();
+    // Distinct bytes at both ends, so that chunking mistakes show.
+    v.fill(src, 0, 8, 0x0102_0304).unwrap();
+    v.fill(src, size - 8, 8, 0xA1B2_C3D4).unwrap();
+    v.transfer(src, dst, size).unwrap();
+    expect_pattern(&v, dst, 0, 8, 0x0102_0304, "head");
+    expect_pattern(&v, dst, 8, size - 16, 0xC0FF_EE11, "body");
+    expect_pattern(&v, dst, size - 8, 8, 0xA1B2_C3D4, "tail");
+    let s = v.stats();
+    println!("256 MiB: {s:?}");
+    assert!(
+        s.multipass_resumes > 0,
+        "64 KiB paging buffers cannot hold 256 MiB of PTEs"
+    );
+    shutdown(&m, id, v);
+    m.assert_clean();
+}
+
+/// A logical page no IOMMU mapping covers on this machine.
+fn unmapped_logical_page(m: &Machine, id: AdapterId) -> u64 {
+    let page = 0x7_FFFF_F000u64 >> 12;
+    assert!(!m.dma(id).is_mapped(page << 12));
+    page
+}
+
+#[test]
+fn the_device_cannot_reach_unmapped_evicted_or_foreign_memory() {
+    for config in machines() {
+        let name = config.name.clone();
+        let (m, id) = boot(config);
+        let mut v = Vidmm::new(&m, id).expect("VidMm init");
+        let p = v.create_process().unwrap();
+        let q = v.create_process().unwrap();
+        let cmd_p = v.allocate(4096).unwrap();
+        let cmd_q = v.allocate(4096).unwrap();
+        v.map(p, cmd_p, CMD_VA).unwrap();
+        v.map(q, cmd_q, CMD_VA).unwrap();
+        let (a_va, b_va, x_va) = (0x100_0000u64, 0x200_0000u64, 0x300_0000u64);
+        let a = v.allocate(8192).unwrap();
+        let b = v.allocate(8192).unwrap();
+        let keep = v.allocate(8192).unwrap();
+        v.map(p, a, a_va).unwrap();
+        v.map(p, b, b_va).unwrap();
+        v.fill(a, 0, 8192, 0xAAAA_AAAA).unwrap();
+        v.fill(b, 0, 8192, 0xBBBB_BBBB).unwrap();
+        v.fill(keep, 0, 8192, 0x1234_5678).unwrap();
+        run_user_copy(&mut v, p, cmd_p, CMD_VA, b_va, a_va, 4096).unwrap();
+        expect_pattern(&v, b, 0, 4096, 0xAAAA_AAAA, "mapped copy works");
+        let faults_before = m.interrupt_notifications(id).len();
+
+        let mut errors = Vec::new();
+        // 1. A VA never mapped: GPU page fault (PTE_INVALID), reported as DMA_FAULTED.
+        let e = run_user_copy(&mut v, p, cmd_p, CMD_VA, b_va, 0x7000_0000, 4096).unwrap_err();
+        assert!(
+            matches!(e, VidmmError::DeviceFault { status, .. } if status == sys::STATUS_GRAPHICS_GPU_EXCEPTION_ON_DEVICE),
+            "{name}: {e:?}"
+        );
+        errors.push(e);
+        // 2. Another process's memory: q has no mapping at b_va / a_va.
+        let e = run_user_copy(&mut v, q, cmd_q, CMD_VA, b_va, a_va, 4096).unwrap_err();
+        assert!(matches!(e, VidmmError::DeviceFault { .. }), "{name}: {e:?}");
+        errors.push(e);
+        // 3. An evicted allocation: its VA is invalid again and its pages are gone.
+        v.evict(a).unwrap();
+        assert_eq!(v.fill(a, 0, 4, 1), Err(VidmmError::Evicted(a)));
+        let e = run_user_copy(&mut v, p, cmd_p, CMD_VA, b_va + 4096, a_va, 4096).unwrap_err();
+        assert!(matches!(e, VidmmError::DeviceFault { .. }), "{name}: {e:?}");
+        errors.push(e);
+        assert!(
+            m.iommu_faults().is_empty(),
+            "GPU page faults stop at the page tables: {:?}",
+            m.iommu_faults()
+        );
+        // 4. A PTE naming a logical page the IOMMU does not map: an IOMMU fault, no access.
+        let bogus = unmapped_logical_page(&m, id);
+        v.map_logical(p, x_va, &[Some(bogus)], true).unwrap();
+        let e = run_user_copy(&mut v, p, cmd_p, CMD_VA, b_va, x_va, 4096).unwrap_err();
+        assert!(matches!(e, VidmmError::DeviceFault { .. }), "{name}: {e:?}");
+        errors.push(e);
+        let iommu = m.iommu_faults();
+        assert_eq!(iommu.len(), 1, "{name}: {iommu:?}");
+        assert_eq!(iommu[0].logical_addr, bogus << 12);
+        assert!(!iommu[0].write);
+
+        // Every fault went through the driver's fault path, one DMA_FAULTED each, naming the
+        // submission that faulted (also after the resets that followed earlier faults).
+        for e in &errors {
+            match e {
+                VidmmError::DeviceFault {
+                    fence,
+                    faulted_fence,
+                    ..
+                } => assert_eq!(fence, faulted_fence, "{name}: FaultedFenceId"),
+                other => panic!("{name}: {other:?}"),
+            }
+        }
+        let faulted: Vec<_> = m.interrupt_notifications(id)[faults_before..]
+            .iter()
+            .filter(|n| n.kind == sys::DXGK_INTERRUPT_DMA_FAULTED.0)
+            .copied()
+            .collect();
+        assert_eq!(faulted.len(), 4, "{name}: {faulted:?}");
+        assert_eq!(v.stats().device_faults, 4);
+        // Nothing else was touched.
+        expect_pattern(&v, b, 0, 4096, 0xAAAA_AAAA, "b page 0");
+        expect_pattern(&v, b, 4096, 4096, 0xBBBB_BBBB, "b page 1");
+        expect_pattern(&v, keep, 0, 8192, 0x1234_5678, "unrelated allocation");
+        // After the resets (TDR) every address space works again.
+        v.fill(keep, 0, 4096, 0x7777_7777).unwrap();
+        expect_pattern(&v, keep, 0, 4096, 0x7777_7777, "paging after TDR");
+        run_user_copy(&mut v, p, cmd_p, CMD_VA, b_va + 4096, b_va, 4096).unwrap();
+        expect_pattern(&v, b, 4096, 4096, 0xAAAA_AAAA, "user copy after TDR");
+
+        shutdown(&m, id, v);
+        let findings = m.findings();
+        assert!(
+            findings.iter().all(|f| f.rule == Rule::IommuFault),
+            "{name}: only the provoked IOMMU fault: {findings:#?}"
+        );
+        assert_eq!(findings.len(), 1);
+    }
+}
+
+#[test]
+fn a_pte_change_without_flush_tlb_is_stale_until_flushed() {
+    for config in machines() {
+        let name = config.name.clone();
+        let (m, id) = boot(config);
+        let mut v = Vidmm::new(&m, id).expect("VidMm init");
+        let p = v.create_process().unwrap();
+        let cmd = v.allocate(4096).unwrap();
+        v.map(p, cmd, CMD_VA).unwrap();
+        let (va, out_va) = (0x100_0000u64, 0x200_0000u64);
+        let a = v.allocate(4096).unwrap();
+        let b = v.allocate(4096).unwrap();
+        let out = v.allocate(4096).unwrap();
+        v.fill(a, 0, 4096, 0xAAAA_0001).unwrap();
+        v.fill(b, 0, 4096, 0xBBBB_0002).unwrap();
+        v.map(p, a, va).unwrap();
+        v.map(p, out, out_va).unwrap();
+        run_user_copy(&mut v, p, cmd, CMD_VA, out_va, va, 4096).unwrap();
+        expect_pattern(&v, out, 0, 4096, 0xAAAA_0001, "through a");
+        // Point the PTE at b but skip FLUSH_TLB: the device keeps the cached translation.
+        let b_page = v.logical_pages(b).unwrap()[0];
+        v.map_logical(p, va, &[Some(b_page)], false).unwrap();
+        run_user_copy(&mut v, p, cmd, CMD_VA, out_va, va, 4096).unwrap();
+        expect_pattern(&v, out, 0, 4096, 0xAAAA_0001, &format!("{name}: stale TLB"));
+        // With the flush, the new translation is used.
+        v.map_logical(p, va, &[Some(b_page)], true).unwrap();
+        run_user_copy(&mut v, p, cmd, CMD_VA, out_va, va, 4096).unwrap();
+        expect_pattern(
+            &v,
+            out,
+            0,
+            4096,
+            0xBBBB_0002,
+            &format!("{name}: after FLUSH_TLB"),
+        );
+        shutdown(&m, id, v);
+        m.assert_clean();
+    }
+}
+
+#[test]
+fn a_submission_that_does_not_complete_in_bounded_time_is_a_possible_hang() {
+    let (m, id) = boot(MachineConfig::windows_11_22h2());
+    let mut v = Vidmm::new(&m, id).expect("VidMm init");
+    let p = v.create_process().unwrap();
+    let cmd = v.allocate(4096).unwrap();
+    let page = v.allocate(4096).unwrap();
+    v.map(p, cmd, CMD_VA).unwrap();
+    // 512 MiB of VA, every page on the same 4 KiB: a FILL of it takes 131072 device units,
+    // more than one device synchronization runs.
+    let va = 0x100_0000_0000u64;
+    let pages = 131_072usize;
+    let target = v.logical_pages(page).unwrap()[0];
+    v.map_logical(p, va, &vec![Some(target); pages], true)
+        .unwrap();
+    let mut buf = vec![0u8; 64];
+    let mut enc = Encoder::new(&mut buf);
+    enc.fill(Target::Virtual(va), pages as u64 * 4096, 0x4242_4242)
+        .unwrap();
+    let cmds = enc.written().to_vec();
+    v.write(cmd, 0, &cmds).unwrap();
+    v.set_max_service_rounds(0);
+    let e = v.submit_user(p, CMD_VA, cmds.len() as u32).unwrap_err();
+    assert!(matches!(e, VidmmError::Hang { .. }), "{e:?}");
+    let hangs = m.findings_of(Rule::PossibleHang);
+    assert_eq!(hangs.len(), 1, "{hangs:?}");
+    assert_eq!(v.stats().resets, 1, "TDR after the hang");
+    // The adapter works after the TDR.
+    v.set_max_service_rounds(VidmmConfig::default().max_service_rounds);
+    v.fill(page, 0, 4096, 0x1111_2222).unwrap();
+    expect_pattern(&v, page, 0, 4096, 0x1111_2222, "after TDR");
+    shutdown(&m, id, v);
+    assert_eq!(m.findings().len(), 1, "{:#?}", m.findings());
+}
+
+// ---- property test -------------------------------------------------------------------------
+
+const PROCS: usize = 2;
+const ALLOC_PAGES: [u64; 3] = [1, 4, 9];
+
+#[derive(Clone, Debug)]
+enum Op {
+    Map {
+        p: usize,
+        a: usize,
+    },
+    Unmap {
+        p: usize,
+        a: usize,
+    },
+    Fill {
+        a: usize,
+        off: u64,
+        len: u64,
+        pattern: u32,
+    },
+    Transfer {
+        src: usize,
+        dst: usize,
+        so: u64,
+        d_o: u64,
+        len: u64,
+    },
+    Evict {
+        a: usize,
+    },
+    UserCopy {
+        p: usize,
+        src: usize,
+        dst: usize,
+        len: u64,
+    },
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let p = 0..PROCS;
+    let a = 0..ALLOC_PAGES.len();
+    prop_oneof![
+        (p.clone(), a.clone()).prop_map(|(p, a)| Op::Map { p, a }),
+        (p.clone(), a.clone()).prop_map(|(p, a)| Op::Unmap { p, a }),
+        (a.clone(), 0u64..9216, 0u64..9216, any::<u32>()).prop_map(|(a, off, len, pattern)| {
+            Op::Fill {
+                a,
+                off: off * 4,
+                len: len * 4,
+                pattern,
+            }
+        }),
+        (a.clone(), a.clone(), 0u64..36864, 0u64..36864, 0u64..36864).prop_map(
+            |(src, dst, so, d_o, len)| Op::Transfer {
+                src,
+                dst,
+                so,
+                d_o,
+                len
+            }
+        ),
+        a.clone().prop_map(|a| Op::Evict { a }),
+        (p, a.clone(), a, 1u64..36864).prop_map(|(p, src, dst, len)| Op::UserCopy {
+            p,
+            src,
+            dst,
+            len
+        }),
+    ]
+}
+
+fn va_of(a: usize) -> u64 {
+    0x1000_0000 + a as u64 * 0x20_0000
+}
+
+/// The reference: bytes of each allocation (None once evicted) and what each process maps.
+struct Model {
+    mem: Vec<Option<Vec<u8>>>,
+    mapped: [[bool; 3]; PROCS],
+}
+
+fn run_ops(config: MachineConfig, ops: &[Op]) -> Result<(), TestCaseError> {
+    let (m, id) = boot(config);
+    let mut v = Vidmm::with_config(
+        &m,
+        id,
+        VidmmConfig {
+            // A handful of PTEs per buffer: most operations resume through MultipassOffset.
+            dma_buffer_size: 64,
+            ..VidmmConfig::default()
+        },
+    )
+    .expect("VidMm init");
+    let procs: Vec<ProcessId> = (0..PROCS).map(|_| v.create_process().unwrap()).collect();
+    let mut cmds = Vec::new();
+    for &p in &procs {
+        let c = v.allocate(4096).unwrap();
+        v.map(p, c, CMD_VA).unwrap();
+        cmds.push(c);
+    }
+    let allocs: Vec<AllocId> = ALLOC_PAGES
+        .iter()
+        .map(|&n| v.allocate(n * 4096).unwrap())
+        .collect();
+    let mut model = Model {
+        mem: ALLOC_PAGES
+            .iter()
+            .map(|&n| Some(vec![0u8; (n * 4096) as usize]))
+            .collect(),
+        mapped: [[false; 3]; PROCS],
+    };
+    for op in ops {
+        match *op {
+            Op::Map { p, a } => {
+                if model.mem[a].is_none() {
+                    prop_assert_eq!(
+                        v.map(procs[p], allocs[a], va_of(a)),
+                        Err(VidmmError::Evicted(allocs[a]))
+                    );
+                } else if !model.mapped[p][a] {
+                    v.map(procs[p], allocs[a], va_of(a)).unwrap();
+                    model.mapped[p][a] = true;
+                }
+            }
+            Op::Unmap { p, a } => {
+                if model.mapped[p][a] {
+                    v.unmap(procs[p], allocs[a], va_of(a)).unwrap();
+                    model.mapped[p][a] = false;
+                } else {
+                    prop_assert!(v.unmap(procs[p], allocs[a], va_of(a)).is_err());
+                }
+            }
+            Op::Fill {
+                a,
+                off,
+                len,
+                pattern,
+            } => {
+                let size = ALLOC_PAGES[a] * 4096;
+                let (off, len) = (off % size, len.min(size - off % size));
+                let r = v.fill(allocs[a], off, len, pattern);
+                match &mut model.mem[a] {
+                    None => prop_assert_eq!(r, Err(VidmmError::Evicted(allocs[a]))),
+                    Some(bytes) => {
+                        r.unwrap();
+                        for i in (off..off + len).step_by(4) {
+                            bytes[i as usize..i as usize + 4]
+                                .copy_from_slice(&pattern.to_le_bytes());
+                        }
+                    }
+                }
+            }
+            Op::Transfer {
+                src,
+                dst,
+                so,
+                d_o,
+                len,
+            } => {
+                if src == dst {
+                    continue; // COPY of overlapping ranges is unspecified
+                }
+                let (ss, ds) = (ALLOC_PAGES[src] * 4096, ALLOC_PAGES[dst] * 4096);
+                let (so, d_o) = (so % ss, d_o % ds);
+                let len = len.min(ss - so).min(ds - d_o);
+                let r = v.transfer_at(allocs[src], so, allocs[dst], d_o, len);
+                if model.mem[src].is_none() || model.mem[dst].is_none() {
+                    prop_assert!(matches!(r, Err(VidmmError::Evicted(_))), "{:?}", r);
+                } else {
+                    r.unwrap();
+                    let chunk =
+                        model.mem[src].as_ref().unwrap()[so as usize..(so + len) as usize].to_vec();
+                    model.mem[dst].as_mut().unwrap()[d_o as usize..(d_o + len) as usize]
+                        .copy_from_slice(&chunk);
+                }
+            }
+            Op::Evict { a } => {
+                let r = v.evict(allocs[a]);
+                if model.mem[a].take().is_none() {
+                    prop_assert_eq!(r, Err(VidmmError::Evicted(allocs[a])));
+                } else {
+                    r.unwrap();
+                    for row in &mut model.mapped {
+                        row[a] = false;
+                    }
+                }
+            }
+            Op::UserCopy { p, src, dst, len } => {
+                if src == dst {
+                    continue;
+                }
+                let len = len
+                    .min(ALLOC_PAGES[src] * 4096)
+                    .min(ALLOC_PAGES[dst] * 4096);
+                let r = run_user_copy(
+                    &mut v,
+                    procs[p],
+                    cmds[p],
+                    CMD_VA,
+                    va_of(dst),
+                    va_of(src),
+                    len,
+                );
+                if model.mapped[p][src] && model.mapped[p][dst] {
+                    r.unwrap();
+                    let chunk = model.mem[src].as_ref().unwrap()[..len as usize].to_vec();
+                    model.mem[dst].as_mut().unwrap()[..len as usize].copy_from_slice(&chunk);
+                } else {
+                    prop_assert!(matches!(r, Err(VidmmError::DeviceFault { .. })), "{:?}", r);
+                }
+            }
+        }
+        for (i, bytes) in model.mem.iter().enumerate() {
+            if let Some(bytes) = bytes {
+                let got = v.read(allocs[i], 0, bytes.len()).unwrap();
+                prop_assert!(got == *bytes, "allocation {} differs after {:?}", i, op);
+            }
+        }
+    }
+    shutdown(&m, id, v);
+    // Faults are GPU page faults (PTE_INVALID): nothing reaches the IOMMU.
+    let findings = m.findings();
+    prop_assert!(findings.is_empty(), "{:#?}", findings);
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: 32,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn random_paging_sequences_agree_with_a_reference_model(
+        remapped in any::<bool>(),
+        ops in prop::collection::vec(op(), 1..=20),
+    ) {
+        let config = if remapped {
+            MachineConfig::windows_11_22h2().with_iommu(IommuMode::Remapped)
+        } else {
+            MachineConfig::windows_10_1803().with_iommu(IommuMode::Identity)
+        };
+        run_ops(config, &ops)?;
+    }
+}
+
+// ---- low resources ---------------------------------------------------------------------------
+
+fn paging_scenario(m: &Machine) -> i32 {
+    if m.load_driver(rgpu::ddi::DriverEntry) != sys::STATUS_SUCCESS {
+        return sys::STATUS_UNSUCCESSFUL;
+    }
+    let id = m.add_adapter(AdapterConfig {
+        device: Some(Box::new(RgpuDevice::new())),
+    });
+    let s = m.start_adapter(id);
+    if s != sys::STATUS_SUCCESS {
+        m.unload_driver();
+        return s;
+    }
+    let status = match paging_work(m, id) {
+        Ok(()) => sys::STATUS_SUCCESS,
+        Err(VidmmError::Ddi { status, .. }) => status,
+        Err(e) => panic!("unexpected VidMm failure: {e:?}"),
+    };
+    m.stop_adapter(id);
+    m.remove_adapter(id);
+    m.unload_driver();
+    status
+}
+
+fn paging_work(m: &Machine, id: AdapterId) -> Result<(), VidmmError> {
+    let mut v = Vidmm::with_config(m, id, small_buffers())?;
+    let r = (|| {
+        let p = v.create_process()?;
+        let a = v.allocate(3 * 4096)?;
+        let b = v.allocate(3 * 4096)?;
+        v.map(p, a, 0x10_0000)?;
+        v.fill(a, 0, 3 * 4096, 0x0BAD_F00D)?;
+        v.transfer(a, b, 3 * 4096)?;
+        assert_eq!(v.read(b, 8192, 4)?, 0x0BAD_F00Du32.to_le_bytes());
+        Ok(())
+    })();
+    let d = v.destroy();
+    r.and(d)
+}
+
+#[test]
+fn a_paging_scenario_survives_every_low_resources_failure() {
+    for config in machines() {
+        let report = dxgk_sim::fault::systematic_on(config.clone(), paging_scenario);
+        println!(
+            "{}: {} injection points, every run clean",
+            config.name, report.injection_points
+        );
+        assert!(report.injection_points > 0);
+    }
+}
