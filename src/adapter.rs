@@ -473,12 +473,16 @@ impl Adapter {
         }
     }
 
-    /// The last fence value the device completed (0 when stopped).
-    pub fn last_completed_fence(&self) -> u64 {
-        self.hardware().map_or(0, |s| {
-            u64::from(s.mmio.read(regs::FENCE_VALUE_LO))
-                | (u64::from(s.mmio.read(regs::FENCE_VALUE_HI)) << 32)
-        })
+    /// The last SubmissionFenceId reported completed (kept in software across resets).
+    pub fn last_completed_fence(&self) -> u32 {
+        self.completed_fence
+            .load(core::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The last SubmissionFenceId queued on the ring.
+    pub fn last_submitted_fence(&self) -> u32 {
+        self.submitted_fence
+            .load(core::sync::atomic::Ordering::Relaxed)
     }
 
     /// False when the engine is halted on a fault (or the adapter is stopped).

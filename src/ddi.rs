@@ -754,9 +754,12 @@ unsafe extern "system" fn ddi_reset_engine(
         if args.NodeOrdinal != 0 || args.EngineOrdinal != 0 {
             return Err(NtStatus::INVALID_PARAMETER);
         }
+        // Everything queued and not completed is aborted by the reset: the last aborted fence
+        // is the last one submitted (equal to the last completed one when nothing was lost).
+        let last_submitted = a.last_submitted_fence();
         a.reset_hardware();
         a.restart_hardware()?;
-        args.LastAbortedFenceId = a.last_completed_fence() as UINT;
+        args.LastAbortedFenceId = last_submitted;
         Ok(())
     })();
     finish("ResetEngine", r)

@@ -52,6 +52,7 @@ use dxgk_sys::{
 use crate::dxgkrnl::{pnp::after_ddi, AdapterId};
 use crate::machine::Machine;
 use crate::memory::{VidmmMemory, PAGE};
+use crate::trace::{TraceResult, TraceValue, Track};
 use crate::verifier::{Finding, Rule};
 
 /// Paging-process VA of the page-table window.
@@ -383,9 +384,9 @@ impl Vidmm {
 
     /// Runs a DDI call with the machine current, then synchronizes the device (as after every
     /// DDI the simulator calls).
-    fn call<R>(&self, f: impl FnOnce() -> R) -> R {
+    fn call<R: TraceResult>(&self, ddi: &'static str, f: impl FnOnce() -> R) -> R {
         self.m.enter(|| {
-            let r = f();
+            let r = crate::trace::call(&self.m.state, Track::Ddi, ddi, Vec::new, f);
             after_ddi(&self.m.state, self.id);
             r
         })
@@ -411,7 +412,9 @@ impl Vidmm {
         pa.Flags.set_SystemProcess(u32::from(system));
         let h = self.hadapter;
         // SAFETY: the miniport's DDI with its adapter handle and a valid argument block.
-        let s = self.call(|| unsafe { create_process(h, &mut pa) });
+        let s = self.call("DxgkDdiCreateProcess", || unsafe {
+            create_process(h, &mut pa)
+        });
         Self::check("DxgkDdiCreateProcess", s)?;
         let mut p = Process {
             hkmd: pa.hKmdProcess,
@@ -442,14 +445,18 @@ impl Vidmm {
         };
         let h = self.hadapter;
         // SAFETY: the miniport's DDI with its adapter handle and a valid argument block.
-        let s = self.call(|| unsafe { create_device(h, &mut da) });
+        let s = self.call("DxgkDdiCreateDevice", || unsafe {
+            create_device(h, &mut da)
+        });
         Self::check("DxgkDdiCreateDevice", s)?;
         p.hdevice = da.hDevice;
         let mut ca = dxgk_sys::DXGKARG_CREATECONTEXT::default();
         ca.Flags.set_SystemContext(u32::from(system));
         let hd = p.hdevice;
         // SAFETY: the miniport's DDI with a device it created and a valid argument block.
-        let s = self.call(|| unsafe { create_context(hd, &mut ca) });
+        let s = self.call("DxgkDdiCreateContext", || unsafe {
+            create_context(hd, &mut ca)
+        });
         Self::check("DxgkDdiCreateContext", s)?;
         p.hcontext = ca.hContext;
         Ok(())
@@ -462,7 +469,7 @@ impl Vidmm {
             if let Some(f) = self.ddi.DxgkDdiDestroyContext {
                 let hc = p.hcontext;
                 // SAFETY: the miniport's DDI with a context it created, destroyed once.
-                let s = self.call(|| unsafe { f(hc) });
+                let s = self.call("DxgkDdiDestroyContext", || unsafe { f(hc) });
                 self.m.check_ddi_status("DxgkDdiDestroyContext", s, &[0]);
             }
         }
@@ -470,14 +477,14 @@ impl Vidmm {
             if let Some(f) = self.ddi.DxgkDdiDestroyDevice {
                 let hd = p.hdevice;
                 // SAFETY: the miniport's DDI with a device it created, destroyed once.
-                let s = self.call(|| unsafe { f(hd) });
+                let s = self.call("DxgkDdiDestroyDevice", || unsafe { f(hd) });
                 self.m.check_ddi_status("DxgkDdiDestroyDevice", s, &[0]);
             }
         }
         if let Some(f) = self.ddi.DxgkDdiDestroyProcess {
             let hp = p.hkmd;
             // SAFETY: the miniport's DDI with a process it created, destroyed once.
-            let s = self.call(|| unsafe { f(h, hp) });
+            let s = self.call("DxgkDdiDestroyProcess", || unsafe { f(h, hp) });
             self.m.check_ddi_status("DxgkDdiDestroyProcess", s, &[0]);
         }
     }
@@ -497,7 +504,7 @@ impl Vidmm {
         args.Address.SegmentOffset = root.logical_page() << 12;
         let h = self.hadapter;
         // SAFETY: the miniport's DDI with its adapter handle and a valid argument block.
-        self.call(|| unsafe { f(h, &args) });
+        self.call("DxgkDdiSetRootPageTable", || unsafe { f(h, &args) });
         Ok(())
     }
 
@@ -702,9 +709,29 @@ impl Vidmm {
             .expect("GpuMmu drivers register DxgkDdiBuildPagingBuffer");
         self.stats.build_calls += 1;
         let h = self.hadapter;
+        let span = crate::trace::begin(&self.m.state);
         // SAFETY: the miniport's DDI with its adapter handle; the DMA buffer (or NULL), entry
         // arrays and table addresses inside `args` are valid for the call.
-        self.call(|| unsafe { f(h, args) })
+        let status = self.call("DxgkDdiBuildPagingBuffer", || unsafe { f(h, args) });
+        let op = args.Operation.0;
+        crate::trace::end(
+            &self.m.state,
+            span,
+            Track::Paging,
+            format!(
+                "BuildPagingBuffer {}",
+                crate::trace::paging_operation_name(op)
+            ),
+            || {
+                vec![
+                    ("operation", TraceValue::Int(op.into())),
+                    ("multipass_offset", args.MultipassOffset.into()),
+                    ("dma_size", args.DmaSize.into()),
+                    ("status", crate::trace::status_value(status)),
+                ]
+            },
+        );
+        status
     }
 
     /// One operation into the paging buffer, with multipass.
@@ -789,10 +816,41 @@ impl Vidmm {
         self.write_offset = 0;
         self.stats.paging_submissions += 1;
         let ctx = self.proc_ref(0).hcontext;
-        self.submit(ctx, PAGING_BUFFER_BASE, len)
+        let span = crate::trace::begin(&self.m.state);
+        let fence = self.next_fence;
+        let r = self.submit(ctx, PAGING_BUFFER_BASE, len);
+        crate::trace::end(
+            &self.m.state,
+            span,
+            Track::Paging,
+            "paging submission",
+            || {
+                vec![
+                    ("fence", fence.into()),
+                    ("bytes", len.into()),
+                    ("completed", TraceValue::Int(i64::from(r.is_ok()))),
+                ]
+            },
+        );
+        r
+    }
+
+    /// Submits a user DMA buffer and returns its fence without waiting: the work stays queued
+    /// on the device (for "remove while work is pending" scenarios).
+    pub fn submit_user_nowait(&mut self, p: ProcessId, gpu_va: u64, len: u32) -> VidmmResult<u32> {
+        let i = self.user(p)?;
+        self.stats.user_submissions += 1;
+        let ctx = self.proc_ref(i).hcontext;
+        self.enqueue(ctx, gpu_va, len)
     }
 
     fn submit(&mut self, context: HANDLE, va: u64, len: u32) -> VidmmResult<()> {
+        let fence = self.enqueue(context, va, len)?;
+        self.wait(fence)
+    }
+
+    /// DxgkDdiSubmitCommandVirtual with a new fence id; returns the fence.
+    fn enqueue(&mut self, context: HANDLE, va: u64, len: u32) -> VidmmResult<u32> {
         let f = self
             .ddi
             .DxgkDdiSubmitCommandVirtual
@@ -808,9 +866,9 @@ impl Vidmm {
         };
         let h = self.hadapter;
         // SAFETY: the miniport's DDI with its adapter handle and a valid argument block.
-        let s = self.call(|| unsafe { f(h, &args) });
+        let s = self.call("DxgkDdiSubmitCommandVirtual", || unsafe { f(h, &args) });
         Self::check("DxgkDdiSubmitCommandVirtual", s)?;
-        self.wait(fence)
+        Ok(fence)
     }
 
     /// Services the device until `fence` completes (bounded), a fault is reported or the bound
@@ -864,12 +922,12 @@ impl Vidmm {
         let h = self.hadapter;
         if let Some(f) = self.ddi.DxgkDdiResetFromTimeout {
             // SAFETY: the miniport's DDI with its adapter handle.
-            let s = self.call(|| unsafe { f(h) });
+            let s = self.call("DxgkDdiResetFromTimeout", || unsafe { f(h) });
             Self::check("DxgkDdiResetFromTimeout", s)?;
         }
         if let Some(f) = self.ddi.DxgkDdiRestartFromTimeout {
             // SAFETY: the miniport's DDI with its adapter handle.
-            let s = self.call(|| unsafe { f(h) });
+            let s = self.call("DxgkDdiRestartFromTimeout", || unsafe { f(h) });
             Self::check("DxgkDdiRestartFromTimeout", s)?;
         }
         // Notifications of the dead submissions are not waited for.

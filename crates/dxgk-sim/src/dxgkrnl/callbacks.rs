@@ -155,6 +155,7 @@ extern "system" fn cb_allocate_pages_for_mdl(
     args: *mut DXGKARGCB_ALLOCATEPAGESFORMDL,
 ) -> NTSTATUS {
     const CALL: &str = "DxgkCbAllocatePagesForMdl";
+    let _span = crate::trace::guard(crate::trace::Track::Callback, CALL);
     let Some((m, id)) = enter(CALL, h) else {
         return dxgk_sys::STATUS_INVALID_PARAMETER;
     };
@@ -170,6 +171,7 @@ extern "system" fn cb_free_pages_from_mdl(
     args: *const DXGKARGCB_FREEPAGESFROMMDL,
 ) -> NTSTATUS {
     const CALL: &str = "DxgkCbFreePagesFromMdl";
+    let _span = crate::trace::guard(crate::trace::Track::Callback, CALL);
     let Some((m, id)) = enter(CALL, h) else {
         return dxgk_sys::STATUS_INVALID_PARAMETER;
     };
@@ -182,6 +184,7 @@ extern "system" fn cb_free_pages_from_mdl(
 
 extern "system" fn cb_map_mdl_to_iommu(h: HANDLE, args: *mut DXGKARGCB_MAPMDLTOIOMMU) -> NTSTATUS {
     const CALL: &str = "DxgkCbMapMdlToIoMmu";
+    let _span = crate::trace::guard(crate::trace::Track::Callback, CALL);
     let Some((m, id)) = enter(CALL, h) else {
         return dxgk_sys::STATUS_INVALID_PARAMETER;
     };
@@ -194,6 +197,7 @@ extern "system" fn cb_map_mdl_to_iommu(h: HANDLE, args: *mut DXGKARGCB_MAPMDLTOI
 
 extern "system" fn cb_unmap_mdl_from_iommu(h: HANDLE, args: *const DXGKARGCB_UNMAPMDLFROMIOMMU) {
     const CALL: &str = "DxgkCbUnmapMdlFromIoMmu";
+    let _span = crate::trace::guard(crate::trace::Track::Callback, CALL);
     let Some((m, id)) = enter(CALL, h) else {
         return;
     };
@@ -211,6 +215,7 @@ extern "system" fn cb_allocate_contiguous(
     args: *mut DXGKARGCB_ALLOCATECONTIGUOUSMEMORY,
 ) -> NTSTATUS {
     const CALL: &str = "DxgkCbAllocateContiguousMemory";
+    let _span = crate::trace::guard(crate::trace::Track::Callback, CALL);
     let Some((m, id)) = enter(CALL, h) else {
         return dxgk_sys::STATUS_INVALID_PARAMETER;
     };
@@ -226,6 +231,7 @@ extern "system" fn cb_free_contiguous(
     args: *const DXGKARGCB_FREECONTIGUOUSMEMORY,
 ) -> NTSTATUS {
     const CALL: &str = "DxgkCbFreeContiguousMemory";
+    let _span = crate::trace::guard(crate::trace::Track::Callback, CALL);
     let Some((m, id)) = enter(CALL, h) else {
         return dxgk_sys::STATUS_INVALID_PARAMETER;
     };
@@ -238,6 +244,7 @@ extern "system" fn cb_free_contiguous(
 
 extern "system" fn cb_get_device_information(h: HANDLE, info: *mut DXGK_DEVICE_INFO) -> NTSTATUS {
     const CALL: &str = "DxgkCbGetDeviceInformation";
+    let _span = crate::trace::guard(crate::trace::Track::Callback, CALL);
     let Some((m, id)) = enter(CALL, h) else {
         return dxgk_sys::STATUS_INVALID_PARAMETER;
     };
@@ -260,6 +267,7 @@ extern "system" fn cb_map_memory(
     va: *mut PVOID,
 ) -> NTSTATUS {
     const CALL: &str = "DxgkCbMapMemory";
+    let _span = crate::trace::guard(crate::trace::Track::Callback, CALL);
     let Some((m, id)) = enter(CALL, h) else {
         return dxgk_sys::STATUS_INVALID_PARAMETER;
     };
@@ -285,6 +293,7 @@ extern "system" fn cb_map_memory(
 
 extern "system" fn cb_unmap_memory(h: HANDLE, va: PVOID) -> NTSTATUS {
     const CALL: &str = "DxgkCbUnmapMemory";
+    let _span = crate::trace::guard(crate::trace::Track::Callback, CALL);
     let Some((m, id)) = enter(CALL, h) else {
         return dxgk_sys::STATUS_INVALID_PARAMETER;
     };
@@ -293,6 +302,7 @@ extern "system" fn cb_unmap_memory(h: HANDLE, va: PVOID) -> NTSTATUS {
 
 extern "system" fn cb_queue_dpc(h: HANDLE) -> BOOLEAN {
     const CALL: &str = "DxgkCbQueueDpc";
+    let _span = crate::trace::guard(crate::trace::Track::Callback, CALL);
     let Some((m, id)) = enter(CALL, h) else {
         return 0;
     };
@@ -309,6 +319,7 @@ extern "system" fn cb_synchronize_execution(
     ret: *mut BOOLEAN,
 ) -> NTSTATUS {
     const CALL: &str = "DxgkCbSynchronizeExecution";
+    let _span = crate::trace::guard(crate::trace::Track::Callback, CALL);
     let Some((m, id)) = enter(CALL, h) else {
         return dxgk_sys::STATUS_INVALID_PARAMETER;
     };
@@ -331,6 +342,7 @@ extern "system" fn cb_synchronize_execution(
 
 extern "system" fn cb_notify_interrupt(h: HANDLE, data: *mut DXGKARGCB_NOTIFY_INTERRUPT_DATA) {
     const CALL: &str = "DxgkCbNotifyInterrupt";
+    let _span = crate::trace::guard(crate::trace::Track::Callback, CALL);
     let Some((m, id)) = enter(CALL, h) else {
         return;
     };
@@ -345,6 +357,7 @@ extern "system" fn cb_notify_interrupt(h: HANDLE, data: *mut DXGKARGCB_NOTIFY_IN
 
 extern "system" fn cb_notify_dpc(h: HANDLE) {
     const CALL: &str = "DxgkCbNotifyDpc";
+    let _span = crate::trace::guard(crate::trace::Track::Callback, CALL);
     if let Some((m, id)) = enter(CALL, h) {
         super::record_notify_dpc(&m, id);
     }

@@ -76,7 +76,10 @@ pub(crate) struct Adapter {
     registry_path: Box<[u16]>,
     pub(crate) pdo: Box<dxgk_sys::DEVICE_OBJECT>,
     pub(crate) context: usize,
-    pub(crate) device: Option<Box<dyn SimDevice>>,
+    /// The device model, behind its own lock so that register accesses from any thread and the
+    /// simulator's synchronizations serialize (as accesses to one device do) without holding
+    /// the port lock.
+    pub(crate) device: Option<SharedDevice>,
     pub(crate) state: PnpState,
     pub(crate) interrupt_lock: Arc<Mutex<()>>,
     pub(crate) notify_interrupts: Vec<i32>,
@@ -109,6 +112,9 @@ pub(crate) struct DriverStorage {
 
 // SAFETY: as for `Adapter`: owned storage, serialized by the port mutex.
 unsafe impl Send for DriverStorage {}
+
+/// A device model shared between the simulator and register accesses.
+pub(crate) type SharedDevice = Arc<Mutex<Box<dyn SimDevice>>>;
 
 pub(crate) fn new_adapter(
     m: &MachineState,
@@ -152,7 +158,7 @@ pub(crate) fn new_adapter(
         registry_path: path.into_boxed_slice(),
         pdo: Box::default(),
         context: 0,
-        device,
+        device: device.map(|d| Arc::new(Mutex::new(d))),
         state: PnpState::Added,
         interrupt_lock: Arc::new(Mutex::new(())),
         notify_interrupts: Vec::new(),
@@ -288,6 +294,21 @@ pub(crate) fn record_notify_interrupt(
     } else {
         (0, 0)
     };
+    crate::trace::instant(
+        m,
+        crate::trace::Track::Interrupt,
+        format!(
+            "DxgkCbNotifyInterrupt {}",
+            crate::trace::interrupt_type_name(kind)
+        ),
+        || {
+            vec![
+                ("adapter", id.0.into()),
+                ("fence", fence.into()),
+                ("status", crate::trace::status_value(status)),
+            ]
+        },
+    );
     let mut port = m.port();
     let a = &mut port.adapters[id.0 as usize];
     a.notify_interrupts.push(kind);
@@ -299,6 +320,9 @@ pub(crate) fn record_notify_interrupt(
 }
 
 pub(crate) fn record_notify_dpc(m: &MachineState, id: AdapterId) {
+    crate::trace::instant(m, crate::trace::Track::Interrupt, "DxgkCbNotifyDpc", || {
+        vec![("adapter", id.0.into())]
+    });
     m.port().adapters[id.0 as usize].notify_dpcs += 1;
 }
 

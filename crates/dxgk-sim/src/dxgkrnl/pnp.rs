@@ -32,6 +32,7 @@ use dxgk_sys::{
 use super::{new_adapter, size_at, AdapterId, DriverStorage, DEVICE_IRQL};
 use crate::machine::{irql, set_irql, Machine, MachineState};
 use crate::memory::Dma;
+use crate::trace::{TraceValue, Track};
 use crate::verifier::{Finding, Rule};
 
 /// A device model plugged behind an adapter's MMIO BAR and IOMMU.
@@ -45,6 +46,12 @@ pub trait SimDevice: Send {
     fn sync(&mut self, mmio: &mut [u32], dma: &mut Dma);
     /// Whether the device asserts its interrupt line.
     fn interrupt_pending(&self) -> bool;
+    /// Monotonic counters the model keeps (commands executed, bytes moved, …), for reports and
+    /// the event trace ([`crate::trace`]): a synchronization that moved any of them is recorded
+    /// with the differences. Default: none (every synchronization is recorded).
+    fn counters(&self) -> Vec<(&'static str, u64)> {
+        Vec::new()
+    }
     /// The driver reads the register at byte `offset` (READ_REGISTER_ULONG). Default: plain
     /// memory.
     fn mmio_read(&mut self, offset: u32, mmio: &mut [u32]) -> u32 {
@@ -167,9 +174,9 @@ pub(crate) fn after_ddi(m: &MachineState, id: AdapterId) {
         let dev = m
             .port()
             .adapters
-            .get_mut(id.0 as usize)
-            .and_then(|a| a.device.take());
-        let Some(mut dev) = dev else {
+            .get(id.0 as usize)
+            .and_then(|a| a.device.clone());
+        let Some(dev) = dev else {
             break;
         };
         let (ptr, len) = {
@@ -177,17 +184,40 @@ pub(crate) fn after_ddi(m: &MachineState, id: AdapterId) {
             let a = &mut port.adapters[id.0 as usize];
             (a.mmio.as_mut_ptr(), a.mmio.len())
         };
-        // SAFETY: the BAR storage lives as long as the adapter; the driver is not running on
-        // this thread while the device syncs (concurrent driver threads touching MMIO race, as
-        // they would with real hardware registers).
+        // SAFETY: the BAR storage lives as long as the adapter; register accesses to it are
+        // serialized with this sync by the device lock taken below.
         let mmio = unsafe { std::slice::from_raw_parts_mut(ptr, len) };
         let mut dma = Dma {
             machine: crate::machine::current(),
             adapter: id,
         };
-        dev.sync(mmio, &mut dma);
-        let pending = dev.interrupt_pending();
-        m.port().adapters[id.0 as usize].device = Some(dev);
+        let pending = {
+            let mut d = crate::machine::lock_pub(&dev);
+            let span = crate::trace::begin(m);
+            let before = if span.is_some() {
+                d.counters()
+            } else {
+                Vec::new()
+            };
+            d.sync(mmio, &mut dma);
+            if span.is_some() {
+                let after = d.counters();
+                let moved: Vec<(&'static str, crate::trace::TraceValue)> = after
+                    .iter()
+                    .zip(before.iter().map(|b| b.1).chain(std::iter::repeat(0)))
+                    .filter(|((_, a), b)| a != b)
+                    .map(|((n, a), b)| (*n, a.wrapping_sub(b).into()))
+                    .collect();
+                if after.is_empty() || !moved.is_empty() {
+                    crate::trace::end(m, span, crate::trace::Track::Device, "device run", || {
+                        let mut args = vec![("adapter", id.0.into())];
+                        args.extend(moved);
+                        args
+                    });
+                }
+            }
+            d.interrupt_pending()
+        };
         if !pending {
             break;
         }
@@ -206,8 +236,14 @@ fn deliver_interrupt(m: &MachineState, id: AdapterId, message: ULONG) -> bool {
         let _held = crate::machine::lock_pub(&lock);
         let old = irql();
         set_irql(DEVICE_IRQL);
-        // SAFETY: the miniport's ISR with its adapter context, at device IRQL.
-        let r = unsafe { isr(ctx, message) };
+        let r = crate::trace::call(
+            m,
+            crate::trace::Track::Interrupt,
+            "DxgkDdiInterruptRoutine",
+            || vec![("adapter", id.0.into()), ("message", message.into())],
+            // SAFETY: the miniport's ISR with its adapter context, at device IRQL.
+            || unsafe { isr(ctx, message) },
+        );
         if irql() != DEVICE_IRQL {
             m.report(Finding::here(
                 Rule::IrqlTransition,
@@ -253,8 +289,14 @@ impl Qai {
             ..Default::default()
         };
         let ctx = context_of(m, self.id);
-        // SAFETY: the miniport's QueryAdapterInfo with its adapter handle and valid buffers.
-        let s = unsafe { qai(ctx, &args) };
+        let s = crate::trace::call(
+            m,
+            Track::Ddi,
+            "DxgkDdiQueryAdapterInfo",
+            || vec![("type", TraceValue::Int(ty.0.into()))],
+            // SAFETY: the miniport's QueryAdapterInfo with its adapter handle and valid buffers.
+            || unsafe { qai(ctx, &args) },
+        );
         after_ddi(m, self.id);
         if buf[out.len()..].iter().any(|&b| b != GUARD_BYTE) {
             m.report(Finding::here(
@@ -276,8 +318,14 @@ fn fail_start(m: &MachineState, id: AdapterId, started: bool, status: NTSTATUS) 
     let ctx = context_of(m, id);
     if started {
         if let Some(stop) = d.data.DxgkDdiStopDevice {
-            // SAFETY: the miniport's StopDevice with its context.
-            unsafe { stop(ctx) };
+            crate::trace::call(
+                m,
+                Track::Ddi,
+                "DxgkDdiStopDevice",
+                Vec::new,
+                // SAFETY: the miniport's StopDevice with its context.
+                || unsafe { stop(ctx) },
+            );
         }
     }
     remove(m, id, &d);
@@ -287,8 +335,14 @@ fn fail_start(m: &MachineState, id: AdapterId, started: bool, status: NTSTATUS) 
 fn remove(m: &MachineState, id: AdapterId, d: &Ddis) -> NTSTATUS {
     let ctx = context_of(m, id);
     let s = match d.data.DxgkDdiRemoveDevice {
-        // SAFETY: the miniport's RemoveDevice with its context, once.
-        Some(r) => unsafe { r(ctx) },
+        Some(r) => crate::trace::call(
+            m,
+            Track::Ddi,
+            "DxgkDdiRemoveDevice",
+            Vec::new,
+            // SAFETY: the miniport's RemoveDevice with its context, once.
+            || unsafe { r(ctx) },
+        ),
         None => dxgk_sys::STATUS_SUCCESS,
     };
     crate::ntoskrnl::dpc::run_if_below_dispatch(m);
@@ -341,8 +395,14 @@ fn start(m: &MachineState, id: AdapterId) -> NTSTATUS {
     };
     let mut ctx: PVOID = std::ptr::null_mut();
     let add = dd.DxgkDdiAddDevice.expect("validated at DxgkInitialize");
-    // SAFETY: a PDO and a context slot, as Dxgkrnl passes them.
-    let s = unsafe { add(pdo, &mut ctx) };
+    let s = crate::trace::call(
+        m,
+        Track::Ddi,
+        "DxgkDdiAddDevice",
+        Vec::new,
+        // SAFETY: a PDO and a context slot, as Dxgkrnl passes them.
+        || unsafe { add(pdo, &mut ctx) },
+    );
     if s != dxgk_sys::STATUS_SUCCESS || ctx.is_null() {
         m.port().adapters[id.0 as usize].state = PnpState::Removed;
         return if s == dxgk_sys::STATUS_SUCCESS {
@@ -389,11 +449,11 @@ fn start_device(m: &MachineState, id: AdapterId, d: &Ddis, ctx: PVOID) -> NTSTAT
             a.mmio.len(),
         )
     };
-    let dev = m.port().adapters[id.0 as usize].device.take();
-    if let Some(mut dev) = dev {
+    let dev = m.port().adapters[id.0 as usize].device.clone();
+    if let Some(dev) = dev {
         // SAFETY: the BAR storage; nothing else touches it before StartDevice.
-        dev.reset(unsafe { std::slice::from_raw_parts_mut(mmio_ptr, mmio_len) });
-        m.port().adapters[id.0 as usize].device = Some(dev);
+        let mmio = unsafe { std::slice::from_raw_parts_mut(mmio_ptr, mmio_len) };
+        crate::machine::lock_pub(&dev).reset(mmio);
     }
     let mut info = DXGK_START_INFO {
         RequiredDmaQueueEntry: 16,
@@ -403,8 +463,14 @@ fn start_device(m: &MachineState, id: AdapterId, d: &Ddis, ctx: PVOID) -> NTSTAT
     info.AdapterGuid.Data1 = 0x5EED_0000 + id.0;
     let (mut sources, mut children) = (0u32, 0u32);
     let startf = dd.DxgkDdiStartDevice.expect("validated at DxgkInitialize");
-    // SAFETY: valid start info, interface (owned by the adapter) and out counts.
-    let s = unsafe { startf(ctx, &mut info, iface, &mut sources, &mut children) };
+    let s = crate::trace::call(
+        m,
+        Track::Ddi,
+        "DxgkDdiStartDevice",
+        || vec![("interface_version", version.into())],
+        // SAFETY: valid start info, interface (owned by the adapter) and out counts.
+        || unsafe { startf(ctx, &mut info, iface, &mut sources, &mut children) },
+    );
     after_ddi(m, id);
     if s != dxgk_sys::STATUS_SUCCESS {
         return fail_start(m, id, false, s);
@@ -665,8 +731,16 @@ impl Machine {
             path_buf,
             path,
         });
-        // SAFETY: DriverEntry with valid, machine-owned objects.
-        self.enter(|| unsafe { entry(o, p) })
+        self.enter(|| {
+            crate::trace::call(
+                &self.state,
+                Track::Ddi,
+                "DriverEntry",
+                Vec::new,
+                // SAFETY: DriverEntry with valid, machine-owned objects.
+                || unsafe { entry(o, p) },
+            )
+        })
     }
 
     /// Plugs in an adapter (not started yet).
@@ -702,8 +776,14 @@ impl Machine {
                 "dxgk-sim: stop_adapter on an adapter that is not started"
             );
             let s = match d.data.DxgkDdiStopDevice {
-                // SAFETY: the miniport's StopDevice with its context.
-                Some(f) => unsafe { f(ctx) },
+                Some(f) => crate::trace::call(
+                    &self.state,
+                    Track::Ddi,
+                    "DxgkDdiStopDevice",
+                    Vec::new,
+                    // SAFETY: the miniport's StopDevice with its context.
+                    || unsafe { f(ctx) },
+                ),
                 None => dxgk_sys::STATUS_SUCCESS,
             };
             after_ddi(&self.state, id);
@@ -733,8 +813,14 @@ impl Machine {
                 return;
             };
             if let Some(u) = d.data.DxgkDdiUnload {
-                // SAFETY: the miniport's Unload, once, after its adapters are gone.
-                unsafe { u() };
+                crate::trace::call(
+                    &self.state,
+                    Track::Ddi,
+                    "DxgkDdiUnload",
+                    Vec::new,
+                    // SAFETY: the miniport's Unload, once, after its adapters are gone.
+                    || unsafe { u() },
+                );
             }
             self.state.port().registered = None;
         });
@@ -773,6 +859,14 @@ impl Machine {
             info: a.info.clone(),
             context: a.context as PVOID,
         }
+    }
+
+    /// The counters `id`'s device model reports ([`SimDevice::counters`]); empty without a
+    /// model.
+    pub fn device_counters(&self, id: AdapterId) -> Vec<(&'static str, u64)> {
+        let dev = self.state.port().adapters[id.0 as usize].device.clone();
+        dev.map(|d| crate::machine::lock_pub(&d).counters())
+            .unwrap_or_default()
     }
 
     /// Synchronizes `id`'s device model, delivers its pending interrupts and runs queued DPCs.

@@ -4,9 +4,9 @@
 //! every adapter's mapped BAR are plain volatile memory accesses (a driver may legitimately use
 //! these helpers on memory standing in for registers).
 //!
-//! The device model is taken out of the adapter for the access (as during a sync), so the port
-//! lock is not held while the model runs; an access racing a sync on another thread falls back
-//! to the plain BAR memory, as a real racing access would see stale register contents.
+//! The device model has its own lock: register accesses from any thread and the simulator's
+//! synchronizations serialize on it (as accesses to one device do), and the port lock is not
+//! held while the model runs.
 
 use dxgk_sys::ULONG;
 
@@ -29,20 +29,17 @@ fn with_device<R>(
     index: usize,
     f: impl FnOnce(&mut dyn super::SimDevice, &mut [u32]) -> R,
 ) -> Option<R> {
-    let (mut dev, ptr, len) = {
+    let (dev, ptr, len) = {
         let mut port = m.port();
         let a = port.adapters.get_mut(index)?;
-        let dev = a.device.take()?;
+        let dev = a.device.clone()?;
         (dev, a.mmio.as_mut_ptr(), a.mmio.len())
     };
     // SAFETY: the BAR storage lives as long as the adapter (adapters are never dropped while
-    // the machine lives); accesses to it are register-sized and, like hardware registers, may
-    // race only with other register accesses.
+    // the machine lives); every access to it is serialized by the device lock held for `f`.
     let mmio = unsafe { std::slice::from_raw_parts_mut(ptr, len) };
-    let r = f(dev.as_mut(), mmio);
-    if let Some(a) = m.port().adapters.get_mut(index) {
-        a.device = Some(dev);
-    }
+    let mut d = crate::machine::lock_pub(&dev);
+    let r = f(d.as_mut(), mmio);
     Some(r)
 }
 
