@@ -65,6 +65,27 @@ impl SimDevice for RgpuDevice {
         self.dev.irq_pending()
     }
 
+    fn counters(&self) -> Vec<(&'static str, u64)> {
+        let s = self.dev.stats();
+        vec![
+            ("commands", s.commands),
+            ("ring_entries", s.ring_entries),
+            ("doorbells", s.doorbells),
+            ("bytes_filled", s.bytes_filled),
+            ("bytes_copied", s.bytes_copied),
+            ("bytes_written", s.bytes_written),
+            ("ptes_written", s.ptes_written),
+            ("fences", s.fences),
+            ("interrupts", s.interrupts),
+            ("faults", s.faults),
+            ("resets", s.resets),
+            ("tlb_hits", s.mmu.tlb_hits),
+            ("tlb_misses", s.mmu.tlb_misses),
+            ("pte_reads", s.mmu.pte_reads),
+            ("tlb_flushes", s.mmu.flushes),
+        ]
+    }
+
     fn mmio_read(&mut self, offset: u32, _mmio: &mut [u32]) -> u32 {
         self.dev.mmio_read(offset)
     }

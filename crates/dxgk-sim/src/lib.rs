@@ -27,6 +27,8 @@
 //!   cannot discover) are documented in [`memory`].
 //! * **Low resources** ([`fault`]): every failable call is an injection point;
 //!   [`Machine::fail_nth`] and the systematic runner [`fault::systematic`].
+//! * **Event recording** ([`trace`]): DDI calls, callbacks, paging operations, device runs,
+//!   interrupts and DPCs with timestamps, off unless [`Machine::enable_trace`].
 //!
 //! # Known gaps
 //!
@@ -54,6 +56,7 @@ pub mod fault;
 pub mod machine;
 pub mod memory;
 pub mod ntoskrnl;
+pub mod trace;
 pub mod verifier;
 pub mod vidmm;
 
@@ -62,5 +65,6 @@ pub use dxgkrnl::{
 };
 pub use machine::{DebugLine, IommuMode, Machine, MachineConfig};
 pub use memory::{Dma, IommuFault, IommuFaultKind, VidmmMemory};
+pub use trace::{TraceEvent, TraceValue, Track};
 pub use verifier::{Finding, Rule};
 pub use vidmm::{AllocId, ProcessId, Vidmm, VidmmConfig, VidmmError, VidmmStats};

@@ -96,6 +96,8 @@ pub(crate) struct MachineState {
     /// Signalled (with `kernel` held) whenever a dispatcher object changes state.
     pub(crate) wake: Condvar,
     pub(crate) iommu_faults: Mutex<Vec<IommuFault>>,
+    /// Event recording ([`crate::trace`]); off by default.
+    pub(crate) trace: crate::trace::TraceState,
 }
 
 pub(crate) fn lock_pub<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -188,6 +190,7 @@ impl Machine {
                 kernel: Mutex::new(KernelState::default()),
                 wake: Condvar::new(),
                 iommu_faults: Mutex::new(Vec::new()),
+                trace: crate::trace::TraceState::default(),
             }),
         }
     }
@@ -273,6 +276,16 @@ impl Machine {
         lock(&self.state.calls).get(name).copied().unwrap_or(0)
     }
 
+    /// Every kernel function and callback called so far with its call count, sorted by name.
+    pub fn call_counts(&self) -> Vec<(&'static str, u64)> {
+        let mut v: Vec<_> = lock(&self.state.calls)
+            .iter()
+            .map(|(k, v)| (*k, *v))
+            .collect();
+        v.sort();
+        v
+    }
+
     /// IOMMU faults recorded so far (every adapter).
     pub fn iommu_faults(&self) -> Vec<IommuFault> {
         lock(&self.state.iommu_faults).clone()
@@ -286,6 +299,17 @@ impl Machine {
     /// Live DxgkCbMapMdlToIoMmu mappings.
     pub fn live_iommu_mappings(&self) -> usize {
         self.state.mem().maps.len()
+    }
+
+    /// The most DxgkCbMapMdlToIoMmu mappings live at once so far.
+    pub fn peak_iommu_mappings(&self) -> usize {
+        self.state.mem().peak_maps
+    }
+
+    /// Logical pages `adapter`'s IOMMU maps now (driver mappings, contiguous memory and
+    /// VidMm-owned memory alike), and the most it mapped at once so far.
+    pub fn iommu_mapped_pages(&self, adapter: crate::AdapterId) -> (usize, usize) {
+        self.state.mem().mapped_pages(adapter)
     }
 
     /// Live DxgkCbAllocateContiguousMemory blocks.

@@ -230,6 +230,8 @@ pub(crate) struct Domain {
     mode: IommuMode,
     next_logical: u64,
     pages: BTreeMap<u64, PageEntry>,
+    /// The most pages mapped at once.
+    peak_pages: usize,
 }
 
 impl Domain {
@@ -238,6 +240,7 @@ impl Domain {
             mode,
             next_logical: REMAPPED_LOGICAL_BASE,
             pages: BTreeMap::new(),
+            peak_pages: 0,
         }
     }
 
@@ -263,6 +266,7 @@ impl Domain {
             });
             e.refs += 1;
         }
+        self.peak_pages = self.peak_pages.max(self.pages.len());
         logical
     }
 
@@ -331,6 +335,8 @@ pub(crate) struct MemState {
     pub(crate) mdl_allocs: HashMap<usize, MdlAlloc>,
     pub(crate) contig: HashMap<usize, ContigAlloc>,
     pub(crate) maps: HashMap<usize, IommuMap>,
+    /// The most entries `maps` held at once.
+    pub(crate) peak_maps: usize,
     retired: HashMap<usize, Retired>,
     retired_order: VecDeque<usize>,
     driver_mdls: HashMap<usize, DriverMdl>,
@@ -355,6 +361,13 @@ impl MemState {
                 self.retired.remove(&old);
             }
         }
+    }
+
+    /// Pages `adapter`'s IOMMU domain maps now, and the most it mapped at once.
+    pub(crate) fn mapped_pages(&self, adapter: AdapterId) -> (usize, usize) {
+        self.domains
+            .get(&adapter)
+            .map_or((0, 0), |d| (d.pages.len(), d.peak_pages))
     }
 
     fn domain(&mut self, adapter: AdapterId, mode: IommuMode) -> &mut Domain {
@@ -764,6 +777,7 @@ pub(crate) fn map_mdl_to_iommu(
             site: driver_call_site(),
         },
     );
+    mem.peak_maps = mem.peak_maps.max(mem.maps.len());
     args.hMemoryHandle = h as PVOID;
     dxgk_sys::STATUS_SUCCESS
 }

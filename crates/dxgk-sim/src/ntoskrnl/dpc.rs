@@ -62,6 +62,7 @@ pub(crate) fn run_dpcs(m: &MachineState) {
                 // SAFETY: as above.
                 unsafe { (*dpc).DpcData = std::ptr::null_mut() };
                 if let Some(r) = d.DeferredRoutine {
+                    let _span = crate::trace::guard(crate::trace::Track::Interrupt, "KDPC");
                     // SAFETY: the driver's deferred routine with the arguments it queued.
                     unsafe { r(dpc, d.DeferredContext, d.SystemArgument1, d.SystemArgument2) };
                 }
@@ -76,8 +77,14 @@ pub(crate) fn run_dpcs(m: &MachineState) {
                 let ctx = m.port().adapters[id.0 as usize].context;
                 match ddi {
                     Some(f) => {
-                        // SAFETY: the miniport's DPC routine with its adapter context.
-                        unsafe { f(ctx as PVOID) };
+                        crate::trace::call(
+                            m,
+                            crate::trace::Track::Interrupt,
+                            "DxgkDdiDpcRoutine",
+                            || vec![("adapter", id.0.into())],
+                            // SAFETY: the miniport's DPC routine with its adapter context.
+                            || unsafe { f(ctx as PVOID) },
+                        );
                     }
                     None => m.report(Finding::here(
                         Rule::DdiProtocol,
