@@ -315,3 +315,42 @@ impl Machine {
         lock_pub(&self.state.trace.events).clone()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::MachineConfig;
+
+    #[test]
+    fn recording_is_off_by_default_and_keeps_events_once_on() {
+        let m = Machine::new(MachineConfig::windows_11_22h2());
+        instant(&m.state, Track::Interrupt, "before", Vec::new);
+        end(&m.state, begin(&m.state), Track::Ddi, "before", Vec::new);
+        assert!(!m.trace_enabled());
+        assert!(m.trace_events().is_empty());
+        m.enable_trace();
+        let span = begin(&m.state);
+        instant(&m.state, Track::Interrupt, "tick", || {
+            vec![("fence", 7u32.into())]
+        });
+        end(&m.state, span, Track::Ddi, "DxgkDdiTest", || {
+            vec![("status", status_value(0))]
+        });
+        let ev = m.trace_events();
+        assert_eq!(ev.len(), 2);
+        assert_eq!((ev[0].track, ev[0].dur_ns), (Track::Interrupt, None));
+        assert_eq!(ev[0].args, vec![("fence", TraceValue::Int(7))]);
+        assert_eq!(ev[1].name, "DxgkDdiTest");
+        assert!(ev[1].dur_ns.is_some() && ev[1].start_ns <= ev[0].start_ns);
+        assert_eq!(
+            ev[1].args,
+            vec![("status", TraceValue::Text("0x00000000".into()))]
+        );
+        m.disable_trace();
+        instant(&m.state, Track::Interrupt, "after", Vec::new);
+        assert_eq!(m.trace_events().len(), 2);
+        assert_eq!(paging_operation_name(11), "UPDATE_PAGE_TABLE");
+        assert_eq!(paging_operation_name(99), "UNKNOWN");
+        assert_eq!(interrupt_type_name(1), "DMA_COMPLETED");
+    }
+}
