@@ -1225,6 +1225,40 @@ impl Dma {
         f
     }
 
+    /// The host address of `logical` when `[logical, logical + len)` lies in one mapped page
+    /// (every access the rgpu model makes): the fast path, one lookup under the lock the copy
+    /// then also holds. `Err(None)` = use the general path; `Err(Some(f))` = fault.
+    fn single_page<R>(
+        &self,
+        logical: u64,
+        len: usize,
+        write: bool,
+        source: &dyn fmt::Debug,
+        copy: impl FnOnce(usize) -> R,
+    ) -> Result<R, Option<IommuFault>> {
+        let off = (logical as usize) & (PAGE - 1);
+        if len == 0 || off + len > PAGE {
+            return Err(None);
+        }
+        let mut mem = self.machine.mem();
+        let dom = mem.domain(self.adapter, self.machine.config.iommu);
+        let fault = |kind| {
+            Some(IommuFault {
+                adapter: self.adapter,
+                logical_addr: logical,
+                kind,
+                write,
+                source: format!("{source:?}"),
+            })
+        };
+        match dom.pages.get(&(logical >> 12)) {
+            None => Err(fault(IommuFaultKind::NotMapped)),
+            Some(e) if write && !e.writable => Err(fault(IommuFaultKind::ReadOnly)),
+            // The page cannot be freed while the memory lock (`mem`) is held during `copy`.
+            Some(e) => Ok(copy(e.host + off)),
+        }
+    }
+
     /// Device read of `buf.len()` bytes at `logical`. On a fault nothing is read.
     pub fn read(
         &mut self,
@@ -1232,6 +1266,18 @@ impl Dma {
         buf: &mut [u8],
         source: impl fmt::Debug,
     ) -> Result<(), IommuFault> {
+        let len = buf.len();
+        let fast = self.single_page(logical, len, false, &source, |host| {
+            // SAFETY: `host..host+len` lies in one mapped page, live while the memory lock
+            // is held (it is, for the duration of this closure).
+            let src = unsafe { std::slice::from_raw_parts(host as *const u8, len) };
+            buf.copy_from_slice(src);
+        });
+        match fast {
+            Ok(()) => return Ok(()),
+            Err(Some(f)) => return Err(self.fault(f)),
+            Err(None) => {}
+        }
         match self.translate(logical, buf.len(), false, &source) {
             Ok(pieces) => {
                 let _mem = self.machine.mem(); // pages cannot be freed while we copy
@@ -1254,6 +1300,16 @@ impl Dma {
         data: &[u8],
         source: impl fmt::Debug,
     ) -> Result<(), IommuFault> {
+        let fast = self.single_page(logical, data.len(), true, &source, |host| {
+            // SAFETY: as in `read`.
+            let dst = unsafe { std::slice::from_raw_parts_mut(host as *mut u8, data.len()) };
+            dst.copy_from_slice(data);
+        });
+        match fast {
+            Ok(()) => return Ok(()),
+            Err(Some(f)) => return Err(self.fault(f)),
+            Err(None) => {}
+        }
         match self.translate(logical, data.len(), true, &source) {
             Ok(pieces) => {
                 let _mem = self.machine.mem();
@@ -1266,6 +1322,55 @@ impl Dma {
             }
             Err(f) => Err(self.fault(f)),
         }
+    }
+
+    /// Device copy of `len` bytes from `src` to `dst` (each within one page), host memory to
+    /// host memory under one lock (a DMA engine does not stage data). The error says which side
+    /// faulted (`true` = the write); on a fault nothing is written.
+    pub fn copy(&mut self, dst: u64, src: u64, len: usize) -> Result<(), (IommuFault, bool)> {
+        let within = |a: u64| len > 0 && ((a as usize) & (PAGE - 1)) + len <= PAGE;
+        if !within(src) || !within(dst) {
+            // General path (never taken by the rgpu model): stage through a buffer.
+            let mut buf = vec![0u8; len];
+            self.read(src, &mut buf, "copy source")
+                .map_err(|f| (f, false))?;
+            return self
+                .write(dst, &buf, "copy destination")
+                .map_err(|f| (f, true));
+        }
+        let outcome = {
+            let mut mem = self.machine.mem();
+            let dom = mem.domain(self.adapter, self.machine.config.iommu);
+            let s = dom
+                .pages
+                .get(&(src >> 12))
+                .map(|e| e.host + ((src as usize) & (PAGE - 1)));
+            let d = dom
+                .pages
+                .get(&(dst >> 12))
+                .map(|e| (e.writable, e.host + ((dst as usize) & (PAGE - 1))));
+            match (s, d) {
+                (None, _) => Err((IommuFaultKind::NotMapped, src, false)),
+                (_, None) => Err((IommuFaultKind::NotMapped, dst, true)),
+                (_, Some((false, _))) => Err((IommuFaultKind::ReadOnly, dst, true)),
+                (Some(s), Some((true, d))) => {
+                    // SAFETY: both ranges lie in mapped pages that cannot be freed while the
+                    // memory lock (`mem`) is held; `copy` tolerates overlap.
+                    unsafe { std::ptr::copy(s as *const u8, d as *mut u8, len) };
+                    Ok(())
+                }
+            }
+        };
+        outcome.map_err(|(kind, addr, write)| {
+            let f = IommuFault {
+                adapter: self.adapter,
+                logical_addr: addr,
+                kind,
+                write,
+                source: if write { "Write" } else { "Read" }.to_string(),
+            };
+            (self.fault(f), write)
+        })
     }
 
     /// Whether `logical`'s page is mapped (no fault recorded).
@@ -1365,6 +1470,16 @@ impl rgpu_hw::bus::DmaBus for Dma {
         source: rgpu_hw::bus::DmaSource,
     ) -> Result<(), rgpu_hw::bus::DmaFault> {
         Dma::write(self, logical_addr, data, source).map_err(to_rgpu_fault)
+    }
+
+    fn copy(
+        &mut self,
+        dst: u64,
+        src: u64,
+        len: usize,
+        _scratch: &mut [u8],
+    ) -> Result<(), (rgpu_hw::bus::DmaFault, bool)> {
+        Dma::copy(self, dst, src, len).map_err(|(f, w)| (to_rgpu_fault(f), w))
     }
 }
 

@@ -70,6 +70,31 @@ pub trait DmaBus {
     ) -> Result<(), DmaFault>;
     /// Writes `data` at `logical_addr`. On error memory must be unchanged.
     fn write(&mut self, logical_addr: u64, data: &[u8], source: DmaSource) -> Result<(), DmaFault>;
+
+    /// Copies `len` bytes (≤ `scratch.len()`, within one page on each side) from logical `src`
+    /// to logical `dst`, as a DMA engine does without staging the data in the device. The
+    /// default reads into `scratch` and writes it back; a bus that can copy directly should.
+    /// The error says which side faulted (`true` = the write to `dst`); on a fault nothing is
+    /// written.
+    fn copy(
+        &mut self,
+        dst: u64,
+        src: u64,
+        len: usize,
+        scratch: &mut [u8],
+    ) -> Result<(), (DmaFault, bool)> {
+        let buf = scratch.get_mut(..len).ok_or((
+            DmaFault {
+                logical_addr: src,
+                kind: DmaFaultKind::BusError,
+            },
+            false,
+        ))?;
+        self.read(src, buf, DmaSource::Read)
+            .map_err(|f| (f, false))?;
+        self.write(dst, buf, DmaSource::Write)
+            .map_err(|f| (f, true))
+    }
 }
 
 impl<B: DmaBus + ?Sized> DmaBus for &mut B {
@@ -83,5 +108,14 @@ impl<B: DmaBus + ?Sized> DmaBus for &mut B {
     }
     fn write(&mut self, logical_addr: u64, data: &[u8], source: DmaSource) -> Result<(), DmaFault> {
         (**self).write(logical_addr, data, source)
+    }
+    fn copy(
+        &mut self,
+        dst: u64,
+        src: u64,
+        len: usize,
+        scratch: &mut [u8],
+    ) -> Result<(), (DmaFault, bool)> {
+        (**self).copy(dst, src, len, scratch)
     }
 }

@@ -784,12 +784,49 @@ impl State {
                     if !spend(units, &mut spent) {
                         return Ok(Some(done));
                     }
-                    let n = chunk_len(dst, done, size);
-                    let chunk = data_buf.get_mut(..n).unwrap_or(&mut []);
-                    self.read_target(bus, ctx, offset_target(src, done), chunk, DmaSource::Read)?;
-                    self.write_target(bus, ctx, offset_target(dst, done), chunk, DmaSource::Write)?;
-                    self.stats.bytes_copied += n as u64;
-                    done += n as u64;
+                    let n = chunk_len(dst, done, size) as u64;
+                    // Translate both sides; each piece stays within one page of its side.
+                    let (s_logical, s_len) = self.piece(
+                        bus,
+                        ctx,
+                        offset_target(src, done),
+                        0,
+                        n,
+                        false,
+                        DmaSource::Read,
+                    )?;
+                    let (d_logical, d_len) = self.piece(
+                        bus,
+                        ctx,
+                        offset_target(dst, done),
+                        0,
+                        s_len.min(n),
+                        true,
+                        DmaSource::Write,
+                    )?;
+                    let m = d_len.min(s_len) as usize;
+                    match (s_logical, d_logical) {
+                        (Some(s_l), Some(d_l)) => {
+                            bus.copy(d_l, s_l, m, data_buf).map_err(|(f, write)| {
+                                let source = if write {
+                                    DmaSource::Write
+                                } else {
+                                    DmaSource::Read
+                                };
+                                Self::bus_fault(ctx, source, write, f)
+                            })?
+                        }
+                        // A ZERO source page reads as zeros; a ZERO destination drops writes.
+                        (None, Some(d_l)) => {
+                            let zeros = data_buf.get_mut(..m).unwrap_or(&mut []);
+                            zeros.fill(0);
+                            bus.write(d_l, zeros, DmaSource::Write)
+                                .map_err(|f| Self::bus_fault(ctx, DmaSource::Write, true, f))?;
+                        }
+                        (_, None) => {}
+                    }
+                    self.stats.bytes_copied += m as u64;
+                    done += m as u64;
                 }
             }
             Command::WritePtes { dst, entries } => {

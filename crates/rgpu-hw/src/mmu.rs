@@ -48,11 +48,30 @@ impl TlbEntry {
     }
 }
 
-/// A fully associative TLB with FIFO replacement (deterministic).
+/// Leaf-table entries of the page-walk cache (paging-structure cache).
+pub const WALK_CACHE_ENTRIES: usize = 8;
+
+/// A cached walk: the leaf table that maps the 2 MiB region `tag << 21` of `asid`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+struct WalkEntry {
+    valid: bool,
+    asid: u8,
+    tag: u64,
+    leaf_table: u64,
+}
+
+/// Span of one leaf table (512 × 4 KiB).
+const LEAF_SPAN_SHIFT: u32 = 21;
+
+/// A fully associative TLB with FIFO replacement (deterministic), plus a small page-walk cache
+/// of leaf-table addresses (the upper three levels of a walk are skipped on a hit). Both are
+/// invalidated by the same flushes: a change to any level of a page table needs FLUSH_TLB.
 #[derive(Clone, Debug)]
 pub struct Tlb {
     entries: [TlbEntry; TLB_ENTRIES],
     next: usize,
+    walks: [WalkEntry; WALK_CACHE_ENTRIES],
+    next_walk: usize,
 }
 
 impl Default for Tlb {
@@ -60,6 +79,8 @@ impl Default for Tlb {
         Tlb {
             entries: [TlbEntry::default(); TLB_ENTRIES],
             next: 0,
+            walks: [WalkEntry::default(); WALK_CACHE_ENTRIES],
+            next_walk: 0,
         }
     }
 }
@@ -77,15 +98,40 @@ impl Tlb {
         }
         self.next = (self.next + 1) % TLB_ENTRIES;
     }
+    /// The cached leaf table for `va` in `asid`, if any.
+    fn leaf_table(&self, asid: u8, va: u64) -> Option<u64> {
+        let tag = va >> LEAF_SPAN_SHIFT;
+        self.walks
+            .iter()
+            .find(|w| w.valid && w.asid == asid && w.tag == tag)
+            .map(|w| w.leaf_table)
+    }
+    /// Caches the leaf table of `va`'s 2 MiB region, evicting the oldest walk.
+    fn insert_walk(&mut self, asid: u8, va: u64, leaf_table: u64) {
+        if let Some(slot) = self.walks.get_mut(self.next_walk) {
+            *slot = WalkEntry {
+                valid: true,
+                asid,
+                tag: va >> LEAF_SPAN_SHIFT,
+                leaf_table,
+            };
+        }
+        self.next_walk = (self.next_walk + 1) % WALK_CACHE_ENTRIES;
+    }
     /// Drops everything.
     pub fn flush_all(&mut self) {
         self.entries = [TlbEntry::default(); TLB_ENTRIES];
         self.next = 0;
+        self.walks = [WalkEntry::default(); WALK_CACHE_ENTRIES];
+        self.next_walk = 0;
     }
     /// Drops every translation of `asid`.
     pub fn flush_asid(&mut self, asid: u8) {
         for e in self.entries.iter_mut().filter(|e| e.asid == asid) {
             e.valid = false;
+        }
+        for w in self.walks.iter_mut().filter(|w| w.asid == asid) {
+            w.valid = false;
         }
     }
     /// Drops translations of `asid` overlapping `[va, va + size)` (no-op for size 0).
@@ -97,6 +143,12 @@ impl Tlb {
         for e in self.entries.iter_mut() {
             if e.overlaps(asid, va, end_incl) {
                 e.valid = false;
+            }
+        }
+        let (first, last) = (va >> LEAF_SPAN_SHIFT, end_incl >> LEAF_SPAN_SHIFT);
+        for w in self.walks.iter_mut() {
+            if w.asid == asid && first <= w.tag && w.tag <= last {
+                w.valid = false;
             }
         }
     }
@@ -234,8 +286,12 @@ impl Mmu {
                 MmuFault::RootRange
             });
         }
-        let mut table = root.addr;
-        for level in (0..LEVELS).rev() {
+        // The page-walk cache skips the upper levels for a region walked before.
+        let (mut table, start_level) = match self.tlb.leaf_table(asid, va) {
+            Some(leaf) => (leaf, 0),
+            None => (root.addr, top),
+        };
+        for level in (0..=start_level).rev() {
             let addr = table.wrapping_add((pte::index(va, level) * PTE_SIZE) as u64);
             let mut raw = [0u8; PTE_SIZE];
             self.stats.pte_reads += 1;
@@ -250,6 +306,9 @@ impl Mmu {
             }
             if level == 0 {
                 return Ok(e);
+            }
+            if level == 1 {
+                self.tlb.insert_walk(asid, va, e.addr());
             }
             table = e.addr();
         }
