@@ -10,6 +10,7 @@ use dxgk::device::{DeviceInfo, Mmio};
 use dxgk::interface::{DxgkInterface, InterfaceError};
 use dxgk::irql::Passive;
 use dxgk::memory::{DeviceMemory, MdlPages};
+use dxgk::page_pool::PagePool;
 use dxgk::pool::Pool;
 use dxgk::sync::SpinLock;
 use dxgk::{NtResult, NtStatus};
@@ -25,6 +26,12 @@ pub const RING_BYTES: usize = 4096;
 pub const REGISTER_TIMEOUT_US: u64 = 10_000;
 /// Upper bound on polls of one register wait, whatever the performance counter does.
 const MAX_POLLS: u32 = 100_000;
+/// Pages the adapter's pool keeps (ring + fence page, and room for reuse).
+const POOL_PAGES: usize = 4;
+const _: () = assert!(
+    RING_BYTES == dxgk::memory::PAGE_SIZE && FENCE_PAGE_BYTES == dxgk::memory::PAGE_SIZE,
+    "ring and fence page come from the single-page pool"
+);
 /// Bytes of the fence write-back page.
 pub const FENCE_PAGE_BYTES: usize = 4096;
 
@@ -56,10 +63,12 @@ pub struct Adapter {
     started: Option<Started>,
 }
 
-/// Everything a started adapter holds. Field order is release order.
+/// Everything a started adapter holds. Field order is release order (the pool last: pages
+/// returned to it are freed when it goes).
 pub struct Started {
     aperture: Aperture,
-    fence: DeviceMemory,
+    /// The fence write-back page (from `pool`; `None` only while being returned at stop).
+    fence: Option<DeviceMemory>,
     ring: SpinLock<Ring>,
     mmio: Mmio,
     iface: DxgkInterface,
@@ -68,14 +77,26 @@ pub struct Started {
     device_version: u32,
     /// Reset the device when dropped (false after a surprise removal).
     quiesce_on_drop: bool,
+    /// IOMMU-mapped pages for the ring and the fence page, kept for reuse across resets and
+    /// trimmed at StopDevice (cf. Linux TTM's page pool).
+    pool: PagePool,
 }
 
 /// The ring and the driver's write position in it. Submissions are serialized by the GPU
 /// scheduler per node; the lock keeps ResetEngine / RestartFromTimeout consistent with them.
 struct Ring {
-    mem: DeviceMemory,
+    /// The ring page (from the pool; `None` only while being returned at stop).
+    mem: Option<DeviceMemory>,
     /// Byte offset of the next entry the driver writes.
     tail: u32,
+}
+
+impl Started {
+    /// Stops all device activity: interrupts off, device reset.
+    fn quiesce(&self) {
+        self.mmio.write(regs::INT_ENABLE, 0);
+        self.mmio.write(regs::RESET, regs::RESET_ASSERT);
+    }
 }
 
 impl Drop for Started {
@@ -186,20 +207,17 @@ impl Adapter {
             .inspect_err(|e| rgpu_log!(error, "StartDevice: DxgkCbMapMemory failed: {}", e))?;
         let device_version = reset_and_identify(&mmio)?;
 
-        let ring = DeviceMemory::allocate(
+        let pool = PagePool::new(
             &iface,
-            &passive,
-            RING_BYTES,
             dxgk_sys::DXGK_MEMORY_CACHING_TYPE_CACHED,
-        )
-        .inspect_err(|e| rgpu_log!(error, "StartDevice: ring allocation failed: {}", e))?;
-        let fence = DeviceMemory::allocate(
-            &iface,
-            &passive,
-            FENCE_PAGE_BYTES,
-            dxgk_sys::DXGK_MEMORY_CACHING_TYPE_CACHED,
-        )
-        .inspect_err(|e| rgpu_log!(error, "StartDevice: fence page allocation failed: {}", e))?;
+            POOL_PAGES,
+        );
+        let ring = pool
+            .get(&passive)
+            .inspect_err(|e| rgpu_log!(error, "StartDevice: ring allocation failed: {}", e))?;
+        let fence = pool.get(&passive).inspect_err(|e| {
+            rgpu_log!(error, "StartDevice: fence page allocation failed: {}", e)
+        })?;
         let gart = MdlPages::allocate(
             &iface,
             &passive,
@@ -215,13 +233,17 @@ impl Adapter {
         })?;
         let started = Started {
             aperture: Aperture::new(gart)?,
-            fence,
-            ring: SpinLock::new(Ring { mem: ring, tail: 0 }),
+            fence: Some(fence),
+            ring: SpinLock::new(Ring {
+                mem: Some(ring),
+                tail: 0,
+            }),
             mmio,
             iface,
             interface_version,
             device_version,
             quiesce_on_drop: true,
+            pool,
         };
         // On failure `started` drops: device reset, memory and mapping released.
         started.program_ring()?;
@@ -240,10 +262,29 @@ impl Adapter {
     /// Idempotent: stopping a stopped adapter is a no-op.
     pub fn stop(&mut self) {
         if let Some(mut s) = self.started.take() {
-            // After a surprise removal the registers are gone: release memory only.
-            s.quiesce_on_drop = !self.is_removed();
+            // Quiesce first (unless surprise-removed: the registers are gone), then give the
+            // device pages back to the pool and trim it: StopDevice returns everything.
+            if !self.is_removed() {
+                s.quiesce();
+            }
+            s.quiesce_on_drop = false;
+            let pages = [s.fence.take(), s.ring.get_mut().mem.take()];
+            if let Ok(passive) = Passive::check() {
+                for page in pages.into_iter().flatten() {
+                    // A page that cannot be returned is freed with it (dropped).
+                    let _ = s.pool.put(&passive, page);
+                }
+                let stats = s.pool.stats();
+                let trimmed = s.pool.trim(&passive, 0);
+                rgpu_log!(
+                    info,
+                    "stopped: page pool trimmed {} page(s) ({} allocated, {} reused over this start)",
+                    trimmed,
+                    stats.allocated,
+                    stats.hits
+                );
+            }
             drop(s);
-            rgpu_log!(info, "stopped");
         }
     }
 }
@@ -411,7 +452,11 @@ impl Adapter {
             return Err(NtStatus::DEVICE_NOT_READY);
         }
         let at = ring.tail as usize;
-        ring.mem.pages_mut().write(at, &entry.encode())?;
+        ring.mem
+            .as_mut()
+            .ok_or(NtStatus::INVALID_DEVICE_STATE)?
+            .pages_mut()
+            .write(at, &entry.encode())?;
         ring.tail = next;
         self.submitted_fence
             .store(fence as u32, core::sync::atomic::Ordering::Relaxed);
@@ -588,16 +633,17 @@ impl Started {
         let mut r = self.ring.lock();
         // Enabling the ring zeroes the device's head and tail: start over with a clean ring.
         r.tail = 0;
-        r.mem.pages_mut().fill(0, RING_BYTES, 0)?;
-        let ring = r
-            .mem
+        let mem = r.mem.as_mut().ok_or(NtStatus::INVALID_DEVICE_STATE)?;
+        mem.pages_mut().fill(0, RING_BYTES, 0)?;
+        let ring = mem
             .page_address(0)
             .ok_or(NtStatus::INSUFFICIENT_RESOURCES)?
             .0;
         drop(r);
         let fence = self
             .fence
-            .page_address(0)
+            .as_ref()
+            .and_then(|f| f.page_address(0))
             .ok_or(NtStatus::INSUFFICIENT_RESOURCES)?
             .0;
         let m = &self.mmio;

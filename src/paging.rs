@@ -85,29 +85,32 @@ pub enum PteError {
 
 /// The hot path of [`translate_pte`]: entries of system memory (segment 0 or the implicit
 /// system-memory segment), which is every entry rgpu's page tables hold outside the aperture.
-/// Branch-free bit arithmetic (no table), so a batch of entries vectorizes. Returns the entry
-/// and whether the fast path applies (false: use the general path).
+/// Shifts and masks only (no table, no multiply), so a batch of entries vectorizes with the
+/// SSE2 baseline. Returns the entry and a "slow" word that is non-zero when the entry needs the
+/// general path (a segment other than 0 or the system-memory segment).
 #[inline(always)]
-fn translate_fast(flags: u64, page: u64, leaf: bool) -> (u64, bool) {
-    const SEGMENT_SHIFT: u32 = 5;
-    let segment = (flags >> SEGMENT_SHIFT) & 0x1F;
-    let fast = (segment == 0) | (segment == u64::from(SYSTEM_MEMORY_SEGMENT_ID));
-    // DXGK_PTE bits: 0 Valid, 1 Zero, 2 CacheCoherent, 3 ReadOnly, 4 NoExecute.
+fn translate_fast(flags: u64, page: u64, leaf: bool) -> (u64, u64) {
+    // DXGK_PTE bits: 0 Valid, 1 Zero, 2 CacheCoherent, 3 ReadOnly, 4 NoExecute, 5-9 Segment.
+    // rgpu bits:     0 VALID, 1 READ_ONLY, 2 NO_EXECUTE, 3 CACHE_COHERENT, 5 ZERO.
     let valid = flags & 1;
-    let leaf_flags = valid
-        | (((flags >> 3) & 1) * pte::READ_ONLY)
-        | (((flags >> 4) & 1) * pte::NO_EXECUTE)
-        | (((flags >> 2) & 1) * pte::CACHE_COHERENT)
-        | (((flags >> 1) & 1) * pte::ZERO);
+    let leaf_flags =
+        valid | ((flags >> 2) & 0b110) | ((flags << 1) & 0b1000) | ((flags << 4) & 0b10_0000);
     let mask = 0u64.wrapping_sub(valid);
     let addr = (page << 12) & pte::ADDR_MASK;
-    let bits = if leaf { leaf_flags } else { valid * pte::VALID };
-    ((addr | bits) & mask, fast)
+    let bits = if leaf { leaf_flags } else { valid };
+    // Segment 0 and segment 2 (SYSTEM_MEMORY_SEGMENT_ID) differ only in bit 1 of the segment.
+    let slow = (flags >> 5) & 0x1F & !(SYSTEM_MEMORY_SEGMENT_ID as u64);
+    ((addr | bits) & mask, slow)
 }
 
 const _: () = assert!(
-    pte::VALID == 1,
-    "translate_fast relies on VALID being bit 0"
+    pte::VALID == 1
+        && pte::READ_ONLY == 1 << 1
+        && pte::NO_EXECUTE == 1 << 2
+        && pte::CACHE_COHERENT == 1 << 3
+        && pte::ZERO == 1 << 5
+        && SYSTEM_MEMORY_SEGMENT_ID == 2,
+    "translate_fast's shifts assume these bit positions"
 );
 
 /// Converts `src` into rgpu entries in `out` (8 bytes each, little-endian) with the fast path;
@@ -115,26 +118,26 @@ const _: () = assert!(
 /// vectorizes.
 #[inline(never)]
 fn convert_batch(src: &[DXGK_PTE], out: &mut [u8], leaf: bool) -> bool {
-    let mut all_fast = true;
+    let mut slow = 0;
     for (p, o) in src.iter().zip(out.chunks_exact_mut(8)) {
         // SAFETY: both union members are the same u64.
         let page = unsafe { p.u.PageAddress };
-        let (e, fast) = translate_fast(p.Flags, page, leaf);
-        all_fast &= fast;
+        let (e, s) = translate_fast(p.Flags, page, leaf);
+        slow |= s;
         o.copy_from_slice(&e.to_le_bytes());
     }
-    all_fast
+    slow == 0
 }
 
 /// [`convert_batch`] for the Repeat flag: one source entry for every slot.
 fn convert_repeat(p: &DXGK_PTE, out: &mut [u8], leaf: bool) -> bool {
     // SAFETY: both union members are the same u64.
     let page = unsafe { p.u.PageAddress };
-    let (e, fast) = translate_fast(p.Flags, page, leaf);
+    let (e, slow) = translate_fast(p.Flags, page, leaf);
     for o in out.chunks_exact_mut(8) {
         o.copy_from_slice(&e.to_le_bytes());
     }
-    fast
+    slow == 0
 }
 
 /// Translates one DXGK_PTE into rgpu's format. `leaf` is level 0.
@@ -146,8 +149,8 @@ pub fn translate_pte(
 ) -> Result<u64, PteError> {
     // SAFETY: both union members are the same u64 (page number of a page or a table).
     let page = unsafe { p.u.PageAddress };
-    let (e, fast) = translate_fast(p.Flags, page, leaf);
-    if fast {
+    let (e, slow) = translate_fast(p.Flags, page, leaf);
+    if slow == 0 {
         return Ok(e);
     }
     if p.Valid() == 0 {
@@ -412,7 +415,10 @@ impl PagingContext<'_> {
                 return Ok(Progress::Full { next: done });
             }
             let first = done as usize;
-            let dst = table_va + u64::from(upt.StartIndex + done) * 8;
+            // A table VA at the top of the address space would wrap (found by fuzzing).
+            let dst = table_va
+                .checked_add(u64::from(upt.StartIndex + done) * 8)
+                .ok_or(NtStatus::INVALID_PARAMETER)?;
             let mut bad = None;
             let aperture = self.aperture;
             out.enc
@@ -537,7 +543,19 @@ impl PagingContext<'_> {
             Ok((pfn << 12) | (off % PAGE))
         } else if segment == APERTURE_SEGMENT_ID {
             let base = u64::try_from(segment_address).map_err(|_| NtStatus::INVALID_PARAMETER)?;
-            self.aperture_address(base + u64::from(t.TransferOffset) + off)
+            let start = base + u64::from(t.TransferOffset);
+            // A unit is one page on both sides: from inside an aperture page, its COPY would run
+            // into the next aperture page, whose logical page need not be adjacent (found by
+            // fuzzing; tests/fuzz_regressions.rs).
+            if start % PAGE != 0 {
+                rgpu_log!(
+                    error,
+                    "Transfer: aperture address {:#x} is not page aligned",
+                    start
+                );
+                return Err(NtStatus::INVALID_PARAMETER);
+            }
+            self.aperture_address(start + off)
         } else {
             Err(NtStatus::INVALID_PARAMETER)
         }
@@ -558,8 +576,14 @@ impl PagingContext<'_> {
             .map_err(|_| NtStatus::INVALID_PARAMETER)?;
         let size = f.FillSize as u64;
         let mut unit = u64::from(start);
-        while unit * PAGE < size {
-            let off = unit * PAGE;
+        loop {
+            // Unit k is the part of the fill inside the k-th aperture page it touches (the
+            // first one may start inside its page). Found by fuzzing: units used to start every
+            // 4 KiB from `base`, skipping the tail of each page after an unaligned start.
+            let off = (unit * PAGE).saturating_sub(base % PAGE);
+            if off >= size {
+                break;
+            }
             let len = (size - off).min(PAGE - (base + off) % PAGE);
             let dst = self.aperture_address(base + off)?;
             match out.enc.fill(Target::Logical(dst), len, f.FillPattern) {
@@ -653,8 +677,15 @@ unsafe fn copy_page_table_entries(
         {
             return Err(NtStatus::INVALID_PARAMETER);
         }
-        let src = r.SrcPageTableAddress + u64::from(r.SrcStartPteIndex) * 8;
-        let dst = r.DstPageTableAddress + u64::from(r.DstStartPteIndex) * 8;
+        // Table VAs at the top of the address space would wrap (found by fuzzing).
+        let (Some(src), Some(dst)) = (
+            r.SrcPageTableAddress
+                .checked_add(u64::from(r.SrcStartPteIndex) * 8),
+            r.DstPageTableAddress
+                .checked_add(u64::from(r.DstStartPteIndex) * 8),
+        ) else {
+            return Err(NtStatus::INVALID_PARAMETER);
+        };
         match out
             .enc
             .copy(Target::Virtual(dst), Target::Virtual(src), n * 8)

@@ -99,6 +99,10 @@ fn start_answer_the_start_queries_stop_remove_unload_on_2_4_and_3_1() {
             (0, 0),
             "stop releases everything"
         );
+        assert!(
+            m.debug_contains("stopped: page pool trimmed 2 page(s)"),
+            "ring and fence page went back to the pool, which StopDevice trims"
+        );
         assert_eq!(m.remove_adapter(id), sys::STATUS_SUCCESS);
         m.unload_driver();
         m.assert_clean();
