@@ -493,13 +493,23 @@ unsafe extern "system" fn ddi_create_device(
     finish("CreateDevice", r)
 }
 
-unsafe extern "system" fn ddi_destroy_device(h_device: HANDLE) -> NTSTATUS {
-    let Some(ptr) = NonNull::new(h_device.cast::<Device>()) else {
-        return finish("DestroyDevice", Err(NtStatus::INVALID_PARAMETER));
+/// Takes back a per-handle object handed to Dxgkrnl with `PoolBox::into_raw` and frees it.
+///
+/// # Safety
+/// `handle` must be NULL or a handle this driver created for a `T` with `tag`, used for the last
+/// time (Dxgkrnl's Destroy* contract).
+unsafe fn release_handle<T>(ddi: &str, handle: HANDLE, tag: dxgk::pool::PoolTag) -> NTSTATUS {
+    let Some(ptr) = NonNull::new(handle.cast::<T>()) else {
+        return finish(ddi, Err(NtStatus::INVALID_PARAMETER));
     };
-    // SAFETY: `h_device` came from CreateDevice (DEVICE_TAG) and this is its last use.
-    drop(unsafe { PoolBox::from_raw(ptr, DEVICE_TAG) });
+    // SAFETY: per the caller, the object came from `PoolBox::into_raw` with `tag`, last use.
+    drop(unsafe { PoolBox::from_raw(ptr, tag) });
     sys::STATUS_SUCCESS
+}
+
+unsafe extern "system" fn ddi_destroy_device(h_device: HANDLE) -> NTSTATUS {
+    // SAFETY: `h_device` came from CreateDevice (DEVICE_TAG); DestroyDevice is its last use.
+    unsafe { release_handle::<Device>("DestroyDevice", h_device, DEVICE_TAG) }
 }
 
 unsafe extern "system" fn ddi_create_context(
@@ -542,12 +552,8 @@ unsafe extern "system" fn ddi_create_context(
 }
 
 unsafe extern "system" fn ddi_destroy_context(h_context: HANDLE) -> NTSTATUS {
-    let Some(ptr) = NonNull::new(h_context.cast::<Context>()) else {
-        return finish("DestroyContext", Err(NtStatus::INVALID_PARAMETER));
-    };
-    // SAFETY: `h_context` came from CreateContext (CONTEXT_TAG) and this is its last use.
-    drop(unsafe { PoolBox::from_raw(ptr, CONTEXT_TAG) });
-    sys::STATUS_SUCCESS
+    // SAFETY: `h_context` came from CreateContext (CONTEXT_TAG); DestroyContext is its last use.
+    unsafe { release_handle::<Context>("DestroyContext", h_context, CONTEXT_TAG) }
 }
 
 unsafe extern "system" fn ddi_create_process(

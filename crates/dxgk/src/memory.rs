@@ -311,17 +311,8 @@ impl<'p> IoMmuMapping<'p> {
             handles: [core::ptr::null_mut(); MAX_MDLS],
             mapped: 0,
         };
-        for c in pages.chunks() {
-            let mut args = DXGKARGCB_MAPMDLTOIOMMU {
-                pMdl: c.mdl.as_ptr(),
-                hMemoryHandle: core::ptr::null_mut(),
-            };
-            // SAFETY: the MDL is valid and stays unchanged while mapped (we borrow `pages`);
-            // PASSIVE_LEVEL per the token.
-            NtStatus(unsafe { map(pages.adapter, &mut args) }).to_result()?;
-            mapping.handles[mapping.mapped] = args.hMemoryHandle;
-            mapping.mapped += 1;
-        }
+        // On error `mapping` drops and unmaps what is mapped.
+        map_each(map, pages, &mut mapping.handles, &mut mapping.mapped)?;
         // INVARIANT: every MDL of `pages` is mapped, handles recorded in order.
         Ok(mapping)
     }
@@ -397,18 +388,8 @@ impl DeviceMemory {
             mapped: 0,
             pages,
         };
-        for i in 0..mem.pages.count {
-            let Some(c) = mem.pages.chunks[i] else { break };
-            let mut args = DXGKARGCB_MAPMDLTOIOMMU {
-                pMdl: c.mdl.as_ptr(),
-                hMemoryHandle: core::ptr::null_mut(),
-            };
-            // SAFETY: the MDL is valid and stays unchanged while mapped (owned by `mem`);
-            // PASSIVE_LEVEL per the token. On error `mem` drops: unmaps what is mapped, frees.
-            NtStatus(unsafe { map(mem.pages.adapter, &mut args) }).to_result()?;
-            mem.handles[mem.mapped] = args.hMemoryHandle;
-            mem.mapped += 1;
-        }
+        // On error `mem` drops: unmaps what is mapped, then frees the pages.
+        map_each(map, &mem.pages, &mut mem.handles, &mut mem.mapped)?;
         // INVARIANT: every MDL mapped, handles in order.
         Ok(mem)
     }
@@ -445,6 +426,29 @@ impl Drop for DeviceMemory {
             unsafe { (self.unmap)(self.pages.adapter, &args) };
         }
     }
+}
+
+/// Maps every MDL of `pages` with `DxgkCbMapMdlToIoMmu`, recording the handles in order in
+/// `handles[..*mapped]` (so a caller's `Drop` unmaps exactly what was mapped, even after an
+/// error). PASSIVE_LEVEL (the callers hold a Passive token).
+fn map_each(
+    map: dxgk_sys::PFN_DXGKCB_MAPMDLTOIOMMU,
+    pages: &MdlPages,
+    handles: &mut [HANDLE; MAX_MDLS],
+    mapped: &mut usize,
+) -> NtResult<()> {
+    for c in pages.chunks() {
+        let mut args = DXGKARGCB_MAPMDLTOIOMMU {
+            pMdl: c.mdl.as_ptr(),
+            hMemoryHandle: core::ptr::null_mut(),
+        };
+        // SAFETY: the MDL is valid and stays unchanged while mapped (its owner outlives the
+        // mapping); PASSIVE_LEVEL per the callers' token.
+        NtStatus(unsafe { map(pages.adapter, &mut args) }).to_result()?;
+        handles[*mapped] = args.hMemoryHandle;
+        *mapped += 1;
+    }
+    Ok(())
 }
 
 /// Logical address of page `index` of `pages`, read from the MDL's page array.

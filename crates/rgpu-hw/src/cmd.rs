@@ -985,30 +985,10 @@ impl<'a> Encoder<'a> {
         if !dst.addr().is_multiple_of(4) {
             return Err(CmdError::Misaligned);
         }
-        if count == 0 || count > max {
-            return Err(CmdError::BadPayload);
-        }
-        let needed = 12 + count * item;
-        let available = self.remaining();
-        let Some(out) = self.buf.get_mut(self.pos..self.pos + needed) else {
-            return Err(CmdError::BufferTooSmall { needed, available });
-        };
-        let hdr = Header {
-            opcode,
-            flags: if dst.is_virtual() {
-                FLAG_DST_VIRTUAL
-            } else {
-                0
-            },
-            dwords: (needed / 4) as u16,
-        };
-        let (head, body) = out.split_at_mut(12);
-        head[0..4].copy_from_slice(&hdr.raw().to_le_bytes());
-        head[4..12].copy_from_slice(&dst.addr().to_le_bytes());
-        for (i, chunk) in body.chunks_exact_mut(item).enumerate() {
-            put(i, chunk);
-        }
-        self.pos += needed;
-        Ok(needed)
+        self.payload_bulk(opcode, dst, count, item, max, |body| {
+            for (i, chunk) in body.chunks_exact_mut(item).enumerate() {
+                put(i, chunk);
+            }
+        })
     }
 }
