@@ -193,7 +193,12 @@ fn callback_round_trips() {
         v.free(b).unwrap();
     };
     round(&mut v); // warm-up
-    let count = |m: &Machine| MEMORY_CALLBACKS.iter().map(|c| m.callback_calls(c)).sum::<u64>();
+    let count = |m: &Machine| {
+        MEMORY_CALLBACKS
+            .iter()
+            .map(|c| m.callback_calls(c))
+            .sum::<u64>()
+    };
     let before = count(&m);
     let rounds = 8;
     for _ in 0..rounds {
@@ -240,7 +245,9 @@ fn gpu_va_transfer(samples: usize) {
     .unwrap();
     let cmds = enc.written().to_vec();
     v.write(cmd, 0, &cmds).unwrap();
-    let ours = measure(samples, 1, || v.submit_user(p, CMD, cmds.len() as u32).unwrap());
+    let ours = measure(samples, 1, || {
+        v.submit_user(p, CMD, cmds.len() as u32).unwrap()
+    });
     let src = vec![0xA5u8; SIZE as usize];
     let mut dst = vec![0u8; SIZE as usize];
     let baseline = measure(samples, 1, || {
@@ -255,7 +262,11 @@ fn gpu_va_transfer(samples: usize) {
         0.5,
     );
     let got = v.read(b, SIZE - 4096, 4096).unwrap();
-    assert!(got.chunks_exact(4).all(|c| c == 0xA5A5_5A5Au32.to_le_bytes()), "transfer result");
+    assert!(
+        got.chunks_exact(4)
+            .all(|c| c == 0xA5A5_5A5Au32.to_le_bytes()),
+        "transfer result"
+    );
     v.destroy().unwrap();
     m.stop_adapter(id);
     m.remove_adapter(id);
