@@ -203,8 +203,16 @@ fn power_d0_d3_d0_rebuilds_the_device_and_work_after_resume_completes() {
             let s = unsafe { set_power(ctx, 1, sys::PowerDeviceD3, sys::POWER_ACTION(0)) };
             assert_eq!(s, sys::STATUS_INVALID_PARAMETER);
         });
-        // After power-up the device was reset: the driver reprogrammed the ring and every root,
-        // so the existing processes' and the paging process's tables work again.
+        // After power-up VidMm re-initializes the paging process's page tables (CPU_VIRTUAL,
+        // NULL DMA buffer) and sets its root again; the driver reprogrammed the ring and
+        // restored every ASID root, so existing and new processes work.
+        let builds = v.stats().build_calls;
+        v.power_up()
+            .expect("paging-process re-initialization after power-up");
+        assert!(
+            v.stats().build_calls > builds,
+            "re-initialization went through the driver"
+        );
         paging_works(&mut v, 0x2222_0002);
         v.destroy().unwrap();
         finish(&m, id);
@@ -377,5 +385,41 @@ fn systematic_fault_injection_over_each_scenario() {
             assert!(report.injection_points > 0);
             report.assert_clean();
         }
+    }
+}
+
+#[test]
+fn reset_engine_reports_the_last_aborted_fence_and_the_engine_runs_afterwards() {
+    for config in machines() {
+        let (m, id) = boot(config);
+        let mut v = Vidmm::new(&m, id).expect("vidmm");
+        paging_works(&mut v, 0x5555_0001);
+        let last_fence = m
+            .interrupt_notifications(id)
+            .iter()
+            .map(|n| n.fence)
+            .max()
+            .expect("fences completed");
+        let ctx = m.adapter(id).context;
+        let reset_engine = ddis(&m).DxgkDdiResetEngine.unwrap();
+        m.enter(|| {
+            let mut args = sys::DXGKARG_RESETENGINE::default();
+            // SAFETY: the adapter handle and a valid argument block for node 0, engine 0.
+            let s = unsafe { reset_engine(ctx, &mut args) };
+            assert_eq!(s, sys::STATUS_SUCCESS);
+            // Nothing was in flight: the last aborted fence is the last one submitted.
+            assert_eq!(args.LastAbortedFenceId, last_fence);
+            let mut bad = sys::DXGKARG_RESETENGINE {
+                NodeOrdinal: 1,
+                ..Default::default()
+            };
+            // SAFETY: as above; node 1 does not exist.
+            let s = unsafe { reset_engine(ctx, &mut bad) };
+            assert_eq!(s, sys::STATUS_INVALID_PARAMETER);
+        });
+        paging_works(&mut v, 0x5555_0002);
+        v.destroy().unwrap();
+        finish(&m, id);
+        m.assert_clean();
     }
 }

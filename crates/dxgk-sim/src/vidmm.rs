@@ -253,6 +253,9 @@ pub struct Vidmm {
     free_slots: Vec<u64>,
     stats: VidmmStats,
     destroyed: bool,
+    /// The paging process's non-leaf tables as initialized (their contents never change: every
+    /// table of the layout exists from the start), replayed by [`Vidmm::power_up`].
+    paging_upper_tables: Vec<((usize, u64), Vec<DXGK_PTE>)>,
 }
 
 fn invalid_pte() -> DXGK_PTE {
@@ -355,6 +358,7 @@ impl Vidmm {
             free_slots: Vec::new(),
             stats: VidmmStats::default(),
             destroyed: false,
+            paging_upper_tables: Vec::new(),
         };
         match v.init_paging_process() {
             Ok(()) => Ok(v),
@@ -626,12 +630,24 @@ impl Vidmm {
             );
         }
         self.buffer = Some(buffer);
+        let mut order: Vec<_> = contents.into_iter().collect();
+        order.sort_by_key(|(key, _)| *key);
+        self.write_paging_tables(&order)?;
+        self.paging_upper_tables = order
+            .into_iter()
+            .filter(|((level, _), _)| *level > 0)
+            .collect();
+        Ok(())
+    }
+
+    /// Writes paging-process tables with CPU_VIRTUAL UPDATE_PAGE_TABLE and a NULL DMA buffer
+    /// (what Windows forces for the paging process), then sets its root.
+    fn write_paging_tables(&mut self, tables: &[((usize, u64), Vec<DXGK_PTE>)]) -> VidmmResult<()> {
+        let proc0 = self.procs[0].as_ref().expect("paging process");
         let hkmd = proc0.hkmd;
         let hctx = proc0.hcontext;
-        let mut order: Vec<_> = contents.keys().copied().collect();
-        order.sort();
-        for key in order {
-            let entries = &contents[&key];
+        for (key, entries) in tables {
+            let key = *key;
             let table = self.procs[0].as_ref().expect("paging process").tables[&key]
                 .mem
                 .cpu_address(0);
@@ -682,6 +698,16 @@ impl Vidmm {
         let p = self.procs[0].take().expect("paging process");
         let r = self.set_root(&p, self.geo.paging_table_segment);
         self.procs[0] = Some(p);
+        r
+    }
+
+    /// After the adapter powers up (DxgkDdiSetPowerState D0), VidMm re-initializes the system
+    /// paging process's page tables with CPU_VIRTUAL updates, as Windows does: here the upper
+    /// levels (whose contents are fixed), then SetRootPageTable.
+    pub fn power_up(&mut self) -> VidmmResult<()> {
+        let tables = std::mem::take(&mut self.paging_upper_tables);
+        let r = self.write_paging_tables(&tables);
+        self.paging_upper_tables = tables;
         r
     }
 
