@@ -3,15 +3,9 @@
 //! dxgk-sim with the rgpu device model behind the BAR, on Windows versions whose newest
 //! interface is 2.4 (identity IOMMU) and 3.1 (remapped IOMMU), with zero verifier findings.
 
-use dxgk_sim::devices::RgpuDevice;
+mod support;
 use dxgk_sim::{AdapterConfig, AdapterId, IommuMode, Machine, MachineConfig, PnpState};
 use dxgk_sys as sys;
-
-fn rgpu_adapter() -> AdapterConfig {
-    AdapterConfig {
-        device: Some(Box::new(RgpuDevice::new())),
-    }
-}
 
 fn supported_machines() -> Vec<(MachineConfig, u32)> {
     vec![
@@ -28,7 +22,7 @@ fn supported_machines() -> Vec<(MachineConfig, u32)> {
 
 fn load_and_start(m: &Machine) -> AdapterId {
     assert_eq!(m.load_driver(rgpu::ddi::DriverEntry), sys::STATUS_SUCCESS);
-    let id = m.add_adapter(rgpu_adapter());
+    let id = m.add_adapter(support::rgpu_adapter());
     let status = m.start_adapter(id);
     assert_eq!(
         status,
@@ -204,7 +198,7 @@ fn every_injected_failure_during_start_stop_is_a_clean_ntstatus() {
             if status < 0 {
                 return status;
             }
-            let id = m.add_adapter(rgpu_adapter());
+            let id = m.add_adapter(support::rgpu_adapter());
             let status = m.start_adapter(id);
             if status >= 0 {
                 m.stop_adapter(id);

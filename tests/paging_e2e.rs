@@ -5,10 +5,9 @@
 //! TLB flush, fill and transfer; the rgpu device model executes the paging buffers. Both IOMMU
 //! modes: WDDM 2.4 isolation (identity) and WDDM 3.x DMA remapping.
 
-use dxgk_sim::devices::RgpuDevice;
 use dxgk_sim::{
-    AdapterConfig, AdapterId, AllocId, IommuMode, Machine, MachineConfig, ProcessId, Rule, Vidmm,
-    VidmmConfig, VidmmError,
+    AdapterId, AllocId, IommuMode, Machine, MachineConfig, ProcessId, Rule, Vidmm, VidmmConfig,
+    VidmmError,
 };
 use dxgk_sys as sys;
 use proptest::prelude::*;
@@ -17,27 +16,8 @@ use rgpu_hw::cmd::{Encoder, Target};
 const KIB: u64 = 1024;
 const MIB: u64 = 1024 * KIB;
 
-fn machines() -> Vec<MachineConfig> {
-    vec![
-        MachineConfig::windows_10_1803().with_iommu(IommuMode::Identity),
-        MachineConfig::windows_11_22h2().with_iommu(IommuMode::Remapped),
-    ]
-}
-
-fn boot(config: MachineConfig) -> (Machine, AdapterId) {
-    let m = Machine::new(config);
-    assert_eq!(m.load_driver(rgpu::ddi::DriverEntry), sys::STATUS_SUCCESS);
-    let id = m.add_adapter(AdapterConfig {
-        device: Some(Box::new(RgpuDevice::new())),
-    });
-    assert_eq!(
-        m.start_adapter(id),
-        sys::STATUS_SUCCESS,
-        "{:?}",
-        m.findings()
-    );
-    (m, id)
-}
+mod support;
+use support::{boot, machines};
 
 fn shutdown(m: &Machine, id: AdapterId, vidmm: Vidmm) {
     vidmm.destroy().expect("VidMm teardown");
@@ -620,9 +600,7 @@ fn paging_scenario(m: &Machine) -> i32 {
     if m.load_driver(rgpu::ddi::DriverEntry) != sys::STATUS_SUCCESS {
         return sys::STATUS_UNSUCCESSFUL;
     }
-    let id = m.add_adapter(AdapterConfig {
-        device: Some(Box::new(RgpuDevice::new())),
-    });
+    let id = m.add_adapter(support::rgpu_adapter());
     let s = m.start_adapter(id);
     if s != sys::STATUS_SUCCESS {
         m.unload_driver();

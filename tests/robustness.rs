@@ -7,33 +7,13 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use dxgk_sim::devices::RgpuDevice;
-use dxgk_sim::{AdapterConfig, AdapterId, IommuMode, Machine, MachineConfig, PnpState, Vidmm};
+use dxgk_sim::{AdapterId, Machine, PnpState, Vidmm};
 use dxgk_sys as sys;
 
 const MIB: u64 = 1 << 20;
 
-fn machines() -> Vec<MachineConfig> {
-    vec![
-        MachineConfig::windows_10_1803().with_iommu(IommuMode::Identity),
-        MachineConfig::windows_11_22h2().with_iommu(IommuMode::Remapped),
-    ]
-}
-
-fn boot(config: MachineConfig) -> (Machine, AdapterId) {
-    let m = Machine::new(config);
-    assert_eq!(m.load_driver(rgpu::ddi::DriverEntry), sys::STATUS_SUCCESS);
-    let id = m.add_adapter(AdapterConfig {
-        device: Some(Box::new(RgpuDevice::new())),
-    });
-    assert_eq!(
-        m.start_adapter(id),
-        sys::STATUS_SUCCESS,
-        "{:?}",
-        m.findings()
-    );
-    (m, id)
-}
+mod support;
+use support::{boot, machines};
 
 /// Fill + transfer + verify in a fresh process: proves the adapter works.
 fn paging_works(v: &mut Vidmm, pattern: u32) {
@@ -313,9 +293,7 @@ fn systematic_fault_injection_over_each_scenario() {
             if s < 0 {
                 return s;
             }
-            let id = m.add_adapter(AdapterConfig {
-                device: Some(Box::new(RgpuDevice::new())),
-            });
+            let id = m.add_adapter(support::rgpu_adapter());
             let mut status = m.start_adapter(id);
             if status >= 0 {
                 if let Ok(mut v) = Vidmm::new(m, id) {
@@ -345,9 +323,7 @@ fn systematic_fault_injection_over_each_scenario() {
             if s < 0 {
                 return s;
             }
-            let id = m.add_adapter(AdapterConfig {
-                device: Some(Box::new(RgpuDevice::new())),
-            });
+            let id = m.add_adapter(support::rgpu_adapter());
             let status = m.start_adapter(id);
             if status >= 0 {
                 let ctx = m.adapter(id).context;
