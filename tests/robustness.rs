@@ -268,11 +268,25 @@ fn concurrent_ddis_while_paging_runs() {
                 })
             })
             .collect();
+        // An "interrupt thread": synchronizes the device and delivers its interrupts and DPCs
+        // while the main thread builds and submits paging buffers.
+        let interrupts = {
+            let (m, stop) = (m.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut rounds = 0u32;
+                while !stop.load(Ordering::Relaxed) && rounds < 20_000 {
+                    m.service(id);
+                    rounds += 1;
+                }
+                rounds
+            })
+        };
         let mut v = Vidmm::new(&m, id).expect("vidmm");
         for i in 0..3 {
             paging_works(&mut v, 0x4444_0000 + i);
         }
         stop.store(true, Ordering::Relaxed);
+        assert!(interrupts.join().expect("interrupt thread") > 0);
         for w in workers {
             assert!(w.join().expect("worker") > 0);
         }
