@@ -223,3 +223,33 @@ fn every_injected_failure_during_start_stop_is_a_clean_ntstatus() {
         report.assert_clean();
     }
 }
+
+#[test]
+fn an_unsupported_ddi_returns_not_supported_and_logs_once_per_adapter() {
+    let m = Machine::new(MachineConfig::windows_11_22h2());
+    let id = load_and_start(&m);
+    let ctx = m.adapter(id).context;
+    let create = m
+        .registered_driver()
+        .unwrap()
+        .DxgkDdiCreateAllocation
+        .unwrap();
+    m.enter(|| {
+        for _ in 0..3 {
+            let mut args = sys::DXGKARG_CREATEALLOCATION::default();
+            // SAFETY: the adapter handle and a valid (empty) argument block.
+            let s = unsafe { create(ctx, &mut args) };
+            assert_eq!(s, sys::STATUS_NOT_SUPPORTED);
+        }
+    });
+    let lines = m
+        .debug_output()
+        .into_iter()
+        .filter(|l| l.text.contains("CreateAllocation: not supported yet"))
+        .count();
+    assert_eq!(lines, 1, "logged once, not per call");
+    m.stop_adapter(id);
+    m.remove_adapter(id);
+    m.unload_driver();
+    m.assert_clean();
+}
