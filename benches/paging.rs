@@ -73,7 +73,10 @@ fn update_page_table(samples: usize) {
         })
         .collect();
     let mut dma = vec![0u8; 64 * 1024];
-    let ctx = PagingContext { aperture: None };
+    let ctx = PagingContext {
+        aperture: None,
+        asid_of: None,
+    };
     let ours = measure(samples, 2000, || {
         let mut a = sys::DXGKARG_BUILDPAGINGBUFFER {
             pDmaBuffer: dma.as_mut_ptr().cast(),
@@ -118,7 +121,10 @@ fn update_page_table_bulk(samples: usize) {
         .collect();
     let per_table = rgpu_hw::cmd::write_ptes_bytes(N);
     let mut dma = vec![0u8; TABLES * per_table];
-    let ctx = PagingContext { aperture: None };
+    let ctx = PagingContext {
+        aperture: None,
+        asid_of: None,
+    };
     let ours = measure(samples, 1, || {
         for t in 0..TABLES {
             let mut a = sys::DXGKARG_BUILDPAGINGBUFFER {

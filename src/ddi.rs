@@ -681,8 +681,14 @@ unsafe extern "system" fn ddi_build_paging_buffer(
         let a = unsafe { adapter(h_adapter) }?;
         // SAFETY: Dxgkrnl's argument block.
         let args = unsafe { args.as_mut() }.ok_or(NtStatus::INVALID_PARAMETER)?;
+        let asid_of = |h: HANDLE| {
+            // SAFETY: a non-NULL hProcess in FLUSH_TLB is the process object rgpu returned from
+            // CreateProcess, alive until DestroyProcess (VidMm's contract).
+            NonNull::new(h.cast::<Process>()).map(|p| unsafe { p.as_ref() }.asid)
+        };
         let ctx = crate::paging::PagingContext {
             aperture: a.aperture(),
+            asid_of: Some(&asid_of),
         };
         // SAFETY: the buffers and pointers inside are Dxgkrnl's, valid as documented.
         unsafe { ctx.build(args) }

@@ -203,10 +203,13 @@ fn full(e: CmdError) -> bool {
     matches!(e, CmdError::BufferTooSmall { .. })
 }
 
-/// One operation of a DXGKARG_BUILDPAGINGBUFFER, validated.
+/// What BuildPagingBuffer needs from the adapter.
 pub struct PagingContext<'a> {
     /// The adapter's GART (None before start).
     pub aperture: Option<&'a Aperture>,
+    /// Maps a KMD process handle (`hProcess`) to the device ASID it runs in, so that TLB
+    /// flushes hit one address space; None (or a handle it does not know) flushes every ASID.
+    pub asid_of: Option<&'a dyn Fn(sys::HANDLE) -> Option<u8>>,
 }
 
 impl PagingContext<'_> {
@@ -277,14 +280,21 @@ impl PagingContext<'_> {
         } else if op == DXGK_OPERATION_FLUSH_TLB {
             // SAFETY: union member named by the operation.
             let f = unsafe { args.u.FlushTlb };
-            let scope = if f.StartVirtualAddress == 0 && f.EndVirtualAddress == 0 {
-                FlushScope::All
-            } else if f.EndVirtualAddress > f.StartVirtualAddress {
-                // Every process's VA space is flushed by range in all ASIDs: the device
-                // invalidates translations of that range wherever cached.
-                FlushScope::All
-            } else {
+            let (start, end) = (f.StartVirtualAddress, f.EndVirtualAddress);
+            if end < start {
                 return Err(NtStatus::INVALID_PARAMETER);
+            }
+            // The process's own address space when the driver knows it (hProcess is the
+            // process object rgpu created), else every ASID. Both 0 = the whole VA space; a range
+            // is flushed inclusive of its end address (flushing one extra page is harmless).
+            let scope = match self.asid_of.and_then(|asid_of| asid_of(f.hProcess)) {
+                None => FlushScope::All,
+                Some(asid) if start == 0 && end == 0 => FlushScope::Asid(asid),
+                Some(asid) => FlushScope::Range {
+                    asid,
+                    va: start,
+                    size: (end - start).saturating_add(1),
+                },
             };
             once(out.enc.flush_tlb(scope))
         } else if op == DXGK_OPERATION_VIRTUAL_FILL {

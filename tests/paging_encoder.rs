@@ -118,7 +118,10 @@ fn with_machine<R>(f: impl FnOnce(&Machine) -> R) -> R {
 #[test]
 fn update_page_table_becomes_write_ptes_in_the_rgpu_format() {
     with_machine(|_| {
-        let ctx = PagingContext { aperture: None };
+        let ctx = PagingContext {
+            aperture: None,
+            asid_of: None,
+        };
         let mut entries: Vec<_> = (0..3).map(|i| dxgk_pte(0x1000 + i, 0, i == 1)).collect();
         let mut dma = vec![0u8; 4096];
         let mut a = args(sys::DXGK_OPERATION_UPDATE_PAGE_TABLE, &mut dma);
@@ -146,7 +149,10 @@ fn update_page_table_becomes_write_ptes_in_the_rgpu_format() {
 #[test]
 fn multipass_resumes_exactly_where_it_stopped() {
     with_machine(|_| {
-        let ctx = PagingContext { aperture: None };
+        let ctx = PagingContext {
+            aperture: None,
+            asid_of: None,
+        };
         let mut entries: Vec<_> = (0..512)
             .map(|i| dxgk_pte(0x10_0000 + i, 0, false))
             .collect();
@@ -179,7 +185,10 @@ fn multipass_resumes_exactly_where_it_stopped() {
 #[test]
 fn repeat_replicates_one_entry() {
     with_machine(|_| {
-        let ctx = PagingContext { aperture: None };
+        let ctx = PagingContext {
+            aperture: None,
+            asid_of: None,
+        };
         let mut entries = vec![dxgk_pte(0x42, 0, false)];
         let mut dummy = [0u8; 0];
         let mut a = args(sys::DXGK_OPERATION_UPDATE_PAGE_TABLE, &mut dummy);
@@ -195,7 +204,10 @@ fn repeat_replicates_one_entry() {
 #[test]
 fn cpu_virtual_initialization_writes_the_table_at_once() {
     with_machine(|_| {
-        let ctx = PagingContext { aperture: None };
+        let ctx = PagingContext {
+            aperture: None,
+            asid_of: None,
+        };
         let mut table = vec![0u64; 512];
         let mut entries: Vec<_> = (0..4).map(|i| dxgk_pte(0x500 + i, 0, false)).collect();
         let mut a = sys::DXGKARG_BUILDPAGINGBUFFER {
@@ -225,7 +237,10 @@ fn cpu_virtual_initialization_writes_the_table_at_once() {
 #[test]
 fn out_of_table_updates_and_unknown_segments_are_refused() {
     with_machine(|m| {
-        let ctx = PagingContext { aperture: None };
+        let ctx = PagingContext {
+            aperture: None,
+            asid_of: None,
+        };
         let mut entries = vec![dxgk_pte(1, 0, false); 4];
         let mut dma = vec![0u8; 4096];
         for (start, count, level) in [(510u32, 4u32, 0u32), (0, 1, 4), (u32::MAX, 2, 0)] {
@@ -249,7 +264,10 @@ fn out_of_table_updates_and_unknown_segments_are_refused() {
 #[test]
 fn flush_fill_transfer_and_fence_encode_one_command_each() {
     with_machine(|_| {
-        let ctx = PagingContext { aperture: None };
+        let ctx = PagingContext {
+            aperture: None,
+            asid_of: None,
+        };
         let mut dma = vec![0u8; 4096];
         let mut a = args(sys::DXGK_OPERATION_FLUSH_TLB, &mut dma);
         // SAFETY: valid buffers.
@@ -313,7 +331,10 @@ fn flush_fill_transfer_and_fence_encode_one_command_each() {
 #[test]
 fn a_buffer_too_small_for_one_command_asks_for_a_new_one_without_writing() {
     with_machine(|_| {
-        let ctx = PagingContext { aperture: None };
+        let ctx = PagingContext {
+            aperture: None,
+            asid_of: None,
+        };
         let mut dma = vec![0u8; 8];
         let mut a = args(sys::DXGK_OPERATION_VIRTUAL_FILL, &mut dma);
         a.u.FillVirtual.DestinationVirtualAddress = 0x1000;
@@ -344,6 +365,7 @@ fn aperture_pages_translate_through_the_gart_and_unmapped_ones_are_refused() {
         let aperture = Aperture::new(gart).unwrap();
         let ctx = PagingContext {
             aperture: Some(&aperture),
+            asid_of: None,
         };
         // VidMm's MDL for the allocation: 3 pages of driver-visible memory.
         let backing = MdlPages::allocate(
@@ -428,7 +450,10 @@ fn aperture_pages_translate_through_the_gart_and_unmapped_ones_are_refused() {
 #[test]
 fn operations_excluded_by_the_caps_are_refused() {
     with_machine(|m| {
-        let ctx = PagingContext { aperture: None };
+        let ctx = PagingContext {
+            aperture: None,
+            asid_of: None,
+        };
         let mut dma = vec![0u8; 64];
         for op in [
             sys::DXGK_OPERATION_READ_PHYSICAL,
@@ -452,5 +477,48 @@ fn operations_excluded_by_the_caps_are_refused() {
             assert_eq!(unsafe { ctx.build(&mut a) }, Ok(()));
             assert_eq!(a.DmaSize, 64);
         }
+    });
+}
+
+#[test]
+fn flush_tlb_targets_the_process_address_space_when_known() {
+    with_machine(|_| {
+        let known = 0x1234usize as sys::HANDLE;
+        let asid_of = |h: sys::HANDLE| (h == known).then_some(3u8);
+        let ctx = PagingContext {
+            aperture: None,
+            asid_of: Some(&asid_of),
+        };
+        let flush = |process: sys::HANDLE, start: u64, end: u64| {
+            let mut dma = vec![0u8; 256];
+            let mut a = args(sys::DXGK_OPERATION_FLUSH_TLB, &mut dma);
+            a.u.FlushTlb.hProcess = process;
+            a.u.FlushTlb.StartVirtualAddress = start;
+            a.u.FlushTlb.EndVirtualAddress = end;
+            // SAFETY: valid buffers.
+            let r = unsafe { ctx.build(&mut a) };
+            let used = 256 - a.DmaSize as usize;
+            r.map(|()| match Decoder::new(&dma[..used]).next() {
+                Some(Ok((_, Command::FlushTlb(scope)))) => scope,
+                other => panic!("expected one FLUSH_TLB, got {other:?}"),
+            })
+        };
+        assert_eq!(flush(known, 0, 0), Ok(FlushScope::Asid(3)));
+        assert_eq!(
+            flush(known, 0x1000, 0x1FFF),
+            Ok(FlushScope::Range {
+                asid: 3,
+                va: 0x1000,
+                size: 0x1000
+            })
+        );
+        assert_eq!(
+            flush(std::ptr::null_mut(), 0x1000, 0x1FFF),
+            Ok(FlushScope::All)
+        );
+        assert_eq!(
+            flush(known, 0x2000, 0x1000),
+            Err(NtStatus::INVALID_PARAMETER)
+        );
     });
 }
