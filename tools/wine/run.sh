@@ -51,7 +51,7 @@ if ! command -v wine >/dev/null || ! command -v wineserver >/dev/null; then
     apt-get update -qq
     timeout 600 apt-get install -y -qq wine64 >/dev/null
 fi
-command -v bc >/dev/null || { export DEBIAN_FRONTEND=noninteractive; apt-get install -y -qq bc >/dev/null; }
+command -v bc >/dev/null || { export DEBIAN_FRONTEND=noninteractive; apt-get update -qq; apt-get install -y -qq bc >/dev/null; }
 echo "wine-run: $(wine --version 2>/dev/null)"
 
 # --- drivers ---------------------------------------------------------------------------------
