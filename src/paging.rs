@@ -22,6 +22,11 @@
 //! SPECIAL_LOCK_TRANSFER: no swizzling; MAP_APERTURE_SEGMENT2: MapAperture2Supported is not
 //! declared) return STATUS_NOT_SUPPORTED and log — VidMm treats that as fatal, which is right
 //! for an operation the caps exclude.
+//!
+//! Page sizes: leaf entries are 4 KiB (the device's PAGE_64K entries are never emitted: rgpu
+//! declares neither SysMem64KBPageSupported nor memory segments, so VidMm never asks for 64 KiB
+//! pages). 64 KiB-page tables (`Use64KBPages`, a PageTablePageSize other than 4 KiB) are refused
+//! with STATUS_INVALID_PARAMETER and a log line for the same reason.
 
 use core::mem::size_of;
 
@@ -81,6 +86,10 @@ pub enum PteError {
     UnknownSegment(u64),
     /// An aperture page that is not mapped.
     UnmappedAperture(u64),
+    /// An entry pointing at a 64 KiB-page table (PageTablePageSize), which rgpu's caps exclude
+    /// (no SysMem64KBPageSupported, no memory segments): the device's leaf tables hold 4 KiB
+    /// entries only.
+    PageTablePageSize(u64),
 }
 
 /// The hot path of [`translate_pte`]: entries of system memory (segment 0 or the implicit
@@ -99,7 +108,9 @@ fn translate_fast(flags: u64, page: u64, leaf: bool) -> (u64, u64) {
     let addr = (page << 12) & pte::ADDR_MASK;
     let bits = if leaf { leaf_flags } else { valid };
     // Segment 0 and segment 2 (SYSTEM_MEMORY_SEGMENT_ID) differ only in bit 1 of the segment.
-    let slow = (flags >> 5) & 0x1F & !(SYSTEM_MEMORY_SEGMENT_ID as u64);
+    // A PageTablePageSize other than 4 KiB (bits 17-18) also takes the general path, which
+    // refuses it: rgpu declares no 64 KiB page tables.
+    let slow = ((flags >> 5) & 0x1F & !(SYSTEM_MEMORY_SEGMENT_ID as u64)) | ((flags >> 17) & 0b11);
     ((addr | bits) & mask, slow)
 }
 
@@ -152,6 +163,9 @@ pub fn translate_pte(
     let (e, slow) = translate_fast(p.Flags, page, leaf);
     if slow == 0 {
         return Ok(e);
+    }
+    if p.Valid() != 0 && p.PageTablePageSize() != 0 {
+        return Err(PteError::PageTablePageSize(p.PageTablePageSize()));
     }
     if p.Valid() == 0 {
         return Ok(Pte::INVALID.raw());
@@ -720,6 +734,13 @@ fn once(r: Result<usize, CmdError>) -> NtResult<Progress> {
 }
 
 fn check_range(upt: &sys::DXGK_BUILDPAGINGBUFFER_UPDATEPAGETABLE) -> NtResult<()> {
+    if upt.Flags.Use64KBPages() != 0 {
+        rgpu_log!(
+            error,
+            "UpdatePageTable: Use64KBPages cannot occur: rgpu declares no 64 KiB page tables"
+        );
+        return Err(NtStatus::INVALID_PARAMETER);
+    }
     let end = upt.StartIndex.checked_add(upt.NumPageTableEntries);
     if upt.PageTableLevel as usize >= pte::LEVELS
         || !matches!(end, Some(e) if e as usize <= pte::ENTRIES_PER_TABLE)

@@ -522,3 +522,34 @@ fn flush_tlb_targets_the_process_address_space_when_known() {
         );
     });
 }
+
+#[test]
+fn sixty_four_kib_page_tables_are_refused_because_the_caps_exclude_them() {
+    with_machine(|m| {
+        let ctx = PagingContext {
+            aperture: None,
+            asid_of: None,
+        };
+        let mut dma = vec![0u8; 4096];
+        // A level-1 entry pointing at a 64 KiB-page table.
+        let mut e = dxgk_pte(0x42, 0, false);
+        e.set_PageTablePageSize(1);
+        let mut entries = vec![e];
+        let mut a = args(sys::DXGK_OPERATION_UPDATE_PAGE_TABLE, &mut dma);
+        a.u.UpdatePageTable = update_args(&mut entries, 0, 1, 0x1000, 1);
+        // SAFETY: valid buffers.
+        let r = unsafe { ctx.build(&mut a) };
+        assert_eq!(r, Err(NtStatus::INVALID_PARAMETER));
+        assert!(m.debug_contains("PageTablePageSize(1)"));
+        // The Use64KBPages flag.
+        let mut entries = vec![dxgk_pte(0x42, 0, false)];
+        let mut a = args(sys::DXGK_OPERATION_UPDATE_PAGE_TABLE, &mut dma);
+        let mut u = update_args(&mut entries, 0, 1, 0x1000, 1);
+        u.Flags.set_Use64KBPages(1);
+        a.u.UpdatePageTable = u;
+        // SAFETY: valid buffers.
+        let r = unsafe { ctx.build(&mut a) };
+        assert_eq!(r, Err(NtStatus::INVALID_PARAMETER));
+        assert!(m.debug_contains("Use64KBPages cannot occur"));
+    });
+}
