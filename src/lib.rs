@@ -1,7 +1,7 @@
 //! rgpu: a WDDM render-only GpuMmu display miniport for the rgpu device.
 //!
 //! Layout: [`ddi`] holds `DriverEntry` and the DDI thunks (validate, recover the adapter,
-//! forward to safe code, convert to NTSTATUS at the boundary); [`seam`] is the only code that
+//! forward to safe code, convert to NTSTATUS at the boundary); `seam` is the only code that
 //! differs between the host, cross and wdk flavours (allocator, panic handler, `_fltused`).
 #![no_std]
 

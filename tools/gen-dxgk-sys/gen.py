@@ -456,7 +456,7 @@ class Gen:
             doc.append("Source: %s." % v["source"].rstrip("."))
         if v.get("note"):
             doc.append("")
-            doc.append("Note: %s" % v["note"])
+            doc.append("Note: %s" % v["note"].replace("[", "\\[").replace("]", "\\]"))
         r, shape = self.build_record(name, children, is_union, v.get("packed"), name, doc, 0)
         r.top = True
         if r.size is None:

@@ -10,7 +10,7 @@
 //! `generated` (structs, DDI/callback pointer types and enum constants, generated from the
 //! layout facts by `tools/gen-dxgk-sys/gen.py` and checked field by field by
 //! `tests/layouts.rs`), [`ntoskrnl`] (kernel imports, the kernel seam), [`inline`] (kernel
-//! functions that are inline code on x64) and, for the cross flavour, [`displib`] (our own
+//! functions that are inline code on x64) and, for the cross flavour, `displib` (our own
 //! `DxgkInitialize`).
 #![no_std]
 #![allow(non_snake_case, non_camel_case_types, non_upper_case_globals)]

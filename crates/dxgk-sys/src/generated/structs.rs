@@ -6377,7 +6377,7 @@ impl Default for DXGK_ALLOCATIONUSAGEINFO1_u {
 ///
 /// Source: WDK 10.0.22621.0 shared/d3dkmddi.h.
 ///
-/// Note: Size 80 at every interface version: the anonymous union at +8 is 64 bytes (its Reserved arm is UINT[16]), Flags is at +72. Union arms are added per version (see each arm's 'since'); none ever exceeds 64 bytes through WDDM3_1. A newer SDK (DirectN generated C#) appends HANDLE hHWQueue to NativeFenceSignaled (then 32 bytes, still inside the union). The flags type is named DXGKCB_NOTIFY_INTERRUPT_DATA_FLAGS (no 'ARG').
+/// Note: Size 80 at every interface version: the anonymous union at +8 is 64 bytes (its Reserved arm is UINT\[16\]), Flags is at +72. Union arms are added per version (see each arm's 'since'); none ever exceeds 64 bytes through WDDM3_1. A newer SDK (DirectN generated C#) appends HANDLE hHWQueue to NativeFenceSignaled (then 32 bytes, still inside the union). The flags type is named DXGKCB_NOTIFY_INTERRUPT_DATA_FLAGS (no 'ARG').
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct DXGKARGCB_NOTIFY_INTERRUPT_DATA {
@@ -6732,7 +6732,7 @@ impl Default for DXGKARGCB_NOTIFY_INTERRUPT_DATA_DmaPageFaulted {
 ///
 /// Source: d3dkmdt.h (microsoft/libdxg, MIT).
 ///
-/// Note: Declared inside the '#pragma pack(push, 1)' region of d3dkmdt.h (OPM section through the end of the file), so it is byte-packed: align 1, no padding. A Rust binding needs #[repr(C, packed)] here. Smourier/DirectN (generated from the SDK d3dkmdt.h) also marks it Pack = 1. Embedded in DXGKARGCB_NOTIFY_INTERRUPT_DATA.DmaPageFaulted (@60) and .HwQueuePageFaulted (@64); being align 1 it adds no padding there.
+/// Note: Declared inside the '#pragma pack(push, 1)' region of d3dkmdt.h (OPM section through the end of the file), so it is byte-packed: align 1, no padding. A Rust binding needs #\[repr(C, packed)\] here. Smourier/DirectN (generated from the SDK d3dkmdt.h) also marks it Pack = 1. Embedded in DXGKARGCB_NOTIFY_INTERRUPT_DATA.DmaPageFaulted (@60) and .HwQueuePageFaulted (@64); being align 1 it adds no padding there.
 #[repr(C, packed)]
 #[derive(Clone, Copy)]
 pub struct DXGK_FAULT_ERROR_CODE {
@@ -8434,7 +8434,7 @@ impl Default for DXGK_QUERYHISTORYBUFFERPRECISIONIN {
 ///
 /// Source: d3dkmdt.h (microsoft/libdxg, MIT).
 ///
-/// Note: Declared inside the '#pragma pack(push, 1)' region of d3dkmdt.h (OPM section through the end of the file), so it is byte-packed: align 1, no padding. A Rust binding needs #[repr(C, packed)] here. Smourier/DirectN (generated from the SDK d3dkmdt.h) also marks it Pack = 1. Size 74 at WDDM2_0+ (GpuMmuSupported@72, IoMmuSupported@73 are BOOLEAN); 72 at WDDM1_3. With natural alignment it would be 76.
+/// Note: Declared inside the '#pragma pack(push, 1)' region of d3dkmdt.h (OPM section through the end of the file), so it is byte-packed: align 1, no padding. A Rust binding needs #\[repr(C, packed)\] here. Smourier/DirectN (generated from the SDK d3dkmdt.h) also marks it Pack = 1. Size 74 at WDDM2_0+ (GpuMmuSupported@72, IoMmuSupported@73 are BOOLEAN); 72 at WDDM1_3. With natural alignment it would be 76.
 #[repr(C, packed)]
 #[derive(Clone, Copy)]
 pub struct DXGK_NODEMETADATA {
@@ -8464,7 +8464,7 @@ impl Default for DXGK_NODEMETADATA {
 ///
 /// Source: d3dkmdt.h (microsoft/libdxg, MIT).
 ///
-/// Note: Declared inside the '#pragma pack(push, 1)' region of d3dkmdt.h (OPM section through the end of the file), so it is byte-packed: align 1, no padding. A Rust binding needs #[repr(C, packed)] here. Smourier/DirectN (generated from the SDK d3dkmdt.h) also marks it Pack = 1.
+/// Note: Declared inside the '#pragma pack(push, 1)' region of d3dkmdt.h (OPM section through the end of the file), so it is byte-packed: align 1, no padding. A Rust binding needs #\[repr(C, packed)\] here. Smourier/DirectN (generated from the SDK d3dkmdt.h) also marks it Pack = 1.
 #[repr(C, packed)]
 #[derive(Clone, Copy)]
 pub struct DXGK_NODEMETADATA_FLAGS {
@@ -8726,7 +8726,7 @@ impl Default for DXGKARG_ENDEXCLUSIVEACCESS {
 ///
 /// Source: d3dkmdt.h (microsoft/libdxg, MIT).
 ///
-/// Note: Declared inside the '#pragma pack(push, 1)' region of d3dkmdt.h (OPM section through the end of the file), so it is byte-packed: align 1, no padding. A Rust binding needs #[repr(C, packed)] here. Smourier/DirectN (generated from the SDK d3dkmdt.h) also marks it Pack = 1. Size 28 at WDDM2_4+ (Flags@24), 24 at WDDM1_3..WDDM2_3. With natural alignment it would be 32.
+/// Note: Declared inside the '#pragma pack(push, 1)' region of d3dkmdt.h (OPM section through the end of the file), so it is byte-packed: align 1, no padding. A Rust binding needs #\[repr(C, packed)\] here. Smourier/DirectN (generated from the SDK d3dkmdt.h) also marks it Pack = 1. Size 28 at WDDM2_4+ (Flags@24), 24 at WDDM1_3..WDDM2_3. With natural alignment it would be 32.
 #[repr(C, packed)]
 #[derive(Clone, Copy)]
 pub struct DXGK_GPUCLOCKDATA {
@@ -8754,7 +8754,7 @@ impl Default for DXGK_GPUCLOCKDATA {
 ///
 /// Source: d3dkmdt.h (microsoft/libdxg, MIT).
 ///
-/// Note: Declared inside the '#pragma pack(push, 1)' region of d3dkmdt.h (OPM section through the end of the file), so it is byte-packed: align 1, no padding. A Rust binding needs #[repr(C, packed)] here. Smourier/DirectN (generated from the SDK d3dkmdt.h) also marks it Pack = 1.
+/// Note: Declared inside the '#pragma pack(push, 1)' region of d3dkmdt.h (OPM section through the end of the file), so it is byte-packed: align 1, no padding. A Rust binding needs #\[repr(C, packed)\] here. Smourier/DirectN (generated from the SDK d3dkmdt.h) also marks it Pack = 1.
 #[repr(C, packed)]
 #[derive(Clone, Copy)]
 pub struct DXGK_GPUCLOCKDATA_FLAGS {
@@ -10441,7 +10441,7 @@ impl Default for SINGLE_LIST_ENTRY {
 ///
 /// Source: WDK 10.0.22621.0 km/wdm.h (T-RN-R/ddk_headers), compiled with hand-written ntdef.h-level stubs.
 ///
-/// Note: DriverExtension@0x30, DriverUnload@0x68, MajorFunction[IRP_MJ_MAXIMUM_FUNCTION+1 = 28]@0x70..0x150.
+/// Note: DriverExtension@0x30, DriverUnload@0x68, MajorFunction\[IRP_MJ_MAXIMUM_FUNCTION+1 = 28\]@0x70..0x150.
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct DRIVER_OBJECT {
@@ -12307,7 +12307,7 @@ impl Default for IO_STACK_LOCATION_Parameters_Others {
 ///
 /// Source: WDK 10.0.22621.0 km/wdm.h (T-RN-R/ddk_headers), compiled with hand-written ntdef.h-level stubs.
 ///
-/// Note: pack(4): Count@0, List[0]@4 (CM_FULL_RESOURCE_DESCRIPTOR, 36 bytes: InterfaceType@0, BusNumber@4, PartialResourceList@8 {Version@0, Revision@2, Count@4, PartialDescriptors[0]@8}).
+/// Note: pack(4): Count@0, List\[0\]@4 (CM_FULL_RESOURCE_DESCRIPTOR, 36 bytes: InterfaceType@0, BusNumber@4, PartialResourceList@8 {Version@0, Revision@2, Count@4, PartialDescriptors\[0\]@8}).
 #[repr(C, packed(4))]
 #[derive(Clone, Copy)]
 pub struct CM_RESOURCE_LIST {
@@ -12375,7 +12375,7 @@ impl Default for CM_PARTIAL_RESOURCE_LIST {
 ///
 /// Source: WDK 10.0.22621.0 km/wdm.h (T-RN-R/ddk_headers), compiled with hand-written ntdef.h-level stubs.
 ///
-/// Note: Declared between pshpack4.h/poppack.h: align 4, size 20. u at +4; u.Memory.Start@4 (8-byte PHYSICAL_ADDRESS at a 4-aligned offset), u.Memory.Length@12. A Rust binding needs #[repr(C, packed(4))] for this and CM_PARTIAL_RESOURCE_LIST / CM_FULL_RESOURCE_DESCRIPTOR / CM_RESOURCE_LIST.
+/// Note: Declared between pshpack4.h/poppack.h: align 4, size 20. u at +4; u.Memory.Start@4 (8-byte PHYSICAL_ADDRESS at a 4-aligned offset), u.Memory.Length@12. A Rust binding needs #\[repr(C, packed(4))\] for this and CM_PARTIAL_RESOURCE_LIST / CM_FULL_RESOURCE_DESCRIPTOR / CM_RESOURCE_LIST.
 #[repr(C, packed(4))]
 #[derive(Clone, Copy)]
 pub struct CM_PARTIAL_RESOURCE_DESCRIPTOR {
