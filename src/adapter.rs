@@ -60,8 +60,13 @@ pub struct Adapter {
     completed_fence: core::sync::atomic::AtomicU32,
     /// Last SubmissionFenceId queued on the ring.
     submitted_fence: core::sync::atomic::AtomicU32,
+    /// A PreemptCommand not yet answered: `PREEMPT_PENDING | PreemptionFenceId`, or 0.
+    preempt_request: core::sync::atomic::AtomicU64,
     started: Option<Started>,
 }
+
+/// Marks [`Adapter::preempt_request`] as holding a request (fence ids are 32-bit).
+const PREEMPT_PENDING: u64 = 1 << 32;
 
 /// Everything a started adapter holds. Field order is release order (the pool last: pages
 /// returned to it are freed when it goes).
@@ -123,6 +128,7 @@ impl Adapter {
             powered_down: core::sync::atomic::AtomicBool::new(false),
             completed_fence: core::sync::atomic::AtomicU32::new(0),
             submitted_fence: core::sync::atomic::AtomicU32::new(0),
+            preempt_request: core::sync::atomic::AtomicU64::new(0),
             started: None,
         }
     }
@@ -312,6 +318,9 @@ impl Adapter {
             .load(core::sync::atomic::Ordering::Relaxed);
         self.completed_fence
             .store(submitted, core::sync::atomic::Ordering::Relaxed);
+        // A reset ends any preemption in flight: VidSch restarts scheduling from scratch.
+        self.preempt_request
+            .store(0, core::sync::atomic::Ordering::Relaxed);
         Ok(())
     }
 
@@ -444,24 +453,40 @@ impl Adapter {
         entry.fence_irq = true;
         entry.fence_value = fence;
         let mut ring = s.ring.lock();
-        let head = s.mmio.read(regs::RING_HEAD);
-        let next = (ring.tail + rgpu_hw::ring::ENTRY_SIZE as u32) % RING_BYTES as u32;
-        if next == head {
-            // The scheduler never queues more than the ring holds; a full ring means the device
-            // stopped consuming (hung): the TDR path recovers.
-            return Err(NtStatus::DEVICE_NOT_READY);
-        }
-        let at = ring.tail as usize;
-        ring.mem
-            .as_mut()
-            .ok_or(NtStatus::INVALID_DEVICE_STATE)?
-            .pages_mut()
-            .write(at, &entry.encode())?;
-        ring.tail = next;
+        push_ring_entry(s, &mut ring, &entry)?;
         self.submitted_fence
             .store(fence as u32, core::sync::atomic::Ordering::Relaxed);
-        s.mmio.write(regs::RING_TAIL, next);
-        s.mmio.write(regs::DOORBELL, 1);
+        ring_doorbell(s, &ring);
+        Ok(())
+    }
+
+    /// DxgkDdiPreemptCommand (DISPATCH_LEVEL), minimal but correct for a device that cannot stop
+    /// inside a DMA buffer: nothing queued is abandoned. The request is answered with
+    /// DMA_PREEMPTED once the ring has drained, LastCompletedFenceId being the last submitted
+    /// fence, so VidSch resubmits nothing. A fence-only NOP entry re-signals the last submitted
+    /// fence to raise the interrupt that reports it, also when the ring is already idle.
+    ///
+    /// rgpu does not declare PreemptionAware, so a real VidSch does not call this; the DDI is
+    /// kept correct for schedulers that do, and for the day rgpu declares it.
+    pub fn preempt(&self, preemption_fence: u32) -> NtResult<()> {
+        let s = self.hardware().ok_or(NtStatus::INVALID_DEVICE_STATE)?;
+        let mut ring = s.ring.lock();
+        let last = self
+            .submitted_fence
+            .load(core::sync::atomic::Ordering::Relaxed);
+        let entry = rgpu_hw::ring::RingEntry {
+            fence: true,
+            fence_irq: true,
+            fence_value: u64::from(last),
+            ..Default::default()
+        };
+        // Queue first, then publish the request: a full ring leaves no request behind.
+        push_ring_entry(s, &mut ring, &entry)?;
+        self.preempt_request.store(
+            PREEMPT_PENDING | u64::from(preemption_fence),
+            core::sync::atomic::Ordering::Release,
+        );
+        ring_doorbell(s, &ring);
         Ok(())
     }
 
@@ -483,10 +508,15 @@ impl Adapter {
                 ..Default::default()
             };
             let fence = s.mmio.read(regs::FENCE_VALUE_LO);
-            self.completed_fence
-                .store(fence, core::sync::atomic::Ordering::Relaxed);
-            data.u.DmaCompleted.SubmissionFenceId = fence;
-            s.notify(&mut data);
+            let previous = self
+                .completed_fence
+                .swap(fence, core::sync::atomic::Ordering::Relaxed);
+            // A preemption NOP re-signals an already reported fence: report progress only.
+            if fence != previous {
+                data.u.DmaCompleted.SubmissionFenceId = fence;
+                s.notify(&mut data);
+            }
+            self.answer_preemption(s, fence);
         }
         if pending & regs::INT_FAULT != 0 {
             let mut data = dxgk_sys::DXGKARGCB_NOTIFY_INTERRUPT_DATA {
@@ -507,6 +537,29 @@ impl Adapter {
             unsafe { queue_dpc(s.iface.device_handle()) };
         }
         true
+    }
+
+    /// From the ISR after fence `completed`: answers a pending PreemptCommand with DMA_PREEMPTED
+    /// once everything submitted has completed.
+    fn answer_preemption(&self, s: &Started, completed: u32) {
+        use core::sync::atomic::Ordering;
+        let request = self.preempt_request.load(Ordering::Acquire);
+        if request & PREEMPT_PENDING == 0
+            || completed != self.submitted_fence.load(Ordering::Relaxed)
+            || self
+                .preempt_request
+                .compare_exchange(request, 0, Ordering::AcqRel, Ordering::Relaxed)
+                .is_err()
+        {
+            return;
+        }
+        let mut data = dxgk_sys::DXGKARGCB_NOTIFY_INTERRUPT_DATA {
+            InterruptType: dxgk_sys::DXGK_INTERRUPT_DMA_PREEMPTED,
+            ..Default::default()
+        };
+        data.u.DmaPreempted.PreemptionFenceId = request as u32;
+        data.u.DmaPreempted.LastCompletedFenceId = completed;
+        s.notify(&mut data);
     }
 
     /// DxgkDdiDpcRoutine (DISPATCH_LEVEL): tells Dxgkrnl the DPC ran.
@@ -551,6 +604,32 @@ impl Adapter {
             s.mmio.write(regs::INT_ENABLE, regs::INT_MASK);
         }
     }
+}
+
+/// Writes `entry` at the ring's tail and advances the driver's copy of the tail (the device sees
+/// it at [`ring_doorbell`]). Fails with STATUS_DEVICE_NOT_READY when the ring is full.
+fn push_ring_entry(s: &Started, ring: &mut Ring, entry: &rgpu_hw::ring::RingEntry) -> NtResult<()> {
+    let head = s.mmio.read(regs::RING_HEAD);
+    let next = (ring.tail + rgpu_hw::ring::ENTRY_SIZE as u32) % RING_BYTES as u32;
+    if next == head {
+        // The scheduler never queues more than the ring holds; a full ring means the device
+        // stopped consuming (hung): the TDR path recovers.
+        return Err(NtStatus::DEVICE_NOT_READY);
+    }
+    let at = ring.tail as usize;
+    ring.mem
+        .as_mut()
+        .ok_or(NtStatus::INVALID_DEVICE_STATE)?
+        .pages_mut()
+        .write(at, &entry.encode())?;
+    ring.tail = next;
+    Ok(())
+}
+
+/// Publishes the driver's tail to the device and rings the doorbell.
+fn ring_doorbell(s: &Started, ring: &Ring) {
+    s.mmio.write(regs::RING_TAIL, ring.tail);
+    s.mmio.write(regs::DOORBELL, 1);
 }
 
 /// Resets the device and checks its identity. Returns the VERSION register.

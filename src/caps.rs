@@ -78,8 +78,8 @@ pub fn driver_caps(interface: u32) -> DXGK_DRIVERCAPS {
     caps.MemoryManagementCaps.set_IoMmuSecureModeSupported(1);
     caps.SchedulingCaps.set_MultiEngineAware(1);
     // Not PreemptionAware: the rgpu device cannot stop a ring mid-buffer or report where it
-    // stopped, so VidSch never calls DxgkDdiPreemptCommand; buffers run to completion and a
-    // hang is handled by TDR.
+    // stopped, so VidSch does not preempt; buffers run to completion and a hang is handled by
+    // TDR. DxgkDdiPreemptCommand is still correct if called (it answers once the ring drains).
     caps.GpuEngineTopology.NbAsymetricProcessingNodes = 1;
     caps.PreemptionCaps.GraphicsPreemptionGranularity = dxgk_sys::D3DKMDT_GRAPHICS_PREEMPTION_NONE;
     caps.PreemptionCaps.ComputePreemptionGranularity = dxgk_sys::D3DKMDT_COMPUTE_PREEMPTION_NONE;

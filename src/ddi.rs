@@ -9,10 +9,10 @@
 //! gets `&Adapter`, and per-object state lives in the object its handle names.
 //!
 //! Status: the PnP, interrupt, capability, power-query, exclusive-access, engine-query,
-//! process/device/context, root page table, BuildPagingBuffer (`crate::paging`) and
-//! SubmitCommandVirtual DDIs are implemented. PreemptCommand and the allocation DDIs (needed
-//! only with a user-mode driver creating allocations) return STATUS_NOT_SUPPORTED and log once
-//! per adapter ([`Unsupported`]).
+//! process/device/context, root page table, BuildPagingBuffer (`crate::paging`),
+//! SubmitCommandVirtual and PreemptCommand (answered once the ring drains) DDIs are implemented.
+//! The allocation DDIs (needed only with a user-mode driver creating allocations) return
+//! STATUS_NOT_SUPPORTED and log once per adapter ([`Unsupported`]).
 
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicU32, Ordering};
@@ -53,8 +53,7 @@ const PROCESS_TAG: dxgk::pool::PoolTag = dxgk::pool::PoolTag::new(*b"RgPr");
 #[derive(Clone, Copy, Debug)]
 #[repr(u32)]
 pub enum Unsupported {
-    PreemptCommand = 0,
-    CreateAllocation,
+    CreateAllocation = 0,
     DestroyAllocation,
     DescribeAllocation,
     GetStandardAllocationDriverData,
@@ -725,11 +724,28 @@ unsafe extern "system" fn ddi_submit_command_virtual(
     })();
     finish("SubmitCommandVirtual", r)
 }
+/// DISPATCH_LEVEL. See [`Adapter::preempt`]: answered with DMA_PREEMPTED once the ring drains.
 unsafe extern "system" fn ddi_preempt_command(
-    h: HANDLE,
-    _a: *const sys::DXGKARG_PREEMPTCOMMAND,
+    h_adapter: HANDLE,
+    args: *const sys::DXGKARG_PREEMPTCOMMAND,
 ) -> NTSTATUS {
-    unsupported(h, Unsupported::PreemptCommand)
+    let r = (|| {
+        // SAFETY: Dxgkrnl passes the adapter handle from AddDevice.
+        let a = unsafe { adapter(h_adapter) }?;
+        // SAFETY: Dxgkrnl's argument block.
+        let args = unsafe { args.as_ref() }.ok_or(NtStatus::INVALID_PARAMETER)?;
+        if args.NodeOrdinal != 0 || args.EngineOrdinal != 0 {
+            rgpu_log!(
+                error,
+                "PreemptCommand: node {} engine {}: rgpu has one node with one engine",
+                args.NodeOrdinal,
+                args.EngineOrdinal
+            );
+            return Err(NtStatus::INVALID_PARAMETER);
+        }
+        a.preempt(args.PreemptionFenceId)
+    })();
+    finish("PreemptCommand", r)
 }
 unsafe extern "system" fn ddi_format_history_buffer(
     _h_context: HANDLE,

@@ -413,3 +413,121 @@ fn reset_engine_reports_the_last_aborted_fence_and_the_engine_runs_afterwards() 
         m.assert_clean();
     }
 }
+
+#[test]
+fn preempt_command_is_answered_with_dma_preempted_once_the_ring_drains() {
+    for config in machines() {
+        let (m, id) = boot(config);
+        let mut v = Vidmm::new(&m, id).expect("vidmm");
+        paging_works(&mut v, 0x5555_0003);
+        let ctx = m.adapter(id).context;
+        let preempt = ddis(&m).DxgkDdiPreemptCommand.unwrap();
+        let call = |args: Option<&sys::DXGKARG_PREEMPTCOMMAND>| {
+            let ptr = args.map_or(std::ptr::null(), |a| a as *const _);
+            // SAFETY: the adapter handle and an argument block (or NULL, refused).
+            m.enter(|| unsafe { preempt(ctx, ptr) })
+        };
+        let preempted = |from: usize| -> Vec<_> {
+            m.interrupt_notifications(id)[from..]
+                .iter()
+                .filter(|n| n.kind == sys::DXGK_INTERRUPT_DMA_PREEMPTED.0)
+                .copied()
+                .collect()
+        };
+
+        // Bad requests are refused and leave nothing pending.
+        let before = m.interrupt_notifications(id).len();
+        let other_node = sys::DXGKARG_PREEMPTCOMMAND {
+            PreemptionFenceId: 900,
+            NodeOrdinal: 1,
+            ..Default::default()
+        };
+        assert_eq!(call(Some(&other_node)), sys::STATUS_INVALID_PARAMETER);
+        assert_eq!(call(None), sys::STATUS_INVALID_PARAMETER);
+        m.service(id);
+        assert!(preempted(before).is_empty());
+
+        // Idle ring: answered at once with the last completed fence, and no fence is reported
+        // completed twice.
+        let last = m
+            .interrupt_notifications(id)
+            .iter()
+            .filter(|n| n.kind == sys::DXGK_INTERRUPT_DMA_COMPLETED.0)
+            .map(|n| n.fence)
+            .max()
+            .expect("fences completed");
+        let request = sys::DXGKARG_PREEMPTCOMMAND {
+            PreemptionFenceId: 1000,
+            ..Default::default()
+        };
+        assert_eq!(call(Some(&request)), sys::STATUS_SUCCESS);
+        m.service(id);
+        let new = &m.interrupt_notifications(id)[before..];
+        assert_eq!(
+            new.iter()
+                .map(|n| (n.kind, n.preemption_fence, n.fence))
+                .collect::<Vec<_>>(),
+            vec![(sys::DXGK_INTERRUPT_DMA_PREEMPTED.0, 1000, last)],
+            "{new:?}"
+        );
+
+        // Work in flight: nothing is abandoned; the answer follows the buffer's completion.
+        let p = v.create_process().unwrap();
+        let cmd = v.allocate(4096).unwrap();
+        let page = v.allocate(4096).unwrap();
+        const CMD_VA: u64 = 0x70_0000_0000;
+        v.map(p, cmd, CMD_VA).unwrap();
+        let va = 0x100_0000_0000u64;
+        let pages = 131_072usize;
+        let target = v.logical_pages(page).unwrap()[0];
+        v.map_logical(p, va, &vec![Some(target); pages], true)
+            .unwrap();
+        let mut buf = vec![0u8; 64];
+        let mut enc = rgpu_hw::cmd::Encoder::new(&mut buf);
+        enc.fill(
+            rgpu_hw::cmd::Target::Virtual(va),
+            pages as u64 * 4096,
+            0x0BAD_F00D,
+        )
+        .unwrap();
+        let cmds = enc.written().to_vec();
+        v.write(cmd, 0, &cmds).unwrap();
+        let before = m.interrupt_notifications(id).len();
+        let fence = v.submit_user_nowait(p, CMD_VA, cmds.len() as u32).unwrap();
+        assert!(
+            !m.interrupt_notifications(id)
+                .iter()
+                .any(|n| n.fence == fence),
+            "the FILL is still executing when PreemptCommand comes"
+        );
+        let request = sys::DXGKARG_PREEMPTCOMMAND {
+            PreemptionFenceId: 1001,
+            ..Default::default()
+        };
+        assert_eq!(call(Some(&request)), sys::STATUS_SUCCESS);
+        let mut rounds = 0;
+        while preempted(before).is_empty() {
+            rounds += 1;
+            assert!(rounds < 1000, "no DMA_PREEMPTED");
+            m.service(id);
+        }
+        let new = &m.interrupt_notifications(id)[before..];
+        let kinds: Vec<_> = new
+            .iter()
+            .map(|n| (n.kind, n.preemption_fence, n.fence))
+            .collect();
+        assert_eq!(
+            kinds,
+            vec![
+                (sys::DXGK_INTERRUPT_DMA_COMPLETED.0, 0, fence),
+                (sys::DXGK_INTERRUPT_DMA_PREEMPTED.0, 1001, fence),
+            ]
+        );
+        assert_eq!(v.read(page, 0, 4).unwrap(), 0x0BAD_F00Du32.to_le_bytes());
+
+        paging_works(&mut v, 0x5555_0004);
+        v.destroy().unwrap();
+        finish(&m, id);
+        m.assert_clean();
+    }
+}

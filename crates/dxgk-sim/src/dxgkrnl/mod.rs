@@ -272,10 +272,13 @@ pub(crate) fn interrupt_lock(m: &MachineState, id: AdapterId) -> Arc<Mutex<()>> 
 pub struct InterruptNotification {
     /// DXGK_INTERRUPT_TYPE value.
     pub kind: i32,
-    /// DmaCompleted.SubmissionFenceId / DmaFaulted.FaultedFenceId (0 for other kinds).
+    /// DmaCompleted.SubmissionFenceId / DmaFaulted.FaultedFenceId /
+    /// DmaPreempted.LastCompletedFenceId (0 for other kinds).
     pub fence: u32,
     /// DmaFaulted.Status (0 for other kinds).
     pub status: i32,
+    /// DmaPreempted.PreemptionFenceId (0 for other kinds).
+    pub preemption_fence: u32,
 }
 
 pub(crate) fn record_notify_interrupt(
@@ -291,8 +294,18 @@ pub(crate) fn record_notify_interrupt(
         // SAFETY: as above.
         let f = unsafe { data.u.DmaFaulted };
         (f.FaultedFenceId, f.Status)
+    } else if data.InterruptType == dxgk_sys::DXGK_INTERRUPT_DMA_PREEMPTED {
+        // SAFETY: as above.
+        let p = unsafe { data.u.DmaPreempted };
+        (p.LastCompletedFenceId, 0)
     } else {
         (0, 0)
+    };
+    let preemption_fence = if data.InterruptType == dxgk_sys::DXGK_INTERRUPT_DMA_PREEMPTED {
+        // SAFETY: as above.
+        unsafe { data.u.DmaPreempted }.PreemptionFenceId
+    } else {
+        0
     };
     crate::trace::instant(
         m,
@@ -316,6 +329,7 @@ pub(crate) fn record_notify_interrupt(
         kind,
         fence,
         status,
+        preemption_fence,
     });
 }
 
