@@ -17,7 +17,7 @@ const KIB: u64 = 1024;
 const MIB: u64 = 1024 * KIB;
 
 mod support;
-use support::{boot, machines};
+use support::{boot, long_fill, machines};
 
 fn shutdown(m: &Machine, id: AdapterId, vidmm: Vidmm) {
     vidmm.destroy().expect("VidMm teardown");
@@ -315,33 +315,19 @@ fn a_pte_change_without_flush_tlb_is_stale_until_flushed() {
 fn a_submission_that_does_not_complete_in_bounded_time_is_a_possible_hang() {
     let (m, id) = boot(MachineConfig::windows_11_22h2());
     let mut v = Vidmm::new(&m, id).expect("VidMm init");
-    let p = v.create_process().unwrap();
-    let cmd = v.allocate(4096).unwrap();
-    let page = v.allocate(4096).unwrap();
-    v.map(p, cmd, CMD_VA).unwrap();
-    // 512 MiB of VA, every page on the same 4 KiB: a FILL of it takes 131072 device units,
-    // more than one device synchronization runs.
-    let va = 0x100_0000_0000u64;
-    let pages = 131_072usize;
-    let target = v.logical_pages(page).unwrap()[0];
-    v.map_logical(p, va, &vec![Some(target); pages], true)
-        .unwrap();
-    let mut buf = vec![0u8; 64];
-    let mut enc = Encoder::new(&mut buf);
-    enc.fill(Target::Virtual(va), pages as u64 * 4096, 0x4242_4242)
-        .unwrap();
-    let cmds = enc.written().to_vec();
-    v.write(cmd, 0, &cmds).unwrap();
+    let work = long_fill(&mut v, CMD_VA, 0x4242_4242);
     v.set_max_service_rounds(0);
-    let e = v.submit_user(p, CMD_VA, cmds.len() as u32).unwrap_err();
+    let e = v
+        .submit_user(work.process, work.cmd_va, work.len)
+        .unwrap_err();
     assert!(matches!(e, VidmmError::Hang { .. }), "{e:?}");
     let hangs = m.findings_of(Rule::PossibleHang);
     assert_eq!(hangs.len(), 1, "{hangs:?}");
     assert_eq!(v.stats().resets, 1, "TDR after the hang");
     // The adapter works after the TDR.
     v.set_max_service_rounds(VidmmConfig::default().max_service_rounds);
-    v.fill(page, 0, 4096, 0x1111_2222).unwrap();
-    expect_pattern(&v, page, 0, 4096, 0x1111_2222, "after TDR");
+    v.fill(work.page, 0, 4096, 0x1111_2222).unwrap();
+    expect_pattern(&v, work.page, 0, 4096, 0x1111_2222, "after TDR");
     shutdown(&m, id, v);
     assert_eq!(m.findings().len(), 1, "{:#?}", m.findings());
 }

@@ -13,7 +13,7 @@ use dxgk_sys as sys;
 const MIB: u64 = 1 << 20;
 
 mod support;
-use support::{boot, machines};
+use support::{boot, long_fill, machines};
 
 /// Fill + transfer + verify in a fresh process: proves the adapter works.
 fn paging_works(v: &mut Vidmm, pattern: u32) {
@@ -103,30 +103,12 @@ fn remove_while_work_is_pending() {
     for config in machines() {
         let (m, id) = boot(config);
         let mut v = Vidmm::new(&m, id).expect("vidmm");
-        let p = v.create_process().unwrap();
-        let cmd = v.allocate(4096).unwrap();
-        let page = v.allocate(4096).unwrap();
-        const CMD_VA: u64 = 0x70_0000_0000;
-        v.map(p, cmd, CMD_VA).unwrap();
-        // 512 MiB of VA on one page: a FILL of it outlasts one device synchronization, so the
-        // buffer is still executing when the adapter goes away.
-        let va = 0x100_0000_0000u64;
-        let pages = 131_072usize;
-        let target = v.logical_pages(page).unwrap()[0];
-        v.map_logical(p, va, &vec![Some(target); pages], true)
-            .unwrap();
-        let mut buf = vec![0u8; 64];
-        let mut enc = rgpu_hw::cmd::Encoder::new(&mut buf);
-        enc.fill(
-            rgpu_hw::cmd::Target::Virtual(va),
-            pages as u64 * 4096,
-            0x5A5A_5A5A,
-        )
-        .unwrap();
-        let cmds = enc.written().to_vec();
-        v.write(cmd, 0, &cmds).unwrap();
+        // The buffer is still executing when the adapter goes away.
+        let work = long_fill(&mut v, 0x70_0000_0000, 0x5A5A_5A5A);
         // The submission DDI's return synchronizes the device once: half the FILL runs.
-        let fence = v.submit_user_nowait(p, CMD_VA, cmds.len() as u32).unwrap();
+        let fence = v
+            .submit_user_nowait(work.process, work.cmd_va, work.len)
+            .unwrap();
         assert!(
             !m.interrupt_notifications(id)
                 .iter()
@@ -472,28 +454,11 @@ fn preempt_command_is_answered_with_dma_preempted_once_the_ring_drains() {
         );
 
         // Work in flight: nothing is abandoned; the answer follows the buffer's completion.
-        let p = v.create_process().unwrap();
-        let cmd = v.allocate(4096).unwrap();
-        let page = v.allocate(4096).unwrap();
-        const CMD_VA: u64 = 0x70_0000_0000;
-        v.map(p, cmd, CMD_VA).unwrap();
-        let va = 0x100_0000_0000u64;
-        let pages = 131_072usize;
-        let target = v.logical_pages(page).unwrap()[0];
-        v.map_logical(p, va, &vec![Some(target); pages], true)
-            .unwrap();
-        let mut buf = vec![0u8; 64];
-        let mut enc = rgpu_hw::cmd::Encoder::new(&mut buf);
-        enc.fill(
-            rgpu_hw::cmd::Target::Virtual(va),
-            pages as u64 * 4096,
-            0x0BAD_F00D,
-        )
-        .unwrap();
-        let cmds = enc.written().to_vec();
-        v.write(cmd, 0, &cmds).unwrap();
+        let work = long_fill(&mut v, 0x70_0000_0000, 0x0BAD_F00D);
         let before = m.interrupt_notifications(id).len();
-        let fence = v.submit_user_nowait(p, CMD_VA, cmds.len() as u32).unwrap();
+        let fence = v
+            .submit_user_nowait(work.process, work.cmd_va, work.len)
+            .unwrap();
         assert!(
             !m.interrupt_notifications(id)
                 .iter()
@@ -523,7 +488,10 @@ fn preempt_command_is_answered_with_dma_preempted_once_the_ring_drains() {
                 (sys::DXGK_INTERRUPT_DMA_PREEMPTED.0, 1001, fence),
             ]
         );
-        assert_eq!(v.read(page, 0, 4).unwrap(), 0x0BAD_F00Du32.to_le_bytes());
+        assert_eq!(
+            v.read(work.page, 0, 4).unwrap(),
+            0x0BAD_F00Du32.to_le_bytes()
+        );
 
         paging_works(&mut v, 0x5555_0004);
         v.destroy().unwrap();

@@ -31,3 +31,46 @@ pub fn boot(config: MachineConfig) -> (Machine, AdapterId) {
     assert_eq!(status, sys::STATUS_SUCCESS, "{:?}", m.findings());
     (m, id)
 }
+
+/// A user-process buffer that keeps the device busy for several device synchronizations: one
+/// FILL of 512 MiB of VA whose every page is the same 4 KiB allocation.
+pub struct LongFill {
+    pub process: dxgk_sim::ProcessId,
+    /// GPU VA of the command buffer in `process`.
+    pub cmd_va: u64,
+    /// Its length in bytes.
+    pub len: u32,
+    /// The one page every filled VA page maps.
+    pub page: dxgk_sim::AllocId,
+}
+
+/// Builds a [`LongFill`] of `pattern` in a new process, with its command buffer at `cmd_va`;
+/// the caller submits it.
+pub fn long_fill(v: &mut dxgk_sim::Vidmm, cmd_va: u64, pattern: u32) -> LongFill {
+    let process = v.create_process().unwrap();
+    let cmd = v.allocate(4096).unwrap();
+    let page = v.allocate(4096).unwrap();
+    v.map(process, cmd, cmd_va).unwrap();
+    // 131072 device units: more than one device synchronization runs.
+    let va = 0x100_0000_0000u64;
+    let pages = 131_072usize;
+    let target = v.logical_pages(page).unwrap()[0];
+    v.map_logical(process, va, &vec![Some(target); pages], true)
+        .unwrap();
+    let mut buf = vec![0u8; 64];
+    let mut enc = rgpu_hw::cmd::Encoder::new(&mut buf);
+    enc.fill(
+        rgpu_hw::cmd::Target::Virtual(va),
+        pages as u64 * 4096,
+        pattern,
+    )
+    .unwrap();
+    let cmds = enc.written().to_vec();
+    v.write(cmd, 0, &cmds).unwrap();
+    LongFill {
+        process,
+        cmd_va,
+        len: cmds.len() as u32,
+        page,
+    }
+}
