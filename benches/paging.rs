@@ -18,7 +18,8 @@
 //!   driver (SubmitCommandVirtual, fence interrupt), against `memcpy` of the same bytes.
 //!   Target ≥ 0.5×.
 //!
-//! Run: `cargo bench --bench paging` (or `-- --quick` for fewer samples).
+//! Run: `cargo bench --bench paging` (`-- --quick` for fewer samples, `-- gpu_va` to run only
+//! the benchmarks whose name contains `gpu_va`).
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -281,14 +282,27 @@ fn gpu_va_transfer(samples: usize) {
 }
 
 fn main() {
-    let quick = std::env::args().any(|a| a == "--quick");
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    // Other non-flag arguments select benchmarks by substring (`-- gpu_va`); none runs all.
+    let filters: Vec<&String> = args.iter().filter(|a| !a.starts_with('-')).collect();
+    let wanted =
+        |name: &str| filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str()));
     let samples = if quick { 5 } else { 31 };
     let m = Machine::new(MachineConfig::windows_11_22h2());
     m.enter(|| {
-        update_page_table(samples);
-        update_page_table_bulk(samples.min(9));
+        if wanted("update_page_table") {
+            update_page_table(samples);
+        }
+        if wanted("update_page_table_bulk") {
+            update_page_table_bulk(samples.min(9));
+        }
     });
     m.assert_clean();
-    callback_round_trips();
-    gpu_va_transfer(samples.min(5));
+    if wanted("callback_round_trips") {
+        callback_round_trips();
+    }
+    if wanted("gpu_va_transfer") {
+        gpu_va_transfer(samples.min(5));
+    }
 }
