@@ -14,6 +14,7 @@ use dxgk::page_pool::PagePool;
 use dxgk::pool::Pool;
 use dxgk::sync::SpinLock;
 use dxgk::{NtResult, NtStatus};
+use dxgk_sys::HANDLE;
 use dxgk_sys::{DEVICE_OBJECT, DXGKRNL_INTERFACE, DXGK_START_INFO};
 use rgpu_hw::regs;
 
@@ -62,6 +63,8 @@ pub struct Adapter {
     submitted_fence: core::sync::atomic::AtomicU32,
     /// A PreemptCommand not yet answered: `PREEMPT_PENDING | PreemptionFenceId`, or 0.
     preempt_request: core::sync::atomic::AtomicU64,
+    /// Dxgkrnl's process handle (hDxgkProcess) per ASID, for DMA_PAGE_FAULTED; 0 when free.
+    process_handles: [core::sync::atomic::AtomicUsize; regs::NUM_ASIDS],
     started: Option<Started>,
 }
 
@@ -129,6 +132,7 @@ impl Adapter {
             completed_fence: core::sync::atomic::AtomicU32::new(0),
             submitted_fence: core::sync::atomic::AtomicU32::new(0),
             preempt_request: core::sync::atomic::AtomicU64::new(0),
+            process_handles: [const { core::sync::atomic::AtomicUsize::new(0) }; regs::NUM_ASIDS],
             started: None,
         }
     }
@@ -401,8 +405,19 @@ impl Adapter {
         Err(NtStatus::INSUFFICIENT_RESOURCES)
     }
 
+    /// Records Dxgkrnl's handle of the process that owns `asid` (CreateProcess), named in
+    /// DMA_PAGE_FAULTED for faults in that address space.
+    pub fn set_process_handle(&self, asid: u8, handle: HANDLE) {
+        if let Some(slot) = self.process_handles.get(usize::from(asid)) {
+            slot.store(handle as usize, core::sync::atomic::Ordering::Release);
+        }
+    }
+
     /// Returns an ASID from [`Adapter::allocate_asid`], disabling its root.
     pub fn free_asid(&self, asid: u8) {
+        if let Some(slot) = self.process_handles.get(usize::from(asid)) {
+            slot.store(0, core::sync::atomic::Ordering::Release);
+        }
         if let Some(slot) = self.roots.get(usize::from(asid)) {
             slot.store(0, core::sync::atomic::Ordering::Release);
         }
@@ -491,7 +506,8 @@ impl Adapter {
     }
 
     /// DxgkDdiInterruptRoutine (DIRQL): claims and acknowledges the device's interrupt, reports
-    /// completed fences (DMA_COMPLETED) and faults (DMA_FAULTED) to Dxgkrnl, and queues the DPC.
+    /// completed fences (DMA_COMPLETED), GPU page faults (DMA_PAGE_FAULTED) and other faults
+    /// (DMA_FAULTED) to Dxgkrnl, and queues the DPC.
     /// Returns whether the interrupt was ours.
     pub fn interrupt(&self) -> bool {
         let Some(s) = self.hardware() else {
@@ -519,17 +535,7 @@ impl Adapter {
             self.answer_preemption(s, fence);
         }
         if pending & regs::INT_FAULT != 0 {
-            let mut data = dxgk_sys::DXGKARGCB_NOTIFY_INTERRUPT_DATA {
-                InterruptType: dxgk_sys::DXGK_INTERRUPT_DMA_FAULTED,
-                ..Default::default()
-            };
-            // The faulting buffer is the one after the last completed fence (the software copy:
-            // FENCE_VALUE restarts from 0 after a reset).
-            data.u.DmaFaulted.FaultedFenceId = self
-                .completed_fence
-                .load(core::sync::atomic::Ordering::Relaxed)
-                .wrapping_add(1);
-            data.u.DmaFaulted.Status = dxgk_sys::STATUS_GRAPHICS_GPU_EXCEPTION_ON_DEVICE;
+            let mut data = self.fault_notification(s);
             s.notify(&mut data);
         }
         if let Ok(queue_dpc) = s.iface.queue_dpc() {
@@ -537,6 +543,78 @@ impl Adapter {
             unsafe { queue_dpc(s.iface.device_handle()) };
         }
         true
+    }
+
+    /// From the ISR: the notification for the fault latched in FAULT_STATUS. Translation faults
+    /// (an invalid or read-only PTE, a root or VA range) and IOMMU faults are GPU page faults,
+    /// reported as DMA_PAGE_FAULTED with the address, level, access and process; malformed
+    /// commands or ring entries and privilege violations as DMA_FAULTED. Either way the ring
+    /// has halted, so the page fault asks for an engine reset.
+    fn fault_notification(&self, s: &Started) -> dxgk_sys::DXGKARGCB_NOTIFY_INTERRUPT_DATA {
+        use rgpu_hw::device::FaultKind;
+        let status = s.mmio.read(regs::FAULT_STATUS);
+        let address = u64::from(s.mmio.read(regs::FAULT_ADDR_LO))
+            | (u64::from(s.mmio.read(regs::FAULT_ADDR_HI)) << 32);
+        // The faulting buffer is the one after the last completed fence (the software copy:
+        // FENCE_VALUE restarts from 0 after a reset).
+        let faulted_fence = self
+            .completed_fence
+            .load(core::sync::atomic::Ordering::Relaxed)
+            .wrapping_add(1);
+        let kind = FaultKind::from_raw(status & regs::FAULT_TYPE_MASK);
+        let page_fault = matches!(
+            kind,
+            Some(
+                FaultKind::PteInvalid
+                    | FaultKind::WriteProtect
+                    | FaultKind::RootRange
+                    | FaultKind::VaRange
+                    | FaultKind::Iommu
+            )
+        );
+        if !page_fault {
+            let mut data = dxgk_sys::DXGKARGCB_NOTIFY_INTERRUPT_DATA {
+                InterruptType: dxgk_sys::DXGK_INTERRUPT_DMA_FAULTED,
+                ..Default::default()
+            };
+            data.u.DmaFaulted.FaultedFenceId = faulted_fence;
+            data.u.DmaFaulted.Status = dxgk_sys::STATUS_GRAPHICS_GPU_EXCEPTION_ON_DEVICE;
+            return data;
+        }
+        let mut flags = dxgk_sys::DXGK_PAGE_FAULT_ENGINE_RESET_REQUIRED.0;
+        if status & regs::FAULT_WRITE != 0 {
+            flags |= dxgk_sys::DXGK_PAGE_FAULT_WRITE.0;
+        }
+        if kind == Some(FaultKind::Iommu) {
+            // FAULT_ADDR is then the logical address the IOMMU refused.
+            flags |= dxgk_sys::DXGK_PAGE_FAULT_IOMMU.0;
+        }
+        let mut process: HANDLE = core::ptr::null_mut();
+        if status & regs::FAULT_VIRTUAL != 0 {
+            let asid = (status >> regs::FAULT_ASID_SHIFT) & regs::FAULT_ASID_MASK;
+            if let Some(slot) = self.process_handles.get(asid as usize) {
+                process = slot.load(core::sync::atomic::Ordering::Acquire) as HANDLE;
+            }
+            if !process.is_null() {
+                flags |= dxgk_sys::DXGK_PAGE_FAULT_PROCESS_HANDLE_VALID.0;
+            }
+        }
+        let mut data = dxgk_sys::DXGKARGCB_NOTIFY_INTERRUPT_DATA {
+            InterruptType: dxgk_sys::DXGK_INTERRUPT_DMA_PAGE_FAULTED,
+            ..Default::default()
+        };
+        let mut error = dxgk_sys::DXGK_FAULT_ERROR_CODE::default();
+        error.set_GeneralErrorCode(dxgk_sys::DXGK_GENERAL_ERROR_PAGE_FAULT.0 as u32);
+        data.u.DmaPageFaulted = dxgk_sys::DXGKARGCB_NOTIFY_INTERRUPT_DATA_DmaPageFaulted {
+            FaultedFenceId: faulted_fence,
+            PageFaultFlags: dxgk_sys::DXGK_PAGE_FAULT_FLAGS(flags),
+            FaultedVirtualAddress: address,
+            PageTableLevel: (status >> regs::FAULT_LEVEL_SHIFT) & regs::FAULT_LEVEL_MASK,
+            FaultErrorCode: error,
+            FaultedProcessHandle: process,
+            ..Default::default()
+        };
+        data
     }
 
     /// From the ISR after fence `completed`: answers a pending PreemptCommand with DMA_PREEMPTED

@@ -573,6 +573,7 @@ unsafe extern "system" fn ddi_create_process(
                 return Err(e);
             }
         };
+        a.set_process_handle(asid, args.hDxgkProcess);
         args.hKmdProcess = process.into_raw().as_ptr().cast();
         Ok(())
     })();

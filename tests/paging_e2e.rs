@@ -199,22 +199,52 @@ fn the_device_cannot_reach_unmapped_evicted_or_foreign_memory() {
         let faults_before = m.interrupt_notifications(id).len();
 
         let mut errors = Vec::new();
-        // 1. A VA never mapped: GPU page fault (PTE_INVALID), reported as DMA_FAULTED.
+        // Faults in an address space are GPU page faults: DMA_PAGE_FAULTED naming the VA, the
+        // level of the invalid entry, the access and the process, asking for an engine reset.
+        let in_process = sys::DXGK_PAGE_FAULT_ENGINE_RESET_REQUIRED.0
+            | sys::DXGK_PAGE_FAULT_PROCESS_HANDLE_VALID.0;
+        let page_fault = |e: &VidmmError| match e {
+            VidmmError::DeviceFault { notification, .. } => {
+                assert_eq!(
+                    notification.kind,
+                    sys::DXGK_INTERRUPT_DMA_PAGE_FAULTED.0,
+                    "{name}: {e:?}"
+                );
+                let f = notification.page_fault.expect("page-fault fields");
+                assert_eq!(f.error_code, 0, "GeneralErrorCode PAGE_FAULT");
+                f
+            }
+            other => panic!("{name}: {other:?}"),
+        };
+        // 1. A VA never mapped: the source's 1 GiB region has no level-1 table (level 2 entry).
         let e = run_user_copy(&mut v, p, cmd_p, CMD_VA, b_va, 0x7000_0000, 4096).unwrap_err();
-        assert!(
-            matches!(e, VidmmError::DeviceFault { status, .. } if status == sys::STATUS_GRAPHICS_GPU_EXCEPTION_ON_DEVICE),
-            "{name}: {e:?}"
+        let f = page_fault(&e);
+        assert_eq!((f.address, f.level, f.flags), (0x7000_0000, 2, in_process));
+        assert_eq!(f.process, v.dxgk_process_handle(p).unwrap() as usize);
+        errors.push(e);
+        // ... and as the destination: the same fault, as a write.
+        let e = run_user_copy(&mut v, p, cmd_p, CMD_VA, 0x7000_0000, b_va, 4096).unwrap_err();
+        let f = page_fault(&e);
+        let write = sys::DXGK_PAGE_FAULT_WRITE.0;
+        assert_eq!(
+            (f.address, f.level, f.flags),
+            (0x7000_0000, 2, in_process | write)
         );
         errors.push(e);
-        // 2. Another process's memory: q has no mapping at b_va / a_va.
+        // 2. Another process's memory: q has no mapping at b_va / a_va (q's only 2 MiB table
+        // covers CMD_VA, so the level-1 entry for a_va is invalid).
         let e = run_user_copy(&mut v, q, cmd_q, CMD_VA, b_va, a_va, 4096).unwrap_err();
-        assert!(matches!(e, VidmmError::DeviceFault { .. }), "{name}: {e:?}");
+        let f = page_fault(&e);
+        assert_eq!((f.address, f.level, f.flags), (a_va, 1, in_process));
+        assert_eq!(f.process, v.dxgk_process_handle(q).unwrap() as usize);
         errors.push(e);
         // 3. An evicted allocation: its VA is invalid again and its pages are gone.
         v.evict(a).unwrap();
         assert_eq!(v.fill(a, 0, 4, 1), Err(VidmmError::Evicted(a)));
         let e = run_user_copy(&mut v, p, cmd_p, CMD_VA, b_va + 4096, a_va, 4096).unwrap_err();
-        assert!(matches!(e, VidmmError::DeviceFault { .. }), "{name}: {e:?}");
+        let f = page_fault(&e);
+        assert_eq!((f.address, f.flags), (a_va, in_process));
+        assert!(f.level <= 1, "{name}: {f:?}");
         errors.push(e);
         assert!(
             m.iommu_faults().is_empty(),
@@ -225,15 +255,22 @@ fn the_device_cannot_reach_unmapped_evicted_or_foreign_memory() {
         let bogus = unmapped_logical_page(&m, id);
         v.map_logical(p, x_va, &[Some(bogus)], true).unwrap();
         let e = run_user_copy(&mut v, p, cmd_p, CMD_VA, b_va, x_va, 4096).unwrap_err();
-        assert!(matches!(e, VidmmError::DeviceFault { .. }), "{name}: {e:?}");
+        let f = page_fault(&e);
+        // The address is the logical one the IOMMU refused; no VA, so no process is named.
+        let iommu_flags =
+            sys::DXGK_PAGE_FAULT_ENGINE_RESET_REQUIRED.0 | sys::DXGK_PAGE_FAULT_IOMMU.0;
+        assert_eq!(
+            (f.address, f.flags, f.process),
+            (bogus << 12, iommu_flags, 0)
+        );
         errors.push(e);
         let iommu = m.iommu_faults();
         assert_eq!(iommu.len(), 1, "{name}: {iommu:?}");
         assert_eq!(iommu[0].logical_addr, bogus << 12);
         assert!(!iommu[0].write);
 
-        // Every fault went through the driver's fault path, one DMA_FAULTED each, naming the
-        // submission that faulted (also after the resets that followed earlier faults).
+        // Every fault went through the driver's fault path, one DMA_PAGE_FAULTED each, naming
+        // the submission that faulted (also after the resets that followed earlier faults).
         for e in &errors {
             match e {
                 VidmmError::DeviceFault {
@@ -246,11 +283,14 @@ fn the_device_cannot_reach_unmapped_evicted_or_foreign_memory() {
         }
         let faulted: Vec<_> = m.interrupt_notifications(id)[faults_before..]
             .iter()
-            .filter(|n| n.kind == sys::DXGK_INTERRUPT_DMA_FAULTED.0)
+            .filter(|n| {
+                n.kind == sys::DXGK_INTERRUPT_DMA_FAULTED.0
+                    || n.kind == sys::DXGK_INTERRUPT_DMA_PAGE_FAULTED.0
+            })
             .copied()
             .collect();
-        assert_eq!(faulted.len(), 4, "{name}: {faulted:?}");
-        assert_eq!(v.stats().device_faults, 4);
+        assert_eq!(faulted.len(), 5, "{name}: {faulted:?}");
+        assert_eq!(v.stats().device_faults, 5);
         // Nothing else was touched.
         expect_pattern(&v, b, 0, 4096, 0xAAAA_AAAA, "b page 0");
         expect_pattern(&v, b, 4096, 4096, 0xBBBB_BBBB, "b page 1");

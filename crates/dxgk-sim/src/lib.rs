@@ -61,7 +61,8 @@ pub mod verifier;
 pub mod vidmm;
 
 pub use dxgkrnl::{
-    AdapterConfig, AdapterId, AdapterInfo, AdapterView, InterruptNotification, PnpState, SimDevice,
+    AdapterConfig, AdapterId, AdapterInfo, AdapterView, InterruptNotification, PageFaultReport,
+    PnpState, SimDevice,
 };
 pub use machine::{DebugLine, IommuMode, Machine, MachineConfig};
 pub use memory::{Dma, IommuFault, IommuFaultKind, VidmmMemory};

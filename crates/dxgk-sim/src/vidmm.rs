@@ -34,7 +34,8 @@
 //! * **Completion**: after a submission the device is serviced ([`Machine::service`]) until
 //!   DxgkCbNotifyInterrupt(DMA_COMPLETED) reports the fence — at most
 //!   [`VidmmConfig::max_service_rounds`] times; beyond that the submission is a
-//!   [`Rule::PossibleHang`] finding and [`VidmmError::Hang`]. A DMA_FAULTED notification is
+//!   [`Rule::PossibleHang`] finding and [`VidmmError::Hang`]. A DMA_FAULTED or DMA_PAGE_FAULTED
+//!   notification is
 //!   [`VidmmError::DeviceFault`]. Both are followed by a TDR (DxgkDdiResetFromTimeout +
 //!   DxgkDdiRestartFromTimeout), as Windows does; the driver must leave the device able to run
 //!   every process afterwards (VidMm does not call DxgkDdiSetRootPageTable again: no root moved).
@@ -108,12 +109,14 @@ pub enum VidmmError {
     BuildPagingBuffer { operation: i32, status: NTSTATUS },
     /// STATUS_GRAPHICS_INSUFFICIENT_DMA_BUFFER on an empty buffer: no buffer size can help.
     NoProgress { operation: i32 },
-    /// The device faulted: DMA_FAULTED reported `faulted_fence` with `status` while VidMm waited
-    /// for `fence`. The adapter was reset (TDR) afterwards.
+    /// The device faulted while VidMm waited for `fence`: DMA_FAULTED (`status`) or
+    /// DMA_PAGE_FAULTED (`status` 0) named `faulted_fence`; `notification` is the whole report.
+    /// The adapter was reset (TDR) afterwards.
     DeviceFault {
         fence: u32,
         faulted_fence: u32,
         status: NTSTATUS,
+        notification: crate::dxgkrnl::InterruptNotification,
     },
     /// `fence` did not complete within the service bound (possible hang; TDR done).
     Hang { fence: u32 },
@@ -151,7 +154,7 @@ pub struct VidmmStats {
     pub user_submissions: u64,
     /// Page-table entries VidMm asked the driver to write.
     pub ptes_written: u64,
-    /// DMA_FAULTED notifications seen.
+    /// DMA_FAULTED and DMA_PAGE_FAULTED notifications seen.
     pub device_faults: u64,
     /// TDRs (ResetFromTimeout + RestartFromTimeout) performed.
     pub resets: u64,
@@ -203,6 +206,8 @@ impl Table {
 }
 
 struct Process {
+    /// Dxgkrnl's handle of the process (hDxgkProcess), as DMA_PAGE_FAULTED names it.
+    hdxgk: HANDLE,
     hkmd: HANDLE,
     hdevice: HANDLE,
     hcontext: HANDLE,
@@ -421,6 +426,7 @@ impl Vidmm {
         });
         Self::check("DxgkDdiCreateProcess", s)?;
         let mut p = Process {
+            hdxgk: pa.hDxgkProcess,
             hkmd: pa.hKmdProcess,
             hdevice: std::ptr::null_mut(),
             hcontext: std::ptr::null_mut(),
@@ -909,7 +915,11 @@ impl Vidmm {
             for n in new {
                 if n.kind == dxgk_sys::DXGK_INTERRUPT_DMA_COMPLETED.0 {
                     self.last_completed = self.last_completed.max(n.fence);
-                } else if n.kind == dxgk_sys::DXGK_INTERRUPT_DMA_FAULTED.0 {
+                } else if n.kind == dxgk_sys::DXGK_INTERRUPT_DMA_FAULTED.0
+                    || n.kind == dxgk_sys::DXGK_INTERRUPT_DMA_PAGE_FAULTED.0
+                {
+                    // A page fault is recovered like any fault here: rgpu always asks for an
+                    // engine reset, which this VidMm models with the TDR sequence.
                     faulted = Some(n);
                 }
             }
@@ -920,6 +930,7 @@ impl Vidmm {
                     fence,
                     faulted_fence: n.fence,
                     status: n.status,
+                    notification: n,
                 });
             }
             if self.last_completed >= fence {
@@ -1183,6 +1194,12 @@ impl Vidmm {
     /// Destroys a user process: its mappings stay in the allocations' books no longer; its
     /// tables leave the page-table window (invalidated, TLB flushed) and are freed; context,
     /// device and process are destroyed.
+    /// Dxgkrnl's handle of `p` (the hDxgkProcess VidMm passed to DxgkDdiCreateProcess).
+    pub fn dxgk_process_handle(&self, p: ProcessId) -> VidmmResult<HANDLE> {
+        let i = self.user(p)?;
+        Ok(self.proc_ref(i).hdxgk)
+    }
+
     pub fn destroy_process(&mut self, p: ProcessId) -> VidmmResult<()> {
         let i = self.user(p)?;
         self.destroy_index(i)

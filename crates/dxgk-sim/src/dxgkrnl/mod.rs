@@ -273,12 +273,29 @@ pub struct InterruptNotification {
     /// DXGK_INTERRUPT_TYPE value.
     pub kind: i32,
     /// DmaCompleted.SubmissionFenceId / DmaFaulted.FaultedFenceId /
-    /// DmaPreempted.LastCompletedFenceId (0 for other kinds).
+    /// DmaPreempted.LastCompletedFenceId / DmaPageFaulted.FaultedFenceId (0 for other kinds).
     pub fence: u32,
     /// DmaFaulted.Status (0 for other kinds).
     pub status: i32,
     /// DmaPreempted.PreemptionFenceId (0 for other kinds).
     pub preemption_fence: u32,
+    /// The DmaPageFaulted fields (None for other kinds).
+    pub page_fault: Option<PageFaultReport>,
+}
+
+/// The fields of a DMA_PAGE_FAULTED notification.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PageFaultReport {
+    /// FaultedVirtualAddress (a logical address with DXGK_PAGE_FAULT_IOMMU).
+    pub address: u64,
+    /// PageFaultFlags (DXGK_PAGE_FAULT_* bits).
+    pub flags: i32,
+    /// PageTableLevel.
+    pub level: u32,
+    /// FaultErrorCode, raw (bit 0 IsDeviceSpecificCode, bits 31:1 the code).
+    pub error_code: u32,
+    /// FaultedProcessHandle.
+    pub process: usize,
 }
 
 pub(crate) fn record_notify_interrupt(
@@ -298,8 +315,24 @@ pub(crate) fn record_notify_interrupt(
         // SAFETY: as above.
         let p = unsafe { data.u.DmaPreempted };
         (p.LastCompletedFenceId, 0)
+    } else if data.InterruptType == dxgk_sys::DXGK_INTERRUPT_DMA_PAGE_FAULTED {
+        // SAFETY: as above.
+        (unsafe { data.u.DmaPageFaulted }.FaultedFenceId, 0)
     } else {
         (0, 0)
+    };
+    let page_fault = if data.InterruptType == dxgk_sys::DXGK_INTERRUPT_DMA_PAGE_FAULTED {
+        // SAFETY: as above (integers and a handle value).
+        let f = unsafe { data.u.DmaPageFaulted };
+        Some(PageFaultReport {
+            address: f.FaultedVirtualAddress,
+            flags: f.PageFaultFlags.0,
+            level: f.PageTableLevel,
+            error_code: f.FaultErrorCode._bitfield_1,
+            process: f.FaultedProcessHandle as usize,
+        })
+    } else {
+        None
     };
     let preemption_fence = if data.InterruptType == dxgk_sys::DXGK_INTERRUPT_DMA_PREEMPTED {
         // SAFETY: as above.
@@ -330,6 +363,7 @@ pub(crate) fn record_notify_interrupt(
         fence,
         status,
         preemption_fence,
+        page_fault,
     });
 }
 
