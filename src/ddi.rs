@@ -57,9 +57,6 @@ pub enum Unsupported {
     DestroyAllocation,
     DescribeAllocation,
     GetStandardAllocationDriverData,
-    OpenAllocation,
-    CloseAllocation,
-    FormatHistoryBuffer,
 }
 
 /// Bit set of [`Unsupported`] DDIs an adapter has already logged.
@@ -634,7 +631,9 @@ unsafe extern "system" fn ddi_get_root_page_table_size(
 }
 
 // ---------------------------------------------------------------------------------------------
-// Allocations, paging, submission: arrive with the paging work.
+// Allocations (no user-mode driver creates any yet), paging, submission. OpenAllocation,
+// CloseAllocation and FormatHistoryBuffer get a device or context handle, not the adapter, so
+// they cannot log once per adapter and just return STATUS_NOT_SUPPORTED.
 
 unsafe extern "system" fn ddi_create_allocation(
     h: HANDLE,

@@ -465,41 +465,35 @@ impl MemState {
         let mut out = Vec::new();
         for (h, a) in &self.mdl_allocs {
             if on(a.adapter) {
-                out.push(Finding {
-                    rule: Rule::ResourceLeak,
-                    call,
-                    detail: format!(
-                        "DxgkCbAllocatePagesForMdl allocation {h:#x} ({} pages) never freed with DxgkCbFreePagesFromMdl",
-                        a.region.pages
-                    ),
-                    driver_site: format!("allocated at {}", a.site),
-                });
+                let pages = a.region.pages;
+                let detail = format!(
+                    "DxgkCbAllocatePagesForMdl allocation {h:#x} ({pages} pages) never freed with DxgkCbFreePagesFromMdl"
+                );
+                out.push(leak(call, detail, format!("allocated at {}", a.site)));
             }
         }
         for (h, c) in &self.contig {
             if on(c.adapter) {
-                out.push(Finding {
-                    rule: Rule::ResourceLeak,
+                out.push(leak(
                     call,
-                    detail: format!(
+                    format!(
                         "DxgkCbAllocateContiguousMemory block {h:#x} ({} pages) never freed",
                         c.region.pages
                     ),
-                    driver_site: format!("allocated at {}", c.site),
-                });
+                    format!("allocated at {}", c.site),
+                ));
             }
         }
         for (h, m) in &self.maps {
             if on(m.adapter) {
-                out.push(Finding {
-                    rule: Rule::ResourceLeak,
+                out.push(leak(
                     call,
-                    detail: format!(
+                    format!(
                         "DxgkCbMapMdlToIoMmu mapping {h:#x} ({} pages) never unmapped",
                         m.logical.len()
                     ),
-                    driver_site: format!("mapped at {}", m.site),
-                });
+                    format!("mapped at {}", m.site),
+                ));
             }
         }
         out
@@ -510,12 +504,11 @@ impl MemState {
         let mut out = Vec::new();
         {
             for (p, d) in &self.driver_mdls {
-                out.push(Finding {
-                    rule: Rule::ResourceLeak,
+                out.push(leak(
                     call,
-                    detail: format!("MDL {p:#x} from IoAllocateMdl never freed with IoFreeMdl"),
-                    driver_site: format!("allocated at {}", d.site),
-                });
+                    format!("MDL {p:#x} from IoAllocateMdl never freed with IoFreeMdl"),
+                    format!("allocated at {}", d.site),
+                ));
             }
             for (va, (mdl, site)) in &self.sys_maps {
                 // A mapping of an MDL that is itself leaked is part of that leak.
@@ -524,17 +517,26 @@ impl MemState {
                 {
                     continue;
                 }
-                out.push(Finding {
-                    rule: Rule::ResourceLeak,
+                out.push(leak(
                     call,
-                    detail: format!(
+                    format!(
                         "system VA {va:#x} of MDL {mdl:#x} never unmapped (MmUnmapLockedPages)"
                     ),
-                    driver_site: format!("mapped at {site}"),
-                });
+                    format!("mapped at {site}"),
+                ));
             }
         }
         out
+    }
+}
+
+/// A [`Rule::ResourceLeak`] finding found at teardown (the site is where it was allocated).
+fn leak(call: &'static str, detail: String, driver_site: String) -> Finding {
+    Finding {
+        rule: Rule::ResourceLeak,
+        call,
+        detail,
+        driver_site,
     }
 }
 

@@ -839,6 +839,19 @@ impl Vidmm {
         }
     }
 
+    /// Runs `batch` (paging operations ending in [`Vidmm::submit_paging`]); if it fails, the
+    /// partly built paging buffer is discarded so the next batch starts from an empty one.
+    fn paging_batch(
+        &mut self,
+        batch: impl FnOnce(&mut Self) -> VidmmResult<()>,
+    ) -> VidmmResult<()> {
+        let r = batch(self);
+        if r.is_err() {
+            self.write_offset = 0;
+        }
+        r
+    }
+
     /// Submits the paging buffer (if anything is in it) and waits for it.
     fn submit_paging(&mut self) -> VidmmResult<()> {
         if self.write_offset == 0 {
@@ -1317,18 +1330,14 @@ impl Vidmm {
         let i = self.user(p)?;
         let len = pages.len() as u64 * PAGE64;
         self.check_va(gpu_va, len)?;
-        let r = (|| {
-            self.ensure_tables(i, gpu_va, len, false)?;
-            self.write_leaves(i, gpu_va, pages)?;
+        self.paging_batch(|v| {
+            v.ensure_tables(i, gpu_va, len, false)?;
+            v.write_leaves(i, gpu_va, pages)?;
             if flush_tlb {
-                self.flush_tlb(i, gpu_va, gpu_va + len)?;
+                v.flush_tlb(i, gpu_va, gpu_va + len)?;
             }
-            self.submit_paging()
-        })();
-        if r.is_err() {
-            self.write_offset = 0;
-        }
-        r
+            v.submit_paging()
+        })
     }
 
     /// Unmaps `a` from `gpu_va` in process `p`: invalid PTEs, FLUSH_TLB.
@@ -1342,15 +1351,11 @@ impl Vidmm {
             .ok_or_else(|| bad(format!("{a:?} is not mapped at {gpu_va:#x} in {p:?}")))?;
         let pages = self.alloc_ref(a)?.bytes / PAGE64;
         self.proc_mut(i).mappings.remove(at);
-        let r = (|| {
-            self.invalidate_leaves(i, gpu_va, pages)?;
-            self.flush_tlb(i, gpu_va, gpu_va + pages * PAGE64)?;
-            self.submit_paging()
-        })();
-        if r.is_err() {
-            self.write_offset = 0;
-        }
-        r
+        self.paging_batch(|v| {
+            v.invalidate_leaves(i, gpu_va, pages)?;
+            v.flush_tlb(i, gpu_va, gpu_va + pages * PAGE64)?;
+            v.submit_paging()
+        })
     }
 
     /// Evicts `a`: every mapping in every process invalidated (with FLUSH_TLB), then the backing
@@ -1430,9 +1435,9 @@ impl Vidmm {
         while done < size {
             let off = offset + done;
             let n = (size - done).min(chunk_max - off % PAGE64);
-            let r = (|| {
-                let (va, pages) = self.map_scratch(a, off, n, SCRATCH_BASE)?;
-                self.flush_tlb(0, SCRATCH_BASE, SCRATCH_BASE + pages * PAGE64)?;
+            self.paging_batch(|v| {
+                let (va, pages) = v.map_scratch(a, off, n, SCRATCH_BASE)?;
+                v.flush_tlb(0, SCRATCH_BASE, SCRATCH_BASE + pages * PAGE64)?;
                 let f = dxgk_sys::DXGK_BUILDPAGINGBUFFER_FILLVIRTUAL {
                     AllocationOffsetInBytes: off,
                     FillSizeInBytes: n,
@@ -1440,17 +1445,13 @@ impl Vidmm {
                     DestinationVirtualAddress: va,
                     ..Default::default()
                 };
-                self.build(dxgk_sys::DXGK_OPERATION_VIRTUAL_FILL, |x| {
+                v.build(dxgk_sys::DXGK_OPERATION_VIRTUAL_FILL, |x| {
                     x.u.FillVirtual = f
                 })?;
-                self.invalidate_leaves(0, SCRATCH_BASE, pages)?;
-                self.flush_tlb(0, SCRATCH_BASE, SCRATCH_BASE + pages * PAGE64)?;
-                self.submit_paging()
-            })();
-            if r.is_err() {
-                self.write_offset = 0;
-            }
-            r?;
+                v.invalidate_leaves(0, SCRATCH_BASE, pages)?;
+                v.flush_tlb(0, SCRATCH_BASE, SCRATCH_BASE + pages * PAGE64)?;
+                v.submit_paging()
+            })?;
             done += n;
         }
         Ok(())
@@ -1485,11 +1486,11 @@ impl Vidmm {
             let n = (size - done)
                 .min(chunk_max - so % PAGE64)
                 .min(chunk_max - d_o % PAGE64);
-            let r = (|| {
-                let (sva, sp) = self.map_scratch(src, so, n, SCRATCH_BASE)?;
-                let (dva, dp) = self.map_scratch(dst, d_o, n, SCRATCH_BASE + half)?;
+            self.paging_batch(|v| {
+                let (sva, sp) = v.map_scratch(src, so, n, SCRATCH_BASE)?;
+                let (dva, dp) = v.map_scratch(dst, d_o, n, SCRATCH_BASE + half)?;
                 let end = SCRATCH_BASE + half + dp * PAGE64;
-                self.flush_tlb(0, SCRATCH_BASE, end)?;
+                v.flush_tlb(0, SCRATCH_BASE, end)?;
                 let t = dxgk_sys::DXGK_BUILDPAGINGBUFFER_TRANSFERVIRTUAL {
                     AllocationOffsetInBytes: d_o,
                     TransferSizeInBytes: n,
@@ -1497,18 +1498,14 @@ impl Vidmm {
                     DestinationVirtualAddress: dva,
                     ..Default::default()
                 };
-                self.build(dxgk_sys::DXGK_OPERATION_VIRTUAL_TRANSFER, |x| {
+                v.build(dxgk_sys::DXGK_OPERATION_VIRTUAL_TRANSFER, |x| {
                     x.u.TransferVirtual = t;
                 })?;
-                self.invalidate_leaves(0, SCRATCH_BASE, sp)?;
-                self.invalidate_leaves(0, SCRATCH_BASE + half, dp)?;
-                self.flush_tlb(0, SCRATCH_BASE, end)?;
-                self.submit_paging()
-            })();
-            if r.is_err() {
-                self.write_offset = 0;
-            }
-            r?;
+                v.invalidate_leaves(0, SCRATCH_BASE, sp)?;
+                v.invalidate_leaves(0, SCRATCH_BASE + half, dp)?;
+                v.flush_tlb(0, SCRATCH_BASE, end)?;
+                v.submit_paging()
+            })?;
             done += n;
         }
         Ok(())
