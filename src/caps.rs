@@ -91,6 +91,8 @@ pub fn gpummu_caps(interface: u32) -> DXGK_GPUMMUCAPS {
     let mut caps = DXGK_GPUMMUCAPS {
         PageTableUpdateMode: dxgk_sys::DXGK_PAGETABLEUPDATE_GPU_VIRTUAL,
         VirtualAddressBitCount: pte::VA_BITS,
+        // A 64 KiB-page leaf table is a 4 KiB table of which the device uses 32 entries
+        // (WDDM requires a multiple of the CPU page size).
         LeafPageTableSizeFor64KPagesInBytes: pte::TABLE_SIZE as UINT,
         PageTableLevelCount: pte::LEVELS as UINT,
         ..Default::default()
@@ -99,6 +101,10 @@ pub fn gpummu_caps(interface: u32) -> DXGK_GPUMMUCAPS {
     caps.set_NoExecuteMemorySupported(1);
     caps.set_ZeroInPteSupported(1);
     caps.set_CacheCoherentMemorySupported(1);
+    if interface >= dxgk_sys::DXGKDDI_INTERFACE_VERSION_WDDM2_1 {
+        // 64 KiB pages of system memory (64 KiB-page leaf tables, CAPS_PAGE_64K).
+        caps.set_SysMem64KBPageSupported(1);
+    }
     if interface >= dxgk_sys::DXGKDDI_INTERFACE_VERSION_WDDM2_6 {
         // rgpu-hw never caches invalid translations (CAPS_INVALID_NOT_CACHED).
         caps.set_InvalidTlbEntriesNotCached(1);

@@ -86,54 +86,153 @@ pub enum PteError {
     UnknownSegment(u64),
     /// An aperture page that is not mapped.
     UnmappedAperture(u64),
-    /// An entry pointing at a 64 KiB-page table (PageTablePageSize), which rgpu's caps exclude
-    /// (no SysMem64KBPageSupported, no memory segments): the device's leaf tables hold 4 KiB
-    /// entries only.
+    /// A PageTablePageSize that is not 4 KB or 64 KB, or that is set on an entry of a level
+    /// other than 1 (the only level whose entries point at leaf tables).
     PageTablePageSize(u64),
+    /// An entry of a 64 KiB-page table whose page number is not 64 KiB-aligned (VidMm
+    /// guarantees VA/PA 64 KiB alignment for 64 KiB pages).
+    Misaligned64KPage(u64),
+    /// An aperture-segment page in a 64 KiB-page table: the aperture is managed in 4 KiB pages
+    /// whose logical pages need not be contiguous.
+    Aperture64KPage(u64),
 }
 
-/// The hot path of [`translate_pte`]: entries of system memory (segment 0 or the implicit
-/// system-memory segment), which is every entry rgpu's page tables hold outside the aperture.
-/// Shifts and masks only (no table, no multiply), so a batch of entries vectorizes with the
-/// SSE2 baseline. Returns the entry and a "slow" word that is non-zero when the entry needs the
-/// general path (a segment other than 0 or the system-memory segment).
+/// What the entries of one UPDATE_PAGE_TABLE are to the device, from its level and flags.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TableKind {
+    /// Level 0, 4 KiB pages: 512 entries.
+    Leaf,
+    /// Level 0 with `Use64KBPages`: a 64 KiB-page leaf table, 32 entries.
+    Leaf64K,
+    /// Level 1: entries point at leaf tables of either kind (`PageTablePageSize`).
+    /// `Use64KBPages` here says they point at 64 KiB-page tables (the DDI reference's reading
+    /// of the flag), which rgpu honours like `PageTablePageSize` = 64 KB.
+    Directory {
+        /// Flags.Use64KBPages was set.
+        all_64k: bool,
+    },
+    /// Levels 2 and 3.
+    Upper,
+}
+
+impl TableKind {
+    /// The kind of the table `upt` updates, after checking that the entries it names lie in
+    /// one table of that kind.
+    pub fn of(upt: &sys::DXGK_BUILDPAGINGBUFFER_UPDATEPAGETABLE) -> NtResult<TableKind> {
+        let use_64k = upt.Flags.Use64KBPages() != 0;
+        let kind = match (upt.PageTableLevel, use_64k) {
+            (0, false) => TableKind::Leaf,
+            (0, true) => TableKind::Leaf64K,
+            (1, all_64k) => TableKind::Directory { all_64k },
+            (l, false) if (l as usize) < pte::LEVELS => TableKind::Upper,
+            (l, _) => {
+                rgpu_log!(
+                    error,
+                    "UpdatePageTable: level {} {}",
+                    l,
+                    if use_64k {
+                        "with Use64KBPages (only leaf tables and level 1 have 64 KiB forms)"
+                    } else {
+                        "does not exist (4 levels)"
+                    }
+                );
+                return Err(NtStatus::INVALID_PARAMETER);
+            }
+        };
+        let end = upt.StartIndex.checked_add(upt.NumPageTableEntries);
+        if !matches!(end, Some(e) if e as usize <= kind.entries()) {
+            rgpu_log!(
+                error,
+                "UpdatePageTable: level {} entries {}+{} outside a {}-entry table",
+                upt.PageTableLevel,
+                upt.StartIndex,
+                upt.NumPageTableEntries,
+                kind.entries()
+            );
+            return Err(NtStatus::INVALID_PARAMETER);
+        }
+        Ok(kind)
+    }
+
+    /// Entries in a table of this kind.
+    pub const fn entries(self) -> usize {
+        match self {
+            TableKind::Leaf64K => pte::ENTRIES_PER_64K_TABLE,
+            _ => pte::ENTRIES_PER_TABLE,
+        }
+    }
+}
+
+// Fast-path selectors (const generics keep one specialized, vectorizable loop per kind).
+const KIND_LEAF: u8 = 0;
+const KIND_LEAF_64K: u8 = 1;
+const KIND_DIRECTORY: u8 = 2;
+const KIND_UPPER: u8 = 3;
+
+/// DXGK_PTE flag bits 5–9: Segment. Segment 0 and segment 2 (SYSTEM_MEMORY_SEGMENT_ID) both
+/// mean system memory and differ only in the segment's bit 1; any other bit set is another
+/// segment (the aperture), which the general path handles.
+const OTHER_SEGMENT_BITS: u64 = (0x1F << 5) & !((SYSTEM_MEMORY_SEGMENT_ID as u64) << 5);
+/// DXGK_PTE flag bits 17–18: PageTablePageSize.
+const PAGE_TABLE_PAGE_SIZE_BITS: u64 = 0b11 << 17;
+/// PageTablePageSize = DXGK_PTE_PAGE_TABLE_PAGE_64KB.
+const PAGE_TABLE_64KB: u64 = 1 << 17;
+
+/// The hot path of [`translate_pte`]: valid entries of system memory (segment 0 or the
+/// implicit system-memory segment), which is every entry rgpu's page tables hold outside the
+/// aperture. rgpu's flag bits 0–4 are DXGK_PTE's, so a leaf is a mask and a shift — no table,
+/// no branch, and a batch vectorizes with the SSE2 baseline. Returns the entry (0 for an invalid
+/// one) and a "slow" word that is non-zero when a valid entry needs the general path (another
+/// segment, a PageTablePageSize rgpu refuses here, a misaligned 64 KiB page).
+/// `table_64k` is ORed into valid Directory entries ([`pte::TABLE_64K`] or 0).
 #[inline(always)]
-fn translate_fast(flags: u64, page: u64, leaf: bool) -> (u64, u64) {
-    // DXGK_PTE bits: 0 Valid, 1 Zero, 2 CacheCoherent, 3 ReadOnly, 4 NoExecute, 5-9 Segment.
-    // rgpu bits:     0 VALID, 1 READ_ONLY, 2 NO_EXECUTE, 3 CACHE_COHERENT, 5 ZERO.
-    let valid = flags & 1;
-    let leaf_flags =
-        valid | ((flags >> 2) & 0b110) | ((flags << 1) & 0b1000) | ((flags << 4) & 0b10_0000);
-    let mask = 0u64.wrapping_sub(valid);
+fn translate_fast<const KIND: u8>(flags: u64, page: u64, table_64k: u64) -> (u64, u64) {
+    let mask = 0u64.wrapping_sub(flags & 1);
     let addr = (page << 12) & pte::ADDR_MASK;
-    let bits = if leaf { leaf_flags } else { valid };
-    // Segment 0 and segment 2 (SYSTEM_MEMORY_SEGMENT_ID) differ only in bit 1 of the segment.
-    // A PageTablePageSize other than 4 KiB (bits 17-18) also takes the general path, which
-    // refuses it: rgpu declares no 64 KiB page tables.
-    let slow = ((flags >> 5) & 0x1F & !(SYSTEM_MEMORY_SEGMENT_ID as u64)) | ((flags >> 17) & 0b11);
-    ((addr | bits) & mask, slow)
+    let (bits, slow) = match KIND {
+        KIND_LEAF => (
+            flags & pte::LEAF_FLAGS_MASK,
+            flags & (OTHER_SEGMENT_BITS | PAGE_TABLE_PAGE_SIZE_BITS),
+        ),
+        KIND_LEAF_64K => (
+            flags & pte::LEAF_FLAGS_MASK,
+            flags & (OTHER_SEGMENT_BITS | PAGE_TABLE_PAGE_SIZE_BITS) | (page & 0xF),
+        ),
+        KIND_DIRECTORY => (
+            // PageTablePageSize = 64 KB (bit 17) becomes TABLE_64K (bit 5).
+            pte::VALID | ((flags & PAGE_TABLE_64KB) >> 12) | table_64k,
+            flags & (OTHER_SEGMENT_BITS | (PAGE_TABLE_PAGE_SIZE_BITS & !PAGE_TABLE_64KB)),
+        ),
+        _ => (
+            pte::VALID,
+            flags & (OTHER_SEGMENT_BITS | PAGE_TABLE_PAGE_SIZE_BITS),
+        ),
+    };
+    ((addr | bits) & mask, slow & mask)
 }
 
 const _: () = assert!(
     pte::VALID == 1
-        && pte::READ_ONLY == 1 << 1
-        && pte::NO_EXECUTE == 1 << 2
-        && pte::CACHE_COHERENT == 1 << 3
-        && pte::ZERO == 1 << 5
+        && pte::ZERO == 1 << 1
+        && pte::CACHE_COHERENT == 1 << 2
+        && pte::READ_ONLY == 1 << 3
+        && pte::NO_EXECUTE == 1 << 4
+        && pte::LEAF_FLAGS_MASK == 0x1F
+        && pte::TABLE_64K == PAGE_TABLE_64KB >> 12
         && SYSTEM_MEMORY_SEGMENT_ID == 2,
-    "translate_fast's shifts assume these bit positions"
+    "translate_fast assumes rgpu's flag bits are DXGK_PTE's"
 );
 
 /// Converts `src` into rgpu entries in `out` (8 bytes each, little-endian) with the fast path;
 /// returns false if some entry needs the general path. Kept free of early exits so the loop
 /// vectorizes.
 #[inline(never)]
-fn convert_batch(src: &[DXGK_PTE], out: &mut [u8], leaf: bool) -> bool {
+fn convert_batch<const KIND: u8>(src: &[DXGK_PTE], out: &mut [u8], table_64k: u64) -> bool {
     let mut slow = 0;
     for (p, o) in src.iter().zip(out.chunks_exact_mut(8)) {
         // SAFETY: both union members are the same u64.
         let page = unsafe { p.u.PageAddress };
-        let (e, s) = translate_fast(p.Flags, page, leaf);
+        let (e, s) = translate_fast::<KIND>(p.Flags, page, table_64k);
         slow |= s;
         o.copy_from_slice(&e.to_le_bytes());
     }
@@ -141,62 +240,65 @@ fn convert_batch(src: &[DXGK_PTE], out: &mut [u8], leaf: bool) -> bool {
 }
 
 /// [`convert_batch`] for the Repeat flag: one source entry for every slot.
-fn convert_repeat(p: &DXGK_PTE, out: &mut [u8], leaf: bool) -> bool {
-    // SAFETY: both union members are the same u64.
-    let page = unsafe { p.u.PageAddress };
-    let (e, slow) = translate_fast(p.Flags, page, leaf);
+fn convert_repeat(p: &DXGK_PTE, out: &mut [u8], kind: TableKind) -> bool {
+    let mut e = [0u8; 8];
+    let all_fast = convert(core::slice::from_ref(p), &mut e, kind);
     for o in out.chunks_exact_mut(8) {
-        o.copy_from_slice(&e.to_le_bytes());
+        o.copy_from_slice(&e);
     }
-    slow == 0
+    all_fast
 }
 
-/// Translates one DXGK_PTE into rgpu's format. `leaf` is level 0.
-#[inline]
+/// [`convert_batch`] for a table of `kind`.
+fn convert(src: &[DXGK_PTE], out: &mut [u8], kind: TableKind) -> bool {
+    match kind {
+        TableKind::Leaf => convert_batch::<KIND_LEAF>(src, out, 0),
+        TableKind::Leaf64K => convert_batch::<KIND_LEAF_64K>(src, out, 0),
+        TableKind::Directory { all_64k } => {
+            let table_64k = if all_64k { pte::TABLE_64K } else { 0 };
+            convert_batch::<KIND_DIRECTORY>(src, out, table_64k)
+        }
+        TableKind::Upper => convert_batch::<KIND_UPPER>(src, out, 0),
+    }
+}
+
+/// Translates one DXGK_PTE into rgpu's format for a table of `kind`.
 pub fn translate_pte(
     p: &DXGK_PTE,
-    leaf: bool,
+    kind: TableKind,
     aperture: Option<&Aperture>,
 ) -> Result<u64, PteError> {
+    let mut e = [0u8; 8];
+    if convert(core::slice::from_ref(p), &mut e, kind) {
+        return Ok(u64::from_le_bytes(e));
+    }
+    // A valid entry the fast path does not handle.
     // SAFETY: both union members are the same u64 (page number of a page or a table).
     let page = unsafe { p.u.PageAddress };
-    let (e, slow) = translate_fast(p.Flags, page, leaf);
-    if slow == 0 {
-        return Ok(e);
-    }
-    if p.Valid() != 0 && p.PageTablePageSize() != 0 {
-        return Err(PteError::PageTablePageSize(p.PageTablePageSize()));
-    }
-    if p.Valid() == 0 {
-        return Ok(Pte::INVALID.raw());
+    let page_size = p.PageTablePageSize();
+    let directory = matches!(kind, TableKind::Directory { .. });
+    if page_size > 1 || (page_size != 0 && !directory) {
+        return Err(PteError::PageTablePageSize(page_size));
     }
     let segment = p.Segment();
-    let logical_page = match segment {
-        0 => page,
-        s if s == u64::from(SYSTEM_MEMORY_SEGMENT_ID) => page,
-        s if s == u64::from(APERTURE_SEGMENT_ID) => aperture
+    if segment == u64::from(APERTURE_SEGMENT_ID) {
+        if kind == TableKind::Leaf64K {
+            return Err(PteError::Aperture64KPage(page));
+        }
+        let logical_page = aperture
             .and_then(|a| a.lookup(page))
-            .ok_or(PteError::UnmappedAperture(page))?,
-        s => return Err(PteError::UnknownSegment(s)),
-    };
-    let addr = logical_page << 12;
-    if !leaf {
-        return Ok(Pte::table(addr).raw());
+            .ok_or(PteError::UnmappedAperture(page))?;
+        // The same entry with the GART's logical page in system memory.
+        let mut system = *p;
+        system.set_Segment(0);
+        system.u.PageAddress = logical_page;
+        return translate_pte(&system, kind, None);
     }
-    let mut flags = 0;
-    if p.ReadOnly() != 0 {
-        flags |= pte::READ_ONLY;
+    if segment != 0 && segment != u64::from(SYSTEM_MEMORY_SEGMENT_ID) {
+        return Err(PteError::UnknownSegment(segment));
     }
-    if p.NoExecute() != 0 {
-        flags |= pte::NO_EXECUTE;
-    }
-    if p.CacheCoherent() != 0 {
-        flags |= pte::CACHE_COHERENT;
-    }
-    if p.Zero() != 0 {
-        flags |= pte::ZERO;
-    }
-    Ok(Pte::leaf(addr, flags).raw())
+    // System memory that still missed the fast path: a misaligned 64 KiB page.
+    Err(PteError::Misaligned64KPage(page))
 }
 
 /// What the DMA buffer looks like to an operation encoder.
@@ -390,23 +492,30 @@ impl PagingContext<'_> {
     ) -> NtResult<()> {
         // SAFETY: CPU_VIRTUAL mode: CpuVirtual is the valid member.
         let table = unsafe { upt.PageTableAddress.u.CpuVirtual }.cast::<u64>();
-        check_range(upt)?;
+        let kind = TableKind::of(upt)?;
         if table.is_null() || upt.pPageTableEntries.is_null() {
             return Err(NtStatus::INVALID_PARAMETER);
         }
-        let leaf = upt.PageTableLevel == 0;
-        for i in 0..upt.NumPageTableEntries as usize {
+        let entry = |i: usize| {
             let src_index = if upt.Flags.Repeat() != 0 { 0 } else { i };
             // SAFETY: `src_index < NumPageTableEntries` entries provided by VidMm.
             let src = unsafe { elem(upt.pPageTableEntries, src_index) };
-            let entry = translate_pte(src, leaf, self.aperture).map_err(|e| {
+            translate_pte(src, kind, self.aperture).map_err(|e| {
                 rgpu_log!(error, "UpdatePageTable: entry {}: {:?}", i, e);
                 NtStatus::INVALID_PARAMETER
-            })?;
-            // SAFETY: StartIndex + i < 512 (check_range): inside the 4 KiB table.
+            })
+        };
+        // Every entry is checked before the first is written: a refused update leaves the
+        // table as it was.
+        for i in 0..upt.NumPageTableEntries as usize {
+            entry(i)?;
+        }
+        for i in 0..upt.NumPageTableEntries as usize {
+            let value = entry(i)?;
+            // SAFETY: StartIndex + i < 512 (TableKind::of): inside the 4 KiB table.
             let dst = unsafe { table.add(upt.StartIndex as usize + i) };
             // SAFETY: `dst` is an aligned entry of the CPU-mapped table.
-            unsafe { dst.write_volatile(entry) };
+            unsafe { dst.write_volatile(value) };
         }
         Ok(())
     }
@@ -421,13 +530,12 @@ impl PagingContext<'_> {
         start: u32,
         out: &mut Out<'_>,
     ) -> NtResult<Progress> {
-        check_range(upt)?;
+        let kind = TableKind::of(upt)?;
         if upt.pPageTableEntries.is_null() {
             return Err(NtStatus::INVALID_PARAMETER);
         }
         // SAFETY: GPU_VIRTUAL mode: GpuVirtual is the valid member.
         let table_va = unsafe { upt.PageTableAddress.u.GpuVirtual };
-        let leaf = upt.PageTableLevel == 0;
         let total = upt.NumPageTableEntries;
         let repeat = upt.Flags.Repeat() != 0;
         let mut done = start;
@@ -454,9 +562,9 @@ impl PagingContext<'_> {
                     // SAFETY: `len` initialized entries start at `base` (see above).
                     let src = unsafe { core::slice::from_raw_parts(base, len) };
                     let all_fast = if repeat {
-                        convert_repeat(&src[0], payload, leaf)
+                        convert_repeat(&src[0], payload, kind)
                     } else {
-                        convert_batch(src, payload, leaf)
+                        convert(src, payload, kind)
                     };
                     if all_fast {
                         return;
@@ -464,7 +572,7 @@ impl PagingContext<'_> {
                     // Some entries are aperture (or unknown) pages: redo those the slow way.
                     for (i, out) in payload.chunks_exact_mut(8).enumerate() {
                         let p = &src[if repeat { 0 } else { i }];
-                        let e = translate_pte(p, leaf, aperture).unwrap_or_else(|e| {
+                        let e = translate_pte(p, kind, aperture).unwrap_or_else(|e| {
                             bad.get_or_insert((first + i, e));
                             Pte::INVALID.raw()
                         });
@@ -731,30 +839,6 @@ fn once(r: Result<usize, CmdError>) -> NtResult<Progress> {
             Err(NtStatus::INVALID_PARAMETER)
         }
     }
-}
-
-fn check_range(upt: &sys::DXGK_BUILDPAGINGBUFFER_UPDATEPAGETABLE) -> NtResult<()> {
-    if upt.Flags.Use64KBPages() != 0 {
-        rgpu_log!(
-            error,
-            "UpdatePageTable: Use64KBPages cannot occur: rgpu declares no 64 KiB page tables"
-        );
-        return Err(NtStatus::INVALID_PARAMETER);
-    }
-    let end = upt.StartIndex.checked_add(upt.NumPageTableEntries);
-    if upt.PageTableLevel as usize >= pte::LEVELS
-        || !matches!(end, Some(e) if e as usize <= pte::ENTRIES_PER_TABLE)
-    {
-        rgpu_log!(
-            error,
-            "UpdatePageTable: level {} entries {}+{} outside a 512-entry table",
-            upt.PageTableLevel,
-            upt.StartIndex,
-            upt.NumPageTableEntries
-        );
-        return Err(NtStatus::INVALID_PARAMETER);
-    }
-    Ok(())
 }
 
 /// Pages an MDL spans.

@@ -138,6 +138,11 @@ fn gpummu_caps_describe_rgpu_hw_and_gate_newer_bits_by_version() {
         (1, 1, 1)
     );
     assert_eq!(c.InvalidTlbEntriesNotCached(), 1);
+    // 64 KiB pages of system memory, in 64 KiB-page leaf tables that are 4 KiB tables (WDDM
+    // requires a multiple of the CPU page size).
+    assert_eq!(c.SysMem64KBPageSupported(), 1);
+    assert_eq!(c.LeafPageTableSizeFor64KPagesInBytes, 4096);
+    assert_eq!((c.DualPteSupported(), c.LargePageSupported()), (0, 0));
     query(
         sys::DXGKDDI_INTERFACE_VERSION_WDDM2_4,
         sys::DXGKQAITYPE_GPUMMUCAPS,
@@ -151,6 +156,7 @@ fn gpummu_caps_describe_rgpu_hw_and_gate_newer_bits_by_version() {
         0,
         "a 2.6 bit must not be set on a 2.4 interface"
     );
+    assert_eq!(old.SysMem64KBPageSupported(), 1, "a 2.1 bit is");
     let mut bad_adapter = 1u32.to_le_bytes();
     assert_eq!(
         query(

@@ -523,33 +523,208 @@ fn flush_tlb_targets_the_process_address_space_when_known() {
     });
 }
 
+/// Runs one UPDATE_PAGE_TABLE in GPU_VIRTUAL and in CPU_VIRTUAL mode; returns the entries
+/// written by each (None when refused, after checking both modes agree and nothing was used).
+fn update_both_modes(
+    ctx: &PagingContext<'_>,
+    entries: &mut [sys::DXGK_PTE],
+    start: u32,
+    count: u32,
+    level: u32,
+    use_64k: bool,
+) -> Option<Vec<u64>> {
+    let mut dma = vec![0u8; 8192];
+    let mut a = args(sys::DXGK_OPERATION_UPDATE_PAGE_TABLE, &mut dma);
+    let mut u = update_args(entries, start, count, 0x7000_0000, level);
+    u.Flags.set_Use64KBPages(use_64k as u32);
+    a.u.UpdatePageTable = u;
+    // SAFETY: valid buffers.
+    let gpu = unsafe { ctx.build(&mut a) };
+    let used = 8192 - a.DmaSize as usize;
+    let mut table = vec![0u64; 512];
+    let mut c = sys::DXGKARG_BUILDPAGINGBUFFER {
+        Operation: sys::DXGK_OPERATION_UPDATE_PAGE_TABLE,
+        ..Default::default()
+    };
+    u.UpdateMode = sys::DXGK_PAGETABLEUPDATE_CPU_VIRTUAL;
+    u.PageTableAddress.u.CpuVirtual = table.as_mut_ptr().cast();
+    c.u.UpdatePageTable = u;
+    // SAFETY: the table and entries are valid; pDmaBuffer is NULL as Windows passes it.
+    let cpu = unsafe { ctx.build(&mut c) };
+    assert_eq!(gpu, cpu, "both update modes accept or refuse alike");
+    match gpu {
+        Ok(()) => {
+            let written: Vec<u64> = written_ptes(&[dma[..used].to_vec()])
+                .into_iter()
+                .map(|(_, e)| e)
+                .collect();
+            let range = start as usize..(start + count) as usize;
+            assert_eq!(
+                written,
+                table[range.clone()],
+                "both modes write the same entries"
+            );
+            assert!(
+                table
+                    .iter()
+                    .enumerate()
+                    .all(|(i, &e)| range.contains(&i) || e == 0),
+                "nothing outside the range touched"
+            );
+            Some(written)
+        }
+        Err(e) => {
+            assert_eq!(e, NtStatus::INVALID_PARAMETER);
+            assert_eq!(used, 0, "nothing written on refusal");
+            assert!(table.iter().all(|&e| e == 0), "nothing written on refusal");
+            None
+        }
+    }
+}
+
 #[test]
-fn sixty_four_kib_page_tables_are_refused_because_the_caps_exclude_them() {
+fn sixty_four_kib_page_tables_are_level_1_entries_with_table_64k_and_32_entry_leaves() {
     with_machine(|m| {
         let ctx = PagingContext {
             aperture: None,
             asid_of: None,
         };
-        let mut dma = vec![0u8; 4096];
-        // A level-1 entry pointing at a 64 KiB-page table.
-        let mut e = dxgk_pte(0x42, 0, false);
-        e.set_PageTablePageSize(1);
-        let mut entries = vec![e];
-        let mut a = args(sys::DXGK_OPERATION_UPDATE_PAGE_TABLE, &mut dma);
-        a.u.UpdatePageTable = update_args(&mut entries, 0, 1, 0x1000, 1);
-        // SAFETY: valid buffers.
-        let r = unsafe { ctx.build(&mut a) };
-        assert_eq!(r, Err(NtStatus::INVALID_PARAMETER));
+        // Level 1: PageTablePageSize = 64 KB sets TABLE_64K; 4 KB does not.
+        let mut e64 = dxgk_pte(0x42, 0, false);
+        e64.set_PageTablePageSize(1);
+        let mut entries = vec![dxgk_pte(0x41, 0, false), e64];
+        let got = update_both_modes(&ctx, &mut entries, 7, 2, 1, false).unwrap();
+        assert_eq!(
+            got,
+            [
+                pte::Pte::table(0x41 << 12).raw(),
+                pte::Pte::table_64k(0x42 << 12).raw()
+            ]
+        );
+        // Use64KBPages on a level-1 update: every entry points at a 64 KiB-page table.
+        let mut entries = vec![dxgk_pte(0x41, 0, false)];
+        let got = update_both_modes(&ctx, &mut entries, 0, 1, 1, true).unwrap();
+        assert_eq!(got, [pte::Pte::table_64k(0x41 << 12).raw()]);
+
+        // Level 0 with Use64KBPages: 32 entries of 64 KiB-aligned pages, the leaf format.
+        let mut entries: Vec<_> = (0..2)
+            .map(|i| dxgk_pte(0x100 + 16 * i, 0, i == 1))
+            .collect();
+        let got = update_both_modes(&ctx, &mut entries, 30, 2, 0, true).unwrap();
+        assert_eq!(
+            got,
+            [
+                pte::Pte::leaf(0x100 << 12, 0).raw(),
+                pte::Pte::leaf(0x110 << 12, pte::READ_ONLY).raw()
+            ]
+        );
+        // ... and not one entry more: a 64 KiB-page table has 32.
+        assert!(update_both_modes(&ctx, &mut entries, 31, 2, 0, true).is_none());
+        assert!(m.debug_contains("outside a 32-entry table"));
+        // A 64 KiB page that is not 64 KiB-aligned.
+        let mut entries = vec![dxgk_pte(0x108, 0, false)];
+        assert!(update_both_modes(&ctx, &mut entries, 0, 1, 0, true).is_none());
+        assert!(m.debug_contains("Misaligned64KPage(264)"));
+        // An aperture page in a 64 KiB-page table.
+        let mut entries = vec![dxgk_pte(
+            0x100,
+            u64::from(rgpu::caps::APERTURE_SEGMENT_ID),
+            false,
+        )];
+        assert!(update_both_modes(&ctx, &mut entries, 0, 1, 0, true).is_none());
+        assert!(m.debug_contains("Aperture64KPage(256)"));
+        // PageTablePageSize only means something on level-1 entries, and only 0 or 1.
+        let mut bad_size = dxgk_pte(0x42, 0, false);
+        bad_size.set_PageTablePageSize(2);
+        let mut entries = vec![bad_size];
+        assert!(update_both_modes(&ctx, &mut entries, 0, 1, 1, false).is_none());
+        assert!(m.debug_contains("PageTablePageSize(2)"));
+        for level in [0, 2] {
+            let mut entries = vec![e64];
+            assert!(update_both_modes(&ctx, &mut entries, 0, 1, level, false).is_none());
+        }
         assert!(m.debug_contains("PageTablePageSize(1)"));
-        // The Use64KBPages flag.
+        // Use64KBPages on a level that has no 64 KiB form.
         let mut entries = vec![dxgk_pte(0x42, 0, false)];
-        let mut a = args(sys::DXGK_OPERATION_UPDATE_PAGE_TABLE, &mut dma);
-        let mut u = update_args(&mut entries, 0, 1, 0x1000, 1);
-        u.Flags.set_Use64KBPages(1);
-        a.u.UpdatePageTable = u;
-        // SAFETY: valid buffers.
-        let r = unsafe { ctx.build(&mut a) };
-        assert_eq!(r, Err(NtStatus::INVALID_PARAMETER));
-        assert!(m.debug_contains("Use64KBPages cannot occur"));
+        assert!(update_both_modes(&ctx, &mut entries, 0, 1, 2, true).is_none());
+        assert!(m.debug_contains("with Use64KBPages"));
     });
+}
+
+/// The DXGK_PTE → rgpu translation, written from the two specifications field by field (the
+/// driver's is a branch-free mask-and-shift; this one is the slow, obvious one).
+fn reference_entry(p: &sys::DXGK_PTE, level: u32, use_64k: bool) -> Option<u64> {
+    if p.Valid() == 0 {
+        return Some(0);
+    }
+    // SAFETY: both union members are the same u64.
+    let page = unsafe { p.u.PageAddress };
+    let segment = p.Segment();
+    if segment != 0 && segment != u64::from(rgpu::caps::SYSTEM_MEMORY_SEGMENT_ID) {
+        return None; // the aperture (no GART here) or a segment rgpu does not have
+    }
+    let size = p.PageTablePageSize();
+    if size > 1 || (size == 1 && level != 1) {
+        return None;
+    }
+    let addr = (page << 12) & pte::ADDR_MASK;
+    Some(match level {
+        0 => {
+            if use_64k && page % 16 != 0 {
+                return None;
+            }
+            let mut flags = 0;
+            for (set, bit) in [
+                (p.Zero(), pte::ZERO),
+                (p.CacheCoherent(), pte::CACHE_COHERENT),
+                (p.ReadOnly(), pte::READ_ONLY),
+                (p.NoExecute(), pte::NO_EXECUTE),
+            ] {
+                if set != 0 {
+                    flags |= bit;
+                }
+            }
+            pte::Pte::leaf(addr, flags).raw()
+        }
+        1 if size == 1 || use_64k => pte::Pte::table_64k(addr).raw(),
+        _ => pte::Pte::table(addr).raw(),
+    })
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::test_runner::Config::with_cases(256))]
+
+    /// Random entries (any flag bits, any page number) at every level and table kind: the
+    /// driver writes exactly what the reference translation says, or refuses the update when
+    /// the reference refuses any of its entries.
+    #[test]
+    fn translation_matches_a_field_by_field_reference(
+        raw in proptest::collection::vec((proptest::num::u64::ANY, proptest::num::u64::ANY), 1..40),
+        level in 0u32..4,
+        use_64k in proptest::bool::ANY,
+    ) {
+        with_machine(|_| {
+            let ctx = PagingContext { aperture: None, asid_of: None };
+            // Bias towards entries rgpu accepts: most random flag words name a bad segment.
+            // (One entry in 16 keeps its random segment and PageTablePageSize, one in 8 its
+            // random low page bits.)
+            let mut entries: Vec<sys::DXGK_PTE> = raw
+                .iter()
+                .map(|&(flags, page)| {
+                    let mut p = sys::DXGK_PTE::default();
+                    p.Flags = if flags >> 60 == 0 { flags } else { flags & !(0x1F << 5 | 0b11 << 17) };
+                    p.u.PageAddress = if page >> 61 == 0 { page } else { page & 0xF_FFFF_FFF0 };
+                    p
+                })
+                .collect();
+            let use_64k = use_64k && level <= 1;
+            let n = entries.len().min(if use_64k && level == 0 { 32 } else { 512 }) as u32;
+            let expected: Option<Vec<u64>> = entries[..n as usize]
+                .iter()
+                .map(|p| reference_entry(p, level, use_64k))
+                .collect();
+            let got = update_both_modes(&ctx, &mut entries, 0, n, level, use_64k);
+            assert_eq!(got, expected);
+        });
+    }
 }

@@ -2,12 +2,45 @@
 //!
 //! The TLB really caches translations: after a leaf entry changes in memory, the device keeps
 //! using the cached translation until a FLUSH_TLB (or SET_ROOT, a root-register write or
-//! reset) removes it. Only successful translations are cached; intermediate levels are not.
+//! reset) removes it. Only successful translations are cached; intermediate levels are not
+//! (apart from the page-walk cache of leaf tables, flushed by the same commands).
 
 use crate::bus::{DmaBus, DmaFault, DmaSource};
 use crate::pte::{
     self, Pte, ENTRIES_PER_TABLE, LEVELS, PAGE_64K_SHIFT, PAGE_SHIFT, PTE_SIZE, VA_LIMIT,
 };
+
+/// What a level-1 entry points at: the leaf table of a 2 MiB region and its kind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+struct LeafTable {
+    /// Logical address of the table.
+    addr: u64,
+    /// 64 KiB-page table ([`pte::TABLE_64K`]): 32 entries indexed by VA bits 20:16.
+    pages_64k: bool,
+}
+
+impl LeafTable {
+    fn of(level1: Pte) -> Self {
+        LeafTable {
+            addr: level1.addr(),
+            pages_64k: level1.is_table_64k(),
+        }
+    }
+    fn page_shift(self) -> u32 {
+        if self.pages_64k {
+            PAGE_64K_SHIFT
+        } else {
+            PAGE_SHIFT
+        }
+    }
+    fn index(self, va: u64) -> usize {
+        if self.pages_64k {
+            pte::index_64k(va)
+        } else {
+            pte::index(va, 0)
+        }
+    }
+}
 use crate::regs::NUM_ASIDS;
 
 /// Number of TLB entries (fully associative, FIFO replacement).
@@ -31,7 +64,7 @@ pub struct TlbEntry {
     pub asid: u8,
     /// `va >> shift` of the page.
     pub tag: u64,
-    /// 12 (4 KiB) or 16 (64 KiB).
+    /// 12 (4 KiB page) or 16 (64 KiB page, from a 64 KiB-page leaf table).
     pub shift: u32,
     /// The leaf entry the translation came from.
     pub pte: Pte,
@@ -57,7 +90,7 @@ struct WalkEntry {
     valid: bool,
     asid: u8,
     tag: u64,
-    leaf_table: u64,
+    leaf_table: LeafTable,
 }
 
 /// Span of one leaf table (512 × 4 KiB).
@@ -99,7 +132,7 @@ impl Tlb {
         self.next = (self.next + 1) % TLB_ENTRIES;
     }
     /// The cached leaf table for `va` in `asid`, if any.
-    fn leaf_table(&self, asid: u8, va: u64) -> Option<u64> {
+    fn leaf_table(&self, asid: u8, va: u64) -> Option<LeafTable> {
         let tag = va >> LEAF_SPAN_SHIFT;
         self.walks
             .iter()
@@ -107,7 +140,7 @@ impl Tlb {
             .map(|w| w.leaf_table)
     }
     /// Caches the leaf table of `va`'s 2 MiB region, evicting the oldest walk.
-    fn insert_walk(&mut self, asid: u8, va: u64, leaf_table: u64) {
+    fn insert_walk(&mut self, asid: u8, va: u64, leaf_table: LeafTable) {
         if let Some(slot) = self.walks.get_mut(self.next_walk) {
             *slot = WalkEntry {
                 valid: true,
@@ -191,6 +224,8 @@ pub struct Translation {
     pub page_remaining: u64,
     /// The leaf entry.
     pub pte: Pte,
+    /// Size of the page it maps: 12 (4 KiB) or 16 (64 KiB).
+    pub page_shift: u32,
 }
 
 /// MMU counters.
@@ -243,17 +278,12 @@ impl Mmu {
         if va >= VA_LIMIT {
             return Err(MmuFault::VaRange);
         }
-        let pte = if let Some(e) = self.tlb.lookup(asid, va) {
+        let (pte, shift) = if let Some(e) = self.tlb.lookup(asid, va) {
             self.stats.tlb_hits += 1;
-            e.pte
+            (e.pte, e.shift)
         } else {
             self.stats.tlb_misses += 1;
-            let pte = self.walk(bus, asid, va)?;
-            let shift = if pte.is_64k() {
-                PAGE_64K_SHIFT
-            } else {
-                PAGE_SHIFT
-            };
+            let (pte, shift) = self.walk(bus, asid, va)?;
             self.tlb.insert(TlbEntry {
                 valid: true,
                 asid,
@@ -261,21 +291,31 @@ impl Mmu {
                 shift,
                 pte,
             });
-            pte
+            (pte, shift)
         };
         if write && pte.is_read_only() {
             return Err(MmuFault::WriteProtect);
         }
-        let off = va & (pte.page_size() - 1);
+        let size = 1u64 << shift;
+        // A 64 KiB page's base is 64 KiB-aligned: ADDR bits 15:12 are ignored.
+        let base = pte.addr() & !(size - 1);
+        let off = va & (size - 1);
         Ok(Translation {
-            logical: pte.page_base() + off,
-            page_remaining: pte.page_size() - off,
+            logical: base + off,
+            page_remaining: size - off,
             pte,
+            page_shift: shift,
         })
     }
 
-    /// Walks the tables for `va` without consulting or filling the TLB.
-    pub fn walk(&mut self, bus: &mut impl DmaBus, asid: u8, va: u64) -> Result<Pte, MmuFault> {
+    /// Walks the tables for `va` without consulting or filling the TLB; returns the leaf entry
+    /// and the shift of the page it maps (12, or 16 in a 64 KiB-page leaf table).
+    pub fn walk(
+        &mut self,
+        bus: &mut impl DmaBus,
+        asid: u8,
+        va: u64,
+    ) -> Result<(Pte, u32), MmuFault> {
         let root = self.roots.get(asid as usize).copied().unwrap_or_default();
         let top = LEVELS - 1;
         let root_index = pte::index(va, top);
@@ -287,32 +327,46 @@ impl Mmu {
             });
         }
         // The page-walk cache skips the upper levels for a region walked before.
-        let (mut table, start_level) = match self.tlb.leaf_table(asid, va) {
-            Some(leaf) => (leaf, 0),
-            None => (root.addr, top),
+        let leaf = match self.tlb.leaf_table(asid, va) {
+            Some(leaf) => leaf,
+            None => {
+                let mut table = root.addr;
+                let mut level1 = Pte::INVALID;
+                for level in (1..=top).rev() {
+                    let e = self.read_entry(bus, table, pte::index(va, level), level)?;
+                    table = e.addr();
+                    level1 = e;
+                }
+                let leaf = LeafTable::of(level1);
+                self.tlb.insert_walk(asid, va, leaf);
+                leaf
+            }
         };
-        for level in (0..=start_level).rev() {
-            let addr = table.wrapping_add((pte::index(va, level) * PTE_SIZE) as u64);
-            let mut raw = [0u8; PTE_SIZE];
-            self.stats.pte_reads += 1;
-            bus.read(addr, &mut raw, DmaSource::PageWalk)
-                .map_err(|fault| MmuFault::Bus {
-                    level: level as u8,
-                    fault,
-                })?;
-            let e = Pte(u64::from_le_bytes(raw));
-            if !e.is_valid() {
-                return Err(MmuFault::Invalid { level: level as u8 });
-            }
-            if level == 0 {
-                return Ok(e);
-            }
-            if level == 1 {
-                self.tlb.insert_walk(asid, va, e.addr());
-            }
-            table = e.addr();
+        let e = self.read_entry(bus, leaf.addr, leaf.index(va), 0)?;
+        Ok((e, leaf.page_shift()))
+    }
+
+    /// Reads entry `index` of the table at `table` (of `level`); faults if it is not valid.
+    fn read_entry(
+        &mut self,
+        bus: &mut impl DmaBus,
+        table: u64,
+        index: usize,
+        level: usize,
+    ) -> Result<Pte, MmuFault> {
+        let addr = table.wrapping_add((index * PTE_SIZE) as u64);
+        let mut raw = [0u8; PTE_SIZE];
+        self.stats.pte_reads += 1;
+        bus.read(addr, &mut raw, DmaSource::PageWalk)
+            .map_err(|fault| MmuFault::Bus {
+                level: level as u8,
+                fault,
+            })?;
+        let e = Pte(u64::from_le_bytes(raw));
+        if !e.is_valid() {
+            return Err(MmuFault::Invalid { level: level as u8 });
         }
-        Err(MmuFault::Invalid { level: 0 })
+        Ok(e)
     }
 }
 

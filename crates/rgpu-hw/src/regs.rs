@@ -108,7 +108,7 @@ pub const CAPS_INDEX_BITS_SHIFT: u32 = 12;
 pub const CAPS_ASIDS_SHIFT: u32 = 16;
 /// `CAPS[24]`: 4 KiB pages supported.
 pub const CAPS_PAGE_4K: u32 = 1 << 24;
-/// `CAPS[25]`: 64 KiB pages supported (leaf entries with `PAGE_64K`).
+/// `CAPS[25]`: 64 KiB pages supported (64 KiB-page leaf tables, level-1 `TABLE_64K`).
 pub const CAPS_PAGE_64K: u32 = 1 << 25;
 /// `CAPS[26]`: the `ZERO` PTE bit is supported.
 pub const CAPS_PTE_ZERO: u32 = 1 << 26;

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use rgpu_hw::cmd::{Encoder, FlushScope, Target};
-use rgpu_hw::pte::{self, Pte, LEVELS, PAGE_SIZE, PTES_PER_64K};
+use rgpu_hw::pte::{self, Pte, LEVELS, PAGE_SIZE};
 use rgpu_hw::regs::*;
 use rgpu_hw::ring::{RingEntry, ENTRY_SIZE};
 use rgpu_hw::{Device, DmaBus, DmaFault, DmaFaultKind, DmaSource, FaultKind, RunState};
@@ -165,6 +165,11 @@ impl Rig {
     }
     /// Logical address of the leaf entry for `va`, creating intermediate tables.
     fn leaf_slot(&mut self, asid: u8, va: u64) -> u64 {
+        let table = self.leaf_table(asid, va, false);
+        table + pte::index(va, 0) as u64 * 8
+    }
+    /// The leaf table of `va`'s 2 MiB region (created, of the asked kind, if missing).
+    fn leaf_table(&mut self, asid: u8, va: u64, pages_64k: bool) -> u64 {
         let mut table = self.roots[&asid];
         for level in (1..LEVELS).rev() {
             let slot = table + pte::index(va, level) as u64 * 8;
@@ -173,11 +178,21 @@ impl Rig {
                 e.addr()
             } else {
                 let t = self.page();
-                self.bus.poke(slot, &Pte::table(t).raw().to_le_bytes());
+                let e = if level == 1 && pages_64k {
+                    Pte::table_64k(t)
+                } else {
+                    Pte::table(t)
+                };
+                self.bus.poke(slot, &e.raw().to_le_bytes());
                 t
             };
         }
-        table + pte::index(va, 0) as u64 * 8
+        table
+    }
+    /// CPU-writes the 64 KiB-page entry for `va` (creating a 64 KiB-page leaf table).
+    fn map_64k(&mut self, asid: u8, va: u64, e: Pte) {
+        let slot = self.leaf_table(asid, va, true) + pte::index_64k(va) as u64 * 8;
+        self.bus.poke(slot, &e.raw().to_le_bytes());
     }
     /// CPU-writes the leaf entry for `va`.
     fn map(&mut self, asid: u8, va: u64, e: Pte) {
@@ -412,27 +427,29 @@ fn sixty_four_k_pages_translate_with_one_tlb_entry() {
     let mut r = Rig::new();
     r.asid(2);
     let big = r.page_64k();
-    let va = 0x40_0000_0000u64 + 0x30_0000; // 64 KiB-aligned
-                                            // VidMm hands over 16 consecutive 4 KiB entries; the driver writes all 16 with PAGE_64K.
-    for i in 0..PTES_PER_64K as u64 {
-        r.map(2, va + i * PAGE_SIZE, Pte::leaf_64k(big + i * PAGE_SIZE, 0));
-    }
+    let big2 = r.page_64k();
+    let va = 0x40_0000_0000u64 + 0x30_0000; // 64 KiB-aligned, slot 16 of its 64 KiB table
+                                            // One entry per 64 KiB page in a 64 KiB-page leaf table (level-1 entry with TABLE_64K).
+    r.map_64k(2, va, Pte::leaf(big, 0));
+    // ADDR bits 15:12 of a 64 KiB entry are ignored: the page base stays 64 KiB-aligned.
+    r.map_64k(2, va + 0x1_0000, Pte::leaf(big2 + 0x3000, 0));
     let before = r.dev.stats().mmu;
     r.submit(2, |e| {
-        e.fill(Target::Virtual(va), 0x10000, 0x6464_6464).unwrap();
+        e.fill(Target::Virtual(va), 0x2_0000, 0x6464_6464).unwrap();
     });
     assert_eq!(r.run(), RunState::Idle);
     let after = r.dev.stats().mmu;
     assert_eq!(
         after.tlb_misses - before.tlb_misses,
-        1,
-        "one walk for the whole 64 KiB page"
+        2,
+        "one walk per 64 KiB page"
     );
-    assert_eq!(after.tlb_hits - before.tlb_hits, 15);
-    assert_eq!(r.bus.peek_u32(big), 0x6464_6464);
-    assert_eq!(r.bus.peek_u32(big + 0xFFFC), 0x6464_6464);
-    assert_eq!(r.bus.peek_u32(big + 0x7000), 0x6464_6464);
-
+    assert_eq!(after.tlb_hits - before.tlb_hits, 30);
+    for page in [big, big2] {
+        assert_eq!(r.bus.peek_u32(page), 0x6464_6464);
+        assert_eq!(r.bus.peek_u32(page + 0x7000), 0x6464_6464);
+        assert_eq!(r.bus.peek_u32(page + 0xFFFC), 0x6464_6464);
+    }
     // Copy out of the 64 KiB page into a 4 KiB-mapped range, crossing its 4 KiB pages.
     let small_va = 0x1_0000u64;
     let s0 = r.page();
@@ -452,6 +469,20 @@ fn sixty_four_k_pages_translate_with_one_tlb_entry() {
     assert_eq!(r.run(), RunState::Idle);
     assert_eq!(r.bus.peek_u32(s0 + 0xFFC), 0x5566_7788);
     assert_eq!(r.bus.peek_u32(s1), 0x1122_3344);
+
+    // The entry for the third 64 KiB page is still invalid: the walk faults at the leaf.
+    r.submit(2, |e| {
+        e.fill(Target::Virtual(va + 0x2_0000), 4, 1).unwrap();
+    });
+    assert_eq!(r.run(), RunState::Halted);
+    let (st, addr, _) = r.fault_regs();
+    assert_eq!(fault_type(st), Some(FaultKind::PteInvalid));
+    assert_eq!(
+        (st >> FAULT_LEVEL_SHIFT) & FAULT_LEVEL_MASK,
+        0,
+        "leaf level"
+    );
+    assert_eq!(addr, va + 0x2_0000);
 }
 
 #[test]
