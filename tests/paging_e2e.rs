@@ -166,6 +166,152 @@ fn a_256_mib_allocation_is_filled_transferred_and_mapped() {
     m.assert_clean();
 }
 
+fn device_counter(m: &Machine, id: AdapterId, name: &str) -> u64 {
+    m.device_counters(id)
+        .iter()
+        .find(|c| c.0 == name)
+        .map(|c| c.1)
+        .expect("device counter")
+}
+
+/// Device TLB misses taken by a user COPY of `size` bytes (and its command fetch).
+#[allow(clippy::too_many_arguments)]
+fn user_copy_misses(
+    m: &Machine,
+    id: AdapterId,
+    v: &mut Vidmm,
+    p: ProcessId,
+    cmd: AllocId,
+    dst_va: u64,
+    src_va: u64,
+    size: u64,
+) -> u64 {
+    let before = device_counter(m, id, "tlb_misses");
+    run_user_copy(v, p, cmd, CMD_VA, dst_va, src_va, size).expect("user copy");
+    device_counter(m, id, "tlb_misses") - before
+}
+
+#[test]
+fn sixty_four_kib_pages_end_to_end_and_in_tables_shared_with_4_kib_pages() {
+    for config in machines() {
+        let name = config.name.clone();
+        let (m, id) = boot(config);
+        let mut v = Vidmm::with_config(&m, id, small_buffers()).expect("VidMm init");
+        let p = v.create_process().unwrap();
+        let cmd = v.allocate(4096).unwrap();
+        v.map(p, cmd, CMD_VA).unwrap();
+        // One 2 MiB leaf table: 1 MiB + 512 KiB in 64 KiB pages, then 8 KiB in 4 KiB pages.
+        let region = 0x40_0000_0000u64;
+        let (src_va, dst_va, small_va) = (region, region + MIB, region + MIB + 512 * KIB);
+        let src = v.allocate(MIB).unwrap();
+        let dst = v.allocate(512 * KIB).unwrap();
+        let small = v.allocate(8 * KIB).unwrap();
+        for a in [src, dst] {
+            let pages = v.logical_pages(a).unwrap();
+            assert!(
+                pages
+                    .chunks(16)
+                    .all(|r| r[0] % 16 == 0
+                        && r.iter().enumerate().all(|(i, &l)| l == r[0] + i as u64)),
+                "{name}: VidMm backs 64 KiB-multiple allocations with 64 KiB runs"
+            );
+        }
+        v.map(p, src, src_va).unwrap();
+        v.map(p, dst, dst_va).unwrap();
+        let s = v.stats();
+        // The first mapping rewrites the fresh table in 64 KiB form (all 32 entries), the
+        // second writes its 8: one entry per 64 KiB page.
+        assert_eq!(s.ptes_64k_written, 32 + 8, "{name}: 64 KiB entries written");
+        assert_eq!(
+            s.leaf_kind_changes, 1,
+            "{name}: the new table became a 64 KiB table"
+        );
+
+        // Filled by the paging process, copied by the process through its 64 KiB pages.
+        v.fill(src, 0, MIB, 0x6464_0001).unwrap();
+        v.fill(src, 1020 * KIB, 4 * KIB, 0x6464_0002).unwrap();
+        let misses = user_copy_misses(
+            &m,
+            id,
+            &mut v,
+            p,
+            cmd,
+            dst_va,
+            src_va + 512 * KIB,
+            512 * KIB,
+        );
+        assert!(
+            (16..=20).contains(&misses),
+            "{name}: {misses} walks for 2 × 8 64 KiB pages (4 KiB pages would take 256)"
+        );
+        expect_pattern(&v, dst, 0, 508 * KIB, 0x6464_0001, "64 KiB copy");
+        expect_pattern(&v, dst, 508 * KIB, 4 * KIB, 0x6464_0002, "64 KiB copy tail");
+
+        // A 4 KiB-page allocation in the same table turns it into a 4 KiB-page table; the 64 KiB
+        // allocations keep working through 4 KiB entries.
+        v.map(p, small, small_va).unwrap();
+        assert_eq!(
+            v.stats().leaf_kind_changes,
+            2,
+            "{name}: table now 4 KiB pages"
+        );
+        v.fill(src, 0, 512 * KIB, 0x0404_0003).unwrap();
+        let misses = user_copy_misses(&m, id, &mut v, p, cmd, dst_va, src_va, 512 * KIB);
+        assert!(
+            misses >= 256,
+            "{name}: {misses} walks: 4 KiB entries now (2 × 128 pages)"
+        );
+        expect_pattern(
+            &v,
+            dst,
+            0,
+            512 * KIB,
+            0x0404_0003,
+            "copy through 4 KiB entries",
+        );
+        run_user_copy(&mut v, p, cmd, CMD_VA, small_va, src_va + 4 * KIB, 8 * KIB).unwrap();
+        expect_pattern(&v, small, 0, 8 * KIB, 0x0404_0003, "into the 4 KiB pages");
+
+        // Unmapping it makes the table a 64 KiB-page table again.
+        v.unmap(p, small, small_va).unwrap();
+        assert_eq!(v.stats().leaf_kind_changes, 3, "{name}: 64 KiB pages again");
+        v.fill(src, 0, 512 * KIB, 0x6464_0004).unwrap();
+        let misses = user_copy_misses(&m, id, &mut v, p, cmd, dst_va, src_va, 512 * KIB);
+        assert!((16..=20).contains(&misses), "{name}: {misses} walks");
+        expect_pattern(&v, dst, 0, 512 * KIB, 0x6464_0004, "64 KiB pages again");
+        // The unmapped range faults; nothing was written there.
+        let r = run_user_copy(&mut v, p, cmd, CMD_VA, small_va, src_va, 4 * KIB);
+        assert!(
+            matches!(r, Err(VidmmError::DeviceFault { .. })),
+            "{name}: {r:?}"
+        );
+        expect_pattern(&v, small, 0, 8 * KIB, 0x0404_0003, "unmapped, untouched");
+        assert_eq!(v.stats().device_faults, 1);
+        shutdown(&m, id, v);
+        // The fault is a GPU page fault: nothing reached the IOMMU.
+        assert!(m.findings().is_empty(), "{:#?}", m.findings());
+    }
+}
+
+#[test]
+fn without_64_kib_page_support_vidmm_uses_4_kib_pages_only() {
+    let (m, id) = boot(MachineConfig::windows_11_22h2());
+    let config = VidmmConfig {
+        pages_64k: false,
+        ..VidmmConfig::default()
+    };
+    let mut v = Vidmm::with_config(&m, id, config).expect("VidMm init");
+    let p = v.create_process().unwrap();
+    let a = v.allocate(MIB).unwrap();
+    v.map(p, a, 0x40_0000_0000).unwrap();
+    v.fill(a, 0, MIB, 0x0404_0404).unwrap();
+    expect_pattern(&v, a, 0, MIB, 0x0404_0404, "4 KiB pages");
+    let s = v.stats();
+    assert_eq!((s.ptes_64k_written, s.leaf_kind_changes), (0, 0));
+    shutdown(&m, id, v);
+    m.assert_clean();
+}
+
 /// A logical page no IOMMU mapping covers on this machine.
 fn unmapped_logical_page(m: &Machine, id: AdapterId) -> u64 {
     let page = 0x7_FFFF_F000u64 >> 12;
@@ -375,7 +521,9 @@ fn a_submission_that_does_not_complete_in_bounded_time_is_a_possible_hang() {
 // ---- property test -------------------------------------------------------------------------
 
 const PROCS: usize = 2;
-const ALLOC_PAGES: [u64; 3] = [1, 4, 9];
+/// 64 KiB (64 KiB pages), 36 KiB (4 KiB pages) in the same leaf table as the first — so
+/// mapping and unmapping it switches that table's kind — and 128 KiB (64 KiB pages).
+const ALLOC_PAGES: [u64; 3] = [16, 9, 32];
 
 #[derive(Clone, Debug)]
 enum Op {
@@ -445,7 +593,7 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 fn va_of(a: usize) -> u64 {
-    0x1000_0000 + a as u64 * 0x20_0000
+    0x1000_0000 + a as u64 * 0x10_0000
 }
 
 /// The reference: bytes of each allocation (None once evicted) and what each process maps.

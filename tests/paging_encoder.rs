@@ -711,8 +711,10 @@ proptest::proptest! {
             let mut entries: Vec<sys::DXGK_PTE> = raw
                 .iter()
                 .map(|&(flags, page)| {
-                    let mut p = sys::DXGK_PTE::default();
-                    p.Flags = if flags >> 60 == 0 { flags } else { flags & !(0x1F << 5 | 0b11 << 17) };
+                    let mut p = sys::DXGK_PTE {
+                        Flags: if flags >> 60 == 0 { flags } else { flags & !(0x1F << 5 | 0b11 << 17) },
+                        ..Default::default()
+                    };
                     p.u.PageAddress = if page >> 61 == 0 { page } else { page & 0xF_FFFF_FFF0 };
                     p
                 })

@@ -50,6 +50,20 @@ pub const PAGE: usize = 4096;
 /// First logical page number handed out in [`IommuMode::Remapped`] (logical address
 /// 0x40_0000_0000).
 pub const REMAPPED_LOGICAL_BASE: u64 = 0x40_0000_0000 >> 12;
+/// 4 KiB pages in a 64 KiB page.
+pub const PAGES_PER_64K: usize = 16;
+
+/// `runs` runs of `run` consecutive page numbers from `start`, the runs in descending order with
+/// a run-sized gap between them: contiguous where a 64 KiB page needs it, nowhere else.
+fn scattered_runs(start: u64, runs: u64, run: u64) -> Vec<u64> {
+    (0..runs)
+        .flat_map(|k| {
+            let base = start + 2 * run * (runs - 1 - k);
+            base..base + run
+        })
+        .collect()
+}
+
 /// First physical page number the simulator hands out (1 MiB).
 pub const FIRST_PHYSICAL_PFN: u64 = 0x100;
 /// Physical memory per machine available to MDL and contiguous allocations (a test-scale
@@ -246,8 +260,20 @@ impl Domain {
 
     /// Maps host pages (with their physical PFNs) and returns the logical PFNs.
     fn map(&mut self, pages: &[(u64, usize)]) -> Vec<u64> {
+        self.map_runs(pages, 1)
+    }
+
+    /// [`Domain::map`] keeping runs of `run` pages logically contiguous and `run`-aligned (a
+    /// 64 KiB page needs one logical range; identity mode keeps the physical runs).
+    fn map_runs(&mut self, pages: &[(u64, usize)], run: u64) -> Vec<u64> {
         let logical: Vec<u64> = match self.mode {
             IommuMode::Identity => pages.iter().map(|p| p.0).collect(),
+            IommuMode::Remapped if run > 1 => {
+                let base = self.next_logical.next_multiple_of(run);
+                let runs = pages.len() as u64 / run;
+                self.next_logical = base + 2 * run * runs + 1;
+                scattered_runs(base, runs, run)
+            }
             IommuMode::Remapped => {
                 // Descending with stride 2, like the physical pages: logical contiguity through
                 // this path is not something a driver may assume either. The holes and the gap
@@ -389,6 +415,17 @@ impl MemState {
                 .map(|i| start + 2 * (n as u64 - 1 - i))
                 .collect(),
         )
+    }
+
+    /// Physical PFNs for `n` new pages (a multiple of [`PAGES_PER_64K`]) in 64 KiB-aligned runs
+    /// of 16 consecutive pages — what a 64 KiB page needs — with the runs themselves scattered
+    /// (descending, one run's gap between them).
+    fn large_page_pfns(&mut self, n: usize) -> Option<Vec<u64>> {
+        let run = PAGES_PER_64K as u64;
+        let runs = n as u64 / run;
+        let start = self.next_pfn.max(FIRST_PHYSICAL_PFN).next_multiple_of(run);
+        self.next_pfn = start + 2 * run * runs + 1;
+        Some(scattered_runs(start, runs, run))
     }
 
     /// Physical PFNs for `n` consecutive pages within `[low, high]`, not crossing `boundary`.
@@ -1576,12 +1613,42 @@ impl Machine {
         pages: usize,
         zero: bool,
     ) -> Option<VidmmMemory> {
+        self.vidmm_allocate_runs(adapter, pages, zero, false)
+    }
+
+    /// [`Machine::vidmm_allocate`] in 64 KiB pages: `pages` (a multiple of [`PAGES_PER_64K`])
+    /// come in runs of 16 that are physically and logically contiguous and 64 KiB-aligned — what
+    /// VidMm needs to map them with 64 KiB PTEs. The runs themselves are scattered.
+    pub fn vidmm_allocate_64k(
+        &self,
+        adapter: AdapterId,
+        pages: usize,
+        zero: bool,
+    ) -> Option<VidmmMemory> {
+        assert!(
+            pages.is_multiple_of(PAGES_PER_64K),
+            "64 KiB VidMm allocation of {pages} pages"
+        );
+        self.vidmm_allocate_runs(adapter, pages, zero, true)
+    }
+
+    fn vidmm_allocate_runs(
+        &self,
+        adapter: AdapterId,
+        pages: usize,
+        zero: bool,
+        large: bool,
+    ) -> Option<VidmmMemory> {
         assert!(pages > 0, "empty VidMm allocation");
         let mut mem = self.state.mem();
         if mem.bytes_in_use + pages * PAGE > PHYSICAL_MEMORY_LIMIT {
             return None;
         }
-        let pfns = mem.scattered_pfns(pages, 0, u64::MAX >> 1)?;
+        let pfns = if large {
+            mem.large_page_pfns(pages)?
+        } else {
+            mem.scattered_pfns(pages, 0, u64::MAX >> 1)?
+        };
         let region = Region::new(pages, zero)?;
         mem.register_frames(&pfns, &region);
         let host: Vec<(u64, usize)> = pfns
@@ -1589,7 +1656,10 @@ impl Machine {
             .enumerate()
             .map(|(i, &p)| (p, region.page(i)))
             .collect();
-        let logical = mem.domain(adapter, self.state.config.iommu).map(&host);
+        let run = if large { PAGES_PER_64K as u64 } else { 1 };
+        let logical = mem
+            .domain(adapter, self.state.config.iommu)
+            .map_runs(&host, run);
         drop(host);
         let h = mem.handle();
         mem.bytes_in_use += pages * PAGE;

@@ -26,6 +26,17 @@
 //! * **User processes** ([`Vidmm::create_process`]): process, device, context, a root table
 //!   (mapped in the page-table window and initialized to invalid through a paging buffer),
 //!   DxgkDdiSetRootPageTable. Lower-level tables are created on demand by [`Vidmm::map`].
+//! * **64 KiB pages** (when the driver declares `SysMem64KBPageSupported` and
+//!   [`VidmmConfig::pages_64k`] is on): allocations whose size is a multiple of 64 KiB get
+//!   backing in 64 KiB-aligned, logically contiguous runs ([`Machine::vidmm_allocate_64k`]).
+//!   WDDM's single-PTE mode: each leaf table is either a 4 KiB-page or a 64 KiB-page table,
+//!   told to the driver by the level-1 entry's `PageTablePageSize` and by `Use64KBPages` on
+//!   updates of the leaf table itself. A leaf table is a 64 KiB-page table exactly when every
+//!   64 KiB of its 2 MiB is either unmapped or one aligned, contiguous 64 KiB run; when a
+//!   mapping or unmapping changes that, VidMm rewrites the whole table in the other kind,
+//!   updates the level-1 entry and flushes the TLB for the region (Learn: "Support for 64KB
+//!   pages"). VidMm keeps its own copy of what each leaf table maps, since the driver's
+//!   format is opaque to it.
 //! * **Paging buffers**: one VidMm-owned buffer of [`VidmmConfig::dma_buffer_size`] bytes.
 //!   Operations append to it; on STATUS_GRAPHICS_INSUFFICIENT_DMA_BUFFER the buffer is
 //!   submitted (system context, new SubmissionFenceId), waited for, and the same operation is
@@ -52,7 +63,7 @@ use dxgk_sys::{
 
 use crate::dxgkrnl::{pnp::after_ddi, AdapterId};
 use crate::machine::Machine;
-use crate::memory::{VidmmMemory, PAGE};
+use crate::memory::{VidmmMemory, PAGE, PAGES_PER_64K};
 use crate::trace::{TraceResult, TraceValue, Track};
 use crate::verifier::{Finding, Rule};
 
@@ -78,6 +89,8 @@ pub struct VidmmConfig {
     pub page_table_slots: u64,
     /// Device synchronizations a submission may take before it is a possible hang.
     pub max_service_rounds: u32,
+    /// Use 64 KiB pages (see the module documentation) when the driver supports them.
+    pub pages_64k: bool,
 }
 
 impl Default for VidmmConfig {
@@ -87,6 +100,7 @@ impl Default for VidmmConfig {
             scratch_bytes: 256 << 20,
             page_table_slots: 8192,
             max_service_rounds: 4096,
+            pages_64k: true,
         }
     }
 }
@@ -154,6 +168,10 @@ pub struct VidmmStats {
     pub user_submissions: u64,
     /// Page-table entries VidMm asked the driver to write.
     pub ptes_written: u64,
+    /// Of which entries of 64 KiB-page leaf tables.
+    pub ptes_64k_written: u64,
+    /// Leaf tables rewritten in the other kind (4 KiB-page ↔ 64 KiB-page).
+    pub leaf_kind_changes: u64,
     /// DMA_FAULTED and DMA_PAGE_FAULTED notifications seen.
     pub device_faults: u64,
     /// TDRs (ResetFromTimeout + RestartFromTimeout) performed.
@@ -167,6 +185,8 @@ struct Geometry {
     va_bits: u32,
     table_segment: u32,
     paging_table_segment: u32,
+    /// Entries of a 64 KiB-page leaf table, when VidMm uses 64 KiB pages.
+    entries_64k: Option<u32>,
 }
 
 impl Geometry {
@@ -197,6 +217,31 @@ struct Table {
     mem: VidmmMemory,
     /// VA in the paging process's page-table window.
     window_va: u64,
+    /// For a user process's leaf table: its kind and what it maps.
+    leaf: Option<LeafBook>,
+}
+
+/// VidMm's record of one user-process leaf table.
+#[derive(Clone)]
+struct LeafBook {
+    /// A 64 KiB-page table (else 4 KiB pages).
+    pages_64k: bool,
+    /// The logical page each 4 KiB of the table's span maps (None = invalid).
+    slots: Vec<Option<u64>>,
+}
+
+/// Can these 16 slots be one 64 KiB entry: all unmapped, or one aligned contiguous run?
+fn is_64k_group(group: &[Option<u64>]) -> bool {
+    match group.first().copied().flatten() {
+        None => group.iter().all(Option::is_none),
+        Some(first) => {
+            first.is_multiple_of(PAGES_PER_64K as u64)
+                && group
+                    .iter()
+                    .enumerate()
+                    .all(|(i, &s)| s == Some(first + i as u64))
+        }
+    }
 }
 
 impl Table {
@@ -331,11 +376,21 @@ impl Vidmm {
         if config.dma_buffer_size < 64 || !config.dma_buffer_size.is_multiple_of(4) {
             return Err(bad("dma_buffer_size must be a multiple of 4, at least 64"));
         }
+        // 64 KiB pages of system memory: a 64 KiB-page leaf table covers what a 4 KiB-page one
+        // does, and is allocated like one (this VidMm needs it to fit in one 4 KiB page).
+        let leaf_64k_bytes = caps.LeafPageTableSizeFor64KPagesInBytes as usize;
+        let entries_64k = (config.pages_64k
+            && caps.SysMem64KBPageSupported() != 0
+            && leaf_64k_bytes > 0
+            && leaf_64k_bytes <= PAGE
+            && levels[0].PageTableIndexBitCount >= 4)
+            .then(|| 1 << (levels[0].PageTableIndexBitCount - 4));
         let geo = Geometry {
             bits: levels.iter().map(|l| l.PageTableIndexBitCount).collect(),
             va_bits: caps.VirtualAddressBitCount,
             table_segment: levels[0].PageTableSegmentId,
             paging_table_segment: levels[0].PagingProcessPageTableSegmentId,
+            entries_64k,
         };
         if geo.va_bits < 34 || geo.va_bits > 64 {
             return Err(VidmmError::Unsupported(format!(
@@ -546,6 +601,7 @@ impl Vidmm {
             Ok(mem) => Ok(Table {
                 mem,
                 window_va: PT_WINDOW_BASE + slot * PAGE64,
+                leaf: None,
             }),
             Err(e) => {
                 self.free_slots.push(slot);
@@ -1080,7 +1136,15 @@ impl Vidmm {
         let mut created = Vec::new();
         for &key in &missing {
             match self.new_table() {
-                Ok(t) => created.push((key, t)),
+                Ok(mut t) => {
+                    if key.0 == 0 && p != 0 {
+                        t.leaf = Some(LeafBook {
+                            pages_64k: false,
+                            slots: vec![None; self.geo.entries(0) as usize],
+                        });
+                    }
+                    created.push((key, t));
+                }
                 Err(e) => {
                     for (_, t) in created {
                         self.free_table(t);
@@ -1143,13 +1207,111 @@ impl Vidmm {
     }
 
     /// Writes leaf entries of `p` for `[va, va + pages.len() pages)`: `Some(page)` maps that
-    /// logical page, `None` invalidates. Appends to the paging buffer.
+    /// logical page, `None` invalidates. Appends to the paging buffer. In a user process, each
+    /// leaf table is written in its kind, which may change (see the module documentation).
     fn write_leaves(&mut self, p: usize, va: u64, pages: &[Option<u64>]) -> VidmmResult<()> {
-        let ptes: Vec<DXGK_PTE> = pages
-            .iter()
-            .map(|pg| pg.map_or_else(invalid_pte, |l| page_pte(l, 0)))
+        if p == 0 {
+            // The paging process maps its windows with 4 KiB pages.
+            let ptes: Vec<DXGK_PTE> = pages
+                .iter()
+                .map(|pg| pg.map_or_else(invalid_pte, |l| page_pte(l, 0)))
+                .collect();
+            return self.update_entries(p, 0, va, Entries::Slice(&ptes));
+        }
+        let per_table = self.geo.entries(0) as usize;
+        let mut done = 0;
+        while done < pages.len() {
+            let at = va + done as u64 * PAGE64;
+            let n = (per_table - self.geo.index(0, at) as usize).min(pages.len() - done);
+            self.write_leaf_table(p, at, &pages[done..done + n])?;
+            done += n;
+        }
+        Ok(())
+    }
+
+    /// [`Vidmm::write_leaves`] within the one leaf table of user process `p` covering `va`.
+    fn write_leaf_table(&mut self, p: usize, va: u64, pages: &[Option<u64>]) -> VidmmResult<()> {
+        let key = (0, self.geo.key(0, va));
+        let region = key.1 * self.geo.table_span(0);
+        let first = self.geo.index(0, va) as usize;
+        let (table_page, book) = self
+            .proc_ref(p)
+            .tables
+            .get(&key)
+            .and_then(|t| Some((t.logical_page(), t.leaf.clone()?)))
+            .ok_or_else(|| bad(format!("no leaf table for VA {va:#x}")))?;
+        let mut slots = book.slots;
+        slots[first..first + pages.len()].copy_from_slice(pages);
+        let pages_64k =
+            self.geo.entries_64k.is_some() && slots.chunks(PAGES_PER_64K).all(is_64k_group);
+        if pages_64k == book.pages_64k {
+            self.write_leaf_entries(p, region, &slots, first..first + pages.len(), pages_64k)?;
+        } else {
+            // Another kind: every entry in the new kind, the level-1 entry, and a flush of the
+            // whole region (the device may cache the old kind of the table).
+            self.write_leaf_entries(p, region, &slots, 0..slots.len(), pages_64k)?;
+            let mut link = table_pte(table_page, self.geo.table_segment);
+            link.set_PageTablePageSize(u64::from(pages_64k));
+            self.update_entries(p, 1, region, Entries::Slice(&[link]))?;
+            self.flush_tlb(p, region, region + self.geo.table_span(0))?;
+            self.stats.leaf_kind_changes += 1;
+        }
+        if let Some(book) = self
+            .proc_mut(p)
+            .tables
+            .get_mut(&key)
+            .and_then(|t| t.leaf.as_mut())
+        {
+            *book = LeafBook { pages_64k, slots };
+        }
+        Ok(())
+    }
+
+    /// UPDATE_PAGE_TABLE of the entries of one leaf table (at `region`) that cover the 4 KiB
+    /// `slots[range]`, written as `slots` says, in the table's kind.
+    fn write_leaf_entries(
+        &mut self,
+        p: usize,
+        region: u64,
+        slots: &[Option<u64>],
+        range: std::ops::Range<usize>,
+        pages_64k: bool,
+    ) -> VidmmResult<()> {
+        let pte_of = |s: &Option<u64>| s.map_or_else(invalid_pte, |l| page_pte(l, 0));
+        if !pages_64k {
+            let ptes: Vec<DXGK_PTE> = slots[range.clone()].iter().map(pte_of).collect();
+            return self.update_entries(
+                p,
+                0,
+                region + range.start as u64 * PAGE64,
+                Entries::Slice(&ptes),
+            );
+        }
+        let groups = range.start / PAGES_PER_64K..range.end.div_ceil(PAGES_PER_64K);
+        let ptes: Vec<DXGK_PTE> = groups
+            .clone()
+            .map(|g| pte_of(&slots[g * PAGES_PER_64K]))
             .collect();
-        self.update_entries(p, 0, va, Entries::Slice(&ptes))
+        let key = (0, self.geo.key(0, region));
+        let proc_ = self.proc_ref(p);
+        let mut upt = dxgk_sys::DXGK_BUILDPAGINGBUFFER_UPDATEPAGETABLE {
+            PageTableLevel: 0,
+            pPageTableEntries: ptes.as_ptr().cast_mut(),
+            StartIndex: groups.start as u32,
+            NumPageTableEntries: ptes.len() as u32,
+            hProcess: proc_.hkmd,
+            UpdateMode: dxgk_sys::DXGK_PAGETABLEUPDATE_GPU_VIRTUAL,
+            FirstPteVirtualAddress: region + (groups.start * PAGES_PER_64K) as u64 * PAGE64,
+            ..Default::default()
+        };
+        upt.PageTableAddress.u.GpuVirtual = proc_.tables[&key].window_va;
+        upt.Flags.set_Use64KBPages(1);
+        self.build(dxgk_sys::DXGK_OPERATION_UPDATE_PAGE_TABLE, |a| {
+            a.u.UpdatePageTable = upt;
+        })?;
+        self.stats.ptes_written += ptes.len() as u64;
+        self.stats.ptes_64k_written += ptes.len() as u64;
+        Ok(())
     }
 
     fn invalidate_leaves(&mut self, p: usize, va: u64, pages: u64) -> VidmmResult<()> {
@@ -1252,7 +1414,13 @@ impl Vidmm {
             return Err(bad("empty allocation"));
         }
         let pages = bytes.div_ceil(PAGE64) as usize;
-        let mem = self.vidmm_pages(pages, true)?;
+        let mem = if self.geo.entries_64k.is_some() && pages.is_multiple_of(PAGES_PER_64K) {
+            self.m
+                .vidmm_allocate_64k(self.id, pages, true)
+                .ok_or(VidmmError::OutOfMemory)?
+        } else {
+            self.vidmm_pages(pages, true)?
+        };
         let id = AllocId(self.next_alloc);
         self.next_alloc += 1;
         self.allocs.insert(
@@ -1351,8 +1519,9 @@ impl Vidmm {
             .ok_or_else(|| bad(format!("{a:?} is not mapped at {gpu_va:#x} in {p:?}")))?;
         let pages = self.alloc_ref(a)?.bytes / PAGE64;
         self.proc_mut(i).mappings.remove(at);
+        let invalid = vec![None; pages as usize];
         self.paging_batch(|v| {
-            v.invalidate_leaves(i, gpu_va, pages)?;
+            v.write_leaves(i, gpu_va, &invalid)?;
             v.flush_tlb(i, gpu_va, gpu_va + pages * PAGE64)?;
             v.submit_paging()
         })
