@@ -23,10 +23,11 @@
 //! declared) return STATUS_NOT_SUPPORTED and log — VidMm treats that as fatal, which is right
 //! for an operation the caps exclude.
 //!
-//! Page sizes: leaf entries are 4 KiB (the device's PAGE_64K entries are never emitted: rgpu
-//! declares neither SysMem64KBPageSupported nor memory segments, so VidMm never asks for 64 KiB
-//! pages). 64 KiB-page tables (`Use64KBPages`, a PageTablePageSize other than 4 KiB) are refused
-//! with STATUS_INVALID_PARAMETER and a log line for the same reason.
+//! Page sizes: rgpu declares SysMem64KBPageSupported, so VidMm may make a leaf table a 64 KiB-page
+//! table (WDDM's single-PTE mode). The level-1 entry says which kind a leaf table is
+//! (`PageTablePageSize` → the device's TABLE_64K bit); an update of a 64 KiB-page table carries
+//! `Use64KBPages`, has 32 entries, and each must name a 64 KiB-aligned page. Leaf entries have
+//! the same format in both kinds, so only validation differs. See [`TableKind`].
 
 use core::mem::size_of;
 
