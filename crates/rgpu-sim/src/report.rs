@@ -371,8 +371,12 @@ impl<'a> Report<'a> {
                 );
                 let _ = writeln!(
                     w,
-                    "  PTEs requested: {}, device faults seen: {}, TDRs: {}",
-                    v.ptes_written, v.device_faults, v.resets
+                    "  PTEs requested: {} (of which 64 KiB pages: {}; leaf-table kind changes: {}), device faults seen: {}, TDRs: {}",
+                    v.ptes_written,
+                    v.ptes_64k_written,
+                    v.leaf_kind_changes,
+                    v.device_faults,
+                    v.resets
                 );
             }
             None => {
