@@ -801,6 +801,12 @@ fn paging_work(m: &Machine, id: AdapterId) -> Result<(), VidmmError> {
         v.fill(a, 0, 3 * 4096, 0x0BAD_F00D)?;
         v.transfer(a, b, 3 * 4096)?;
         assert_eq!(v.read(b, 8192, 4)?, 0x0BAD_F00Du32.to_le_bytes());
+        // 64 KiB pages in the same leaf table: the table changes kind on the way.
+        let c = v.allocate(64 * 1024)?;
+        v.map(p, c, 0x12_0000)?;
+        v.transfer_at(a, 0, c, 0x8000, 3 * 4096)?;
+        assert_eq!(v.read(c, 0x8000 + 8192, 4)?, 0x0BAD_F00Du32.to_le_bytes());
+        v.unmap(p, a, 0x10_0000)?;
         Ok(())
     })();
     let d = v.destroy();
