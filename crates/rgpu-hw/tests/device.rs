@@ -486,6 +486,60 @@ fn sixty_four_k_pages_translate_with_one_tlb_entry() {
 }
 
 #[test]
+fn a_leaf_table_kind_change_needs_a_flush() {
+    let mut r = Rig::new();
+    r.asid(3);
+    let (big, big2) = (r.page_64k(), r.page_64k());
+    let va = 0x20_0000u64; // a 2 MiB region
+    r.map_64k(3, va, Pte::leaf(big, 0));
+    r.map_64k(3, va + 0x1_0000, Pte::leaf(big2, 0));
+    r.submit(3, |e| {
+        e.fill(Target::Virtual(va), 4, 0x6464_0001).unwrap();
+    });
+    assert_eq!(r.run(), RunState::Idle);
+    assert_eq!(r.bus.peek_u32(big), 0x6464_0001);
+
+    // Software turns the region into a 4 KiB-page table (new table, level-1 entry without
+    // TABLE_64K) whose entry for va + 64 KiB points elsewhere, but does not flush: the
+    // page-walk cache still knows the 64 KiB table, so the device keeps using it.
+    let small = r.page();
+    let table = r.page();
+    r.bus.poke(
+        table + pte::index(va + 0x1_0000, 0) as u64 * 8,
+        &Pte::leaf(small, 0).raw().to_le_bytes(),
+    );
+    let level1 = {
+        let mut t = r.roots[&3];
+        for level in (2..LEVELS).rev() {
+            t = Pte(r.bus.peek_u64(t + pte::index(va, level) as u64 * 8)).addr();
+        }
+        t + pte::index(va, 1) as u64 * 8
+    };
+    r.bus.poke(level1, &Pte::table(table).raw().to_le_bytes());
+    r.submit(3, |e| {
+        e.fill(Target::Virtual(va + 0x1_0000), 4, 0x6464_0002)
+            .unwrap();
+    });
+    assert_eq!(r.run(), RunState::Idle);
+    assert_eq!(r.bus.peek_u32(big2), 0x6464_0002, "stale kind used");
+    assert_eq!(r.bus.peek_u32(small), 0);
+
+    // After FLUSH_TLB the walk reads the new level-1 entry and its 4 KiB entry.
+    r.submit(3, |e| {
+        e.flush_tlb(FlushScope::Asid(3)).unwrap();
+        e.fill(Target::Virtual(va + 0x1_0000), 4, 0x6464_0003)
+            .unwrap();
+    });
+    assert_eq!(r.run(), RunState::Idle);
+    assert_eq!(
+        r.bus.peek_u32(small),
+        0x6464_0003,
+        "new kind after the flush"
+    );
+    assert_eq!(r.bus.peek_u32(big2), 0x6464_0002);
+}
+
+#[test]
 fn write_ptes_then_flush_tlb_maps_new_page() {
     let mut r = Rig::new();
     r.asid(0); // paging ASID (unused here) and a process ASID
