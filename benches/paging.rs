@@ -116,6 +116,33 @@ fn report(name: &str, c: &Comparison, bytes: usize, target: f64) {
     );
 }
 
+/// One DxgkDdiBuildPagingBuffer(UPDATE_PAGE_TABLE, GPU_VIRTUAL) of all of `entries` into `dma`,
+/// for the leaf table at paging-process VA `table_va`.
+fn update_table(
+    ctx: &PagingContext<'_>,
+    dma: &mut [u8],
+    entries: &mut [sys::DXGK_PTE],
+    table_va: u64,
+) {
+    let mut a = sys::DXGKARG_BUILDPAGINGBUFFER {
+        pDmaBuffer: dma.as_mut_ptr().cast(),
+        DmaSize: dma.len() as u32,
+        Operation: sys::DXGK_OPERATION_UPDATE_PAGE_TABLE,
+        ..Default::default()
+    };
+    let mut u = sys::DXGK_BUILDPAGINGBUFFER_UPDATEPAGETABLE {
+        pPageTableEntries: entries.as_mut_ptr(),
+        NumPageTableEntries: entries.len() as u32,
+        UpdateMode: sys::DXGK_PAGETABLEUPDATE_GPU_VIRTUAL,
+        ..Default::default()
+    };
+    u.PageTableAddress.u.GpuVirtual = table_va;
+    a.u.UpdatePageTable = u;
+    // SAFETY: the DMA buffer and the entries are valid for the call.
+    let r = unsafe { ctx.build(black_box(&mut a)) };
+    assert!(r.is_ok());
+}
+
 fn update_page_table(samples: usize) {
     const N: usize = 512;
     let mut entries: Vec<sys::DXGK_PTE> = (0..N as u64)
@@ -138,23 +165,7 @@ fn update_page_table(samples: usize) {
         samples,
         2000,
         || {
-            let mut a = sys::DXGKARG_BUILDPAGINGBUFFER {
-                pDmaBuffer: dma.as_mut_ptr().cast(),
-                DmaSize: dma.len() as u32,
-                Operation: sys::DXGK_OPERATION_UPDATE_PAGE_TABLE,
-                ..Default::default()
-            };
-            let mut u = sys::DXGK_BUILDPAGINGBUFFER_UPDATEPAGETABLE {
-                pPageTableEntries: entries.as_mut_ptr(),
-                NumPageTableEntries: N as u32,
-                UpdateMode: sys::DXGK_PAGETABLEUPDATE_GPU_VIRTUAL,
-                ..Default::default()
-            };
-            u.PageTableAddress.u.GpuVirtual = 0x7000_0000;
-            a.u.UpdatePageTable = u;
-            // SAFETY: the DMA buffer and the entries are valid for the call.
-            let r = unsafe { ctx.build(black_box(&mut a)) };
-            assert!(r.is_ok());
+            update_table(&ctx, &mut dma, &mut entries, 0x7000_0000);
             black_box(&dma);
         },
         || {
@@ -190,24 +201,11 @@ fn update_page_table_bulk(samples: usize) {
         samples,
         1,
         || {
-            for t in 0..TABLES {
-                let mut a = sys::DXGKARG_BUILDPAGINGBUFFER {
-                    pDmaBuffer: dma[t * per_table..].as_mut_ptr().cast(),
-                    DmaSize: per_table as u32,
-                    Operation: sys::DXGK_OPERATION_UPDATE_PAGE_TABLE,
-                    ..Default::default()
-                };
-                let mut u = sys::DXGK_BUILDPAGINGBUFFER_UPDATEPAGETABLE {
-                    pPageTableEntries: entries[t * N..].as_mut_ptr(),
-                    NumPageTableEntries: N as u32,
-                    UpdateMode: sys::DXGK_PAGETABLEUPDATE_GPU_VIRTUAL,
-                    ..Default::default()
-                };
-                u.PageTableAddress.u.GpuVirtual = 0x7000_0000 + (t as u64) * 4096;
-                a.u.UpdatePageTable = u;
-                // SAFETY: the DMA buffer slice and the entries are valid for the call.
-                let r = unsafe { ctx.build(black_box(&mut a)) };
-                assert!(r.is_ok());
+            let tables = dma
+                .chunks_exact_mut(per_table)
+                .zip(entries.chunks_exact_mut(N));
+            for (t, (dma, entries)) in tables.enumerate() {
+                update_table(&ctx, dma, entries, 0x7000_0000 + (t as u64) * 4096);
             }
             black_box(&dma);
         },
