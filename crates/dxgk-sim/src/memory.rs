@@ -268,20 +268,14 @@ impl Domain {
     fn map_runs(&mut self, pages: &[(u64, usize)], run: u64) -> Vec<u64> {
         let logical: Vec<u64> = match self.mode {
             IommuMode::Identity => pages.iter().map(|p| p.0).collect(),
-            IommuMode::Remapped if run > 1 => {
+            IommuMode::Remapped => {
+                // Scattered like the physical pages: logical contiguity beyond a run is not
+                // something a driver may assume either. The gaps and the space between ranges
+                // stay unmapped.
                 let base = self.next_logical.next_multiple_of(run);
                 let runs = pages.len() as u64 / run;
                 self.next_logical = base + 2 * run * runs + 1;
                 scattered_runs(base, runs, run)
-            }
-            IommuMode::Remapped => {
-                // Descending with stride 2, like the physical pages: logical contiguity through
-                // this path is not something a driver may assume either. The holes and the gap
-                // between ranges stay unmapped.
-                let base = self.next_logical;
-                let n = pages.len() as u64;
-                self.next_logical += 2 * n + 1;
-                (0..n).map(|i| base + 2 * (n - 1 - i)).collect()
             }
         };
         for (l, &(_, host)) in logical.iter().zip(pages) {
@@ -402,28 +396,21 @@ impl MemState {
             .or_insert_with(|| Domain::new(mode))
     }
 
-    /// Physical PFNs for `n` new pages: descending with stride 2 (never consecutive).
-    fn scattered_pfns(&mut self, n: usize, low: u64, high: u64) -> Option<Vec<u64>> {
-        let start = self.next_pfn.max(FIRST_PHYSICAL_PFN).max(low >> 12);
-        let last = start + 2 * (n as u64 - 1);
+    /// Physical PFNs for `n` new pages within `[low, high]`, in `run`-aligned runs of `run`
+    /// consecutive pages (`n` a multiple of `run`): 1 for ordinary allocations — never two
+    /// consecutive pages — and [`PAGES_PER_64K`] for 64 KiB pages. The runs are scattered
+    /// (descending, a run's gap between them).
+    fn scattered_pfns(&mut self, n: usize, low: u64, high: u64, run: u64) -> Option<Vec<u64>> {
+        let start = self
+            .next_pfn
+            .max(FIRST_PHYSICAL_PFN)
+            .max(low >> 12)
+            .next_multiple_of(run);
+        let runs = n as u64 / run;
+        let last = start + 2 * run * (runs - 1) + run - 1;
         if (last << 12) + (PAGE as u64 - 1) > high {
             return None;
         }
-        self.next_pfn = last + 3;
-        Some(
-            (0..n as u64)
-                .map(|i| start + 2 * (n as u64 - 1 - i))
-                .collect(),
-        )
-    }
-
-    /// Physical PFNs for `n` new pages (a multiple of [`PAGES_PER_64K`]) in 64 KiB-aligned runs
-    /// of 16 consecutive pages — what a 64 KiB page needs — with the runs themselves scattered
-    /// (descending, one run's gap between them).
-    fn large_page_pfns(&mut self, n: usize) -> Option<Vec<u64>> {
-        let run = PAGES_PER_64K as u64;
-        let runs = n as u64 / run;
-        let start = self.next_pfn.max(FIRST_PHYSICAL_PFN).next_multiple_of(run);
         self.next_pfn = start + 2 * run * runs + 1;
         Some(scattered_runs(start, runs, run))
     }
@@ -637,7 +624,7 @@ pub(crate) fn allocate_pages_for_mdl(
     if mem.bytes_in_use + pages * PAGE > PHYSICAL_MEMORY_LIMIT {
         return dxgk_sys::STATUS_INSUFFICIENT_RESOURCES; // all-or-nothing (MM_ALLOCATE_FULLY_REQUIRED)
     }
-    let Some(pfns) = mem.scattered_pfns(pages, low as u64, high as u64) else {
+    let Some(pfns) = mem.scattered_pfns(pages, low as u64, high as u64, 1) else {
         return dxgk_sys::STATUS_INSUFFICIENT_RESOURCES;
     };
     let Some(region) = Region::new(pages, args.Flags & MM_DONT_ZERO_ALLOCATION == 0) else {
@@ -1644,11 +1631,8 @@ impl Machine {
         if mem.bytes_in_use + pages * PAGE > PHYSICAL_MEMORY_LIMIT {
             return None;
         }
-        let pfns = if large {
-            mem.large_page_pfns(pages)?
-        } else {
-            mem.scattered_pfns(pages, 0, u64::MAX >> 1)?
-        };
+        let run = if large { PAGES_PER_64K as u64 } else { 1 };
+        let pfns = mem.scattered_pfns(pages, 0, u64::MAX >> 1, run)?;
         let region = Region::new(pages, zero)?;
         mem.register_frames(&pfns, &region);
         let host: Vec<(u64, usize)> = pfns
@@ -1656,7 +1640,6 @@ impl Machine {
             .enumerate()
             .map(|(i, &p)| (p, region.page(i)))
             .collect();
-        let run = if large { PAGES_PER_64K as u64 } else { 1 };
         let logical = mem
             .domain(adapter, self.state.config.iommu)
             .map_runs(&host, run);

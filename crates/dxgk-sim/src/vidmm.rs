@@ -1052,14 +1052,33 @@ impl Vidmm {
         va: u64,
         entries: Entries<'_>,
     ) -> VidmmResult<()> {
-        let per_table = u64::from(self.geo.entries(level));
-        let entry_span = 1u64 << self.geo.shift(level);
+        self.update_table_entries(p, level, false, va, entries)
+    }
+
+    /// [`Vidmm::update_entries`]; `pages_64k`: the level-0 tables are 64 KiB-page tables
+    /// (entries of 64 KiB, `Use64KBPages`).
+    fn update_table_entries(
+        &mut self,
+        p: usize,
+        level: usize,
+        pages_64k: bool,
+        va: u64,
+        entries: Entries<'_>,
+    ) -> VidmmResult<()> {
+        let (per_table, entry_span) = match self.geo.entries_64k {
+            Some(n) if pages_64k && level == 0 => (u64::from(n), PAGE64 * PAGES_PER_64K as u64),
+            _ if pages_64k => return Err(bad("64 KiB entries outside a 64 KiB-page leaf table")),
+            _ => (
+                u64::from(self.geo.entries(level)),
+                1u64 << self.geo.shift(level),
+            ),
+        };
         let total = entries.len();
         let hkmd = self.proc_ref(p).hkmd;
         let mut done = 0u64;
         while done < total {
             let at = va + done * entry_span;
-            let index = self.geo.index(level, at);
+            let index = ((at / entry_span) % per_table) as u32;
             let n = (per_table - u64::from(index)).min(total - done);
             let key = (level, self.geo.key(level, at));
             let table_va = self
@@ -1084,10 +1103,14 @@ impl Vidmm {
             };
             upt.PageTableAddress.u.GpuVirtual = table_va;
             upt.Flags.set_Repeat(u32::from(repeat));
+            upt.Flags.set_Use64KBPages(u32::from(pages_64k));
             self.build(dxgk_sys::DXGK_OPERATION_UPDATE_PAGE_TABLE, |a| {
                 a.u.UpdatePageTable = upt;
             })?;
             self.stats.ptes_written += n;
+            if pages_64k {
+                self.stats.ptes_64k_written += n;
+            }
             done += n;
         }
         Ok(())
@@ -1292,26 +1315,8 @@ impl Vidmm {
             .clone()
             .map(|g| pte_of(&slots[g * PAGES_PER_64K]))
             .collect();
-        let key = (0, self.geo.key(0, region));
-        let proc_ = self.proc_ref(p);
-        let mut upt = dxgk_sys::DXGK_BUILDPAGINGBUFFER_UPDATEPAGETABLE {
-            PageTableLevel: 0,
-            pPageTableEntries: ptes.as_ptr().cast_mut(),
-            StartIndex: groups.start as u32,
-            NumPageTableEntries: ptes.len() as u32,
-            hProcess: proc_.hkmd,
-            UpdateMode: dxgk_sys::DXGK_PAGETABLEUPDATE_GPU_VIRTUAL,
-            FirstPteVirtualAddress: region + (groups.start * PAGES_PER_64K) as u64 * PAGE64,
-            ..Default::default()
-        };
-        upt.PageTableAddress.u.GpuVirtual = proc_.tables[&key].window_va;
-        upt.Flags.set_Use64KBPages(1);
-        self.build(dxgk_sys::DXGK_OPERATION_UPDATE_PAGE_TABLE, |a| {
-            a.u.UpdatePageTable = upt;
-        })?;
-        self.stats.ptes_written += ptes.len() as u64;
-        self.stats.ptes_64k_written += ptes.len() as u64;
-        Ok(())
+        let first_va = region + (groups.start * PAGES_PER_64K) as u64 * PAGE64;
+        self.update_table_entries(p, 0, true, first_va, Entries::Slice(&ptes))
     }
 
     fn invalidate_leaves(&mut self, p: usize, va: u64, pages: u64) -> VidmmResult<()> {

@@ -224,8 +224,6 @@ pub struct Translation {
     pub page_remaining: u64,
     /// The leaf entry.
     pub pte: Pte,
-    /// Size of the page it maps: 12 (4 KiB) or 16 (64 KiB).
-    pub page_shift: u32,
 }
 
 /// MMU counters.
@@ -304,7 +302,6 @@ impl Mmu {
             logical: base + off,
             page_remaining: size - off,
             pte,
-            page_shift: shift,
         })
     }
 
