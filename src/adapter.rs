@@ -13,7 +13,7 @@ use dxgk::memory::{DeviceMemory, MdlPages};
 use dxgk::page_pool::PagePool;
 use dxgk::pool::Pool;
 use dxgk::sync::SpinLock;
-use dxgk::{NtResult, NtStatus};
+use dxgk::{NtError, NtResult};
 use dxgk_sys::HANDLE;
 use dxgk_sys::{DEVICE_OBJECT, DXGKRNL_INTERFACE, DXGK_START_INFO};
 use rgpu_hw::regs;
@@ -156,11 +156,11 @@ impl Adapter {
         let passive = Passive::check()?;
         if self.started.is_some() {
             rgpu_log!(error, "StartDevice: adapter already started");
-            return Err(NtStatus::INVALID_DEVICE_STATE);
+            return Err(NtError::INVALID_DEVICE_STATE);
         }
         if start_info.is_null() {
             rgpu_log!(error, "StartDevice: NULL DXGK_START_INFO");
-            return Err(NtStatus::INVALID_PARAMETER);
+            return Err(NtError::INVALID_PARAMETER);
         }
         // SAFETY: per the caller, a DXGKRNL_INTERFACE of at least its Size bytes (or NULL).
         let iface = match unsafe { DxgkInterface::copy_from(interface, MINIMUM_INTERFACE_VERSION) }
@@ -202,7 +202,7 @@ impl Adapter {
                 error,
                 "StartDevice: no register BAR in the translated resources (a root-enumerated device without rgpu hardware?)"
             );
-            return Err(NtStatus::DEVICE_HARDWARE_ERROR);
+            return Err(NtError::DEVICE_HARDWARE_ERROR);
         };
         if bar.length < regs::BAR_SIZE {
             rgpu_log!(
@@ -211,7 +211,7 @@ impl Adapter {
                 bar.length,
                 regs::BAR_SIZE
             );
-            return Err(NtStatus::DEVICE_HARDWARE_ERROR);
+            return Err(NtError::DEVICE_HARDWARE_ERROR);
         }
         let mmio = Mmio::map(&iface, &passive, bar)
             .inspect_err(|e| rgpu_log!(error, "StartDevice: DxgkCbMapMemory failed: {}", e))?;
@@ -312,7 +312,7 @@ impl Adapter {
     /// Reprograms the ring and the ASID roots after a reset (RestartFromTimeout, ResetEngine,
     /// power-up).
     pub fn restart_hardware(&self) -> NtResult<()> {
-        let s = self.hardware().ok_or(NtStatus::INVALID_DEVICE_STATE)?;
+        let s = self.hardware().ok_or(NtError::INVALID_DEVICE_STATE)?;
         s.program_ring()?;
         self.restore_roots(s);
         // Everything submitted before the reset completed or was aborted with the old ring: a
@@ -402,7 +402,7 @@ impl Adapter {
                 return Ok(asid as u8);
             }
         }
-        Err(NtStatus::INSUFFICIENT_RESOURCES)
+        Err(NtError::INSUFFICIENT_RESOURCES)
     }
 
     /// Records Dxgkrnl's handle of the process that owns `asid` (CreateProcess), named in
@@ -430,7 +430,7 @@ impl Adapter {
 
     /// Programs ASID `asid`'s root table (DxgkDdiSetRootPageTable; the context is idle).
     pub fn set_root(&self, asid: u8, root: u64, entries: u32) -> NtResult<()> {
-        let s = self.hardware().ok_or(NtStatus::INVALID_DEVICE_STATE)?;
+        let s = self.hardware().ok_or(NtError::INVALID_DEVICE_STATE)?;
         let a = u32::from(asid);
         let entries = entries.min(rgpu_hw::pte::ENTRIES_PER_TABLE as u32);
         if let Some(slot) = self.roots.get(usize::from(asid)) {
@@ -460,7 +460,7 @@ impl Adapter {
         privileged: bool,
         fence: u64,
     ) -> NtResult<()> {
-        let s = self.hardware().ok_or(NtStatus::INVALID_DEVICE_STATE)?;
+        let s = self.hardware().ok_or(NtError::INVALID_DEVICE_STATE)?;
         let mut entry = rgpu_hw::ring::RingEntry::exec(va, length, asid);
         entry.buf_virtual = true;
         entry.privileged = privileged;
@@ -484,7 +484,7 @@ impl Adapter {
     /// rgpu does not declare PreemptionAware, so a real VidSch does not call this; the DDI is
     /// kept correct for schedulers that do, and for the day rgpu declares it.
     pub fn preempt(&self, preemption_fence: u32) -> NtResult<()> {
-        let s = self.hardware().ok_or(NtStatus::INVALID_DEVICE_STATE)?;
+        let s = self.hardware().ok_or(NtError::INVALID_DEVICE_STATE)?;
         let mut ring = s.ring.lock();
         let last = self
             .submitted_fence
@@ -692,12 +692,12 @@ fn push_ring_entry(s: &Started, ring: &mut Ring, entry: &rgpu_hw::ring::RingEntr
     if next == head {
         // The scheduler never queues more than the ring holds; a full ring means the device
         // stopped consuming (hung): the TDR path recovers.
-        return Err(NtStatus::DEVICE_NOT_READY);
+        return Err(NtError::DEVICE_NOT_READY);
     }
     let at = ring.tail as usize;
     ring.mem
         .as_mut()
-        .ok_or(NtStatus::INVALID_DEVICE_STATE)?
+        .ok_or(NtError::INVALID_DEVICE_STATE)?
         .pages_mut()
         .write(at, &entry.encode())?;
     ring.tail = next;
@@ -723,7 +723,7 @@ fn reset_and_identify(mmio: &Mmio) -> NtResult<u32> {
             id,
             regs::ID_VALUE
         );
-        return Err(NtStatus::DEVICE_HARDWARE_ERROR);
+        return Err(NtError::DEVICE_HARDWARE_ERROR);
     }
     if version >> 16 != u32::from(regs::VERSION_MAJOR) {
         rgpu_log!(
@@ -731,7 +731,7 @@ fn reset_and_identify(mmio: &Mmio) -> NtResult<u32> {
             "StartDevice: unsupported rgpu programming model {:#x}",
             version
         );
-        return Err(NtStatus::DEVICE_HARDWARE_ERROR);
+        return Err(NtError::DEVICE_HARDWARE_ERROR);
     }
     mmio.write(regs::RESET, regs::RESET_ASSERT);
     // Reset completes within microseconds on the rgpu device; allow 10 ms.
@@ -740,7 +740,7 @@ fn reset_and_identify(mmio: &Mmio) -> NtResult<u32> {
     });
     if !ready {
         rgpu_log!(error, "StartDevice: device not ready after reset");
-        return Err(NtStatus::DEVICE_NOT_READY);
+        return Err(NtError::DEVICE_NOT_READY);
     }
     let caps = mmio.read(regs::CAPS);
     if caps & regs::CAPS_VA_BITS_MASK < rgpu_hw::pte::VA_BITS
@@ -751,7 +751,7 @@ fn reset_and_identify(mmio: &Mmio) -> NtResult<u32> {
             "StartDevice: device caps {:#x} do not match the rgpu page-table format",
             caps
         );
-        return Err(NtStatus::DEVICE_HARDWARE_ERROR);
+        return Err(NtError::DEVICE_HARDWARE_ERROR);
     }
     Ok(version)
 }
@@ -790,18 +790,18 @@ impl Started {
         let mut r = self.ring.lock();
         // Enabling the ring zeroes the device's head and tail: start over with a clean ring.
         r.tail = 0;
-        let mem = r.mem.as_mut().ok_or(NtStatus::INVALID_DEVICE_STATE)?;
+        let mem = r.mem.as_mut().ok_or(NtError::INVALID_DEVICE_STATE)?;
         mem.pages_mut().fill(0, RING_BYTES, 0)?;
         let ring = mem
             .page_address(0)
-            .ok_or(NtStatus::INSUFFICIENT_RESOURCES)?
+            .ok_or(NtError::INSUFFICIENT_RESOURCES)?
             .0;
         drop(r);
         let fence = self
             .fence
             .as_ref()
             .and_then(|f| f.page_address(0))
-            .ok_or(NtStatus::INSUFFICIENT_RESOURCES)?
+            .ok_or(NtError::INSUFFICIENT_RESOURCES)?
             .0;
         let m = &self.mmio;
         m.write(regs::RING_BASE_LO, ring as u32);
@@ -823,7 +823,7 @@ impl Started {
                 "StartDevice: the device refused the ring (STATUS {:#x})",
                 status
             );
-            return Err(NtStatus::DEVICE_HARDWARE_ERROR);
+            return Err(NtError::DEVICE_HARDWARE_ERROR);
         }
         m.write(regs::INT_ENABLE, regs::INT_MASK);
         Ok(())

@@ -21,7 +21,7 @@
 
 use core::mem::size_of;
 
-use dxgk::{NtResult, NtStatus};
+use dxgk::{NtError, NtResult};
 use dxgk_sys::{
     DXGKARG_QUERYADAPTERINFO, DXGK_DRIVERCAPS, DXGK_FRAMEBUFFERSAVEAREA, DXGK_GPUMMUCAPS,
     DXGK_HARDWARERESERVEDRANGES, DXGK_PAGE_TABLE_LEVEL_DESC, DXGK_PHYSICALADAPTERCAPS,
@@ -172,17 +172,17 @@ unsafe fn write_output<T: Copy>(args: &DXGKARG_QUERYADAPTERINFO, value: &T, len:
 
 fn need_output(args: &DXGKARG_QUERYADAPTERINFO, size: usize) -> NtResult<()> {
     if args.pOutputData.is_null() {
-        return Err(NtStatus::INVALID_PARAMETER);
+        return Err(NtError::INVALID_PARAMETER);
     }
     if (args.OutputDataSize as usize) < size {
-        return Err(NtStatus::BUFFER_TOO_SMALL);
+        return Err(NtError::BUFFER_TOO_SMALL);
     }
     Ok(())
 }
 
 fn read_input<T: Copy + Default>(args: &DXGKARG_QUERYADAPTERINFO) -> NtResult<T> {
     if args.pInputData.is_null() || (args.InputDataSize as usize) < size_of::<T>() {
-        return Err(NtStatus::INVALID_PARAMETER);
+        return Err(NtError::INVALID_PARAMETER);
     }
     // SAFETY: non-null and at least size_of::<T>() bytes per InputDataSize; T is plain data
     // for which every bit pattern is valid; the input may be unaligned.
@@ -199,14 +199,14 @@ pub unsafe fn query_adapter_info(interface: u32, args: &DXGKARG_QUERYADAPTERINFO
     if ty == dxgk_sys::DXGKQAITYPE_DRIVERCAPS {
         let size = args.OutputDataSize as usize;
         if args.pOutputData.is_null() {
-            return Err(NtStatus::INVALID_PARAMETER);
+            return Err(NtError::INVALID_PARAMETER);
         }
         let smallest = known_driver_caps_sizes().min().unwrap_or(0);
         if size < smallest {
-            return Err(NtStatus::BUFFER_TOO_SMALL);
+            return Err(NtError::BUFFER_TOO_SMALL);
         }
         if !known_driver_caps_sizes().any(|s| s == size) {
-            return Err(NtStatus::INVALID_PARAMETER);
+            return Err(NtError::INVALID_PARAMETER);
         }
         let caps = driver_caps(interface);
         let len = size.min(size_of::<DXGK_DRIVERCAPS>());
@@ -216,7 +216,7 @@ pub unsafe fn query_adapter_info(interface: u32, args: &DXGKARG_QUERYADAPTERINFO
     } else if ty == dxgk_sys::DXGKQAITYPE_GPUMMUCAPS {
         let input: DXGK_QUERYGPUMMUCAPSIN = read_input(args)?;
         if input.PhysicalAdapterIndex != 0 {
-            return Err(NtStatus::INVALID_PARAMETER);
+            return Err(NtError::INVALID_PARAMETER);
         }
         need_output(args, size_of::<DXGK_GPUMMUCAPS>())?;
         // SAFETY: output size checked above.
@@ -226,7 +226,7 @@ pub unsafe fn query_adapter_info(interface: u32, args: &DXGKARG_QUERYADAPTERINFO
         let input: DXGK_QUERYPAGETABLELEVELDESCIN = read_input(args)?;
         let desc = page_table_level(u32::from(input.LevelIndex))
             .filter(|_| input.PhysicalAdapterIndex == 0)
-            .ok_or(NtStatus::INVALID_PARAMETER)?;
+            .ok_or(NtError::INVALID_PARAMETER)?;
         need_output(args, size_of::<DXGK_PAGE_TABLE_LEVEL_DESC>())?;
         // SAFETY: output size checked above.
         unsafe { write_output(args, &desc, size_of::<DXGK_PAGE_TABLE_LEVEL_DESC>()) };
@@ -242,7 +242,7 @@ pub unsafe fn query_adapter_info(interface: u32, args: &DXGKARG_QUERYADAPTERINFO
         if !out.pSegmentDescriptor.is_null() {
             let stride = out.SegmentDescriptorStride;
             if stride == 0 || out.NbSegment < SEGMENT_COUNT {
-                return Err(NtStatus::INVALID_PARAMETER);
+                return Err(NtError::INVALID_PARAMETER);
             }
             let d = aperture_segment();
             let len = stride.min(size_of::<DXGK_SEGMENTDESCRIPTOR4>());
@@ -309,6 +309,6 @@ pub unsafe fn query_adapter_info(interface: u32, args: &DXGKARG_QUERYADAPTERINFO
         unsafe { write_output(args, &out, size_of::<DXGK_HARDWARERESERVEDRANGES>()) };
         Ok(())
     } else {
-        Err(NtStatus::NOT_SUPPORTED)
+        Err(NtError::NOT_SUPPORTED)
     }
 }

@@ -18,7 +18,7 @@ use core::ptr::NonNull;
 use core::sync::atomic::{AtomicU32, Ordering};
 
 use dxgk::pool::{Pool, PoolBox};
-use dxgk::{NtResult, NtStatus};
+use dxgk::{NtError, NtResult};
 use dxgk_sys as sys;
 use dxgk_sys::{
     DEVICE_OBJECT, DRIVER_INITIALIZATION_DATA, DRIVER_OBJECT, DXGKRNL_INTERFACE, DXGK_START_INFO,
@@ -179,7 +179,7 @@ pub fn initialization_data(version: u32) -> DRIVER_INITIALIZATION_DATA {
 /// `context` must be NULL or a pointer AddDevice returned that RemoveDevice has not freed, and
 /// the caller must not create overlapping `&mut` (see the module's concurrency note).
 unsafe fn adapter<'a>(context: PVOID) -> NtResult<&'a Adapter> {
-    let ptr = NonNull::new(context.cast::<Adapter>()).ok_or(NtStatus::INVALID_PARAMETER)?;
+    let ptr = NonNull::new(context.cast::<Adapter>()).ok_or(NtError::INVALID_PARAMETER)?;
     // SAFETY: per the caller, a live Adapter.
     Ok(unsafe { ptr.as_ref() })
 }
@@ -189,7 +189,7 @@ unsafe fn adapter<'a>(context: PVOID) -> NtResult<&'a Adapter> {
 /// # Safety
 /// As [`adapter`], and Dxgkrnl must be calling a serialized PnP DDI.
 unsafe fn adapter_mut<'a>(context: PVOID) -> NtResult<&'a mut Adapter> {
-    let mut ptr = NonNull::new(context.cast::<Adapter>()).ok_or(NtStatus::INVALID_PARAMETER)?;
+    let mut ptr = NonNull::new(context.cast::<Adapter>()).ok_or(NtError::INVALID_PARAMETER)?;
     // SAFETY: per the caller, a live Adapter with no other reference in use.
     Ok(unsafe { ptr.as_mut() })
 }
@@ -253,7 +253,7 @@ unsafe extern "system" fn ddi_start_device(
 ) -> NTSTATUS {
     let r = (|| {
         if number_of_video_present_sources.is_null() || number_of_children.is_null() {
-            return Err(NtStatus::INVALID_PARAMETER);
+            return Err(NtError::INVALID_PARAMETER);
         }
         // SAFETY: PnP DDI, serialized by Dxgkrnl; the context came from AddDevice.
         let a = unsafe { adapter_mut(miniport_device_context) }?;
@@ -332,7 +332,7 @@ unsafe extern "system" fn ddi_query_child_relations(
     // SAFETY: Dxgkrnl passes the context from AddDevice.
     let r = unsafe { adapter(miniport_device_context) }.and_then(|_| {
         if child_relations.is_null() && child_relations_size != 0 {
-            return Err(NtStatus::INVALID_PARAMETER);
+            return Err(NtError::INVALID_PARAMETER);
         }
         // Zero children: the (zero-terminated) array stays as Dxgkrnl zeroed it.
         Ok(())
@@ -372,11 +372,11 @@ unsafe extern "system" fn ddi_set_power_state(
         // SAFETY: Dxgkrnl passes the context from AddDevice.
         let a = unsafe { adapter(miniport_device_context) }?;
         if device_uid != DISPLAY_ADAPTER_HW_ID {
-            return Err(NtStatus::INVALID_PARAMETER);
+            return Err(NtError::INVALID_PARAMETER);
         }
         let d0 = device_power_state == sys::PowerDeviceD0;
         if !d0 && !(sys::PowerDeviceD1.0..=sys::PowerDeviceD3.0).contains(&device_power_state.0) {
-            return Err(NtStatus::INVALID_PARAMETER);
+            return Err(NtError::INVALID_PARAMETER);
         }
         a.set_power(d0)?;
         rgpu_log!(
@@ -412,13 +412,13 @@ unsafe extern "system" fn ddi_query_adapter_info(
         // SAFETY: Dxgkrnl passes the adapter handle from AddDevice.
         let a = unsafe { adapter(h_adapter) }?;
         // SAFETY: non-null checked by as_ref; Dxgkrnl's argument block.
-        let args = unsafe { args.as_ref() }.ok_or(NtStatus::INVALID_PARAMETER)?;
+        let args = unsafe { args.as_ref() }.ok_or(NtError::INVALID_PARAMETER)?;
         let version = a
             .started()
             .map_or(MINIMUM_INTERFACE_VERSION, |s| s.interface_version());
         // SAFETY: the buffers are Dxgkrnl's, valid for the sizes it passes.
         unsafe { crate::caps::query_adapter_info(version, args) }.inspect_err(|e| {
-            if *e != NtStatus::NOT_SUPPORTED {
+            if *e != NtError::NOT_SUPPORTED {
                 rgpu_log!(error, "QueryAdapterInfo type {}: {}", args.Type.0, e);
             }
         })
@@ -470,10 +470,10 @@ unsafe extern "system" fn ddi_create_device(
         // SAFETY: Dxgkrnl passes the adapter handle from AddDevice.
         let a = unsafe { adapter(h_adapter) }?;
         // SAFETY: Dxgkrnl's argument block (only `hDevice`, present in every version, is used).
-        let args = unsafe { args.as_mut() }.ok_or(NtStatus::INVALID_PARAMETER)?;
+        let args = unsafe { args.as_mut() }.ok_or(NtError::INVALID_PARAMETER)?;
         let process = args.hKmdProcess.cast::<Process>().cast_const();
         if process.is_null() {
-            return Err(NtStatus::INVALID_PARAMETER);
+            return Err(NtError::INVALID_PARAMETER);
         }
         let device = PoolBox::try_new(
             &a.pool,
@@ -496,7 +496,7 @@ unsafe extern "system" fn ddi_create_device(
 /// time (Dxgkrnl's Destroy* contract).
 unsafe fn release_handle<T>(ddi: &str, handle: HANDLE, tag: dxgk::pool::PoolTag) -> NTSTATUS {
     let Some(ptr) = NonNull::new(handle.cast::<T>()) else {
-        return finish(ddi, Err(NtStatus::INVALID_PARAMETER));
+        return finish(ddi, Err(NtError::INVALID_PARAMETER));
     };
     // SAFETY: per the caller, the object came from `PoolBox::into_raw` with `tag`, last use.
     drop(unsafe { PoolBox::from_raw(ptr, tag) });
@@ -513,15 +513,15 @@ unsafe extern "system" fn ddi_create_context(
     args: *mut sys::DXGKARG_CREATECONTEXT,
 ) -> NTSTATUS {
     let r = (|| {
-        let device = NonNull::new(h_device.cast::<Device>()).ok_or(NtStatus::INVALID_PARAMETER)?;
+        let device = NonNull::new(h_device.cast::<Device>()).ok_or(NtError::INVALID_PARAMETER)?;
         // SAFETY: `h_device` is a live device from CreateDevice.
         let device = unsafe { device.as_ref() };
         // SAFETY: the device keeps its adapter alive (devices are destroyed before RemoveDevice).
         let a = unsafe { &*device.adapter };
         // SAFETY: Dxgkrnl's argument block.
-        let args = unsafe { args.as_mut() }.ok_or(NtStatus::INVALID_PARAMETER)?;
+        let args = unsafe { args.as_mut() }.ok_or(NtError::INVALID_PARAMETER)?;
         if args.NodeOrdinal != 0 {
-            return Err(NtStatus::INVALID_PARAMETER);
+            return Err(NtError::INVALID_PARAMETER);
         }
         let system = args.Flags.SystemContext() != 0;
         // SAFETY: the device's process outlives its devices (Dxgkrnl destroys devices first).
@@ -560,7 +560,7 @@ unsafe extern "system" fn ddi_create_process(
         // SAFETY: Dxgkrnl passes the adapter handle from AddDevice.
         let a = unsafe { adapter(h_adapter) }?;
         // SAFETY: Dxgkrnl's argument block.
-        let args = unsafe { args.as_mut() }.ok_or(NtStatus::INVALID_PARAMETER)?;
+        let args = unsafe { args.as_mut() }.ok_or(NtError::INVALID_PARAMETER)?;
         let system = args.Flags.SystemProcess() != 0;
         let asid = a.allocate_asid(system)?;
         let process = match PoolBox::try_new(&a.pool, PROCESS_TAG, Process { system, asid }) {
@@ -582,7 +582,7 @@ unsafe extern "system" fn ddi_destroy_process(
     h_kmd_process: HANDLE,
 ) -> NTSTATUS {
     let Some(ptr) = NonNull::new(h_kmd_process.cast::<Process>()) else {
-        return finish("DestroyProcess", Err(NtStatus::INVALID_PARAMETER));
+        return finish("DestroyProcess", Err(NtError::INVALID_PARAMETER));
     };
     // SAFETY: the handle came from CreateProcess (PROCESS_TAG) and this is its last use.
     let process = unsafe { PoolBox::from_raw(ptr, PROCESS_TAG) };
@@ -679,7 +679,7 @@ unsafe extern "system" fn ddi_build_paging_buffer(
         // SAFETY: Dxgkrnl passes the adapter handle from AddDevice.
         let a = unsafe { adapter(h_adapter) }?;
         // SAFETY: Dxgkrnl's argument block.
-        let args = unsafe { args.as_mut() }.ok_or(NtStatus::INVALID_PARAMETER)?;
+        let args = unsafe { args.as_mut() }.ok_or(NtError::INVALID_PARAMETER)?;
         let asid_of = |h: HANDLE| {
             // SAFETY: a non-NULL hProcess in FLUSH_TLB is the process object rgpu returned from
             // CreateProcess, alive until DestroyProcess (VidMm's contract).
@@ -694,7 +694,7 @@ unsafe extern "system" fn ddi_build_paging_buffer(
     })();
     match r {
         Ok(()) => sys::STATUS_SUCCESS,
-        Err(e) if e == NtStatus::GRAPHICS_INSUFFICIENT_DMA_BUFFER => e.raw(),
+        Err(e) if e == NtError::GRAPHICS_INSUFFICIENT_DMA_BUFFER => e.raw(),
         Err(e) => finish("BuildPagingBuffer", Err(e)),
     }
 }
@@ -706,13 +706,13 @@ unsafe extern "system" fn ddi_submit_command_virtual(
         // SAFETY: Dxgkrnl passes the adapter handle from AddDevice.
         let a = unsafe { adapter(h_adapter) }?;
         // SAFETY: Dxgkrnl's argument block.
-        let args = unsafe { args.as_ref() }.ok_or(NtStatus::INVALID_PARAMETER)?;
+        let args = unsafe { args.as_ref() }.ok_or(NtError::INVALID_PARAMETER)?;
         let ctx =
-            NonNull::new(args.hContext.cast::<Context>()).ok_or(NtStatus::INVALID_PARAMETER)?;
+            NonNull::new(args.hContext.cast::<Context>()).ok_or(NtError::INVALID_PARAMETER)?;
         // SAFETY: a live context from CreateContext.
         let ctx = unsafe { ctx.as_ref() };
         if args.NodeOrdinal != 0 || args.EngineOrdinal != 0 || args.DmaBufferSize % 4 != 0 {
-            return Err(NtStatus::INVALID_PARAMETER);
+            return Err(NtError::INVALID_PARAMETER);
         }
         a.submit(
             args.DmaBufferVirtualAddress,
@@ -733,7 +733,7 @@ unsafe extern "system" fn ddi_preempt_command(
         // SAFETY: Dxgkrnl passes the adapter handle from AddDevice.
         let a = unsafe { adapter(h_adapter) }?;
         // SAFETY: Dxgkrnl's argument block.
-        let args = unsafe { args.as_ref() }.ok_or(NtStatus::INVALID_PARAMETER)?;
+        let args = unsafe { args.as_ref() }.ok_or(NtError::INVALID_PARAMETER)?;
         if args.NodeOrdinal != 0 || args.EngineOrdinal != 0 {
             rgpu_log!(
                 error,
@@ -741,7 +741,7 @@ unsafe extern "system" fn ddi_preempt_command(
                 args.NodeOrdinal,
                 args.EngineOrdinal
             );
-            return Err(NtStatus::INVALID_PARAMETER);
+            return Err(NtError::INVALID_PARAMETER);
         }
         a.preempt(args.PreemptionFenceId)
     })();
@@ -778,9 +778,9 @@ unsafe extern "system" fn ddi_reset_engine(
         // SAFETY: Dxgkrnl passes the adapter handle from AddDevice.
         let a = unsafe { adapter(h_adapter) }?;
         // SAFETY: Dxgkrnl's argument block.
-        let args = unsafe { args.as_mut() }.ok_or(NtStatus::INVALID_PARAMETER)?;
+        let args = unsafe { args.as_mut() }.ok_or(NtError::INVALID_PARAMETER)?;
         if args.NodeOrdinal != 0 || args.EngineOrdinal != 0 {
-            return Err(NtStatus::INVALID_PARAMETER);
+            return Err(NtError::INVALID_PARAMETER);
         }
         // Everything queued and not completed is aborted by the reset: the last aborted fence
         // is the last one submitted (equal to the last completed one when nothing was lost).
@@ -799,16 +799,10 @@ unsafe extern "system" fn ddi_query_dependent_engine_group(
 ) -> NTSTATUS {
     // SAFETY: Dxgkrnl's argument block.
     let Some(args) = (unsafe { args.as_mut() }) else {
-        return finish(
-            "QueryDependentEngineGroup",
-            Err(NtStatus::INVALID_PARAMETER),
-        );
+        return finish("QueryDependentEngineGroup", Err(NtError::INVALID_PARAMETER));
     };
     if args.NodeOrdinal != 0 || args.EngineOrdinal != 0 {
-        return finish(
-            "QueryDependentEngineGroup",
-            Err(NtStatus::INVALID_PARAMETER),
-        );
+        return finish("QueryDependentEngineGroup", Err(NtError::INVALID_PARAMETER));
     }
     // One engine: it depends on nothing else.
     args.DependentNodeOrdinalMask = 0;
@@ -823,9 +817,9 @@ unsafe extern "system" fn ddi_query_engine_status(
         // SAFETY: Dxgkrnl passes the adapter handle from AddDevice.
         let a = unsafe { adapter(h_adapter) }?;
         // SAFETY: Dxgkrnl's argument block.
-        let args = unsafe { args.as_mut() }.ok_or(NtStatus::INVALID_PARAMETER)?;
+        let args = unsafe { args.as_mut() }.ok_or(NtError::INVALID_PARAMETER)?;
         if args.NodeOrdinal != 0 || args.EngineOrdinal != 0 {
-            return Err(NtStatus::INVALID_PARAMETER);
+            return Err(NtError::INVALID_PARAMETER);
         }
         args.EngineStatus
             .set_Responsive(a.engine_responsive() as UINT);
@@ -850,10 +844,10 @@ unsafe extern "system" fn ddi_calibrate_gpu_clock(
 ) -> NTSTATUS {
     // SAFETY: Dxgkrnl's argument block.
     let Some(args) = (unsafe { args.as_mut() }) else {
-        return finish("CalibrateGpuClock", Err(NtStatus::INVALID_PARAMETER));
+        return finish("CalibrateGpuClock", Err(NtError::INVALID_PARAMETER));
     };
     if node_ordinal != 0 || engine_ordinal != 0 {
-        return finish("CalibrateGpuClock", Err(NtStatus::INVALID_PARAMETER));
+        return finish("CalibrateGpuClock", Err(NtError::INVALID_PARAMETER));
     }
     // rgpu has no GPU timestamp counter: report the CPU's performance counter for both, which
     // is an exact (trivial) correlation.
@@ -877,10 +871,10 @@ unsafe extern "system" fn ddi_get_node_metadata(
 ) -> NTSTATUS {
     // SAFETY: Dxgkrnl's argument block (packed, align 1).
     let Some(args) = (unsafe { args.as_mut() }) else {
-        return finish("GetNodeMetadata", Err(NtStatus::INVALID_PARAMETER));
+        return finish("GetNodeMetadata", Err(NtError::INVALID_PARAMETER));
     };
     if node_ordinal_and_adapter_index & 0xFFFF != 0 {
-        return finish("GetNodeMetadata", Err(NtStatus::INVALID_PARAMETER));
+        return finish("GetNodeMetadata", Err(NtError::INVALID_PARAMETER));
     }
     args.EngineType = sys::DXGK_ENGINE_TYPE_3D;
     let mut name = [0u16; 32];

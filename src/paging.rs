@@ -33,7 +33,7 @@ use core::mem::size_of;
 
 use dxgk::memory::MdlPages;
 use dxgk::sync::SpinLock;
-use dxgk::{NtResult, NtStatus};
+use dxgk::{NtError, NtResult};
 use dxgk_sys as sys;
 use dxgk_sys::{DXGKARG_BUILDPAGINGBUFFER, DXGK_PTE, MDL};
 use rgpu_hw::cmd::{CmdError, Encoder, FlushScope, Target};
@@ -59,7 +59,7 @@ impl Aperture {
     /// Wraps a table of at least `APERTURE_PAGES * 8` zeroed bytes.
     pub fn new(table: MdlPages) -> NtResult<Self> {
         if table.len() < APERTURE_PAGES * 8 {
-            return Err(NtStatus::INVALID_PARAMETER);
+            return Err(NtError::INVALID_PARAMETER);
         }
         Ok(Self {
             table: SpinLock::new(table),
@@ -137,7 +137,7 @@ impl TableKind {
                         "does not exist (4 levels)"
                     }
                 );
-                return Err(NtStatus::INVALID_PARAMETER);
+                return Err(NtError::INVALID_PARAMETER);
             }
         };
         let end = upt.StartIndex.checked_add(upt.NumPageTableEntries);
@@ -150,7 +150,7 @@ impl TableKind {
                 upt.NumPageTableEntries,
                 kind.entries()
             );
-            return Err(NtStatus::INVALID_PARAMETER);
+            return Err(NtError::INVALID_PARAMETER);
         }
         Ok(kind)
     }
@@ -542,7 +542,7 @@ impl PagingContext<'_> {
             }
         }
         if args.pDmaBuffer.is_null() {
-            return Err(NtStatus::INVALID_PARAMETER);
+            return Err(NtError::INVALID_PARAMETER);
         }
         // SAFETY: per the caller, pDmaBuffer is valid for DmaSize bytes and exclusively ours
         // for this call.
@@ -566,7 +566,7 @@ impl PagingContext<'_> {
             }
             Progress::Full { next } => {
                 args.MultipassOffset = next;
-                Err(NtStatus::GRAPHICS_INSUFFICIENT_DMA_BUFFER)
+                Err(NtError::GRAPHICS_INSUFFICIENT_DMA_BUFFER)
             }
         }
     }
@@ -591,7 +591,7 @@ impl PagingContext<'_> {
             let f = unsafe { args.u.FlushTlb };
             let (start, end) = (f.StartVirtualAddress, f.EndVirtualAddress);
             if end < start {
-                return Err(NtStatus::INVALID_PARAMETER);
+                return Err(NtError::INVALID_PARAMETER);
             }
             // The process's own address space when the driver knows it (hProcess is the
             // process object rgpu created), else every ASID. Both 0 = the whole VA space; a range
@@ -610,7 +610,7 @@ impl PagingContext<'_> {
             // SAFETY: union member named by the operation.
             let f = unsafe { args.u.FillVirtual };
             if f.FillSizeInBytes % 4 != 0 || f.DestinationVirtualAddress % 4 != 0 {
-                return Err(NtStatus::INVALID_PARAMETER);
+                return Err(NtError::INVALID_PARAMETER);
             }
             once(out.enc.fill(
                 Target::Virtual(f.DestinationVirtualAddress),
@@ -671,7 +671,7 @@ impl PagingContext<'_> {
                 "BuildPagingBuffer: operation {} cannot occur with rgpu's caps (no memory segments, no swizzling, no MapAperture2)",
                 op.0
             );
-            Err(NtStatus::NOT_SUPPORTED)
+            Err(NtError::NOT_SUPPORTED)
         }
     }
 
@@ -687,7 +687,7 @@ impl PagingContext<'_> {
         let table = unsafe { upt.PageTableAddress.u.CpuVirtual }.cast::<u64>();
         let kind = TableKind::of(upt)?;
         if table.is_null() || upt.pPageTableEntries.is_null() {
-            return Err(NtStatus::INVALID_PARAMETER);
+            return Err(NtError::INVALID_PARAMETER);
         }
         let entry = |i: usize| {
             let src_index = if upt.Flags.Repeat() != 0 { 0 } else { i };
@@ -695,7 +695,7 @@ impl PagingContext<'_> {
             let src = unsafe { elem(upt.pPageTableEntries, src_index) };
             translate_pte(src, kind, self.aperture).map_err(|e| {
                 rgpu_log!(error, "UpdatePageTable: entry {}: {:?}", i, e);
-                NtStatus::INVALID_PARAMETER
+                NtError::INVALID_PARAMETER
             })
         };
         // Every entry is checked before the first is written: a refused update leaves the
@@ -725,7 +725,7 @@ impl PagingContext<'_> {
     ) -> NtResult<Progress> {
         let kind = TableKind::of(upt)?;
         if upt.pPageTableEntries.is_null() {
-            return Err(NtStatus::INVALID_PARAMETER);
+            return Err(NtError::INVALID_PARAMETER);
         }
         // SAFETY: GPU_VIRTUAL mode: GpuVirtual is the valid member.
         let table_va = unsafe { upt.PageTableAddress.u.GpuVirtual };
@@ -743,7 +743,7 @@ impl PagingContext<'_> {
             // A table VA at the top of the address space would wrap (found by fuzzing).
             let dst = table_va
                 .checked_add(u64::from(upt.StartIndex + done) * 8)
-                .ok_or(NtStatus::INVALID_PARAMETER)?;
+                .ok_or(NtError::INVALID_PARAMETER)?;
             let mut bad = None;
             let aperture = self.aperture;
             out.enc
@@ -774,11 +774,11 @@ impl PagingContext<'_> {
                 })
                 .map_err(|e| {
                     rgpu_log!(error, "UpdatePageTable: {:?}", e);
-                    NtStatus::INVALID_PARAMETER
+                    NtError::INVALID_PARAMETER
                 })?;
             if let Some((i, e)) = bad {
                 rgpu_log!(error, "UpdatePageTable: entry {}: {:?}", i, e);
-                return Err(NtStatus::INVALID_PARAMETER);
+                return Err(NtError::INVALID_PARAMETER);
             }
             done += n as u32;
         }
@@ -790,7 +790,7 @@ impl PagingContext<'_> {
         let page = self
             .aperture
             .and_then(|a| a.lookup(offset / PAGE))
-            .ok_or(NtStatus::INVALID_PARAMETER)?;
+            .ok_or(NtError::INVALID_PARAMETER)?;
         Ok((page << 12) | (offset % PAGE))
     }
 
@@ -833,7 +833,7 @@ impl PagingContext<'_> {
             {
                 Ok(_) => unit += 1,
                 Err(e) if full(e) => return Ok(Progress::Full { next: unit as u32 }),
-                Err(_) => return Err(NtStatus::INVALID_PARAMETER),
+                Err(_) => return Err(NtError::INVALID_PARAMETER),
             }
         }
         Ok(Progress::Done)
@@ -853,13 +853,13 @@ impl PagingContext<'_> {
     ) -> NtResult<u64> {
         if segment == 0 {
             if mdl.is_null() {
-                return Err(NtStatus::INVALID_PARAMETER);
+                return Err(NtError::INVALID_PARAMETER);
             }
             let page = u64::from(t.MdlOffset) + off / PAGE;
             // SAFETY: valid MDL per the caller.
             let count = unsafe { mdl_page_count(mdl) };
             if page >= count as u64 {
-                return Err(NtStatus::INVALID_PARAMETER);
+                return Err(NtError::INVALID_PARAMETER);
             }
             // SAFETY: valid MDL per the caller.
             let pfns = unsafe { sys::MmGetMdlPfnArray(mdl) };
@@ -867,7 +867,7 @@ impl PagingContext<'_> {
             let pfn = *unsafe { elem(pfns, page as usize) } as u64;
             Ok((pfn << 12) | (off % PAGE))
         } else if segment == APERTURE_SEGMENT_ID {
-            let base = u64::try_from(segment_address).map_err(|_| NtStatus::INVALID_PARAMETER)?;
+            let base = u64::try_from(segment_address).map_err(|_| NtError::INVALID_PARAMETER)?;
             let start = base + u64::from(t.TransferOffset);
             // A unit is one page on both sides: from inside an aperture page, its COPY would run
             // into the next aperture page, whose logical page need not be adjacent (found by
@@ -878,11 +878,11 @@ impl PagingContext<'_> {
                     "Transfer: aperture address {:#x} is not page aligned",
                     start
                 );
-                return Err(NtStatus::INVALID_PARAMETER);
+                return Err(NtError::INVALID_PARAMETER);
             }
             self.aperture_address(start + off)
         } else {
-            Err(NtStatus::INVALID_PARAMETER)
+            Err(NtError::INVALID_PARAMETER)
         }
     }
 
@@ -894,11 +894,11 @@ impl PagingContext<'_> {
         out: &mut Out<'_>,
     ) -> NtResult<Progress> {
         if f.Destination.SegmentId != APERTURE_SEGMENT_ID || !f.FillSize.is_multiple_of(4) {
-            return Err(NtStatus::INVALID_PARAMETER);
+            return Err(NtError::INVALID_PARAMETER);
         }
         // SAFETY: LARGE_INTEGER is plain data.
         let base = u64::try_from(unsafe { f.Destination.SegmentAddress.QuadPart })
-            .map_err(|_| NtStatus::INVALID_PARAMETER)?;
+            .map_err(|_| NtError::INVALID_PARAMETER)?;
         let size = f.FillSize as u64;
         let mut unit = u64::from(start);
         loop {
@@ -914,7 +914,7 @@ impl PagingContext<'_> {
             match out.enc.fill(Target::Logical(dst), len, f.FillPattern) {
                 Ok(_) => unit += 1,
                 Err(e) if full(e) => return Ok(Progress::Full { next: unit as u32 }),
-                Err(_) => return Err(NtStatus::INVALID_PARAMETER),
+                Err(_) => return Err(NtError::INVALID_PARAMETER),
             }
         }
         Ok(Progress::Done)
@@ -928,21 +928,21 @@ impl PagingContext<'_> {
         &self,
         m: &sys::DXGKARG_BUILDPAGINGBUFFER_MapApertureSegment,
     ) -> NtResult<()> {
-        let aperture = self.aperture.ok_or(NtStatus::INVALID_DEVICE_STATE)?;
+        let aperture = self.aperture.ok_or(NtError::INVALID_DEVICE_STATE)?;
         if m.SegmentId != APERTURE_SEGMENT_ID || m.pMdl.is_null() {
-            return Err(NtStatus::INVALID_PARAMETER);
+            return Err(NtError::INVALID_PARAMETER);
         }
         let end = m
             .OffsetInPages
             .checked_add(m.NumberOfPages)
-            .ok_or(NtStatus::INVALID_PARAMETER)?;
+            .ok_or(NtError::INVALID_PARAMETER)?;
         if end > APERTURE_PAGES {
-            return Err(NtStatus::INVALID_PARAMETER);
+            return Err(NtError::INVALID_PARAMETER);
         }
         // SAFETY: valid MDL per the caller.
         let count = unsafe { mdl_page_count(m.pMdl) };
         if (m.MdlOffset as usize).saturating_add(m.NumberOfPages) > count {
-            return Err(NtStatus::INVALID_PARAMETER);
+            return Err(NtError::INVALID_PARAMETER);
         }
         // SAFETY: valid MDL per the caller.
         let pfns = unsafe { sys::MmGetMdlPfnArray(m.pMdl) };
@@ -959,16 +959,16 @@ impl PagingContext<'_> {
         &self,
         u: &sys::DXGKARG_BUILDPAGINGBUFFER_UnmapApertureSegment,
     ) -> NtResult<()> {
-        let aperture = self.aperture.ok_or(NtStatus::INVALID_DEVICE_STATE)?;
+        let aperture = self.aperture.ok_or(NtError::INVALID_DEVICE_STATE)?;
         if u.SegmentId != APERTURE_SEGMENT_ID {
-            return Err(NtStatus::INVALID_PARAMETER);
+            return Err(NtError::INVALID_PARAMETER);
         }
         let end = u
             .OffsetInPages
             .checked_add(u.NumberOfPages)
-            .ok_or(NtStatus::INVALID_PARAMETER)?;
+            .ok_or(NtError::INVALID_PARAMETER)?;
         if end > APERTURE_PAGES {
-            return Err(NtStatus::INVALID_PARAMETER);
+            return Err(NtError::INVALID_PARAMETER);
         }
         // SAFETY: LARGE_INTEGER is plain data.
         let dummy = unsafe { u.DummyPage.QuadPart } as u64 >> 12;
@@ -989,7 +989,7 @@ unsafe fn copy_page_table_entries(
     out: &mut Out<'_>,
 ) -> NtResult<Progress> {
     if c.NumRanges > 0 && c.pRanges.is_null() {
-        return Err(NtStatus::INVALID_PARAMETER);
+        return Err(NtError::INVALID_PARAMETER);
     }
     let mut unit = start;
     while unit < c.NumRanges {
@@ -1000,7 +1000,7 @@ unsafe fn copy_page_table_entries(
             || u64::from(r.DstStartPteIndex) + n > 512
             || n == 0
         {
-            return Err(NtStatus::INVALID_PARAMETER);
+            return Err(NtError::INVALID_PARAMETER);
         }
         // Table VAs at the top of the address space would wrap (found by fuzzing).
         let (Some(src), Some(dst)) = (
@@ -1009,7 +1009,7 @@ unsafe fn copy_page_table_entries(
             r.DstPageTableAddress
                 .checked_add(u64::from(r.DstStartPteIndex) * 8),
         ) else {
-            return Err(NtStatus::INVALID_PARAMETER);
+            return Err(NtError::INVALID_PARAMETER);
         };
         match out
             .enc
@@ -1017,7 +1017,7 @@ unsafe fn copy_page_table_entries(
         {
             Ok(_) => unit += 1,
             Err(e) if full(e) => return Ok(Progress::Full { next: unit }),
-            Err(_) => return Err(NtStatus::INVALID_PARAMETER),
+            Err(_) => return Err(NtError::INVALID_PARAMETER),
         }
     }
     Ok(Progress::Done)
@@ -1029,7 +1029,7 @@ fn once(r: Result<usize, CmdError>) -> NtResult<Progress> {
         Err(e) if full(e) => Ok(Progress::Full { next: 0 }),
         Err(e) => {
             rgpu_log!(error, "BuildPagingBuffer: {:?}", e);
-            Err(NtStatus::INVALID_PARAMETER)
+            Err(NtError::INVALID_PARAMETER)
         }
     }
 }

@@ -6,7 +6,7 @@
 use dxgk::interface::DxgkInterface;
 use dxgk::irql::Passive;
 use dxgk::memory::MdlPages;
-use dxgk::NtStatus;
+use dxgk::NtError;
 use dxgk_sim::{Machine, MachineConfig};
 use dxgk_sys as sys;
 use rgpu::paging::{Aperture, PagingContext, APERTURE_PAGES};
@@ -73,7 +73,7 @@ fn run_multipass(
         match r {
             Ok(()) => return buffers,
             Err(e) => {
-                assert_eq!(e, NtStatus::GRAPHICS_INSUFFICIENT_DMA_BUFFER);
+                assert_eq!(e, NtError::GRAPHICS_INSUFFICIENT_DMA_BUFFER);
                 assert!(
                     used > 0 || a.MultipassOffset > 0 || buffers.len() == 1,
                     "progress each pass"
@@ -248,7 +248,7 @@ fn out_of_table_updates_and_unknown_segments_are_refused() {
             a.u.UpdatePageTable = update_args(&mut entries, start, count, 0x1000, level);
             // SAFETY: valid buffers.
             let r = unsafe { ctx.build(&mut a) };
-            assert_eq!(r, Err(NtStatus::INVALID_PARAMETER));
+            assert_eq!(r, Err(NtError::INVALID_PARAMETER));
             assert_eq!(a.DmaSize, 4096, "nothing written on refusal");
         }
         let mut bad = vec![dxgk_pte(1, 7, false)];
@@ -256,7 +256,7 @@ fn out_of_table_updates_and_unknown_segments_are_refused() {
         a.u.UpdatePageTable = update_args(&mut bad, 0, 1, 0x1000, 0);
         // SAFETY: valid buffers.
         let r = unsafe { ctx.build(&mut a) };
-        assert_eq!(r, Err(NtStatus::INVALID_PARAMETER));
+        assert_eq!(r, Err(NtError::INVALID_PARAMETER));
         assert!(m.debug_contains("UnknownSegment(7)"));
     });
 }
@@ -341,7 +341,7 @@ fn a_buffer_too_small_for_one_command_asks_for_a_new_one_without_writing() {
         a.u.FillVirtual.FillSizeInBytes = 0x1000;
         // SAFETY: valid buffers.
         let r = unsafe { ctx.build(&mut a) };
-        assert_eq!(r, Err(NtStatus::GRAPHICS_INSUFFICIENT_DMA_BUFFER));
+        assert_eq!(r, Err(NtError::GRAPHICS_INSUFFICIENT_DMA_BUFFER));
         assert_eq!((a.DmaSize, a.MultipassOffset), (8, 0));
     });
 }
@@ -429,7 +429,7 @@ fn aperture_pages_translate_through_the_gart_and_unmapped_ones_are_refused() {
         u.u.UpdatePageTable = update_args(&mut entries, 0, 1, 0x5000, 0);
         // SAFETY: valid buffers.
         let r = unsafe { ctx.build(&mut u) };
-        assert_eq!(r, Err(NtStatus::INVALID_PARAMETER));
+        assert_eq!(r, Err(NtError::INVALID_PARAMETER));
         assert!(m.debug_contains("UnmappedAperture(5000)"));
 
         let mut a = args(sys::DXGK_OPERATION_MAP_APERTURE_SEGMENT, &mut dma);
@@ -441,7 +441,7 @@ fn aperture_pages_translate_through_the_gart_and_unmapped_ones_are_refused() {
         let r = unsafe { ctx.build(&mut a) };
         assert_eq!(
             r,
-            Err(NtStatus::INVALID_PARAMETER),
+            Err(NtError::INVALID_PARAMETER),
             "past the aperture's end"
         );
     });
@@ -465,7 +465,7 @@ fn operations_excluded_by_the_caps_are_refused() {
             let mut a = args(op, &mut dma);
             // SAFETY: valid buffers.
             let r = unsafe { ctx.build(&mut a) };
-            assert_eq!(r, Err(NtStatus::NOT_SUPPORTED), "op {}", op.0);
+            assert_eq!(r, Err(NtError::NOT_SUPPORTED), "op {}", op.0);
         }
         assert!(m.debug_contains("cannot occur with rgpu's caps"));
         for op in [
@@ -518,7 +518,7 @@ fn flush_tlb_targets_the_process_address_space_when_known() {
         );
         assert_eq!(
             flush(known, 0x2000, 0x1000),
-            Err(NtStatus::INVALID_PARAMETER)
+            Err(NtError::INVALID_PARAMETER)
         );
     });
 }
@@ -574,7 +574,7 @@ fn update_both_modes(
             Some(written)
         }
         Err(e) => {
-            assert_eq!(e, NtStatus::INVALID_PARAMETER);
+            assert_eq!(e, NtError::INVALID_PARAMETER);
             assert_eq!(used, 0, "nothing written on refusal");
             assert!(table.iter().all(|&e| e == 0), "nothing written on refusal");
             None

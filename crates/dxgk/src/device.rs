@@ -6,7 +6,7 @@ use dxgk_sys::{CmResourceTypeMemory, DXGK_DEVICE_INFO, HANDLE, LARGE_INTEGER, PV
 
 use crate::interface::DxgkInterface;
 use crate::irql::Passive;
-use crate::{NtResult, NtStatus};
+use crate::{NtError, NtResult};
 
 /// A memory range from the adapter's translated resources.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -32,7 +32,7 @@ impl DeviceInfo {
         let get = iface.get_device_information()?;
         let mut info = DXGK_DEVICE_INFO::default();
         // SAFETY: `info` is a valid out-parameter; PASSIVE_LEVEL per the token.
-        NtStatus(unsafe { get(iface.device_handle(), &mut info) }).to_result()?;
+        crate::status::to_result(unsafe { get(iface.device_handle(), &mut info) })?;
         let mut result = DeviceInfo {
             first_memory: None,
             memory_resources: 0,
@@ -113,11 +113,11 @@ impl Mmio {
         let map = iface.map_memory()?;
         let unmap = iface.unmap_memory()?;
         if resource.length < 4 {
-            return Err(NtStatus::INVALID_PARAMETER);
+            return Err(NtError::INVALID_PARAMETER);
         }
         let mut va: PVOID = core::ptr::null_mut();
         // SAFETY: valid arguments and out-parameter; PASSIVE_LEVEL per the token.
-        NtStatus(unsafe {
+        let status = unsafe {
             map(
                 iface.device_handle(),
                 LARGE_INTEGER {
@@ -129,9 +129,9 @@ impl Mmio {
                 dxgk_sys::MmNonCached,
                 &mut va,
             )
-        })
-        .to_result()?;
-        let base = NonNull::new(va.cast::<u32>()).ok_or(NtStatus::INSUFFICIENT_RESOURCES)?;
+        };
+        crate::status::to_result(status)?;
+        let base = NonNull::new(va.cast::<u32>()).ok_or(NtError::INSUFFICIENT_RESOURCES)?;
         // INVARIANT: a successful mapping of `length` bytes.
         Ok(Self {
             adapter: iface.device_handle(),

@@ -9,7 +9,7 @@ use core::mem::{offset_of, size_of};
 
 use dxgk_sys::{DXGKRNL_INTERFACE, HANDLE};
 
-use crate::NtStatus;
+use crate::NtError;
 
 /// A callback the negotiated interface does not provide.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -32,9 +32,9 @@ impl fmt::Display for Unavailable {
     }
 }
 
-impl From<Unavailable> for NtStatus {
+impl From<Unavailable> for NtError {
     fn from(_: Unavailable) -> Self {
-        NtStatus::PROCEDURE_NOT_FOUND
+        NtError::PROCEDURE_NOT_FOUND
     }
 }
 
@@ -49,11 +49,11 @@ pub enum InterfaceError {
     TooSmall { size: u32, expected: usize },
 }
 
-impl From<InterfaceError> for NtStatus {
+impl From<InterfaceError> for NtError {
     fn from(e: InterfaceError) -> Self {
         match e {
-            InterfaceError::Null | InterfaceError::TooSmall { .. } => NtStatus::INVALID_PARAMETER,
-            InterfaceError::TooOld { .. } => NtStatus::NOT_SUPPORTED,
+            InterfaceError::Null | InterfaceError::TooSmall { .. } => NtError::INVALID_PARAMETER,
+            InterfaceError::TooOld { .. } => NtError::NOT_SUPPORTED,
         }
     }
 }

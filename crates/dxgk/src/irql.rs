@@ -3,7 +3,7 @@
 
 use core::marker::PhantomData;
 
-use crate::{NtResult, NtStatus};
+use crate::{NtError, NtResult};
 
 /// Proof that the current thread runs at PASSIVE_LEVEL.
 ///
@@ -24,7 +24,7 @@ impl Passive {
                 _not_send: PhantomData,
             })
         } else {
-            Err(NtStatus::INVALID_DEVICE_STATE)
+            Err(NtError::INVALID_DEVICE_STATE)
         }
     }
 }

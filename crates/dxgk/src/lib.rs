@@ -1,5 +1,5 @@
 //! Safe wrappers over `dxgk-sys` for WDDM miniports, modelled on the Rust for Linux `kernel`
-//! crate: owning and borrowing types with documented invariants, errors as [`NtStatus`].
+//! crate: owning and borrowing types with documented invariants, errors as [`NtError`] (never a success code).
 //!
 //! Nothing here knows whether it runs on Windows or inside `dxgk-sim`.
 #![no_std]
@@ -15,4 +15,4 @@ pub mod status;
 pub mod sync;
 pub mod time;
 
-pub use status::{NtResult, NtStatus};
+pub use status::{NtError, NtResult};

@@ -24,7 +24,7 @@ use dxgk_sys::{
 
 use crate::interface::DxgkInterface;
 use crate::irql::Passive;
-use crate::{NtResult, NtStatus};
+use crate::{NtError, NtResult};
 
 /// CPU and device page size.
 pub const PAGE_SIZE: usize = 4096;
@@ -100,14 +100,14 @@ impl MdlPages {
             || !max_bytes_per_mdl.is_multiple_of(PAGE_SIZE)
             || max_bytes_per_mdl > MAX_BYTES_PER_MDL
         {
-            return Err(NtStatus::INVALID_PARAMETER);
+            return Err(NtError::INVALID_PARAMETER);
         }
         let alloc = iface.allocate_pages_for_mdl()?;
         let free = iface.free_pages_from_mdl()?;
         let total = bytes
             .checked_next_multiple_of(PAGE_SIZE)
             .filter(|&t| t > 0 && t <= max_bytes_per_mdl * MAX_MDLS)
-            .ok_or(NtStatus::INVALID_PARAMETER)?;
+            .ok_or(NtError::INVALID_PARAMETER)?;
         let mut pages = Self {
             adapter: iface.device_handle(),
             free,
@@ -145,12 +145,12 @@ impl MdlPages {
         };
         // SAFETY: `args` is a valid, initialized argument block for the adapter's callback;
         // we are at PASSIVE_LEVEL (the caller holds a Passive token).
-        NtStatus(unsafe { alloc(self.adapter, &mut args) }).to_result()?;
+        crate::status::to_result(unsafe { alloc(self.adapter, &mut args) })?;
         let memory_handle = args.hMemoryHandle;
         let Some(mdl) = NonNull::new(args.pMdl) else {
-            return Err(NtStatus::INSUFFICIENT_RESOURCES);
+            return Err(NtError::INSUFFICIENT_RESOURCES);
         };
-        let give_back = |status: NtStatus| {
+        let give_back = |status: NtError| {
             self.free_one(memory_handle);
             Err(status)
         };
@@ -158,7 +158,7 @@ impl MdlPages {
         let mdl_bytes = unsafe { dxgk_sys::MmGetMdlByteCount(mdl.as_ptr()) } as usize;
         if mdl_bytes != bytes {
             // Dxgkrnl adds MM_ALLOCATE_FULLY_REQUIRED; a short MDL would be a bug elsewhere.
-            return give_back(NtStatus::INSUFFICIENT_RESOURCES);
+            return give_back(NtError::INSUFFICIENT_RESOURCES);
         }
         // SAFETY: the MDL describes locked pages owned by us until FreePagesFromMdl.
         let va = unsafe {
@@ -168,7 +168,7 @@ impl MdlPages {
             )
         };
         let Some(cpu) = NonNull::new(va.cast::<u8>()) else {
-            return give_back(NtStatus::INSUFFICIENT_RESOURCES);
+            return give_back(NtError::INSUFFICIENT_RESOURCES);
         };
         Ok(Chunk {
             memory_handle,
@@ -219,7 +219,7 @@ impl MdlPages {
     ) -> NtResult<()> {
         let end = offset.checked_add(len).filter(|&e| e <= self.total);
         let Some(end) = end else {
-            return Err(NtStatus::INVALID_PARAMETER);
+            return Err(NtError::INVALID_PARAMETER);
         };
         let mut chunk_start = 0;
         let mut done = 0;
@@ -444,7 +444,7 @@ fn map_each(
         };
         // SAFETY: the MDL is valid and stays unchanged while mapped (its owner outlives the
         // mapping); PASSIVE_LEVEL per the callers' token.
-        NtStatus(unsafe { map(pages.adapter, &mut args) }).to_result()?;
+        crate::status::to_result(unsafe { map(pages.adapter, &mut args) })?;
         handles[*mapped] = args.hMemoryHandle;
         *mapped += 1;
     }
@@ -504,7 +504,7 @@ impl ContiguousMemory {
         let alloc = iface.allocate_contiguous_memory()?;
         let free = iface.free_contiguous_memory()?;
         if bytes == 0 {
-            return Err(NtStatus::INVALID_PARAMETER);
+            return Err(NtError::INVALID_PARAMETER);
         }
         let mut args = DXGKARGCB_ALLOCATECONTIGUOUSMEMORY {
             NumberOfBytes: bytes,
@@ -516,14 +516,14 @@ impl ContiguousMemory {
         };
         let adapter = iface.device_handle();
         // SAFETY: valid argument block; PASSIVE_LEVEL per the token.
-        NtStatus(unsafe { alloc(adapter, &mut args) }).to_result()?;
+        crate::status::to_result(unsafe { alloc(adapter, &mut args) })?;
         let Some(cpu) = NonNull::new(args.pMemory.cast::<u8>()) else {
             let f = DXGKARGCB_FREECONTIGUOUSMEMORY {
                 hMemoryHandle: args.hMemoryHandle,
             };
             // SAFETY: give back what Dxgkrnl returned, once.
             let _ = unsafe { free(adapter, &f) };
-            return Err(NtStatus::INSUFFICIENT_RESOURCES);
+            return Err(NtError::INSUFFICIENT_RESOURCES);
         };
         // INVARIANT: successful allocation recorded.
         Ok(Self {

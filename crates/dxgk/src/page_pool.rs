@@ -17,7 +17,7 @@ use crate::interface::DxgkInterface;
 use crate::irql::Passive;
 use crate::memory::{DeviceMemory, PAGE_SIZE};
 use crate::sync::SpinLock;
-use crate::{NtResult, NtStatus};
+use crate::{NtError, NtResult};
 
 /// Most pages any pool keeps.
 pub const MAX_CAPACITY: usize = 64;
@@ -122,7 +122,7 @@ impl PagePool {
     /// PASSIVE_LEVEL, hence the token). Pages of other sizes are refused.
     pub fn put(&self, _passive: &Passive, mut page: DeviceMemory) -> NtResult<()> {
         if page.pages().len() != PAGE_SIZE {
-            return Err(NtStatus::INVALID_PARAMETER);
+            return Err(NtError::INVALID_PARAMETER);
         }
         page.pages_mut().fill(0, PAGE_SIZE, 0)?;
         let overflow = {

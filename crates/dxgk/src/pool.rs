@@ -19,7 +19,7 @@ use core::sync::atomic::{AtomicUsize, Ordering};
 
 use dxgk_sys::{PFN_ExAllocatePool2, UNICODE_STRING};
 
-use crate::{NtResult, NtStatus};
+use crate::{NtError, NtResult};
 
 /// Alignment every pool block has on x64.
 pub const POOL_ALIGNMENT: usize = 16;
@@ -153,7 +153,7 @@ impl<T> PoolBox<T> {
         let () = Self::ALIGN_OK;
         let raw = pool
             .alloc_zeroed(tag, size_of::<T>())
-            .ok_or(NtStatus::INSUFFICIENT_RESOURCES)?
+            .ok_or(NtError::INSUFFICIENT_RESOURCES)?
             .cast::<T>();
         // SAFETY: `raw` is a fresh block of size_of::<T>() bytes, aligned for T (checked above).
         unsafe { raw.as_ptr().write(value) };

@@ -7,7 +7,7 @@ use dxgk::irql::Passive;
 use dxgk::memory::{
     ContiguousMemory, DeviceMemory, IoMmuMapping, MdlPages, MAX_BYTES_PER_MDL, PAGE_SIZE,
 };
-use dxgk::NtStatus;
+use dxgk::NtError;
 use dxgk_sim::{IommuMode, Machine, MachineConfig};
 use dxgk_sys as sys;
 
@@ -161,7 +161,7 @@ fn requests_above_the_per_mdl_limit_are_split_and_addressed_across_mdls() {
             assert_eq!(
                 MdlPages::allocate_in_mdls_of(&iface, &passive, PAGE_SIZE, CACHED, bad)
                     .unwrap_err(),
-                NtStatus::INVALID_PARAMETER
+                NtError::INVALID_PARAMETER
             );
         }
     });
@@ -175,15 +175,15 @@ fn zero_and_oversized_requests_are_refused_before_any_callback() {
         let passive = Passive::check().unwrap();
         assert_eq!(
             MdlPages::allocate(&iface, &passive, 0, CACHED).unwrap_err(),
-            NtStatus::INVALID_PARAMETER
+            NtError::INVALID_PARAMETER
         );
         assert_eq!(
             MdlPages::allocate(&iface, &passive, usize::MAX - 10, CACHED).unwrap_err(),
-            NtStatus::INVALID_PARAMETER
+            NtError::INVALID_PARAMETER
         );
         assert_eq!(
             ContiguousMemory::allocate(&iface, &passive, 0, CACHED).unwrap_err(),
-            NtStatus::INVALID_PARAMETER
+            NtError::INVALID_PARAMETER
         );
     });
     assert_eq!(m.callback_calls("DxgkCbAllocatePagesForMdl"), 0);
@@ -193,7 +193,7 @@ fn zero_and_oversized_requests_are_refused_before_any_callback() {
 #[test]
 fn every_wrapped_callback_failing_leaves_nothing_behind() {
     // Fail the n-th failable call for every n a DeviceMemory + ContiguousMemory allocation
-    // reaches: each failure is a clean NtStatus and nothing stays allocated or mapped.
+    // reaches: each failure is a clean NtError and nothing stays allocated or mapped.
     let reached = {
         let m = Machine::new(MachineConfig::windows_11_22h2());
         m.enter(|| {
@@ -223,7 +223,7 @@ fn every_wrapped_callback_failing_leaves_nothing_behind() {
                 1,
                 "exactly one failure for n={n}: {failed:?}"
             );
-            assert!(failed.iter().flatten().all(|e| !e.is_success()));
+            assert!(failed.iter().flatten().all(|e| e.raw() < 0));
         });
         m.check_leaks();
         m.assert_clean();
@@ -245,7 +245,7 @@ fn callbacks_missing_from_an_old_interface_are_typed_errors() {
         let passive = Passive::check().unwrap();
         assert_eq!(
             MdlPages::allocate(&old, &passive, PAGE_SIZE, CACHED).unwrap_err(),
-            NtStatus::PROCEDURE_NOT_FOUND
+            NtError::PROCEDURE_NOT_FOUND
         );
         // And rgpu's minimum refuses such an interface outright.
         // SAFETY: as above.
@@ -281,10 +281,7 @@ fn passive_token_is_refused_at_dispatch_level() {
     m.enter(|| {
         // SAFETY: simulated raise, lowered below.
         let old = unsafe { sys::KeRaiseIrql(sys::DISPATCH_LEVEL) };
-        assert_eq!(
-            Passive::check().unwrap_err(),
-            NtStatus::INVALID_DEVICE_STATE
-        );
+        assert_eq!(Passive::check().unwrap_err(), NtError::INVALID_DEVICE_STATE);
         // SAFETY: restores the raise above.
         unsafe { sys::KeLowerIrql(old) };
         assert!(Passive::check().is_ok());
