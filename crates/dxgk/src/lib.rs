@@ -6,6 +6,7 @@
 
 pub mod debug;
 pub mod device;
+pub mod handle;
 pub mod interface;
 pub mod irql;
 pub mod memory;
