@@ -13,20 +13,15 @@
 //!   the implicit system-memory segment, id `NbSegment + 1` = 2, as Microsoft's compute-only
 //!   sample does (Learn says 0; reference §8 item 7 records the disagreement).
 //!
-//! Output sizes: DRIVERCAPS grows with every WDK, and an older Dxgkrnl passes its own smaller
-//! size, so any size a shipped Windows passes (the per-version sizes from the layouts) is
-//! accepted and `min(size, ours)` bytes are written; other sizes are refused with
-//! STATUS_INVALID_PARAMETER (or STATUS_BUFFER_TOO_SMALL below the smallest). Every other type
-//! needs at least its full structure. Unknown types return STATUS_NOT_SUPPORTED.
+//! The request arrives decoded ([`dxgk::query::Request`]): its output writers enforce the size
+//! rules (DRIVERCAPS in any size a shipped Windows passes, the rest in full), so this module
+//! only decides what to answer. Unknown types return STATUS_NOT_SUPPORTED.
 
-use core::mem::size_of;
-
+use dxgk::query::{Request, SegmentInfo};
 use dxgk::{NtError, NtResult};
 use dxgk_sys::{
-    DXGKARG_QUERYADAPTERINFO, DXGK_DRIVERCAPS, DXGK_FRAMEBUFFERSAVEAREA, DXGK_GPUMMUCAPS,
-    DXGK_HARDWARERESERVEDRANGES, DXGK_PAGE_TABLE_LEVEL_DESC, DXGK_PHYSICALADAPTERCAPS,
-    DXGK_QUERYGPUMMUCAPSIN, DXGK_QUERYPAGETABLELEVELDESCIN, DXGK_QUERYSEGMENTOUT4,
-    DXGK_SEGMENTDESCRIPTOR4, DXGK_WDDMVERSION, LARGE_INTEGER, UINT,
+    DXGK_DRIVERCAPS, DXGK_FRAMEBUFFERSAVEAREA, DXGK_GPUMMUCAPS, DXGK_PAGE_TABLE_LEVEL_DESC,
+    DXGK_PHYSICALADAPTERCAPS, DXGK_SEGMENTDESCRIPTOR4, DXGK_WDDMVERSION, LARGE_INTEGER, UINT,
 };
 use rgpu_hw::pte;
 
@@ -146,169 +141,84 @@ pub fn physical_adapter_caps() -> DXGK_PHYSICALADAPTERCAPS {
     caps
 }
 
-/// Sizes of DXGK_DRIVERCAPS that shipped Windows versions pass.
-fn known_driver_caps_sizes() -> impl Iterator<Item = usize> {
-    dxgk_sys::DXGK_DRIVERCAPS_SIZE_BY_VERSION
-        .iter()
-        .map(|&(_, s)| s)
-        .chain(core::iter::once(size_of::<DXGK_DRIVERCAPS>()))
-}
-
-/// Copies `value`'s first `len` bytes to the output buffer.
-///
-/// # Safety
-/// `args.pOutputData` must be valid for `args.OutputDataSize` bytes, and `len` must not exceed
-/// either that or `size_of::<T>()`.
-unsafe fn write_output<T: Copy>(args: &DXGKARG_QUERYADAPTERINFO, value: &T, len: usize) {
-    // SAFETY: guaranteed by the caller: both regions hold at least `len` bytes.
-    unsafe {
-        core::ptr::copy_nonoverlapping(
-            (value as *const T).cast::<u8>(),
-            args.pOutputData.cast::<u8>(),
-            len,
-        )
-    };
-}
-
-fn need_output(args: &DXGKARG_QUERYADAPTERINFO, size: usize) -> NtResult<()> {
-    if args.pOutputData.is_null() {
-        return Err(NtError::INVALID_PARAMETER);
-    }
-    if (args.OutputDataSize as usize) < size {
-        return Err(NtError::BUFFER_TOO_SMALL);
+/// Answers one decoded DxgkDdiQueryAdapterInfo for an adapter on interface `interface`.
+/// STATUS_NOT_SUPPORTED for types rgpu does not answer (not an error worth a log line: Dxgkrnl
+/// probes optional types).
+pub fn answer(interface: u32, request: Request<'_>) -> NtResult<()> {
+    match request {
+        Request::DriverCaps(out) => out.write(&driver_caps(interface)),
+        Request::GpuMmuCaps {
+            physical_adapter,
+            out,
+        } => {
+            if physical_adapter != 0 {
+                return Err(NtError::INVALID_PARAMETER);
+            }
+            out.write(&gpummu_caps(interface));
+        }
+        Request::PageTableLevelDesc {
+            physical_adapter,
+            level,
+            out,
+        } => {
+            let desc = page_table_level(level)
+                .filter(|_| physical_adapter == 0)
+                .ok_or(NtError::INVALID_PARAMETER)?;
+            out.write(&desc);
+        }
+        Request::QuerySegment(mut q) => {
+            if let Some(d) = q.descriptors.as_mut() {
+                if d.count() < SEGMENT_COUNT as usize {
+                    return Err(NtError::INVALID_PARAMETER);
+                }
+                d.write(0, &aperture_segment())?;
+            }
+            q.reply(SegmentInfo {
+                segment_count: SEGMENT_COUNT,
+                paging_buffer_segment_id: APERTURE_SEGMENT_ID,
+                paging_buffer_size: PAGING_BUFFER_SIZE,
+                paging_buffer_private_data_size: 0,
+            });
+        }
+        Request::PhysicalAdapterCaps(out) => out.write(&physical_adapter_caps()),
+        // No power components beyond the adapter.
+        Request::NumPowerComponents(out) => out.write(&0),
+        // Nothing to save (no VRAM).
+        Request::FrameBufferSaveSize(out) => out.write(&DXGK_FRAMEBUFFERSAVEAREA::default()),
+        Request::HardwareReservedRanges(io) => {
+            // rgpu reserves no physical memory: zero ranges on both calls.
+            let mut r = io.get();
+            r.NumRanges = 0;
+            io.set(&r);
+        }
+        Request::Other(_) => return Err(NtError::NOT_SUPPORTED),
     }
     Ok(())
 }
 
-fn read_input<T: Copy + Default>(args: &DXGKARG_QUERYADAPTERINFO) -> NtResult<T> {
-    if args.pInputData.is_null() || (args.InputDataSize as usize) < size_of::<T>() {
-        return Err(NtError::INVALID_PARAMETER);
-    }
-    // SAFETY: non-null and at least size_of::<T>() bytes per InputDataSize; T is plain data
-    // for which every bit pattern is valid; the input may be unaligned.
-    Ok(unsafe { args.pInputData.cast::<T>().read_unaligned() })
+/// What DxgkDdiGetNodeMetadata reports for rgpu's one node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NodeMetadata {
+    /// `EngineType`.
+    pub engine_type: dxgk_sys::DXGK_ENGINE_TYPE,
+    /// `FriendlyName` (UTF-16, zero-padded).
+    pub friendly_name: [u16; 32],
+    /// `GpuMmuSupported`.
+    pub gpummu: bool,
+    /// `IoMmuSupported` (the node does not use a per-node IOMMU model).
+    pub iommu: bool,
 }
 
-/// Answers one DxgkDdiQueryAdapterInfo for an adapter on interface `interface`.
-///
-/// # Safety
-/// `args.pInputData` / `args.pOutputData` must be valid for `InputDataSize` /
-/// `OutputDataSize` bytes (Dxgkrnl's contract).
-pub unsafe fn query_adapter_info(interface: u32, args: &DXGKARG_QUERYADAPTERINFO) -> NtResult<()> {
-    let ty = args.Type;
-    if ty == dxgk_sys::DXGKQAITYPE_DRIVERCAPS {
-        let size = args.OutputDataSize as usize;
-        if args.pOutputData.is_null() {
-            return Err(NtError::INVALID_PARAMETER);
-        }
-        let smallest = known_driver_caps_sizes().min().unwrap_or(0);
-        if size < smallest {
-            return Err(NtError::BUFFER_TOO_SMALL);
-        }
-        if !known_driver_caps_sizes().any(|s| s == size) {
-            return Err(NtError::INVALID_PARAMETER);
-        }
-        let caps = driver_caps(interface);
-        let len = size.min(size_of::<DXGK_DRIVERCAPS>());
-        // SAFETY: the output holds `size` ≥ `len` bytes (caller); `len` ≤ size_of caps.
-        unsafe { write_output(args, &caps, len) };
-        Ok(())
-    } else if ty == dxgk_sys::DXGKQAITYPE_GPUMMUCAPS {
-        let input: DXGK_QUERYGPUMMUCAPSIN = read_input(args)?;
-        if input.PhysicalAdapterIndex != 0 {
-            return Err(NtError::INVALID_PARAMETER);
-        }
-        need_output(args, size_of::<DXGK_GPUMMUCAPS>())?;
-        // SAFETY: output size checked above.
-        unsafe { write_output(args, &gpummu_caps(interface), size_of::<DXGK_GPUMMUCAPS>()) };
-        Ok(())
-    } else if ty == dxgk_sys::DXGKQAITYPE_PAGETABLELEVELDESC {
-        let input: DXGK_QUERYPAGETABLELEVELDESCIN = read_input(args)?;
-        let desc = page_table_level(u32::from(input.LevelIndex))
-            .filter(|_| input.PhysicalAdapterIndex == 0)
-            .ok_or(NtError::INVALID_PARAMETER)?;
-        need_output(args, size_of::<DXGK_PAGE_TABLE_LEVEL_DESC>())?;
-        // SAFETY: output size checked above.
-        unsafe { write_output(args, &desc, size_of::<DXGK_PAGE_TABLE_LEVEL_DESC>()) };
-        Ok(())
-    } else if ty == dxgk_sys::DXGKQAITYPE_QUERYSEGMENT4 {
-        need_output(args, size_of::<DXGK_QUERYSEGMENTOUT4>())?;
-        // SAFETY: size checked; VidMm passes the structure in/out (descriptor pointer, stride).
-        let mut out = unsafe {
-            args.pOutputData
-                .cast::<DXGK_QUERYSEGMENTOUT4>()
-                .read_unaligned()
-        };
-        if !out.pSegmentDescriptor.is_null() {
-            let stride = out.SegmentDescriptorStride;
-            if stride == 0 || out.NbSegment < SEGMENT_COUNT {
-                return Err(NtError::INVALID_PARAMETER);
-            }
-            let d = aperture_segment();
-            let len = stride.min(size_of::<DXGK_SEGMENTDESCRIPTOR4>());
-            // SAFETY: VidMm's descriptor array holds NbSegment ≥ 1 entries of `stride` bytes;
-            // `len` ≤ both `stride` and the descriptor's size.
-            unsafe {
-                core::ptr::copy_nonoverlapping(
-                    (&d as *const DXGK_SEGMENTDESCRIPTOR4).cast::<u8>(),
-                    out.pSegmentDescriptor,
-                    len,
-                )
-            };
-        }
-        out.NbSegment = SEGMENT_COUNT;
-        out.PagingBufferSegmentId = APERTURE_SEGMENT_ID;
-        out.PagingBufferSize = PAGING_BUFFER_SIZE;
-        out.PagingBufferPrivateDataSize = 0;
-        // SAFETY: size checked above.
-        unsafe { write_output(args, &out, size_of::<DXGK_QUERYSEGMENTOUT4>()) };
-        Ok(())
-    } else if ty == dxgk_sys::DXGKQAITYPE_PHYSICALADAPTERCAPS {
-        let size = dxgk_sys::DXGK_PHYSICALADAPTERCAPS_SIZE_BY_VERSION
-            .iter()
-            .rev()
-            .find(|(v, _)| *v <= interface)
-            .map_or(size_of::<DXGK_PHYSICALADAPTERCAPS>(), |&(_, s)| s);
-        need_output(args, size)?;
-        // SAFETY: output holds ≥ `size` bytes; `size` ≤ our struct (a version's size).
-        unsafe {
-            write_output(
-                args,
-                &physical_adapter_caps(),
-                size.min(size_of::<DXGK_PHYSICALADAPTERCAPS>()),
-            )
-        };
-        Ok(())
-    } else if ty == dxgk_sys::DXGKQAITYPE_NUMPOWERCOMPONENTS {
-        need_output(args, size_of::<UINT>())?;
-        // SAFETY: output size checked; rgpu has no power components beyond the adapter.
-        unsafe { write_output(args, &0u32, size_of::<UINT>()) };
-        Ok(())
-    } else if ty == dxgk_sys::DXGKQAITYPE_FRAMEBUFFERSAVESIZE {
-        need_output(args, size_of::<DXGK_FRAMEBUFFERSAVEAREA>())?;
-        // SAFETY: output size checked; nothing to save (no VRAM).
-        unsafe {
-            write_output(
-                args,
-                &DXGK_FRAMEBUFFERSAVEAREA::default(),
-                size_of::<DXGK_FRAMEBUFFERSAVEAREA>(),
-            )
-        };
-        Ok(())
-    } else if ty == dxgk_sys::DXGKQAITYPE_HARDWARERESERVEDRANGES {
-        need_output(args, size_of::<DXGK_HARDWARERESERVEDRANGES>())?;
-        // SAFETY: size checked; VidMm passes NumRanges/pPhysicalRanges in/out.
-        let mut out = unsafe {
-            args.pOutputData
-                .cast::<DXGK_HARDWARERESERVEDRANGES>()
-                .read_unaligned()
-        };
-        // rgpu reserves no physical memory: report zero ranges on both calls.
-        out.NumRanges = 0;
-        // SAFETY: size checked above.
-        unsafe { write_output(args, &out, size_of::<DXGK_HARDWARERESERVEDRANGES>()) };
-        Ok(())
-    } else {
-        Err(NtError::NOT_SUPPORTED)
+/// The metadata of node 0: a 3D engine with GpuMmu.
+pub fn node_metadata() -> NodeMetadata {
+    let mut friendly_name = [0u16; 32];
+    for (dst, src) in friendly_name.iter_mut().zip("rgpu 3D".encode_utf16()) {
+        *dst = src;
+    }
+    NodeMetadata {
+        engine_type: dxgk_sys::DXGK_ENGINE_TYPE_3D,
+        friendly_name,
+        gpummu: true,
+        iommu: false,
     }
 }

@@ -1,8 +1,19 @@
 //! rgpu: a WDDM render-only GpuMmu display miniport for the rgpu device.
 //!
-//! Layout: [`ddi`] holds `DriverEntry` and the DDI thunks (validate, recover the adapter,
-//! forward to safe code, convert to NTSTATUS at the boundary); `seam` is the only code that
-//! differs between the host, cross and wdk flavours (allocator, panic handler, `_fltused`).
+//! Layout:
+//! * [`ddi`] — the DDI entry layer: `DriverEntry`, the DDI table and the `extern "system"`
+//!   thunks (check IRQL, null-check, recover the adapter, decode the raw arguments into typed
+//!   views from `dxgk`, forward to safe code, convert to NTSTATUS at the boundary). With `seam`,
+//!   the only code with `unsafe` (besides the SSE2 kernel in `paging::simd`).
+//! * [`adapter`] — the adapter and its parts (address spaces, ring, interrupt state, hardware).
+//! * [`objects`] — devices, contexts and processes behind Dxgkrnl's handles.
+//! * [`caps`] — what QueryAdapterInfo answers; [`paging`] — BuildPagingBuffer's encoders.
+//! * [`version`], [`log_once`] — interface versions; DDIs that log once per adapter.
+//! * `seam` — the only code that differs between the host, cross and wdk flavours (allocator,
+//!   panic handler, `_fltused`).
+//!
+//! Dependencies point one way: `ddi` → `adapter`, `objects`, `caps`, `paging` → `version`,
+//! `log_once`; nothing below `ddi` imports it.
 #![no_std]
 
 // Host builds (tests) get std's allocator and panic handler; the Windows builds bring their own
@@ -15,8 +26,11 @@ mod log;
 pub mod adapter;
 pub mod caps;
 pub mod ddi;
+pub mod log_once;
+pub mod objects;
 pub mod paging;
 mod seam;
+pub mod version;
 
 /// Pool tag of rgpu's allocations ("Rgpu" in poolmon).
 pub const POOL_TAG: dxgk::pool::PoolTag = dxgk::pool::PoolTag::new(*b"Rgpu");

@@ -26,7 +26,10 @@ fn query(
         ..Default::default()
     };
     // SAFETY: input and output buffers are valid for the sizes passed.
-    unsafe { caps::query_adapter_info(interface, &args) }.map_err(|e| e.raw())
+    let request = unsafe { dxgk::query::Request::decode(&args, interface) };
+    request
+        .and_then(|r| caps::answer(interface, r))
+        .map_err(|e| e.raw())
 }
 
 fn read<T: Copy>(bytes: &[u8]) -> T {

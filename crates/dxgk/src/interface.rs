@@ -246,7 +246,9 @@ impl DxgkInterface {
     }
 
     /// `DxgkCbNotifyInterrupt` (Vista).
-    pub fn notify_interrupt(&self) -> Result<dxgk_sys::PFN_DXGKCB_NOTIFY_INTERRUPT, Unavailable> {
+    pub(crate) fn notify_interrupt_fn(
+        &self,
+    ) -> Result<dxgk_sys::PFN_DXGKCB_NOTIFY_INTERRUPT, Unavailable> {
         callback!(
             self,
             DxgkCbNotifyInterrupt,
@@ -255,7 +257,7 @@ impl DxgkInterface {
     }
 
     /// `DxgkCbNotifyDpc` (Vista).
-    pub fn notify_dpc(&self) -> Result<dxgk_sys::PFN_DXGKCB_NOTIFY_DPC, Unavailable> {
+    pub(crate) fn notify_dpc_fn(&self) -> Result<dxgk_sys::PFN_DXGKCB_NOTIFY_DPC, Unavailable> {
         callback!(
             self,
             DxgkCbNotifyDpc,
@@ -264,11 +266,36 @@ impl DxgkInterface {
     }
 
     /// `DxgkCbQueueDpc` (Vista).
-    pub fn queue_dpc(&self) -> Result<dxgk_sys::PFN_DXGKCB_QUEUE_DPC, Unavailable> {
+    pub(crate) fn queue_dpc_fn(&self) -> Result<dxgk_sys::PFN_DXGKCB_QUEUE_DPC, Unavailable> {
         callback!(
             self,
             DxgkCbQueueDpc,
             dxgk_sys::DXGKDDI_INTERFACE_VERSION_VISTA
         )
+    }
+}
+
+/// What rgpu reads of `DXGK_START_INFO` (StartDevice), decoded once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StartInfo {
+    /// `RequiredDmaQueueEntry`: DMA buffers Dxgkrnl may queue per node.
+    pub required_dma_queue_entries: u32,
+    /// `AdapterLuid` (low, high).
+    pub adapter_luid: (u32, i32),
+}
+
+impl StartInfo {
+    /// Decodes StartDevice's `DXGK_START_INFO`; STATUS_INVALID_PARAMETER for NULL.
+    ///
+    /// # Safety
+    /// `info` must be NULL or point to the DXGK_START_INFO Dxgkrnl passed to StartDevice. Only
+    /// the members present since WDDM 1.0 are read.
+    pub unsafe fn from_raw(info: *const dxgk_sys::DXGK_START_INFO) -> crate::NtResult<Self> {
+        // SAFETY: NULL or a valid DXGK_START_INFO (caller).
+        let info = unsafe { info.as_ref() }.ok_or(NtError::INVALID_PARAMETER)?;
+        Ok(Self {
+            required_dma_queue_entries: info.RequiredDmaQueueEntry,
+            adapter_luid: (info.AdapterLuid.LowPart, info.AdapterLuid.HighPart),
+        })
     }
 }

@@ -1,0 +1,247 @@
+//! A started adapter's hardware: the Dxgkrnl interface, the mapped registers and the memory
+//! the device reads (ring, fence page, GART), acquired by [`Started::bring_up`] and released
+//! by dropping in field order.
+
+use dxgk::device::{DeviceInfo, Mmio};
+use dxgk::interface::{DxgkInterface, StartInfo};
+use dxgk::irql::Passive;
+use dxgk::memory::{DeviceMemory, MdlPages};
+use dxgk::page_pool::PagePool;
+use dxgk::sync::SpinLock;
+use dxgk::{NtError, NtResult};
+use rgpu_hw::regs;
+
+use super::ring::{Ring, RING_BYTES};
+use crate::paging::{Aperture, APERTURE_PAGES};
+use crate::version::NEWEST_INTERFACE_VERSION;
+
+/// How long register waits (reset, ring enable) may take.
+pub const REGISTER_TIMEOUT_US: u64 = 10_000;
+/// Upper bound on polls of one register wait, whatever the performance counter does.
+const MAX_POLLS: u32 = 100_000;
+/// Pages the adapter's pool keeps (ring + fence page, and room for reuse).
+const POOL_PAGES: usize = 4;
+/// Bytes of the fence write-back page.
+pub const FENCE_PAGE_BYTES: usize = 4096;
+const _: () = assert!(
+    RING_BYTES == dxgk::memory::PAGE_SIZE && FENCE_PAGE_BYTES == dxgk::memory::PAGE_SIZE,
+    "ring and fence page come from the single-page pool"
+);
+
+/// Everything a started adapter holds. Field order is release order (the pool last: pages
+/// returned to it are freed when it goes).
+pub struct Started {
+    pub(super) aperture: Aperture,
+    /// The fence write-back page (from `pool`; `None` only while being returned at stop).
+    pub(super) fence: Option<DeviceMemory>,
+    pub(super) ring: SpinLock<Ring>,
+    pub(super) mmio: Mmio,
+    pub(super) iface: DxgkInterface,
+    /// min(Dxgkrnl's interface, the newest rgpu supports).
+    interface_version: u32,
+    device_version: u32,
+    /// Reset the device when dropped (false after a surprise removal, or once stop did it).
+    pub(super) quiesce_on_drop: bool,
+    /// IOMMU-mapped pages for the ring and the fence page, kept for reuse across resets and
+    /// trimmed at StopDevice (cf. Linux TTM's page pool).
+    pub(super) pool: PagePool,
+}
+
+impl Drop for Started {
+    fn drop(&mut self) {
+        if self.quiesce_on_drop {
+            // Stop all DMA before the memory it could reach is unmapped and freed.
+            self.quiesce();
+        }
+    }
+}
+
+impl Started {
+    /// Acquires the device for StartDevice (PASSIVE_LEVEL): finds and maps the register BAR,
+    /// identifies and resets the device, allocates the ring, fence page and GART, programs the
+    /// ring. On failure everything acquired so far is released (and the device reset).
+    pub fn bring_up(iface: DxgkInterface, info: StartInfo, passive: &Passive) -> NtResult<Self> {
+        let interface_version = iface.version().min(NEWEST_INTERFACE_VERSION);
+        let device = DeviceInfo::query(&iface, passive).inspect_err(|e| {
+            rgpu_log!(
+                error,
+                "StartDevice: DxgkCbGetDeviceInformation failed: {}",
+                e
+            )
+        })?;
+        let Some(bar) = device.first_memory else {
+            rgpu_log!(
+                error,
+                "StartDevice: no register BAR in the translated resources (a root-enumerated device without rgpu hardware?)"
+            );
+            return Err(NtError::DEVICE_HARDWARE_ERROR);
+        };
+        if bar.length < regs::BAR_SIZE {
+            rgpu_log!(
+                error,
+                "StartDevice: register BAR of {} bytes, need {}",
+                bar.length,
+                regs::BAR_SIZE
+            );
+            return Err(NtError::DEVICE_HARDWARE_ERROR);
+        }
+        let mmio = Mmio::map(&iface, passive, bar)
+            .inspect_err(|e| rgpu_log!(error, "StartDevice: DxgkCbMapMemory failed: {}", e))?;
+        let device_version = reset_and_identify(&mmio)?;
+
+        let pool = PagePool::new(
+            &iface,
+            dxgk_sys::DXGK_MEMORY_CACHING_TYPE_CACHED,
+            POOL_PAGES,
+        );
+        let ring = pool
+            .get(passive)
+            .inspect_err(|e| rgpu_log!(error, "StartDevice: ring allocation failed: {}", e))?;
+        let fence = pool.get(passive).inspect_err(|e| {
+            rgpu_log!(error, "StartDevice: fence page allocation failed: {}", e)
+        })?;
+        let gart = MdlPages::allocate(
+            &iface,
+            passive,
+            APERTURE_PAGES * 8,
+            dxgk_sys::DXGK_MEMORY_CACHING_TYPE_CACHED,
+        )
+        .inspect_err(|e| {
+            rgpu_log!(
+                error,
+                "StartDevice: aperture table allocation failed: {}",
+                e
+            )
+        })?;
+        let started = Started {
+            aperture: Aperture::new(gart)?,
+            fence: Some(fence),
+            ring: SpinLock::new(Ring::new(ring)),
+            mmio,
+            iface,
+            interface_version,
+            device_version,
+            quiesce_on_drop: true,
+            pool,
+        };
+        // On failure `started` drops: device reset, memory and mapping released.
+        started.program_ring()?;
+        rgpu_log!(
+            info,
+            "started: interface {:#x}, device version {:#x}, {} DMA queue entries",
+            interface_version,
+            device_version,
+            info.required_dma_queue_entries
+        );
+        Ok(started)
+    }
+
+    /// Stops all device activity: interrupts off, device reset. Only register writes, so it is
+    /// safe at any IRQL and on the bugcheck path. The one quiesce routine: stop, drop, power
+    /// down, ResetDevice and ResetFromTimeout all come here.
+    pub fn quiesce(&self) {
+        self.mmio.write(regs::INT_ENABLE, 0);
+        self.mmio.write(regs::RESET, regs::RESET_ASSERT);
+    }
+
+    /// Interface version in use (min of Dxgkrnl's and rgpu's newest).
+    pub fn interface_version(&self) -> u32 {
+        self.interface_version
+    }
+
+    /// The VERSION register read at start.
+    pub fn device_version(&self) -> u32 {
+        self.device_version
+    }
+
+    /// The Dxgkrnl interface.
+    pub fn interface(&self) -> &DxgkInterface {
+        &self.iface
+    }
+
+    /// The mapped registers.
+    pub fn mmio(&self) -> &Mmio {
+        &self.mmio
+    }
+
+    /// Programs ring and fence write-back and enables the ring and interrupts (spec §3).
+    pub(super) fn program_ring(&self) -> NtResult<()> {
+        let ring = self.ring.lock().reset()?;
+        let fence = self
+            .fence
+            .as_ref()
+            .and_then(|f| f.page_address(0))
+            .ok_or(NtError::INSUFFICIENT_RESOURCES)?
+            .0;
+        let m = &self.mmio;
+        m.write(regs::RING_BASE_LO, ring as u32);
+        m.write(regs::RING_BASE_HI, (ring >> 32) as u32);
+        m.write(regs::RING_SIZE, RING_BYTES as u32);
+        m.write(regs::FENCE_ADDR_LO, fence as u32);
+        m.write(regs::FENCE_ADDR_HI, (fence >> 32) as u32);
+        m.write(
+            regs::CONTROL,
+            regs::CONTROL_RING_ENABLE | regs::CONTROL_FENCE_WB_ENABLE,
+        );
+        let enabled = dxgk::time::poll_until(REGISTER_TIMEOUT_US, MAX_POLLS, || {
+            m.read(regs::STATUS) & regs::STATUS_RING_ENABLED != 0
+        });
+        let status = m.read(regs::STATUS);
+        if !enabled {
+            rgpu_log!(
+                error,
+                "StartDevice: the device refused the ring (STATUS {:#x})",
+                status
+            );
+            return Err(NtError::DEVICE_HARDWARE_ERROR);
+        }
+        m.write(regs::INT_ENABLE, regs::INT_MASK);
+        Ok(())
+    }
+}
+
+/// Resets the device and checks its identity. Returns the VERSION register.
+pub(super) fn reset_and_identify(mmio: &Mmio) -> NtResult<u32> {
+    // Identity first: it reads correctly in any state, and a BAR with no rgpu behind it (a
+    // root-enumerated test device without hardware) must be told apart from a slow reset.
+    let id = mmio.read(regs::ID);
+    let version = mmio.read(regs::VERSION);
+    if id != regs::ID_VALUE {
+        rgpu_log!(
+            error,
+            "StartDevice: not an rgpu device (ID {:#010x}, expected {:#010x})",
+            id,
+            regs::ID_VALUE
+        );
+        return Err(NtError::DEVICE_HARDWARE_ERROR);
+    }
+    if version >> 16 != u32::from(regs::VERSION_MAJOR) {
+        rgpu_log!(
+            error,
+            "StartDevice: unsupported rgpu programming model {:#x}",
+            version
+        );
+        return Err(NtError::DEVICE_HARDWARE_ERROR);
+    }
+    mmio.write(regs::RESET, regs::RESET_ASSERT);
+    // Reset completes within microseconds on the rgpu device; allow 10 ms.
+    let ready = dxgk::time::poll_until(REGISTER_TIMEOUT_US, MAX_POLLS, || {
+        mmio.read(regs::STATUS) & regs::STATUS_READY != 0
+    });
+    if !ready {
+        rgpu_log!(error, "StartDevice: device not ready after reset");
+        return Err(NtError::DEVICE_NOT_READY);
+    }
+    let caps = mmio.read(regs::CAPS);
+    if caps & regs::CAPS_VA_BITS_MASK < rgpu_hw::pte::VA_BITS
+        || (caps >> regs::CAPS_LEVELS_SHIFT) & 0xF != rgpu_hw::pte::LEVELS as u32
+    {
+        rgpu_log!(
+            error,
+            "StartDevice: device caps {:#x} do not match the rgpu page-table format",
+            caps
+        );
+        return Err(NtError::DEVICE_HARDWARE_ERROR);
+    }
+    Ok(version)
+}

@@ -1,0 +1,222 @@
+//! Device, context and process objects, root page tables, and the allocation DDIs (not
+//! supported yet).
+
+use dxgk::handle::{kind, DxgkProcessHandle};
+use dxgk::pool::PoolBox;
+use dxgk::NtError;
+use dxgk_sys as sys;
+use dxgk_sys::{HANDLE, NTSTATUS, SIZE_T, UINT};
+
+use super::{adapter, args_mut, args_ref, finish, into_handle, object, paged_code, take_handle};
+use crate::log_once::Unsupported;
+use crate::objects::{
+    Context, Device, Process, CONTEXT_TAG, DEVICE_TAG, DMA_BUFFER_SIZE, PROCESS_TAG,
+};
+
+pub(super) unsafe extern "system" fn ddi_create_device(
+    h_adapter: HANDLE,
+    args: *mut sys::DXGKARG_CREATEDEVICE,
+) -> NTSTATUS {
+    let r = (|| {
+        paged_code("CreateDevice")?;
+        // SAFETY: Dxgkrnl passes the adapter handle from AddDevice.
+        let a = unsafe { adapter(h_adapter) }?;
+        // SAFETY: Dxgkrnl's argument block (only members present in every version are used).
+        let args = unsafe { args_mut(args) }?;
+        // SAFETY: hKmdProcess is a live process from CreateProcess (WDDM 2.0+ contract).
+        let process: &Process = unsafe { object::<kind::Process, _>(args.hKmdProcess) }?;
+        let device = PoolBox::try_new(
+            &a.pool,
+            DEVICE_TAG,
+            Device {
+                adapter: a,
+                process,
+            },
+        )?;
+        args.hDevice = into_handle(device);
+        Ok(())
+    })();
+    finish("CreateDevice", r)
+}
+
+pub(super) unsafe extern "system" fn ddi_destroy_device(h_device: HANDLE) -> NTSTATUS {
+    // SAFETY: `h_device` came from CreateDevice (DEVICE_TAG); DestroyDevice is its last use.
+    let r = unsafe { take_handle::<Device>(h_device, DEVICE_TAG) }.map(drop);
+    finish("DestroyDevice", r)
+}
+
+pub(super) unsafe extern "system" fn ddi_create_context(
+    h_device: HANDLE,
+    args: *mut sys::DXGKARG_CREATECONTEXT,
+) -> NTSTATUS {
+    let r = (|| {
+        paged_code("CreateContext")?;
+        // SAFETY: `h_device` is a live device from CreateDevice.
+        let device: &Device = unsafe { object::<kind::Device, _>(h_device) }?;
+        // SAFETY: the device keeps its adapter alive (devices are destroyed before RemoveDevice).
+        let a = unsafe { &*device.adapter };
+        // SAFETY: the device's process outlives its devices (Dxgkrnl destroys devices first).
+        let asid = unsafe { &*device.process }.asid;
+        // SAFETY: Dxgkrnl's argument block.
+        let args = unsafe { args_mut(args) }?;
+        if args.NodeOrdinal != 0 {
+            return Err(NtError::INVALID_PARAMETER);
+        }
+        let context = PoolBox::try_new(
+            &a.pool,
+            CONTEXT_TAG,
+            Context {
+                node: args.NodeOrdinal,
+                asid,
+                root: None,
+                system: args.Flags.SystemContext() != 0,
+            },
+        )?;
+        args.ContextInfo.DmaBufferSize = DMA_BUFFER_SIZE;
+        args.ContextInfo.DmaBufferSegmentSet = 1 << (crate::caps::APERTURE_SEGMENT_ID - 1);
+        args.ContextInfo.DmaBufferPrivateDataSize = 0;
+        args.ContextInfo.AllocationListSize = 0;
+        args.ContextInfo.PatchLocationListSize = 0;
+        args.hContext = into_handle(context);
+        Ok(())
+    })();
+    finish("CreateContext", r)
+}
+
+pub(super) unsafe extern "system" fn ddi_destroy_context(h_context: HANDLE) -> NTSTATUS {
+    // SAFETY: `h_context` came from CreateContext (CONTEXT_TAG); DestroyContext is its last use.
+    let r = unsafe { take_handle::<Context>(h_context, CONTEXT_TAG) }.map(drop);
+    finish("DestroyContext", r)
+}
+
+pub(super) unsafe extern "system" fn ddi_create_process(
+    h_adapter: HANDLE,
+    args: *mut sys::DXGKARG_CREATEPROCESS,
+) -> NTSTATUS {
+    let r = (|| {
+        paged_code("CreateProcess")?;
+        // SAFETY: Dxgkrnl passes the adapter handle from AddDevice.
+        let a = unsafe { adapter(h_adapter) }?;
+        // SAFETY: Dxgkrnl's argument block.
+        let args = unsafe { args_mut(args) }?;
+        let system = args.Flags.SystemProcess() != 0;
+        let asid = a.allocate_asid(system)?;
+        let process = match PoolBox::try_new(&a.pool, PROCESS_TAG, Process { system, asid }) {
+            Ok(p) => p,
+            Err(e) => {
+                a.free_asid(asid);
+                return Err(e);
+            }
+        };
+        a.set_process_handle(asid, DxgkProcessHandle::from_raw(args.hDxgkProcess));
+        args.hKmdProcess = into_handle(process);
+        Ok(())
+    })();
+    finish("CreateProcess", r)
+}
+
+pub(super) unsafe extern "system" fn ddi_destroy_process(
+    h_adapter: HANDLE,
+    h_kmd_process: HANDLE,
+) -> NTSTATUS {
+    let r = (|| {
+        // SAFETY: the handle came from CreateProcess (PROCESS_TAG) and this is its last use.
+        let process = unsafe { take_handle::<Process>(h_kmd_process, PROCESS_TAG) }?;
+        // SAFETY: Dxgkrnl passes the adapter handle from AddDevice.
+        if let Ok(a) = unsafe { adapter(h_adapter) } {
+            a.free_asid(process.asid);
+        }
+        Ok(())
+    })();
+    finish("DestroyProcess", r)
+}
+
+pub(super) unsafe extern "system" fn ddi_set_root_page_table(
+    h_adapter: HANDLE,
+    args: *const sys::DXGKARG_SETROOTPAGETABLE,
+) {
+    let r = (|| {
+        // SAFETY: Dxgkrnl's argument block.
+        let args = unsafe { args_ref(args) }?;
+        let mut ctx = dxgk::handle::ContextHandle::from_raw(args.hContext)
+            .ok_or(NtError::INVALID_PARAMETER)?
+            .as_non_null()
+            .cast::<Context>();
+        // SAFETY: a live context from CreateContext; VidMm guarantees it is idle during the
+        // call, so nothing else uses it.
+        let ctx = unsafe { ctx.as_mut() };
+        let (root, entries) = (args.Address.SegmentOffset, args.NumEntries);
+        ctx.root = Some((root, entries));
+        // SAFETY: Dxgkrnl passes the adapter handle from AddDevice.
+        unsafe { adapter(h_adapter) }?.set_root(ctx.asid, root, entries)
+    })();
+    // The DDI returns nothing: a failure can only be logged.
+    finish("SetRootPageTable", r);
+}
+
+pub(super) unsafe extern "system" fn ddi_get_root_page_table_size(
+    _h_adapter: HANDLE,
+    args: *mut sys::DXGKARG_GETROOTPAGETABLESIZE,
+) -> SIZE_T {
+    // Only called for two-level schemes; rgpu's root is a fixed 4 KiB table. Answer honestly.
+    // SAFETY: Dxgkrnl's argument block.
+    if let Ok(args) = unsafe { args_mut(args) } {
+        args.NumberOfPte = rgpu_hw::pte::ENTRIES_PER_TABLE as UINT;
+    }
+    rgpu_hw::pte::TABLE_SIZE
+}
+
+// ---------------------------------------------------------------------------------------------
+// Allocations: no user-mode driver creates any yet. OpenAllocation and CloseAllocation get a
+// device handle, not the adapter, so they cannot log once per adapter.
+
+/// STATUS_NOT_SUPPORTED, logged once per adapter.
+fn unsupported(h_adapter: HANDLE, ddi: Unsupported) -> NTSTATUS {
+    // SAFETY: Dxgkrnl passes the adapter handle from AddDevice.
+    if let Ok(a) = unsafe { adapter(h_adapter) } {
+        a.logged.report(ddi);
+    }
+    sys::STATUS_NOT_SUPPORTED
+}
+
+pub(super) unsafe extern "system" fn ddi_create_allocation(
+    h: HANDLE,
+    _a: *mut sys::DXGKARG_CREATEALLOCATION,
+) -> NTSTATUS {
+    unsupported(h, Unsupported::CreateAllocation)
+}
+
+pub(super) unsafe extern "system" fn ddi_destroy_allocation(
+    h: HANDLE,
+    _a: *const sys::DXGKARG_DESTROYALLOCATION,
+) -> NTSTATUS {
+    unsupported(h, Unsupported::DestroyAllocation)
+}
+
+pub(super) unsafe extern "system" fn ddi_describe_allocation(
+    h: HANDLE,
+    _a: *mut sys::DXGKARG_DESCRIBEALLOCATION,
+) -> NTSTATUS {
+    unsupported(h, Unsupported::DescribeAllocation)
+}
+
+pub(super) unsafe extern "system" fn ddi_get_standard_allocation_driver_data(
+    h: HANDLE,
+    _a: *mut sys::DXGKARG_GETSTANDARDALLOCATIONDRIVERDATA,
+) -> NTSTATUS {
+    unsupported(h, Unsupported::GetStandardAllocationDriverData)
+}
+
+pub(super) unsafe extern "system" fn ddi_open_allocation(
+    _h_device: HANDLE,
+    _a: *const sys::DXGKARG_OPENALLOCATION,
+) -> NTSTATUS {
+    sys::STATUS_NOT_SUPPORTED
+}
+
+pub(super) unsafe extern "system" fn ddi_close_allocation(
+    _h_device: HANDLE,
+    _a: *const core::ffi::c_void,
+) -> NTSTATUS {
+    sys::STATUS_NOT_SUPPORTED
+}

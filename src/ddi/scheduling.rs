@@ -1,0 +1,186 @@
+//! Paging, submission, preemption, TDR, engine queries and IOMMU exclusive access.
+
+use core::ptr::NonNull;
+
+use dxgk::handle::kind;
+use dxgk::NtError;
+use dxgk_sys as sys;
+use dxgk_sys::{HANDLE, NTSTATUS};
+
+use super::{adapter, args_mut, args_ref, finish, object};
+use crate::adapter::Adapter;
+use crate::objects::{Context, Process};
+
+pub(super) unsafe extern "system" fn ddi_build_paging_buffer(
+    h_adapter: HANDLE,
+    args: *mut sys::DXGKARG_BUILDPAGINGBUFFER,
+) -> NTSTATUS {
+    let r = (|| {
+        // SAFETY: Dxgkrnl passes the adapter handle from AddDevice.
+        let a = unsafe { adapter(h_adapter) }?;
+        // SAFETY: Dxgkrnl's argument block.
+        let args = unsafe { args.as_mut() }.ok_or(NtError::INVALID_PARAMETER)?;
+        let asid_of = |h: HANDLE| {
+            // SAFETY: a non-NULL hProcess in FLUSH_TLB is the process object rgpu returned from
+            // CreateProcess, alive until DestroyProcess (VidMm's contract).
+            NonNull::new(h.cast::<Process>()).map(|p| unsafe { p.as_ref() }.asid)
+        };
+        let ctx = crate::paging::PagingContext {
+            aperture: a.aperture(),
+            asid_of: Some(&asid_of),
+        };
+        // SAFETY: the buffers and pointers inside are Dxgkrnl's, valid as documented.
+        unsafe { ctx.build(args) }
+    })();
+    match r {
+        Err(e) if e == NtError::GRAPHICS_INSUFFICIENT_DMA_BUFFER => e.raw(),
+        r => finish("BuildPagingBuffer", r),
+    }
+}
+
+pub(super) unsafe extern "system" fn ddi_submit_command_virtual(
+    h_adapter: HANDLE,
+    args: *const sys::DXGKARG_SUBMITCOMMANDVIRTUAL,
+) -> NTSTATUS {
+    let r = (|| {
+        // SAFETY: Dxgkrnl passes the adapter handle from AddDevice.
+        let a = unsafe { adapter(h_adapter) }?;
+        // SAFETY: Dxgkrnl's argument block.
+        let args = unsafe { args_ref(args) }?;
+        // SAFETY: a live context from CreateContext.
+        let ctx: &Context = unsafe { object::<kind::Context, _>(args.hContext) }?;
+        if args.NodeOrdinal != 0 || args.EngineOrdinal != 0 || args.DmaBufferSize % 4 != 0 {
+            return Err(NtError::INVALID_PARAMETER);
+        }
+        a.submit(
+            args.DmaBufferVirtualAddress,
+            args.DmaBufferSize,
+            ctx.asid,
+            ctx.system,
+            u64::from(args.SubmissionFenceId),
+        )
+    })();
+    finish("SubmitCommandVirtual", r)
+}
+
+/// DISPATCH_LEVEL. See [`Adapter::preempt`]: answered with DMA_PREEMPTED once the ring drains.
+pub(super) unsafe extern "system" fn ddi_preempt_command(
+    h_adapter: HANDLE,
+    args: *const sys::DXGKARG_PREEMPTCOMMAND,
+) -> NTSTATUS {
+    let r = (|| {
+        // SAFETY: Dxgkrnl passes the adapter handle from AddDevice.
+        let a = unsafe { adapter(h_adapter) }?;
+        // SAFETY: Dxgkrnl's argument block.
+        let args = unsafe { args_ref(args) }?;
+        if args.NodeOrdinal != 0 || args.EngineOrdinal != 0 {
+            rgpu_log!(
+                error,
+                "PreemptCommand: node {} engine {}: rgpu has one node with one engine",
+                args.NodeOrdinal,
+                args.EngineOrdinal
+            );
+            return Err(NtError::INVALID_PARAMETER);
+        }
+        a.preempt(args.PreemptionFenceId)
+    })();
+    finish("PreemptCommand", r)
+}
+
+pub(super) unsafe extern "system" fn ddi_format_history_buffer(
+    _h_context: HANDLE,
+    _a: *mut sys::DXGKARG_FORMATHISTORYBUFFER,
+) -> NTSTATUS {
+    sys::STATUS_NOT_SUPPORTED
+}
+
+pub(super) unsafe extern "system" fn ddi_reset_from_timeout(h_adapter: HANDLE) -> NTSTATUS {
+    // SAFETY: Dxgkrnl passes the adapter handle from AddDevice. Register writes only.
+    let r = unsafe { adapter(h_adapter) }.map(Adapter::reset_hardware);
+    finish("ResetFromTimeout", r)
+}
+
+pub(super) unsafe extern "system" fn ddi_restart_from_timeout(h_adapter: HANDLE) -> NTSTATUS {
+    // SAFETY: Dxgkrnl passes the adapter handle from AddDevice.
+    let r = unsafe { adapter(h_adapter) }.and_then(Adapter::restart_hardware);
+    finish("RestartFromTimeout", r)
+}
+
+pub(super) unsafe extern "system" fn ddi_reset_engine(
+    h_adapter: HANDLE,
+    args: *mut sys::DXGKARG_RESETENGINE,
+) -> NTSTATUS {
+    let r = (|| {
+        // SAFETY: Dxgkrnl passes the adapter handle from AddDevice.
+        let a = unsafe { adapter(h_adapter) }?;
+        // SAFETY: Dxgkrnl's argument block.
+        let args = unsafe { args_mut(args) }?;
+        if args.NodeOrdinal != 0 || args.EngineOrdinal != 0 {
+            return Err(NtError::INVALID_PARAMETER);
+        }
+        // Everything queued and not completed is aborted by the reset: the last aborted fence
+        // is the last one submitted (equal to the last completed one when nothing was lost).
+        let last_submitted = a.last_submitted_fence();
+        a.reset_hardware();
+        a.restart_hardware()?;
+        args.LastAbortedFenceId = last_submitted;
+        Ok(())
+    })();
+    finish("ResetEngine", r)
+}
+
+pub(super) unsafe extern "system" fn ddi_query_dependent_engine_group(
+    _h_adapter: HANDLE,
+    args: *mut sys::DXGKARG_QUERYDEPENDENTENGINEGROUP,
+) -> NTSTATUS {
+    let r = (|| {
+        // SAFETY: Dxgkrnl's argument block.
+        let args = unsafe { args_mut(args) }?;
+        if args.NodeOrdinal != 0 || args.EngineOrdinal != 0 {
+            return Err(NtError::INVALID_PARAMETER);
+        }
+        // One engine: it depends on nothing else.
+        args.DependentNodeOrdinalMask = 0;
+        Ok(())
+    })();
+    finish("QueryDependentEngineGroup", r)
+}
+
+pub(super) unsafe extern "system" fn ddi_query_engine_status(
+    h_adapter: HANDLE,
+    args: *mut sys::DXGKARG_QUERYENGINESTATUS,
+) -> NTSTATUS {
+    let r = (|| {
+        // SAFETY: Dxgkrnl passes the adapter handle from AddDevice.
+        let a = unsafe { adapter(h_adapter) }?;
+        // SAFETY: Dxgkrnl's argument block.
+        let args = unsafe { args_mut(args) }?;
+        if args.NodeOrdinal != 0 || args.EngineOrdinal != 0 {
+            return Err(NtError::INVALID_PARAMETER);
+        }
+        args.EngineStatus
+            .set_Responsive(u32::from(a.engine_responsive()));
+        Ok(())
+    })();
+    finish("QueryEngineStatus", r)
+}
+
+// IOMMU isolation: between Begin and End the device must not touch system memory.
+
+pub(super) unsafe extern "system" fn ddi_begin_exclusive_access(
+    h_adapter: HANDLE,
+    _args: *mut sys::DXGKARG_BEGINEXCLUSIVEACCESS,
+) -> NTSTATUS {
+    // SAFETY: Dxgkrnl passes the adapter handle from AddDevice.
+    let r = unsafe { adapter(h_adapter) }.map(Adapter::begin_exclusive_access);
+    finish("BeginExclusiveAccess", r)
+}
+
+pub(super) unsafe extern "system" fn ddi_end_exclusive_access(
+    h_adapter: HANDLE,
+    _args: *mut sys::DXGKARG_ENDEXCLUSIVEACCESS,
+) -> NTSTATUS {
+    // SAFETY: Dxgkrnl passes the adapter handle from AddDevice.
+    let r = unsafe { adapter(h_adapter) }.map(Adapter::end_exclusive_access);
+    finish("EndExclusiveAccess", r)
+}
