@@ -23,7 +23,9 @@ Writes (overwriting):
 * `crates/dxgk-sys/tests/data/layouts.json`  a byte copy of the input, so a fresh clone of the
                                              repository tests without ../shared
 
-then runs `rustfmt --edition 2021` on the Rust files.
+deletes any other `.rs` file in those two `generated` directories, then runs
+`rustfmt --edition 2021` on the Rust files (an error if that fails). The output is
+deterministic; `.ci/run` reruns the generator and fails if the committed files differ.
 
 The mapping of C anonymous members onto Rust is written once, in MOD_DOC below (it becomes the
 doc comment of `dxgk_sys::generated`). The generator refuses (raises) on any C type it does
@@ -1277,6 +1279,14 @@ def main(argv):
     with open(vp, "w", encoding="utf-8") as f:
         f.write(vectors)
     written.append(vp)
+    # The generator owns both directories: a `.rs` file it did not write is a leftover
+    # (renamed or hand-added) and goes, so regenerating always yields exactly its output.
+    for d in (OUT_DIR, vdir):
+        for fn in sorted(os.listdir(d)):
+            p = os.path.join(d, fn)
+            if fn.endswith(".rs") and p not in written:
+                os.remove(p)
+                print("removed %s (not generated)" % os.path.relpath(p, ROOT))
     ddir = os.path.join(TEST_DIR, "data")
     os.makedirs(ddir, exist_ok=True)
     shutil.copyfile(lpath, os.path.join(ddir, "layouts.json"))
