@@ -23,7 +23,9 @@ Writes (overwriting):
 * `crates/dxgk-sys/tests/data/layouts.json`  a byte copy of the input, so a fresh clone of the
                                              repository tests without ../shared
 
-then runs `rustfmt --edition 2021` on the Rust files.
+deletes any other `.rs` file in those two `generated` directories, then runs
+`rustfmt --edition 2021` on the Rust files (an error if that fails). The output is
+deterministic; `.ci/run` reruns the generator and fails if the committed files differ.
 
 The mapping of C anonymous members onto Rust is written once, in MOD_DOC below (it becomes the
 doc comment of `dxgk_sys::generated`). The generator refuses (raises) on any C type it does
@@ -175,7 +177,16 @@ OPAQUE = [
     "D3DKMDT_SHAREDPRIMARYSURFACEDATA", "D3DKMDT_STAGINGSURFACEDATA",
     "D3DKMDT_VIRTUALGPUSURFACEDATA", "DXGK_DEVICEINFO", "DXGK_MULTIPLANE_OVERLAY_VSYNC_INFO",
     "DXGK_MULTIPLANE_OVERLAY_VSYNC_INFO2", "DXGK_MULTIPLANE_OVERLAY_VSYNC_INFO3",
+    "OBJECT_ATTRIBUTES",
 ]
+# Opaque types whose layout drivers *do* use but layouts.json does not carry: the doc says
+# so instead of "drivers must not rely on it" (name -> doc sentence). Binding one by value
+# needs its layout in layouts.json first; never guess it.
+OPAQUE_DOCS = {
+    "OBJECT_ATTRIBUTES": "Opaque `OBJECT_ATTRIBUTES` (ntdef.h, reached through `POBJECT_ATTRIBUTES`): "
+                         "its layout is public but not in layouts.json, so it is not bound here; "
+                         "only used behind pointers.",
+}
 
 # wdm.h routine pointer typedefs used by NT struct members (not in ddi-prototypes.json; the
 # prototypes are the documented wdm.h ones). name -> (params, return or None). A value of
@@ -903,9 +914,10 @@ class Gen:
                                                     (" -> " + ret) if ret else ""))
         out.append("\n")
         for n in sorted(self.opaque_used):
-            out.append("/// Opaque `%s`: its layout is not in layouts.json and drivers must not "
-                       "rely on it; only used behind pointers.\n#[repr(C)]\npub struct %s {\n"
-                       "    _private: [u8; 0],\n}\n\n" % (n, n))
+            doc = OPAQUE_DOCS.get(n, "Opaque `%s`: its layout is not in layouts.json and drivers "
+                                     "must not rely on it; only used behind pointers." % n)
+            out.append("/// %s\n#[repr(C)]\npub struct %s {\n    _private: [u8; 0],\n}\n\n"
+                       % (doc, n))
         for n, (tgt, doc) in sorted(self.aliases.items()):
             out.append("/// %s\npub type %s = %s;\n\n" % (doc, n, tgt))
         for n in self.order:
@@ -1267,13 +1279,24 @@ def main(argv):
     with open(vp, "w", encoding="utf-8") as f:
         f.write(vectors)
     written.append(vp)
+    # The generator owns both directories: a `.rs` file it did not write is a leftover
+    # (renamed or hand-added) and goes, so regenerating always yields exactly its output.
+    for d in (OUT_DIR, vdir):
+        for fn in sorted(os.listdir(d)):
+            p = os.path.join(d, fn)
+            if fn.endswith(".rs") and p not in written:
+                os.remove(p)
+                print("removed %s (not generated)" % os.path.relpath(p, ROOT))
     ddir = os.path.join(TEST_DIR, "data")
     os.makedirs(ddir, exist_ok=True)
     shutil.copyfile(lpath, os.path.join(ddir, "layouts.json"))
+    # The committed files are the rustfmt-formatted ones (.ci/run compares them byte for
+    # byte), so an unformatted result is an error, not a warning.
     try:
         subprocess.run(["rustfmt", "--edition", "2021"] + written, check=True)
     except (OSError, subprocess.CalledProcessError) as e:
-        print("warning: rustfmt failed (%s); run `cargo fmt -p dxgk-sys`" % e, file=sys.stderr)
+        die("rustfmt failed (%s): the files are written but unformatted; "
+            "run `cargo fmt -p dxgk-sys`" % e)
     print("structs: %d JSON structs, %d Rust types (%d sub-types), %d opaque; "
           "%d field vectors, %d bit-field vectors; %d PFN types (%d not representable: %s)" % (
               len(g.S), len(g.rtypes), len([n for n in g.rtypes if n not in g.S]),

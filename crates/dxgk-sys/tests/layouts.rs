@@ -194,7 +194,8 @@ fn struct_sizes_and_alignments() {
         }
     }
     fail_if_any("struct", &errors);
-    assert_eq!(seen.len(), 148, "struct count");
+    // layouts.json revision 3: 148 (revisions 1-2) + 8 DMA-remapping callback arguments.
+    assert_eq!(seen.len(), 156, "struct count");
 }
 
 /// Every generated type must be a JSON struct or one of the sub-types the vectors cover,
@@ -473,6 +474,90 @@ fn member_since_versus_size_tables() {
     assert_eq!(checked, 172 + 73);
 }
 
+/// Revision 3's DMA-remapping callback arguments: each member fits the struct's size at the
+/// member's `since` version, and each struct exists (has a size) from its own `since` on.
+#[test]
+fn dma_remapping_args_since_versus_size_tables() {
+    use dxgk_sys::*;
+    let j = layouts();
+    let versions = j["constants"]["DXGKDDI_INTERFACE_VERSION"]
+        .as_object()
+        .expect("versions");
+    let ver = |name: &str| u(&versions[name]) as u32;
+    let table: BTreeMap<(String, String), (usize, usize)> = vectors::fields()
+        .into_iter()
+        .map(|v| {
+            (
+                (v.strukt.to_string(), v.path.to_string()),
+                (v.offset, v.size),
+            )
+        })
+        .collect();
+    let mut errors = Vec::new();
+    let mut checked = 0;
+    for (sname, sizes) in [
+        (
+            "DXGKARGCB_CREATE_PHYSICAL_MEMORY_OBJECT",
+            DXGKARGCB_CREATE_PHYSICAL_MEMORY_OBJECT_SIZE_BY_VERSION,
+        ),
+        (
+            "DXGKARGCB_DESTROY_PHYSICAL_MEMORY_OBJECT",
+            DXGKARGCB_DESTROY_PHYSICAL_MEMORY_OBJECT_SIZE_BY_VERSION,
+        ),
+        (
+            "DXGKARGCB_OPEN_PHYSICAL_MEMORY_OBJECT",
+            DXGKARGCB_OPEN_PHYSICAL_MEMORY_OBJECT_SIZE_BY_VERSION,
+        ),
+        (
+            "DXGKARGCB_CLOSE_PHYSICAL_MEMORY_OBJECT",
+            DXGKARGCB_CLOSE_PHYSICAL_MEMORY_OBJECT_SIZE_BY_VERSION,
+        ),
+        (
+            "DXGKARGCB_MAP_PHYSICAL_MEMORY",
+            DXGKARGCB_MAP_PHYSICAL_MEMORY_SIZE_BY_VERSION,
+        ),
+        (
+            "DXGKARGCB_UNMAP_PHYSICAL_MEMORY",
+            DXGKARGCB_UNMAP_PHYSICAL_MEMORY_SIZE_BY_VERSION,
+        ),
+        (
+            "DXGKARGCB_ALLOCATE_ADL",
+            DXGKARGCB_ALLOCATE_ADL_SIZE_BY_VERSION,
+        ),
+        ("DXGKARGCB_FREE_ADL", DXGKARGCB_FREE_ADL_SIZE_BY_VERSION),
+    ] {
+        let s = &structs_of(&j)[sname];
+        let since = ver(s["since"].as_str().expect("struct since"));
+        if size_at_version(sizes, since) != Some(u(&s["size"])) {
+            errors.push(format!(
+                "{sname}: no size {} at its since 0x{since:X}",
+                s["size"]
+            ));
+        }
+        if size_at_version(sizes, since - 1).is_some() {
+            errors.push(format!("{sname}: has a size before its since 0x{since:X}"));
+        }
+        for f in s["fields"].as_array().expect("fields") {
+            let Some(fsince) = f["since"].as_str() else {
+                continue; // anonymous containers carry no `since`
+            };
+            let name = f["name"].as_str().expect("name");
+            let (off, size) = table[&(sname.to_string(), name.to_string())];
+            match size_at_version(sizes, ver(fsince)) {
+                Some(limit) if off + size <= limit => {}
+                got => errors.push(format!(
+                    "{sname}.{name}: since {fsince} ends at {} but the size there is {got:?}",
+                    off + size
+                )),
+            }
+            checked += 1;
+        }
+    }
+    fail_if_any("since/size", &errors);
+    // 23 + 2 + 3 + 1 + 5 + 3 + 9 + 2 named members.
+    assert_eq!(checked, 48);
+}
+
 #[test]
 fn size_tables_match_json() {
     let j = layouts();
@@ -576,4 +661,78 @@ fn spot_checks_from_the_reference() {
     let mut flags = DXGK_UPDATEPAGETABLEFLAGS::default();
     flags.set_Use64KBPages(1);
     assert_eq!(flags._bitfield_1, 1 << 3);
+
+    // Revision 3 (reference README): CREATE's union is 32 bytes (the 28-byte Mdl arm pads to
+    // 8), so hPhysicalMemoryObject is at 0x40; padding holes after AccessMode and Flags.
+    assert_eq!(size_of::<DXGKARGCB_CREATE_PHYSICAL_MEMORY_OBJECT>(), 80);
+    assert_eq!(size_of::<DXGKARGCB_CREATE_PHYSICAL_MEMORY_OBJECT_u>(), 32);
+    assert_eq!(
+        offset_of!(
+            DXGKARGCB_CREATE_PHYSICAL_MEMORY_OBJECT,
+            hPhysicalMemoryObject
+        ),
+        0x40
+    );
+    assert_eq!(
+        offset_of!(
+            DXGKARGCB_CREATE_PHYSICAL_MEMORY_OBJECT,
+            u.Section.ObjectAttributes
+        ),
+        0x28
+    );
+    assert_eq!(offset_of!(DXGKARGCB_MAP_PHYSICAL_MEMORY, Offset), 0x10);
+    assert_eq!(offset_of!(DXGKARGCB_ALLOCATE_ADL, pAdl), 0x20);
+    // The other seven: (size, align) from the README.
+    let sizes = [
+        (
+            size_of::<DXGKARGCB_DESTROY_PHYSICAL_MEMORY_OBJECT>(),
+            align_of::<DXGKARGCB_DESTROY_PHYSICAL_MEMORY_OBJECT>(),
+        ),
+        (
+            size_of::<DXGKARGCB_OPEN_PHYSICAL_MEMORY_OBJECT>(),
+            align_of::<DXGKARGCB_OPEN_PHYSICAL_MEMORY_OBJECT>(),
+        ),
+        (
+            size_of::<DXGKARGCB_CLOSE_PHYSICAL_MEMORY_OBJECT>(),
+            align_of::<DXGKARGCB_CLOSE_PHYSICAL_MEMORY_OBJECT>(),
+        ),
+        (
+            size_of::<DXGKARGCB_MAP_PHYSICAL_MEMORY>(),
+            align_of::<DXGKARGCB_MAP_PHYSICAL_MEMORY>(),
+        ),
+        (
+            size_of::<DXGKARGCB_UNMAP_PHYSICAL_MEMORY>(),
+            align_of::<DXGKARGCB_UNMAP_PHYSICAL_MEMORY>(),
+        ),
+        (
+            size_of::<DXGKARGCB_ALLOCATE_ADL>(),
+            align_of::<DXGKARGCB_ALLOCATE_ADL>(),
+        ),
+        (
+            size_of::<DXGKARGCB_FREE_ADL>(),
+            align_of::<DXGKARGCB_FREE_ADL>(),
+        ),
+    ];
+    assert_eq!(
+        sizes,
+        [(16, 8), (24, 8), (8, 8), (40, 8), (24, 8), (40, 8), (16, 8)]
+    );
+    // No named MAPAPERTURESEGMENT2 type: the MapApertureSegment2 arm, 72 bytes at +0x28.
+    assert_eq!(
+        offset_of!(DXGKARG_BUILDPAGINGBUFFER, u.MapApertureSegment2),
+        0x28
+    );
+    assert_eq!(
+        size_of::<DXGKARG_BUILDPAGINGBUFFER_MapApertureSegment2>(),
+        72
+    );
+    assert_eq!(
+        DXGK_PHYSICAL_MEMORY_TYPE_IO_SPACE,
+        DXGK_PHYSICAL_MEMORY_TYPE(3)
+    );
+    assert_eq!(DXGK_ACCESS_MODE_USER_MODE, DXGK_ACCESS_MODE(1));
+
+    let mut adl = DXGKARGCB_ALLOCATE_ADL::default();
+    adl.Flags.set_PreferContiguous(1);
+    assert_eq!(adl.Flags.Value, 1 << 1);
 }

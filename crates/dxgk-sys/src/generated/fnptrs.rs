@@ -1939,39 +1939,43 @@ pub type PFN_DXGKCB_QUERYFEATURESUPPORT = unsafe extern "system" fn(arg0: *mut c
 /// Annotations: `_Check_return_`.
 /// Typedef since `DXGKDDI_INTERFACE_VERSION_WDDM2_9`; declared in `shared/d3dkmddi.h`.
 pub type PFN_DXGKCB_CREATEPHYSICALMEMORYOBJECT =
-    unsafe extern "system" fn(pArgs: *mut c_void) -> NTSTATUS;
+    unsafe extern "system" fn(pArgs: *mut DXGKARGCB_CREATE_PHYSICAL_MEMORY_OBJECT) -> NTSTATUS;
 
 /// `DXGKCB_DESTROYPHYSICALMEMORYOBJECT`, held by `DXGKRNL_INTERFACE.DxgkCbDestroyPhysicalMemoryObject` (offset 0x1F8, since `DXGKDDI_INTERFACE_VERSION_WDDM2_9`).
 ///
 /// IRQL: `_IRQL_requires_(PASSIVE_LEVEL)`.
 /// Typedef since `DXGKDDI_INTERFACE_VERSION_WDDM2_9`; declared in `shared/d3dkmddi.h`.
-pub type PFN_DXGKCB_DESTROYPHYSICALMEMORYOBJECT = unsafe extern "system" fn(pArgs: *const c_void);
+pub type PFN_DXGKCB_DESTROYPHYSICALMEMORYOBJECT =
+    unsafe extern "system" fn(pArgs: *const DXGKARGCB_DESTROY_PHYSICAL_MEMORY_OBJECT);
 
 /// `DXGKCB_MAPPHYSICALMEMORY`, held by `DXGKRNL_INTERFACE.DxgkCbMapPhysicalMemory` (offset 0x200, since `DXGKDDI_INTERFACE_VERSION_WDDM2_9`).
 ///
 /// IRQL: `_IRQL_requires_(PASSIVE_LEVEL)`.
 /// Annotations: `_Check_return_`.
 /// Typedef since `DXGKDDI_INTERFACE_VERSION_WDDM2_9`; declared in `shared/d3dkmddi.h`.
-pub type PFN_DXGKCB_MAPPHYSICALMEMORY = unsafe extern "system" fn(pArgs: *mut c_void) -> NTSTATUS;
+pub type PFN_DXGKCB_MAPPHYSICALMEMORY =
+    unsafe extern "system" fn(pArgs: *mut DXGKARGCB_MAP_PHYSICAL_MEMORY) -> NTSTATUS;
 
 /// `DXGKCB_UNMAPPHYSICALMEMORY`, held by `DXGKRNL_INTERFACE.DxgkCbUnmapPhysicalMemory` (offset 0x208, since `DXGKDDI_INTERFACE_VERSION_WDDM2_9`).
 ///
 /// IRQL: `_IRQL_requires_(PASSIVE_LEVEL)`.
 /// Typedef since `DXGKDDI_INTERFACE_VERSION_WDDM2_9`; declared in `shared/d3dkmddi.h`.
-pub type PFN_DXGKCB_UNMAPPHYSICALMEMORY = unsafe extern "system" fn(pArgs: *const c_void);
+pub type PFN_DXGKCB_UNMAPPHYSICALMEMORY =
+    unsafe extern "system" fn(pArgs: *const DXGKARGCB_UNMAP_PHYSICAL_MEMORY);
 
 /// `DXGKCB_ALLOCATEADL`, held by `DXGKRNL_INTERFACE.DxgkCbAllocateAdl` (offset 0x210, since `DXGKDDI_INTERFACE_VERSION_WDDM2_9`).
 ///
 /// IRQL: `_IRQL_requires_(PASSIVE_LEVEL)`.
 /// Annotations: `_Check_return_`.
 /// Typedef since `DXGKDDI_INTERFACE_VERSION_WDDM2_9`; declared in `shared/d3dkmddi.h`.
-pub type PFN_DXGKCB_ALLOCATEADL = unsafe extern "system" fn(pArgs: *mut c_void) -> NTSTATUS;
+pub type PFN_DXGKCB_ALLOCATEADL =
+    unsafe extern "system" fn(pArgs: *mut DXGKARGCB_ALLOCATE_ADL) -> NTSTATUS;
 
 /// `DXGKCB_FREEADL`, held by `DXGKRNL_INTERFACE.DxgkCbFreeAdl` (offset 0x218, since `DXGKDDI_INTERFACE_VERSION_WDDM2_9`).
 ///
 /// IRQL: `_IRQL_requires_(PASSIVE_LEVEL)`.
 /// Typedef since `DXGKDDI_INTERFACE_VERSION_WDDM2_9`; declared in `shared/d3dkmddi.h`.
-pub type PFN_DXGKCB_FREEADL = unsafe extern "system" fn(pArgs: *const c_void);
+pub type PFN_DXGKCB_FREEADL = unsafe extern "system" fn(pArgs: *const DXGKARGCB_FREE_ADL);
 
 /// `DXGKCB_OPENPHYSICALMEMORYOBJECT`, held by `DXGKRNL_INTERFACE.DxgkCbOpenPhysicalMemoryObject` (offset 0x220, since `DXGKDDI_INTERFACE_VERSION_WDDM2_9`).
 ///
@@ -1979,13 +1983,14 @@ pub type PFN_DXGKCB_FREEADL = unsafe extern "system" fn(pArgs: *const c_void);
 /// Annotations: `_Check_return_`.
 /// Typedef since `DXGKDDI_INTERFACE_VERSION_WDDM2_9`; declared in `shared/d3dkmddi.h`.
 pub type PFN_DXGKCB_OPENPHYSICALMEMORYOBJECT =
-    unsafe extern "system" fn(pArgs: *mut c_void) -> NTSTATUS;
+    unsafe extern "system" fn(pArgs: *mut DXGKARGCB_OPEN_PHYSICAL_MEMORY_OBJECT) -> NTSTATUS;
 
 /// `DXGKCB_CLOSEPHYSICALMEMORYOBJECT`, held by `DXGKRNL_INTERFACE.DxgkCbClosePhysicalMemoryObject` (offset 0x228, since `DXGKDDI_INTERFACE_VERSION_WDDM2_9`).
 ///
 /// IRQL: `_IRQL_requires_(PASSIVE_LEVEL)`.
 /// Typedef since `DXGKDDI_INTERFACE_VERSION_WDDM2_9`; declared in `shared/d3dkmddi.h`.
-pub type PFN_DXGKCB_CLOSEPHYSICALMEMORYOBJECT = unsafe extern "system" fn(pArgs: *const c_void);
+pub type PFN_DXGKCB_CLOSEPHYSICALMEMORYOBJECT =
+    unsafe extern "system" fn(pArgs: *const DXGKARGCB_CLOSE_PHYSICAL_MEMORY_OBJECT);
 
 /// `DXGKCB_PINFRAMEBUFFERFORSAVE2`, held by `DXGKRNL_INTERFACE.DxgkCbPinFrameBufferForSave2` (offset 0x230, since `DXGKDDI_INTERFACE_VERSION_WDDM2_9`).
 ///

@@ -222,6 +222,12 @@ pub struct NAMED_PIPE_CREATE_PARAMETERS {
     _private: [u8; 0],
 }
 
+/// Opaque `OBJECT_ATTRIBUTES` (ntdef.h, reached through `POBJECT_ATTRIBUTES`): its layout is public but not in layouts.json, so it is not bound here; only used behind pointers.
+#[repr(C)]
+pub struct OBJECT_ATTRIBUTES {
+    _private: [u8; 0],
+}
+
 /// Opaque `POWER_SEQUENCE`: its layout is not in layouts.json and drivers must not rely on it; only used behind pointers.
 #[repr(C)]
 pub struct POWER_SEQUENCE {
@@ -12771,6 +12777,375 @@ impl Default for CM_PARTIAL_RESOURCE_DESCRIPTOR_u_Connection {
     }
 }
 
+/// `DXGKARGCB_CREATE_PHYSICAL_MEMORY_OBJECT` (C struct), 80 bytes, align 8.
+///
+/// Since `DXGKDDI_INTERFACE_VERSION_WDDM2_9`.
+///
+/// Source: WDK 10.0.22621.0 shared/d3dkmddi.h.
+///
+/// Note: Argument of DXGKCB_CREATEPHYSICALMEMORYOBJECT (DXGKRNL_INTERFACE.DxgkCbCreatePhysicalMemoryObject @0x1F0, returns NTSTATUS). Anonymous union at 0x20 is 32 bytes: the Mdl arm (LowAddress, HighAddress, SkipBytes: 8 each, Flags UINT@0x38) is 28 bytes and pads to 32 under the 8-byte alignment, ContiguousMemory and Section are 24, IOSpace 8; the arm is chosen by Type (DXGK_PHYSICAL_MEMORY_TYPE). Section has 4 bytes of padding after DesiredAccess (ObjectAttributes@0x28). hPhysicalMemoryObject@0x40 and hAdapterMemoryObject@0x48 are outputs (_Out_).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct DXGKARGCB_CREATE_PHYSICAL_MEMORY_OBJECT {
+    /// C `HANDLE hAdapter`, since `DXGKDDI_INTERFACE_VERSION_WDDM2_9`.
+    pub hAdapter: HANDLE,
+    /// C `SIZE_T Size`, since `DXGKDDI_INTERFACE_VERSION_WDDM2_9`.
+    pub Size: SIZE_T,
+    /// C `ULONG_PTR Context`, since `DXGKDDI_INTERFACE_VERSION_WDDM2_9`.
+    pub Context: ULONG_PTR,
+    /// C `DXGK_PHYSICAL_MEMORY_TYPE Type`, since `DXGKDDI_INTERFACE_VERSION_WDDM2_9`.
+    pub Type: DXGK_PHYSICAL_MEMORY_TYPE,
+    /// C `DXGK_MEMORY_CACHING_TYPE CacheType`, since `DXGKDDI_INTERFACE_VERSION_WDDM2_9`.
+    pub CacheType: DXGK_MEMORY_CACHING_TYPE,
+    /// Anonymous C union.
+    pub u: DXGKARGCB_CREATE_PHYSICAL_MEMORY_OBJECT_u,
+    /// C `HANDLE hPhysicalMemoryObject`, since `DXGKDDI_INTERFACE_VERSION_WDDM2_9`.
+    pub hPhysicalMemoryObject: HANDLE,
+    /// C `HANDLE hAdapterMemoryObject`, since `DXGKDDI_INTERFACE_VERSION_WDDM2_9`.
+    pub hAdapterMemoryObject: HANDLE,
+}
+
+impl Default for DXGKARGCB_CREATE_PHYSICAL_MEMORY_OBJECT {
+    fn default() -> Self {
+        // SAFETY: every field is an integer, a raw pointer, an `Option` of a
+        // function pointer, or an array/struct/union of those: all-zero is valid.
+        unsafe { core::mem::zeroed() }
+    }
+}
+
+/// Unnamed C union, 32 bytes (see the module docs for the naming rule).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub union DXGKARGCB_CREATE_PHYSICAL_MEMORY_OBJECT_u {
+    /// C `struct _DXGKARGCB_CREATE_PHYSICAL_MEMORY_OBJECT::{unnamed} Mdl`.
+    pub Mdl: DXGKARGCB_CREATE_PHYSICAL_MEMORY_OBJECT_Mdl,
+    /// C `struct _DXGKARGCB_CREATE_PHYSICAL_MEMORY_OBJECT::{unnamed} ContiguousMemory`.
+    pub ContiguousMemory: DXGKARGCB_CREATE_PHYSICAL_MEMORY_OBJECT_ContiguousMemory,
+    /// C `struct _DXGKARGCB_CREATE_PHYSICAL_MEMORY_OBJECT::{unnamed} Section`.
+    pub Section: DXGKARGCB_CREATE_PHYSICAL_MEMORY_OBJECT_Section,
+    /// C `struct _DXGKARGCB_CREATE_PHYSICAL_MEMORY_OBJECT::{unnamed} IOSpace`.
+    pub IOSpace: DXGKARGCB_CREATE_PHYSICAL_MEMORY_OBJECT_IOSpace,
+}
+
+impl Default for DXGKARGCB_CREATE_PHYSICAL_MEMORY_OBJECT_u {
+    fn default() -> Self {
+        // SAFETY: every field is an integer, a raw pointer, an `Option` of a
+        // function pointer, or an array/struct/union of those: all-zero is valid.
+        unsafe { core::mem::zeroed() }
+    }
+}
+
+/// Unnamed C struct, 32 bytes (see the module docs for the naming rule).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct DXGKARGCB_CREATE_PHYSICAL_MEMORY_OBJECT_Mdl {
+    /// C `LARGE_INTEGER LowAddress`, since `DXGKDDI_INTERFACE_VERSION_WDDM2_9`.
+    pub LowAddress: LARGE_INTEGER,
+    /// C `LARGE_INTEGER HighAddress`, since `DXGKDDI_INTERFACE_VERSION_WDDM2_9`.
+    pub HighAddress: LARGE_INTEGER,
+    /// C `LARGE_INTEGER SkipBytes`, since `DXGKDDI_INTERFACE_VERSION_WDDM2_9`.
+    pub SkipBytes: LARGE_INTEGER,
+    /// C `UINT Flags`, since `DXGKDDI_INTERFACE_VERSION_WDDM2_9`.
+    pub Flags: UINT,
+}
+
+impl Default for DXGKARGCB_CREATE_PHYSICAL_MEMORY_OBJECT_Mdl {
+    fn default() -> Self {
+        // SAFETY: every field is an integer, a raw pointer, an `Option` of a
+        // function pointer, or an array/struct/union of those: all-zero is valid.
+        unsafe { core::mem::zeroed() }
+    }
+}
+
+/// Unnamed C struct, 24 bytes (see the module docs for the naming rule).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct DXGKARGCB_CREATE_PHYSICAL_MEMORY_OBJECT_ContiguousMemory {
+    /// C `LARGE_INTEGER LowestAcceptableAddress`, since `DXGKDDI_INTERFACE_VERSION_WDDM2_9`.
+    pub LowestAcceptableAddress: LARGE_INTEGER,
+    /// C `LARGE_INTEGER HighestAcceptableAddress`, since `DXGKDDI_INTERFACE_VERSION_WDDM2_9`.
+    pub HighestAcceptableAddress: LARGE_INTEGER,
+    /// C `LARGE_INTEGER BoundaryAddressMultiple`, since `DXGKDDI_INTERFACE_VERSION_WDDM2_9`.
+    pub BoundaryAddressMultiple: LARGE_INTEGER,
+}
+
+impl Default for DXGKARGCB_CREATE_PHYSICAL_MEMORY_OBJECT_ContiguousMemory {
+    fn default() -> Self {
+        // SAFETY: every field is an integer, a raw pointer, an `Option` of a
+        // function pointer, or an array/struct/union of those: all-zero is valid.
+        unsafe { core::mem::zeroed() }
+    }
+}
+
+/// Unnamed C struct, 24 bytes (see the module docs for the naming rule).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct DXGKARGCB_CREATE_PHYSICAL_MEMORY_OBJECT_Section {
+    /// C `ACCESS_MASK DesiredAccess`, since `DXGKDDI_INTERFACE_VERSION_WDDM2_9`.
+    pub DesiredAccess: ACCESS_MASK,
+    /// C `POBJECT_ATTRIBUTES ObjectAttributes`, since `DXGKDDI_INTERFACE_VERSION_WDDM2_9`.
+    pub ObjectAttributes: *mut OBJECT_ATTRIBUTES,
+    /// C `ULONG PageProtection`, since `DXGKDDI_INTERFACE_VERSION_WDDM2_9`.
+    pub PageProtection: ULONG,
+    /// C `ULONG AllocationAttributes`, since `DXGKDDI_INTERFACE_VERSION_WDDM2_9`.
+    pub AllocationAttributes: ULONG,
+}
+
+impl Default for DXGKARGCB_CREATE_PHYSICAL_MEMORY_OBJECT_Section {
+    fn default() -> Self {
+        // SAFETY: every field is an integer, a raw pointer, an `Option` of a
+        // function pointer, or an array/struct/union of those: all-zero is valid.
+        unsafe { core::mem::zeroed() }
+    }
+}
+
+/// Unnamed C struct, 8 bytes (see the module docs for the naming rule).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct DXGKARGCB_CREATE_PHYSICAL_MEMORY_OBJECT_IOSpace {
+    /// C `LARGE_INTEGER BaseAddress`, since `DXGKDDI_INTERFACE_VERSION_WDDM2_9`.
+    pub BaseAddress: LARGE_INTEGER,
+}
+
+impl Default for DXGKARGCB_CREATE_PHYSICAL_MEMORY_OBJECT_IOSpace {
+    fn default() -> Self {
+        // SAFETY: every field is an integer, a raw pointer, an `Option` of a
+        // function pointer, or an array/struct/union of those: all-zero is valid.
+        unsafe { core::mem::zeroed() }
+    }
+}
+
+/// `DXGKARGCB_DESTROY_PHYSICAL_MEMORY_OBJECT` (C struct), 16 bytes, align 8.
+///
+/// Since `DXGKDDI_INTERFACE_VERSION_WDDM2_9`.
+///
+/// Source: WDK 10.0.22621.0 shared/d3dkmddi.h.
+///
+/// Note: Argument of DXGKCB_DESTROYPHYSICALMEMORYOBJECT (DXGKRNL_INTERFACE.DxgkCbDestroyPhysicalMemoryObject @0x1F8, returns VOID). hAdapterMemoryObject is optional (_In_opt_).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct DXGKARGCB_DESTROY_PHYSICAL_MEMORY_OBJECT {
+    /// C `HANDLE hPhysicalMemoryObject`, since `DXGKDDI_INTERFACE_VERSION_WDDM2_9`.
+    pub hPhysicalMemoryObject: HANDLE,
+    /// C `HANDLE hAdapterMemoryObject`, since `DXGKDDI_INTERFACE_VERSION_WDDM2_9`.
+    pub hAdapterMemoryObject: HANDLE,
+}
+
+impl Default for DXGKARGCB_DESTROY_PHYSICAL_MEMORY_OBJECT {
+    fn default() -> Self {
+        // SAFETY: every field is an integer, a raw pointer, an `Option` of a
+        // function pointer, or an array/struct/union of those: all-zero is valid.
+        unsafe { core::mem::zeroed() }
+    }
+}
+
+/// `DXGKARGCB_OPEN_PHYSICAL_MEMORY_OBJECT` (C struct), 24 bytes, align 8.
+///
+/// Since `DXGKDDI_INTERFACE_VERSION_WDDM2_9`.
+///
+/// Source: WDK 10.0.22621.0 shared/d3dkmddi.h.
+///
+/// Note: Argument of DXGKCB_OPENPHYSICALMEMORYOBJECT (DXGKRNL_INTERFACE.DxgkCbOpenPhysicalMemoryObject @0x220, returns NTSTATUS). hAdapterMemoryObject@0x10 is the output (_Out_).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct DXGKARGCB_OPEN_PHYSICAL_MEMORY_OBJECT {
+    /// C `HANDLE hPhysicalMemoryObject`, since `DXGKDDI_INTERFACE_VERSION_WDDM2_9`.
+    pub hPhysicalMemoryObject: HANDLE,
+    /// C `HANDLE hAdapter`, since `DXGKDDI_INTERFACE_VERSION_WDDM2_9`.
+    pub hAdapter: HANDLE,
+    /// C `HANDLE hAdapterMemoryObject`, since `DXGKDDI_INTERFACE_VERSION_WDDM2_9`.
+    pub hAdapterMemoryObject: HANDLE,
+}
+
+impl Default for DXGKARGCB_OPEN_PHYSICAL_MEMORY_OBJECT {
+    fn default() -> Self {
+        // SAFETY: every field is an integer, a raw pointer, an `Option` of a
+        // function pointer, or an array/struct/union of those: all-zero is valid.
+        unsafe { core::mem::zeroed() }
+    }
+}
+
+/// `DXGKARGCB_CLOSE_PHYSICAL_MEMORY_OBJECT` (C struct), 8 bytes, align 8.
+///
+/// Since `DXGKDDI_INTERFACE_VERSION_WDDM2_9`.
+///
+/// Source: WDK 10.0.22621.0 shared/d3dkmddi.h.
+///
+/// Note: Argument of DXGKCB_CLOSEPHYSICALMEMORYOBJECT (DXGKRNL_INTERFACE.DxgkCbClosePhysicalMemoryObject @0x228, returns VOID).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct DXGKARGCB_CLOSE_PHYSICAL_MEMORY_OBJECT {
+    /// C `HANDLE hAdapterMemoryObject`, since `DXGKDDI_INTERFACE_VERSION_WDDM2_9`.
+    pub hAdapterMemoryObject: HANDLE,
+}
+
+impl Default for DXGKARGCB_CLOSE_PHYSICAL_MEMORY_OBJECT {
+    fn default() -> Self {
+        // SAFETY: every field is an integer, a raw pointer, an `Option` of a
+        // function pointer, or an array/struct/union of those: all-zero is valid.
+        unsafe { core::mem::zeroed() }
+    }
+}
+
+/// `DXGKARGCB_MAP_PHYSICAL_MEMORY` (C struct), 40 bytes, align 8.
+///
+/// Since `DXGKDDI_INTERFACE_VERSION_WDDM2_9`.
+///
+/// Source: WDK 10.0.22621.0 shared/d3dkmddi.h.
+///
+/// Note: Argument of DXGKCB_MAPPHYSICALMEMORY (DXGKRNL_INTERFACE.DxgkCbMapPhysicalMemory @0x200, returns NTSTATUS). AccessMode (DXGK_ACCESS_MODE, 4 bytes) is followed by 4 bytes of padding (Offset@0x10). pMappedAddress@0x20 is the output (_Out_).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct DXGKARGCB_MAP_PHYSICAL_MEMORY {
+    /// C `HANDLE hPhysicalMemoryObject`, since `DXGKDDI_INTERFACE_VERSION_WDDM2_9`.
+    pub hPhysicalMemoryObject: HANDLE,
+    /// C `DXGK_ACCESS_MODE AccessMode`, since `DXGKDDI_INTERFACE_VERSION_WDDM2_9`.
+    pub AccessMode: DXGK_ACCESS_MODE,
+    /// C `SIZE_T Offset`, since `DXGKDDI_INTERFACE_VERSION_WDDM2_9`.
+    pub Offset: SIZE_T,
+    /// C `SIZE_T Size`, since `DXGKDDI_INTERFACE_VERSION_WDDM2_9`.
+    pub Size: SIZE_T,
+    /// C `void * pMappedAddress`, since `DXGKDDI_INTERFACE_VERSION_WDDM2_9`.
+    pub pMappedAddress: PVOID,
+}
+
+impl Default for DXGKARGCB_MAP_PHYSICAL_MEMORY {
+    fn default() -> Self {
+        // SAFETY: every field is an integer, a raw pointer, an `Option` of a
+        // function pointer, or an array/struct/union of those: all-zero is valid.
+        unsafe { core::mem::zeroed() }
+    }
+}
+
+/// `DXGKARGCB_UNMAP_PHYSICAL_MEMORY` (C struct), 24 bytes, align 8.
+///
+/// Since `DXGKDDI_INTERFACE_VERSION_WDDM2_9`.
+///
+/// Source: WDK 10.0.22621.0 shared/d3dkmddi.h.
+///
+/// Note: Argument of DXGKCB_UNMAPPHYSICALMEMORY (DXGKRNL_INTERFACE.DxgkCbUnmapPhysicalMemory @0x208, returns VOID).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct DXGKARGCB_UNMAP_PHYSICAL_MEMORY {
+    /// C `HANDLE hPhysicalMemoryObject`, since `DXGKDDI_INTERFACE_VERSION_WDDM2_9`.
+    pub hPhysicalMemoryObject: HANDLE,
+    /// C `void * pBaseAddress`, since `DXGKDDI_INTERFACE_VERSION_WDDM2_9`.
+    pub pBaseAddress: PVOID,
+    /// C `SIZE_T Size`, since `DXGKDDI_INTERFACE_VERSION_WDDM2_9`.
+    pub Size: SIZE_T,
+}
+
+impl Default for DXGKARGCB_UNMAP_PHYSICAL_MEMORY {
+    fn default() -> Self {
+        // SAFETY: every field is an integer, a raw pointer, an `Option` of a
+        // function pointer, or an array/struct/union of those: all-zero is valid.
+        unsafe { core::mem::zeroed() }
+    }
+}
+
+/// `DXGKARGCB_ALLOCATE_ADL` (C struct), 40 bytes, align 8.
+///
+/// Since `DXGKDDI_INTERFACE_VERSION_WDDM2_9`.
+///
+/// Source: WDK 10.0.22621.0 shared/d3dkmddi.h.
+///
+/// Note: Argument of DXGKCB_ALLOCATEADL (DXGKRNL_INTERFACE.DxgkCbAllocateAdl @0x210, returns NTSTATUS). Flags is a 4-byte union (RequireContiguous bit 0, PreferContiguous bit 1, Reserved bits 2-31, Value) at 0x18, followed by 4 bytes of padding. pAdl@0x20 is _Out_ (a DXGK_ADL pointer; DXGK_ADL is 16 bytes, see its entry).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct DXGKARGCB_ALLOCATE_ADL {
+    /// C `HANDLE hAdapterMemoryObject`, since `DXGKDDI_INTERFACE_VERSION_WDDM2_9`.
+    pub hAdapterMemoryObject: HANDLE,
+    /// C `SIZE_T Offset`, since `DXGKDDI_INTERFACE_VERSION_WDDM2_9`.
+    pub Offset: SIZE_T,
+    /// C `SIZE_T Size`, since `DXGKDDI_INTERFACE_VERSION_WDDM2_9`.
+    pub Size: SIZE_T,
+    /// C `union _DXGKARGCB_ALLOCATE_ADL::{unnamed} Flags`.
+    pub Flags: DXGKARGCB_ALLOCATE_ADL_Flags,
+    /// C `DXGK_ADL * pAdl`, since `DXGKDDI_INTERFACE_VERSION_WDDM2_9`.
+    pub pAdl: *mut DXGK_ADL,
+}
+
+impl Default for DXGKARGCB_ALLOCATE_ADL {
+    fn default() -> Self {
+        // SAFETY: every field is an integer, a raw pointer, an `Option` of a
+        // function pointer, or an array/struct/union of those: all-zero is valid.
+        unsafe { core::mem::zeroed() }
+    }
+}
+
+/// Unnamed C flag union (collapsed: see the module docs), 4 bytes.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct DXGKARGCB_ALLOCATE_ADL_Flags {
+    /// Flag-union storage; bit-field accessors on this type.
+    pub Value: UINT32,
+}
+
+impl Default for DXGKARGCB_ALLOCATE_ADL_Flags {
+    fn default() -> Self {
+        // SAFETY: every field is an integer, a raw pointer, an `Option` of a
+        // function pointer, or an array/struct/union of those: all-zero is valid.
+        unsafe { core::mem::zeroed() }
+    }
+}
+
+impl DXGKARGCB_ALLOCATE_ADL_Flags {
+    /// C bit-field `UINT32 RequireContiguous : 1`: bits 0..1 of `Value`.
+    #[inline]
+    pub const fn RequireContiguous(&self) -> UINT32 {
+        self.Value & 0x1
+    }
+    /// Sets bit-field `RequireContiguous` to `v` masked to 1 bit.
+    #[inline]
+    pub fn set_RequireContiguous(&mut self, v: UINT32) {
+        self.Value = (self.Value & !0x1) | (v & 0x1);
+    }
+    /// C bit-field `UINT32 PreferContiguous : 1`: bits 1..2 of `Value`.
+    #[inline]
+    pub const fn PreferContiguous(&self) -> UINT32 {
+        (self.Value >> 1) & 0x1
+    }
+    /// Sets bit-field `PreferContiguous` to `v` masked to 1 bit.
+    #[inline]
+    pub fn set_PreferContiguous(&mut self, v: UINT32) {
+        self.Value = (self.Value & !(0x1 << 1)) | ((v & 0x1) << 1);
+    }
+    /// C bit-field `UINT32 Reserved : 30`: bits 2..32 of `Value`.
+    #[inline]
+    pub const fn Reserved(&self) -> UINT32 {
+        (self.Value >> 2) & 0x3FFFFFFF
+    }
+    /// Sets bit-field `Reserved` to `v` masked to 30 bits.
+    #[inline]
+    pub fn set_Reserved(&mut self, v: UINT32) {
+        self.Value = (self.Value & !(0x3FFFFFFF << 2)) | ((v & 0x3FFFFFFF) << 2);
+    }
+}
+
+/// `DXGKARGCB_FREE_ADL` (C struct), 16 bytes, align 8.
+///
+/// Since `DXGKDDI_INTERFACE_VERSION_WDDM2_9`.
+///
+/// Source: WDK 10.0.22621.0 shared/d3dkmddi.h.
+///
+/// Note: Argument of DXGKCB_FREEADL (DXGKRNL_INTERFACE.DxgkCbFreeAdl @0x218, returns VOID). pAdl@0x8 is _In_ (a DXGK_ADL pointer).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct DXGKARGCB_FREE_ADL {
+    /// C `HANDLE hAdapterMemoryObject`, since `DXGKDDI_INTERFACE_VERSION_WDDM2_9`.
+    pub hAdapterMemoryObject: HANDLE,
+    /// C `DXGK_ADL * pAdl`, since `DXGKDDI_INTERFACE_VERSION_WDDM2_9`.
+    pub pAdl: *mut DXGK_ADL,
+}
+
+impl Default for DXGKARGCB_FREE_ADL {
+    fn default() -> Self {
+        // SAFETY: every field is an integer, a raw pointer, an `Option` of a
+        // function pointer, or an array/struct/union of those: all-zero is valid.
+        unsafe { core::mem::zeroed() }
+    }
+}
+
 /// Bit-field accessor metadata: one entry per generated accessor pair.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BitfieldInfo {
@@ -15643,5 +16018,26 @@ pub const BITFIELDS: &[BitfieldInfo] = &[
         name: "Reserved2",
         bit_offset: 24,
         bit_width: 8,
+    },
+    BitfieldInfo {
+        holder: "DXGKARGCB_ALLOCATE_ADL_Flags",
+        storage: "Value",
+        name: "RequireContiguous",
+        bit_offset: 0,
+        bit_width: 1,
+    },
+    BitfieldInfo {
+        holder: "DXGKARGCB_ALLOCATE_ADL_Flags",
+        storage: "Value",
+        name: "PreferContiguous",
+        bit_offset: 1,
+        bit_width: 1,
+    },
+    BitfieldInfo {
+        holder: "DXGKARGCB_ALLOCATE_ADL_Flags",
+        storage: "Value",
+        name: "Reserved",
+        bit_offset: 2,
+        bit_width: 30,
     },
 ];

@@ -750,6 +750,46 @@ pub fn structs() -> Vec<StructVec> {
             size: size_of::<LARGE_INTEGER>(),
             align: align_of::<LARGE_INTEGER>(),
         },
+        StructVec {
+            name: "DXGKARGCB_CREATE_PHYSICAL_MEMORY_OBJECT",
+            size: size_of::<DXGKARGCB_CREATE_PHYSICAL_MEMORY_OBJECT>(),
+            align: align_of::<DXGKARGCB_CREATE_PHYSICAL_MEMORY_OBJECT>(),
+        },
+        StructVec {
+            name: "DXGKARGCB_DESTROY_PHYSICAL_MEMORY_OBJECT",
+            size: size_of::<DXGKARGCB_DESTROY_PHYSICAL_MEMORY_OBJECT>(),
+            align: align_of::<DXGKARGCB_DESTROY_PHYSICAL_MEMORY_OBJECT>(),
+        },
+        StructVec {
+            name: "DXGKARGCB_OPEN_PHYSICAL_MEMORY_OBJECT",
+            size: size_of::<DXGKARGCB_OPEN_PHYSICAL_MEMORY_OBJECT>(),
+            align: align_of::<DXGKARGCB_OPEN_PHYSICAL_MEMORY_OBJECT>(),
+        },
+        StructVec {
+            name: "DXGKARGCB_CLOSE_PHYSICAL_MEMORY_OBJECT",
+            size: size_of::<DXGKARGCB_CLOSE_PHYSICAL_MEMORY_OBJECT>(),
+            align: align_of::<DXGKARGCB_CLOSE_PHYSICAL_MEMORY_OBJECT>(),
+        },
+        StructVec {
+            name: "DXGKARGCB_MAP_PHYSICAL_MEMORY",
+            size: size_of::<DXGKARGCB_MAP_PHYSICAL_MEMORY>(),
+            align: align_of::<DXGKARGCB_MAP_PHYSICAL_MEMORY>(),
+        },
+        StructVec {
+            name: "DXGKARGCB_UNMAP_PHYSICAL_MEMORY",
+            size: size_of::<DXGKARGCB_UNMAP_PHYSICAL_MEMORY>(),
+            align: align_of::<DXGKARGCB_UNMAP_PHYSICAL_MEMORY>(),
+        },
+        StructVec {
+            name: "DXGKARGCB_ALLOCATE_ADL",
+            size: size_of::<DXGKARGCB_ALLOCATE_ADL>(),
+            align: align_of::<DXGKARGCB_ALLOCATE_ADL>(),
+        },
+        StructVec {
+            name: "DXGKARGCB_FREE_ADL",
+            size: size_of::<DXGKARGCB_FREE_ADL>(),
+            align: align_of::<DXGKARGCB_FREE_ADL>(),
+        },
     ]
 }
 
@@ -20409,6 +20449,378 @@ pub fn fields() -> Vec<FieldVec> {
             offset: offset_of!(LARGE_INTEGER, QuadPart),
             size: fsize!(LARGE_INTEGER, QuadPart),
         },
+        FieldVec {
+            strukt: "DXGKARGCB_CREATE_PHYSICAL_MEMORY_OBJECT",
+            path: "hAdapter",
+            offset: offset_of!(DXGKARGCB_CREATE_PHYSICAL_MEMORY_OBJECT, hAdapter),
+            size: fsize!(DXGKARGCB_CREATE_PHYSICAL_MEMORY_OBJECT, hAdapter),
+        },
+        FieldVec {
+            strukt: "DXGKARGCB_CREATE_PHYSICAL_MEMORY_OBJECT",
+            path: "Size",
+            offset: offset_of!(DXGKARGCB_CREATE_PHYSICAL_MEMORY_OBJECT, Size),
+            size: fsize!(DXGKARGCB_CREATE_PHYSICAL_MEMORY_OBJECT, Size),
+        },
+        FieldVec {
+            strukt: "DXGKARGCB_CREATE_PHYSICAL_MEMORY_OBJECT",
+            path: "Context",
+            offset: offset_of!(DXGKARGCB_CREATE_PHYSICAL_MEMORY_OBJECT, Context),
+            size: fsize!(DXGKARGCB_CREATE_PHYSICAL_MEMORY_OBJECT, Context),
+        },
+        FieldVec {
+            strukt: "DXGKARGCB_CREATE_PHYSICAL_MEMORY_OBJECT",
+            path: "Type",
+            offset: offset_of!(DXGKARGCB_CREATE_PHYSICAL_MEMORY_OBJECT, Type),
+            size: fsize!(DXGKARGCB_CREATE_PHYSICAL_MEMORY_OBJECT, Type),
+        },
+        FieldVec {
+            strukt: "DXGKARGCB_CREATE_PHYSICAL_MEMORY_OBJECT",
+            path: "CacheType",
+            offset: offset_of!(DXGKARGCB_CREATE_PHYSICAL_MEMORY_OBJECT, CacheType),
+            size: fsize!(DXGKARGCB_CREATE_PHYSICAL_MEMORY_OBJECT, CacheType),
+        },
+        FieldVec {
+            strukt: "DXGKARGCB_CREATE_PHYSICAL_MEMORY_OBJECT",
+            path: "<anonymous union>",
+            offset: offset_of!(DXGKARGCB_CREATE_PHYSICAL_MEMORY_OBJECT, u),
+            size: fsize!(DXGKARGCB_CREATE_PHYSICAL_MEMORY_OBJECT, u),
+        },
+        FieldVec {
+            strukt: "DXGKARGCB_CREATE_PHYSICAL_MEMORY_OBJECT",
+            path: "Mdl",
+            offset: offset_of!(DXGKARGCB_CREATE_PHYSICAL_MEMORY_OBJECT, u.Mdl),
+            size: fsize!(DXGKARGCB_CREATE_PHYSICAL_MEMORY_OBJECT, u.Mdl),
+        },
+        FieldVec {
+            strukt: "DXGKARGCB_CREATE_PHYSICAL_MEMORY_OBJECT",
+            path: "Mdl.LowAddress",
+            offset: offset_of!(DXGKARGCB_CREATE_PHYSICAL_MEMORY_OBJECT, u.Mdl.LowAddress),
+            size: fsize!(DXGKARGCB_CREATE_PHYSICAL_MEMORY_OBJECT, u.Mdl.LowAddress),
+        },
+        FieldVec {
+            strukt: "DXGKARGCB_CREATE_PHYSICAL_MEMORY_OBJECT",
+            path: "Mdl.HighAddress",
+            offset: offset_of!(DXGKARGCB_CREATE_PHYSICAL_MEMORY_OBJECT, u.Mdl.HighAddress),
+            size: fsize!(DXGKARGCB_CREATE_PHYSICAL_MEMORY_OBJECT, u.Mdl.HighAddress),
+        },
+        FieldVec {
+            strukt: "DXGKARGCB_CREATE_PHYSICAL_MEMORY_OBJECT",
+            path: "Mdl.SkipBytes",
+            offset: offset_of!(DXGKARGCB_CREATE_PHYSICAL_MEMORY_OBJECT, u.Mdl.SkipBytes),
+            size: fsize!(DXGKARGCB_CREATE_PHYSICAL_MEMORY_OBJECT, u.Mdl.SkipBytes),
+        },
+        FieldVec {
+            strukt: "DXGKARGCB_CREATE_PHYSICAL_MEMORY_OBJECT",
+            path: "Mdl.Flags",
+            offset: offset_of!(DXGKARGCB_CREATE_PHYSICAL_MEMORY_OBJECT, u.Mdl.Flags),
+            size: fsize!(DXGKARGCB_CREATE_PHYSICAL_MEMORY_OBJECT, u.Mdl.Flags),
+        },
+        FieldVec {
+            strukt: "DXGKARGCB_CREATE_PHYSICAL_MEMORY_OBJECT",
+            path: "ContiguousMemory",
+            offset: offset_of!(DXGKARGCB_CREATE_PHYSICAL_MEMORY_OBJECT, u.ContiguousMemory),
+            size: fsize!(DXGKARGCB_CREATE_PHYSICAL_MEMORY_OBJECT, u.ContiguousMemory),
+        },
+        FieldVec {
+            strukt: "DXGKARGCB_CREATE_PHYSICAL_MEMORY_OBJECT",
+            path: "ContiguousMemory.LowestAcceptableAddress",
+            offset: offset_of!(
+                DXGKARGCB_CREATE_PHYSICAL_MEMORY_OBJECT,
+                u.ContiguousMemory.LowestAcceptableAddress
+            ),
+            size: fsize!(
+                DXGKARGCB_CREATE_PHYSICAL_MEMORY_OBJECT,
+                u.ContiguousMemory.LowestAcceptableAddress
+            ),
+        },
+        FieldVec {
+            strukt: "DXGKARGCB_CREATE_PHYSICAL_MEMORY_OBJECT",
+            path: "ContiguousMemory.HighestAcceptableAddress",
+            offset: offset_of!(
+                DXGKARGCB_CREATE_PHYSICAL_MEMORY_OBJECT,
+                u.ContiguousMemory.HighestAcceptableAddress
+            ),
+            size: fsize!(
+                DXGKARGCB_CREATE_PHYSICAL_MEMORY_OBJECT,
+                u.ContiguousMemory.HighestAcceptableAddress
+            ),
+        },
+        FieldVec {
+            strukt: "DXGKARGCB_CREATE_PHYSICAL_MEMORY_OBJECT",
+            path: "ContiguousMemory.BoundaryAddressMultiple",
+            offset: offset_of!(
+                DXGKARGCB_CREATE_PHYSICAL_MEMORY_OBJECT,
+                u.ContiguousMemory.BoundaryAddressMultiple
+            ),
+            size: fsize!(
+                DXGKARGCB_CREATE_PHYSICAL_MEMORY_OBJECT,
+                u.ContiguousMemory.BoundaryAddressMultiple
+            ),
+        },
+        FieldVec {
+            strukt: "DXGKARGCB_CREATE_PHYSICAL_MEMORY_OBJECT",
+            path: "Section",
+            offset: offset_of!(DXGKARGCB_CREATE_PHYSICAL_MEMORY_OBJECT, u.Section),
+            size: fsize!(DXGKARGCB_CREATE_PHYSICAL_MEMORY_OBJECT, u.Section),
+        },
+        FieldVec {
+            strukt: "DXGKARGCB_CREATE_PHYSICAL_MEMORY_OBJECT",
+            path: "Section.DesiredAccess",
+            offset: offset_of!(
+                DXGKARGCB_CREATE_PHYSICAL_MEMORY_OBJECT,
+                u.Section.DesiredAccess
+            ),
+            size: fsize!(
+                DXGKARGCB_CREATE_PHYSICAL_MEMORY_OBJECT,
+                u.Section.DesiredAccess
+            ),
+        },
+        FieldVec {
+            strukt: "DXGKARGCB_CREATE_PHYSICAL_MEMORY_OBJECT",
+            path: "Section.ObjectAttributes",
+            offset: offset_of!(
+                DXGKARGCB_CREATE_PHYSICAL_MEMORY_OBJECT,
+                u.Section.ObjectAttributes
+            ),
+            size: fsize!(
+                DXGKARGCB_CREATE_PHYSICAL_MEMORY_OBJECT,
+                u.Section.ObjectAttributes
+            ),
+        },
+        FieldVec {
+            strukt: "DXGKARGCB_CREATE_PHYSICAL_MEMORY_OBJECT",
+            path: "Section.PageProtection",
+            offset: offset_of!(
+                DXGKARGCB_CREATE_PHYSICAL_MEMORY_OBJECT,
+                u.Section.PageProtection
+            ),
+            size: fsize!(
+                DXGKARGCB_CREATE_PHYSICAL_MEMORY_OBJECT,
+                u.Section.PageProtection
+            ),
+        },
+        FieldVec {
+            strukt: "DXGKARGCB_CREATE_PHYSICAL_MEMORY_OBJECT",
+            path: "Section.AllocationAttributes",
+            offset: offset_of!(
+                DXGKARGCB_CREATE_PHYSICAL_MEMORY_OBJECT,
+                u.Section.AllocationAttributes
+            ),
+            size: fsize!(
+                DXGKARGCB_CREATE_PHYSICAL_MEMORY_OBJECT,
+                u.Section.AllocationAttributes
+            ),
+        },
+        FieldVec {
+            strukt: "DXGKARGCB_CREATE_PHYSICAL_MEMORY_OBJECT",
+            path: "IOSpace",
+            offset: offset_of!(DXGKARGCB_CREATE_PHYSICAL_MEMORY_OBJECT, u.IOSpace),
+            size: fsize!(DXGKARGCB_CREATE_PHYSICAL_MEMORY_OBJECT, u.IOSpace),
+        },
+        FieldVec {
+            strukt: "DXGKARGCB_CREATE_PHYSICAL_MEMORY_OBJECT",
+            path: "IOSpace.BaseAddress",
+            offset: offset_of!(
+                DXGKARGCB_CREATE_PHYSICAL_MEMORY_OBJECT,
+                u.IOSpace.BaseAddress
+            ),
+            size: fsize!(
+                DXGKARGCB_CREATE_PHYSICAL_MEMORY_OBJECT,
+                u.IOSpace.BaseAddress
+            ),
+        },
+        FieldVec {
+            strukt: "DXGKARGCB_CREATE_PHYSICAL_MEMORY_OBJECT",
+            path: "hPhysicalMemoryObject",
+            offset: offset_of!(
+                DXGKARGCB_CREATE_PHYSICAL_MEMORY_OBJECT,
+                hPhysicalMemoryObject
+            ),
+            size: fsize!(
+                DXGKARGCB_CREATE_PHYSICAL_MEMORY_OBJECT,
+                hPhysicalMemoryObject
+            ),
+        },
+        FieldVec {
+            strukt: "DXGKARGCB_CREATE_PHYSICAL_MEMORY_OBJECT",
+            path: "hAdapterMemoryObject",
+            offset: offset_of!(
+                DXGKARGCB_CREATE_PHYSICAL_MEMORY_OBJECT,
+                hAdapterMemoryObject
+            ),
+            size: fsize!(
+                DXGKARGCB_CREATE_PHYSICAL_MEMORY_OBJECT,
+                hAdapterMemoryObject
+            ),
+        },
+        FieldVec {
+            strukt: "DXGKARGCB_DESTROY_PHYSICAL_MEMORY_OBJECT",
+            path: "hPhysicalMemoryObject",
+            offset: offset_of!(
+                DXGKARGCB_DESTROY_PHYSICAL_MEMORY_OBJECT,
+                hPhysicalMemoryObject
+            ),
+            size: fsize!(
+                DXGKARGCB_DESTROY_PHYSICAL_MEMORY_OBJECT,
+                hPhysicalMemoryObject
+            ),
+        },
+        FieldVec {
+            strukt: "DXGKARGCB_DESTROY_PHYSICAL_MEMORY_OBJECT",
+            path: "hAdapterMemoryObject",
+            offset: offset_of!(
+                DXGKARGCB_DESTROY_PHYSICAL_MEMORY_OBJECT,
+                hAdapterMemoryObject
+            ),
+            size: fsize!(
+                DXGKARGCB_DESTROY_PHYSICAL_MEMORY_OBJECT,
+                hAdapterMemoryObject
+            ),
+        },
+        FieldVec {
+            strukt: "DXGKARGCB_OPEN_PHYSICAL_MEMORY_OBJECT",
+            path: "hPhysicalMemoryObject",
+            offset: offset_of!(DXGKARGCB_OPEN_PHYSICAL_MEMORY_OBJECT, hPhysicalMemoryObject),
+            size: fsize!(DXGKARGCB_OPEN_PHYSICAL_MEMORY_OBJECT, hPhysicalMemoryObject),
+        },
+        FieldVec {
+            strukt: "DXGKARGCB_OPEN_PHYSICAL_MEMORY_OBJECT",
+            path: "hAdapter",
+            offset: offset_of!(DXGKARGCB_OPEN_PHYSICAL_MEMORY_OBJECT, hAdapter),
+            size: fsize!(DXGKARGCB_OPEN_PHYSICAL_MEMORY_OBJECT, hAdapter),
+        },
+        FieldVec {
+            strukt: "DXGKARGCB_OPEN_PHYSICAL_MEMORY_OBJECT",
+            path: "hAdapterMemoryObject",
+            offset: offset_of!(DXGKARGCB_OPEN_PHYSICAL_MEMORY_OBJECT, hAdapterMemoryObject),
+            size: fsize!(DXGKARGCB_OPEN_PHYSICAL_MEMORY_OBJECT, hAdapterMemoryObject),
+        },
+        FieldVec {
+            strukt: "DXGKARGCB_CLOSE_PHYSICAL_MEMORY_OBJECT",
+            path: "hAdapterMemoryObject",
+            offset: offset_of!(DXGKARGCB_CLOSE_PHYSICAL_MEMORY_OBJECT, hAdapterMemoryObject),
+            size: fsize!(DXGKARGCB_CLOSE_PHYSICAL_MEMORY_OBJECT, hAdapterMemoryObject),
+        },
+        FieldVec {
+            strukt: "DXGKARGCB_MAP_PHYSICAL_MEMORY",
+            path: "hPhysicalMemoryObject",
+            offset: offset_of!(DXGKARGCB_MAP_PHYSICAL_MEMORY, hPhysicalMemoryObject),
+            size: fsize!(DXGKARGCB_MAP_PHYSICAL_MEMORY, hPhysicalMemoryObject),
+        },
+        FieldVec {
+            strukt: "DXGKARGCB_MAP_PHYSICAL_MEMORY",
+            path: "AccessMode",
+            offset: offset_of!(DXGKARGCB_MAP_PHYSICAL_MEMORY, AccessMode),
+            size: fsize!(DXGKARGCB_MAP_PHYSICAL_MEMORY, AccessMode),
+        },
+        FieldVec {
+            strukt: "DXGKARGCB_MAP_PHYSICAL_MEMORY",
+            path: "Offset",
+            offset: offset_of!(DXGKARGCB_MAP_PHYSICAL_MEMORY, Offset),
+            size: fsize!(DXGKARGCB_MAP_PHYSICAL_MEMORY, Offset),
+        },
+        FieldVec {
+            strukt: "DXGKARGCB_MAP_PHYSICAL_MEMORY",
+            path: "Size",
+            offset: offset_of!(DXGKARGCB_MAP_PHYSICAL_MEMORY, Size),
+            size: fsize!(DXGKARGCB_MAP_PHYSICAL_MEMORY, Size),
+        },
+        FieldVec {
+            strukt: "DXGKARGCB_MAP_PHYSICAL_MEMORY",
+            path: "pMappedAddress",
+            offset: offset_of!(DXGKARGCB_MAP_PHYSICAL_MEMORY, pMappedAddress),
+            size: fsize!(DXGKARGCB_MAP_PHYSICAL_MEMORY, pMappedAddress),
+        },
+        FieldVec {
+            strukt: "DXGKARGCB_UNMAP_PHYSICAL_MEMORY",
+            path: "hPhysicalMemoryObject",
+            offset: offset_of!(DXGKARGCB_UNMAP_PHYSICAL_MEMORY, hPhysicalMemoryObject),
+            size: fsize!(DXGKARGCB_UNMAP_PHYSICAL_MEMORY, hPhysicalMemoryObject),
+        },
+        FieldVec {
+            strukt: "DXGKARGCB_UNMAP_PHYSICAL_MEMORY",
+            path: "pBaseAddress",
+            offset: offset_of!(DXGKARGCB_UNMAP_PHYSICAL_MEMORY, pBaseAddress),
+            size: fsize!(DXGKARGCB_UNMAP_PHYSICAL_MEMORY, pBaseAddress),
+        },
+        FieldVec {
+            strukt: "DXGKARGCB_UNMAP_PHYSICAL_MEMORY",
+            path: "Size",
+            offset: offset_of!(DXGKARGCB_UNMAP_PHYSICAL_MEMORY, Size),
+            size: fsize!(DXGKARGCB_UNMAP_PHYSICAL_MEMORY, Size),
+        },
+        FieldVec {
+            strukt: "DXGKARGCB_ALLOCATE_ADL",
+            path: "hAdapterMemoryObject",
+            offset: offset_of!(DXGKARGCB_ALLOCATE_ADL, hAdapterMemoryObject),
+            size: fsize!(DXGKARGCB_ALLOCATE_ADL, hAdapterMemoryObject),
+        },
+        FieldVec {
+            strukt: "DXGKARGCB_ALLOCATE_ADL",
+            path: "Offset",
+            offset: offset_of!(DXGKARGCB_ALLOCATE_ADL, Offset),
+            size: fsize!(DXGKARGCB_ALLOCATE_ADL, Offset),
+        },
+        FieldVec {
+            strukt: "DXGKARGCB_ALLOCATE_ADL",
+            path: "Size",
+            offset: offset_of!(DXGKARGCB_ALLOCATE_ADL, Size),
+            size: fsize!(DXGKARGCB_ALLOCATE_ADL, Size),
+        },
+        FieldVec {
+            strukt: "DXGKARGCB_ALLOCATE_ADL",
+            path: "Flags",
+            offset: offset_of!(DXGKARGCB_ALLOCATE_ADL, Flags),
+            size: fsize!(DXGKARGCB_ALLOCATE_ADL, Flags),
+        },
+        FieldVec {
+            strukt: "DXGKARGCB_ALLOCATE_ADL",
+            path: "Flags.<anonymous struct>",
+            offset: offset_of!(DXGKARGCB_ALLOCATE_ADL, Flags.Value),
+            size: fsize!(DXGKARGCB_ALLOCATE_ADL, Flags.Value),
+        },
+        FieldVec {
+            strukt: "DXGKARGCB_ALLOCATE_ADL",
+            path: "Flags.RequireContiguous",
+            offset: offset_of!(DXGKARGCB_ALLOCATE_ADL, Flags.Value),
+            size: fsize!(DXGKARGCB_ALLOCATE_ADL, Flags.Value),
+        },
+        FieldVec {
+            strukt: "DXGKARGCB_ALLOCATE_ADL",
+            path: "Flags.PreferContiguous",
+            offset: offset_of!(DXGKARGCB_ALLOCATE_ADL, Flags.Value),
+            size: fsize!(DXGKARGCB_ALLOCATE_ADL, Flags.Value),
+        },
+        FieldVec {
+            strukt: "DXGKARGCB_ALLOCATE_ADL",
+            path: "Flags.Reserved",
+            offset: offset_of!(DXGKARGCB_ALLOCATE_ADL, Flags.Value),
+            size: fsize!(DXGKARGCB_ALLOCATE_ADL, Flags.Value),
+        },
+        FieldVec {
+            strukt: "DXGKARGCB_ALLOCATE_ADL",
+            path: "Flags.Value",
+            offset: offset_of!(DXGKARGCB_ALLOCATE_ADL, Flags.Value),
+            size: fsize!(DXGKARGCB_ALLOCATE_ADL, Flags.Value),
+        },
+        FieldVec {
+            strukt: "DXGKARGCB_ALLOCATE_ADL",
+            path: "pAdl",
+            offset: offset_of!(DXGKARGCB_ALLOCATE_ADL, pAdl),
+            size: fsize!(DXGKARGCB_ALLOCATE_ADL, pAdl),
+        },
+        FieldVec {
+            strukt: "DXGKARGCB_FREE_ADL",
+            path: "hAdapterMemoryObject",
+            offset: offset_of!(DXGKARGCB_FREE_ADL, hAdapterMemoryObject),
+            size: fsize!(DXGKARGCB_FREE_ADL, hAdapterMemoryObject),
+        },
+        FieldVec {
+            strukt: "DXGKARGCB_FREE_ADL",
+            path: "pAdl",
+            offset: offset_of!(DXGKARGCB_FREE_ADL, pAdl),
+            size: fsize!(DXGKARGCB_FREE_ADL, pAdl),
+        },
     ]
 }
 
@@ -31223,6 +31635,45 @@ pub fn bitfields() -> Vec<BitVec> {
                 )
             },
         },
+        BitVec {
+            strukt: "DXGKARGCB_ALLOCATE_ADL",
+            path: "Flags.RequireContiguous",
+            run: |off, size| {
+                run_bitfield::<DXGKARGCB_ALLOCATE_ADL, DXGKARGCB_ALLOCATE_ADL_Flags>(
+                    offset_of!(DXGKARGCB_ALLOCATE_ADL, Flags),
+                    off,
+                    size,
+                    |h| h.set_RequireContiguous(!0),
+                    |h| u64::from(h.RequireContiguous()),
+                )
+            },
+        },
+        BitVec {
+            strukt: "DXGKARGCB_ALLOCATE_ADL",
+            path: "Flags.PreferContiguous",
+            run: |off, size| {
+                run_bitfield::<DXGKARGCB_ALLOCATE_ADL, DXGKARGCB_ALLOCATE_ADL_Flags>(
+                    offset_of!(DXGKARGCB_ALLOCATE_ADL, Flags),
+                    off,
+                    size,
+                    |h| h.set_PreferContiguous(!0),
+                    |h| u64::from(h.PreferContiguous()),
+                )
+            },
+        },
+        BitVec {
+            strukt: "DXGKARGCB_ALLOCATE_ADL",
+            path: "Flags.Reserved",
+            run: |off, size| {
+                run_bitfield::<DXGKARGCB_ALLOCATE_ADL, DXGKARGCB_ALLOCATE_ADL_Flags>(
+                    offset_of!(DXGKARGCB_ALLOCATE_ADL, Flags),
+                    off,
+                    size,
+                    |h| h.set_Reserved(!0),
+                    |h| u64::from(h.Reserved()),
+                )
+            },
+        },
     ]
 }
 
@@ -32006,6 +32457,30 @@ pub fn subtypes() -> Vec<SubtypeVec> {
             size: size_of::<CM_PARTIAL_RESOURCE_DESCRIPTOR_u_Connection>(),
         },
         SubtypeVec {
+            name: "DXGKARGCB_CREATE_PHYSICAL_MEMORY_OBJECT_u",
+            size: size_of::<DXGKARGCB_CREATE_PHYSICAL_MEMORY_OBJECT_u>(),
+        },
+        SubtypeVec {
+            name: "DXGKARGCB_CREATE_PHYSICAL_MEMORY_OBJECT_Mdl",
+            size: size_of::<DXGKARGCB_CREATE_PHYSICAL_MEMORY_OBJECT_Mdl>(),
+        },
+        SubtypeVec {
+            name: "DXGKARGCB_CREATE_PHYSICAL_MEMORY_OBJECT_ContiguousMemory",
+            size: size_of::<DXGKARGCB_CREATE_PHYSICAL_MEMORY_OBJECT_ContiguousMemory>(),
+        },
+        SubtypeVec {
+            name: "DXGKARGCB_CREATE_PHYSICAL_MEMORY_OBJECT_Section",
+            size: size_of::<DXGKARGCB_CREATE_PHYSICAL_MEMORY_OBJECT_Section>(),
+        },
+        SubtypeVec {
+            name: "DXGKARGCB_CREATE_PHYSICAL_MEMORY_OBJECT_IOSpace",
+            size: size_of::<DXGKARGCB_CREATE_PHYSICAL_MEMORY_OBJECT_IOSpace>(),
+        },
+        SubtypeVec {
+            name: "DXGKARGCB_ALLOCATE_ADL_Flags",
+            size: size_of::<DXGKARGCB_ALLOCATE_ADL_Flags>(),
+        },
+        SubtypeVec {
             name: "D3DKMDT_GDISURFACEDATA",
             size: size_of::<D3DKMDT_GDISURFACEDATA>(),
         },
@@ -32100,6 +32575,10 @@ pub fn subtypes() -> Vec<SubtypeVec> {
         SubtypeVec {
             name: "NAMED_PIPE_CREATE_PARAMETERS",
             size: size_of::<NAMED_PIPE_CREATE_PARAMETERS>(),
+        },
+        SubtypeVec {
+            name: "OBJECT_ATTRIBUTES",
+            size: size_of::<OBJECT_ATTRIBUTES>(),
         },
         SubtypeVec {
             name: "POWER_SEQUENCE",
