@@ -2,13 +2,13 @@
 //!
 //! This layer (with `crate::seam`) is the only place in the driver with `unsafe`. Every thunk
 //! has the shape of Microsoft's KMDOD sample:
-//! 1. check the IRQL where the DDI is documented PASSIVE_LEVEL ([`paged_code`]),
+//! 1. check the IRQL where the DDI is documented PASSIVE_LEVEL (`paged_code`),
 //! 2. null-check the arguments,
 //! 3. recover the adapter (or device / context / process object) from its handle,
 //! 4. check its state where it matters (started, not removed),
 //! 5. decode the raw argument block once into typed values (views from `dxgk`),
 //! 6. forward to safe code returning `NtResult`, and convert at the boundary with a debug
-//!    message naming the DDI ([`finish`]). Nothing unwinds across a DDI.
+//!    message naming the DDI (`finish`). Nothing unwinds across a DDI.
 //!
 //! Concurrency: Dxgkrnl serializes the PnP DDIs (Add/Start/Stop/Remove) of an adapter and calls
 //! no other DDI of that adapter during them, so those get `&mut Adapter`; every other DDI only
