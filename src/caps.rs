@@ -17,6 +17,8 @@
 //! rules (DRIVERCAPS in any size a shipped Windows passes, the rest in full), so this module
 //! only decides what to answer. Unknown types return STATUS_NOT_SUPPORTED.
 
+#![forbid(unsafe_code)]
+
 use dxgk::query::{Request, SegmentInfo};
 use dxgk::{NtError, NtResult};
 use dxgk_sys::{

@@ -4,7 +4,8 @@
 //! * [`ddi`] — the DDI entry layer: `DriverEntry`, the DDI table and the `extern "system"`
 //!   thunks (check IRQL, null-check, recover the adapter, decode the raw arguments into typed
 //!   views from `dxgk`, forward to safe code, convert to NTSTATUS at the boundary). With `seam`,
-//!   the only code with `unsafe` (besides the SSE2 kernel in `paging::simd`).
+//!   the only code with `unsafe_code` (besides the SSE2 kernel in `paging::simd`); every
+//!   other module is `forbid(unsafe_code)`.
 //! * [`adapter`] — the adapter and its parts (address spaces, ring, interrupt state, hardware).
 //! * [`objects`] — devices, contexts and processes behind Dxgkrnl's handles.
 //! * [`caps`] — what QueryAdapterInfo answers; [`paging`] — BuildPagingBuffer's encoders.

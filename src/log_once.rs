@@ -1,5 +1,7 @@
 //! DDIs that are registered but not implemented yet, each logged once per adapter.
 
+#![forbid(unsafe_code)]
+
 use core::sync::atomic::{AtomicU32, Ordering};
 
 /// DDIs registered but not implemented yet; each logs once per adapter.

@@ -5,6 +5,8 @@
 //! Lifetimes follow Dxgkrnl's order: a process outlives its devices, a device its contexts, and
 //! all of them are destroyed before RemoveDevice frees the adapter.
 
+#![forbid(unsafe_code)]
+
 use dxgk::pool::PoolTag;
 
 use crate::adapter::Adapter;

@@ -1,5 +1,7 @@
 //! Interface versions rgpu registers with and accepts.
 
+#![forbid(unsafe_code)]
+
 use dxgk_sys as sys;
 
 /// Interface versions rgpu can register with, newest first: WDDM 3.1 down to WDDM 2.4 (the

@@ -10,8 +10,10 @@
 //! roots, owning processes), [`ring`], [`interrupt`] (fences, preemption, the ISR) and
 //! [`hardware`] (the started state and the device's bring-up).
 //!
-//! Nothing here is `unsafe`: the DDI entry layer (`crate::ddi`) decodes Dxgkrnl's arguments and
-//! calls these methods with typed values.
+//! Safe code only (`forbid(unsafe_code)`): the DDI entry layer (`crate::ddi`) decodes
+//! Dxgkrnl's arguments and calls these methods with typed values.
+
+#![forbid(unsafe_code)]
 
 pub mod address_space;
 pub mod hardware;
