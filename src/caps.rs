@@ -198,26 +198,13 @@ pub fn answer(interface: u32, request: Request<'_>) -> NtResult<()> {
     Ok(())
 }
 
-/// What DxgkDdiGetNodeMetadata reports for rgpu's one node.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct NodeMetadata {
-    /// `EngineType`.
-    pub engine_type: dxgk_sys::DXGK_ENGINE_TYPE,
-    /// `FriendlyName` (UTF-16, zero-padded).
-    pub friendly_name: [u16; 32],
-    /// `GpuMmuSupported`.
-    pub gpummu: bool,
-    /// `IoMmuSupported` (the node does not use a per-node IOMMU model).
-    pub iommu: bool,
-}
-
 /// The metadata of node 0: a 3D engine with GpuMmu.
-pub fn node_metadata() -> NodeMetadata {
+pub fn node_metadata() -> dxgk::args::NodeMetadata {
     let mut friendly_name = [0u16; 32];
     for (dst, src) in friendly_name.iter_mut().zip("rgpu 3D".encode_utf16()) {
         *dst = src;
     }
-    NodeMetadata {
+    dxgk::args::NodeMetadata {
         engine_type: dxgk_sys::DXGK_ENGINE_TYPE_3D,
         friendly_name,
         gpummu: true,

@@ -21,6 +21,16 @@ pub const PROCESS_TAG: PoolTag = PoolTag::new(*b"RgPr");
 /// DMA buffer size rgpu asks VidMm for, per context.
 pub const DMA_BUFFER_SIZE: u32 = 64 * 1024;
 
+/// What CreateContext tells VidMm: DMA buffers of [`DMA_BUFFER_SIZE`] in the aperture segment,
+/// no private data, no allocation or patch-location lists (GpuMmu: buffers use GPU VAs).
+pub fn context_info() -> dxgk::args::ContextInfo {
+    dxgk::args::ContextInfo {
+        dma_buffer_size: DMA_BUFFER_SIZE,
+        dma_buffer_segment_set: 1 << (crate::caps::APERTURE_SEGMENT_ID - 1),
+        ..Default::default()
+    }
+}
+
 /// A D3D device (DxgkDdiCreateDevice).
 pub struct Device {
     /// The adapter the device was created on (outlives it).

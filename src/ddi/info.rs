@@ -1,11 +1,12 @@
 //! Queries: adapter capabilities, children (none), node metadata, clocks and debug data.
 
+use dxgk::args::{CalibrateGpuClock, GetNodeMetadata};
 use dxgk::query::Request;
 use dxgk::NtError;
 use dxgk_sys as sys;
 use dxgk_sys::{HANDLE, NTSTATUS, PVOID, UINT, ULONG};
 
-use super::{adapter, args_mut, finish, paged_code};
+use super::{adapter, finish, paged_code};
 
 pub(super) unsafe extern "system" fn ddi_query_adapter_info(
     h_adapter: HANDLE,
@@ -85,16 +86,14 @@ pub(super) unsafe extern "system" fn ddi_calibrate_gpu_clock(
 ) -> NTSTATUS {
     let r = (|| {
         // SAFETY: Dxgkrnl's argument block.
-        let args = unsafe { args_mut(args) }?;
+        let args = unsafe { CalibrateGpuClock::from_raw(args) }?;
         if node_ordinal != 0 || engine_ordinal != 0 {
             return Err(NtError::INVALID_PARAMETER);
         }
         // rgpu has no GPU timestamp counter: report the CPU's performance counter for both,
         // which is an exact (trivial) correlation.
         let (now, frequency) = dxgk::time::performance_counter();
-        args.GpuFrequency = frequency as u64;
-        args.GpuClockCounter = now as u64;
-        args.CpuClockCounter = now as u64;
+        args.complete(frequency as u64, now as u64, now as u64);
         Ok(())
     })();
     finish("CalibrateGpuClock", r)
@@ -107,15 +106,11 @@ pub(super) unsafe extern "system" fn ddi_get_node_metadata(
 ) -> NTSTATUS {
     let r = (|| {
         // SAFETY: Dxgkrnl's argument block (packed, align 1).
-        let args = unsafe { args_mut(args) }?;
+        let args = unsafe { GetNodeMetadata::from_raw(args) }?;
         if node_ordinal_and_adapter_index & 0xFFFF != 0 {
             return Err(NtError::INVALID_PARAMETER);
         }
-        let node = crate::caps::node_metadata();
-        args.EngineType = node.engine_type;
-        args.FriendlyName = node.friendly_name;
-        args.GpuMmuSupported = u8::from(node.gpummu);
-        args.IoMmuSupported = u8::from(node.iommu);
+        args.complete(&crate::caps::node_metadata());
         Ok(())
     })();
     finish("GetNodeMetadata", r)

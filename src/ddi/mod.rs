@@ -178,20 +178,20 @@ unsafe fn adapter_mut<'a>(handle: HANDLE) -> NtResult<&'a mut Adapter> {
     Ok(unsafe { h.as_non_null().cast::<Adapter>().as_mut() })
 }
 
-/// Recovers a per-handle object (`hDevice`, `hContext`, `hKmdProcess`) of type `T`.
+/// Recovers the per-handle object (`hDevice`, `hContext`, `hKmdProcess`) of type `T` a typed
+/// handle names.
 ///
 /// # Safety
-/// `handle` must be NULL or a handle this driver created for a live `T` (with
-/// [`into_handle`]), and no `&mut T` to it may be in use.
-unsafe fn object<'a, K, T>(handle: HANDLE) -> NtResult<&'a T> {
-    let h = KmdHandle::<K>::from_raw(handle).ok_or(NtError::INVALID_PARAMETER)?;
+/// `handle` must be a handle this driver created for a live `T` (with [`into_handle`]), and no
+/// `&mut T` to it may be in use.
+unsafe fn object<'a, K, T>(handle: KmdHandle<K>) -> &'a T {
     // SAFETY: per the caller, a live T.
-    Ok(unsafe { h.as_non_null().cast::<T>().as_ref() })
+    unsafe { handle.as_non_null().cast::<T>().as_ref() }
 }
 
-/// Hands a pool object to Dxgkrnl as a handle.
-fn into_handle<T>(object: PoolBox<T>) -> HANDLE {
-    object.into_raw().as_ptr().cast()
+/// Hands a pool object to Dxgkrnl as a handle of kind `K`.
+fn into_handle<K, T>(object: PoolBox<T>) -> KmdHandle<K> {
+    KmdHandle::from_non_null(object.into_raw().cast())
 }
 
 /// Takes back a per-handle object handed to Dxgkrnl with [`into_handle`].
@@ -220,13 +220,4 @@ fn finish(ddi: &str, r: NtResult<()>) -> NTSTATUS {
 unsafe fn args_ref<'a, T>(args: *const T) -> NtResult<&'a T> {
     // SAFETY: per the caller.
     unsafe { args.as_ref() }.ok_or(NtError::INVALID_PARAMETER)
-}
-
-/// Reads and writes a Dxgkrnl argument block.
-///
-/// # Safety
-/// `args` must be NULL or point to a valid `T` for `'a`, used by nothing else meanwhile.
-unsafe fn args_mut<'a, T>(args: *mut T) -> NtResult<&'a mut T> {
-    // SAFETY: per the caller.
-    unsafe { args.as_mut() }.ok_or(NtError::INVALID_PARAMETER)
 }

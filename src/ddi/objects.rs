@@ -1,17 +1,18 @@
 //! Device, context and process objects, root page tables, and the allocation DDIs (not
 //! supported yet).
 
-use dxgk::handle::{kind, DxgkProcessHandle};
+use dxgk::args::{
+    CreateContext, CreateDevice, CreateProcess, GetRootPageTableSize, SetRootPageTable,
+};
+use dxgk::handle::DeviceHandle;
 use dxgk::pool::PoolBox;
 use dxgk::NtError;
 use dxgk_sys as sys;
-use dxgk_sys::{HANDLE, NTSTATUS, SIZE_T, UINT};
+use dxgk_sys::{HANDLE, NTSTATUS, SIZE_T};
 
-use super::{adapter, args_mut, args_ref, finish, into_handle, object, paged_code, take_handle};
+use super::{adapter, finish, into_handle, object, paged_code, take_handle};
 use crate::log_once::Unsupported;
-use crate::objects::{
-    Context, Device, Process, CONTEXT_TAG, DEVICE_TAG, DMA_BUFFER_SIZE, PROCESS_TAG,
-};
+use crate::objects::{Context, Device, Process, CONTEXT_TAG, DEVICE_TAG, PROCESS_TAG};
 
 pub(super) unsafe extern "system" fn ddi_create_device(
     h_adapter: HANDLE,
@@ -21,10 +22,11 @@ pub(super) unsafe extern "system" fn ddi_create_device(
         paged_code("CreateDevice")?;
         // SAFETY: Dxgkrnl passes the adapter handle from AddDevice.
         let a = unsafe { adapter(h_adapter) }?;
-        // SAFETY: Dxgkrnl's argument block (only members present in every version are used).
-        let args = unsafe { args_mut(args) }?;
+        // SAFETY: Dxgkrnl's argument block.
+        let args = unsafe { CreateDevice::from_raw(args) }?;
+        let process = args.process().ok_or(NtError::INVALID_PARAMETER)?;
         // SAFETY: hKmdProcess is a live process from CreateProcess (WDDM 2.0+ contract).
-        let process: &Process = unsafe { object::<kind::Process, _>(args.hKmdProcess) }?;
+        let process: &Process = unsafe { object(process) };
         let device = PoolBox::try_new(
             &a.pool,
             DEVICE_TAG,
@@ -33,7 +35,7 @@ pub(super) unsafe extern "system" fn ddi_create_device(
                 process,
             },
         )?;
-        args.hDevice = into_handle(device);
+        args.complete(into_handle(device));
         Ok(())
     })();
     finish("CreateDevice", r)
@@ -51,33 +53,29 @@ pub(super) unsafe extern "system" fn ddi_create_context(
 ) -> NTSTATUS {
     let r = (|| {
         paged_code("CreateContext")?;
+        let device = DeviceHandle::from_raw(h_device).ok_or(NtError::INVALID_PARAMETER)?;
         // SAFETY: `h_device` is a live device from CreateDevice.
-        let device: &Device = unsafe { object::<kind::Device, _>(h_device) }?;
+        let device: &Device = unsafe { object(device) };
         // SAFETY: the device keeps its adapter alive (devices are destroyed before RemoveDevice).
         let a = unsafe { &*device.adapter };
         // SAFETY: the device's process outlives its devices (Dxgkrnl destroys devices first).
         let asid = unsafe { &*device.process }.asid;
         // SAFETY: Dxgkrnl's argument block.
-        let args = unsafe { args_mut(args) }?;
-        if args.NodeOrdinal != 0 {
+        let args = unsafe { CreateContext::from_raw(args) }?;
+        if args.node() != 0 {
             return Err(NtError::INVALID_PARAMETER);
         }
         let context = PoolBox::try_new(
             &a.pool,
             CONTEXT_TAG,
             Context {
-                node: args.NodeOrdinal,
+                node: args.node(),
                 asid,
                 root: None,
-                system: args.Flags.SystemContext() != 0,
+                system: args.system(),
             },
         )?;
-        args.ContextInfo.DmaBufferSize = DMA_BUFFER_SIZE;
-        args.ContextInfo.DmaBufferSegmentSet = 1 << (crate::caps::APERTURE_SEGMENT_ID - 1);
-        args.ContextInfo.DmaBufferPrivateDataSize = 0;
-        args.ContextInfo.AllocationListSize = 0;
-        args.ContextInfo.PatchLocationListSize = 0;
-        args.hContext = into_handle(context);
+        args.complete(into_handle(context), crate::objects::context_info());
         Ok(())
     })();
     finish("CreateContext", r)
@@ -98,8 +96,8 @@ pub(super) unsafe extern "system" fn ddi_create_process(
         // SAFETY: Dxgkrnl passes the adapter handle from AddDevice.
         let a = unsafe { adapter(h_adapter) }?;
         // SAFETY: Dxgkrnl's argument block.
-        let args = unsafe { args_mut(args) }?;
-        let system = args.Flags.SystemProcess() != 0;
+        let args = unsafe { CreateProcess::from_raw(args) }?;
+        let system = args.system();
         let asid = a.allocate_asid(system)?;
         let process = match PoolBox::try_new(&a.pool, PROCESS_TAG, Process { system, asid }) {
             Ok(p) => p,
@@ -108,8 +106,8 @@ pub(super) unsafe extern "system" fn ddi_create_process(
                 return Err(e);
             }
         };
-        a.set_process_handle(asid, DxgkProcessHandle::from_raw(args.hDxgkProcess));
-        args.hKmdProcess = into_handle(process);
+        a.set_process_handle(asid, args.dxgk_process());
+        args.complete(into_handle(process));
         Ok(())
     })();
     finish("CreateProcess", r)
@@ -137,15 +135,16 @@ pub(super) unsafe extern "system" fn ddi_set_root_page_table(
 ) {
     let r = (|| {
         // SAFETY: Dxgkrnl's argument block.
-        let args = unsafe { args_ref(args) }?;
-        let mut ctx = dxgk::handle::ContextHandle::from_raw(args.hContext)
+        let args = unsafe { SetRootPageTable::from_raw(args) }?;
+        let mut ctx = args
+            .context
             .ok_or(NtError::INVALID_PARAMETER)?
             .as_non_null()
             .cast::<Context>();
         // SAFETY: a live context from CreateContext; VidMm guarantees it is idle during the
         // call, so nothing else uses it.
         let ctx = unsafe { ctx.as_mut() };
-        let (root, entries) = (args.Address.SegmentOffset, args.NumEntries);
+        let (root, entries) = (args.address, args.entries);
         ctx.root = Some((root, entries));
         // SAFETY: Dxgkrnl passes the adapter handle from AddDevice.
         unsafe { adapter(h_adapter) }?.set_root(ctx.asid, root, entries)
@@ -160,8 +159,8 @@ pub(super) unsafe extern "system" fn ddi_get_root_page_table_size(
 ) -> SIZE_T {
     // Only called for two-level schemes; rgpu's root is a fixed 4 KiB table. Answer honestly.
     // SAFETY: Dxgkrnl's argument block.
-    if let Ok(args) = unsafe { args_mut(args) } {
-        args.NumberOfPte = rgpu_hw::pte::ENTRIES_PER_TABLE as UINT;
+    if let Ok(args) = unsafe { GetRootPageTableSize::from_raw(args) } {
+        args.complete(rgpu_hw::pte::ENTRIES_PER_TABLE as u32);
     }
     rgpu_hw::pte::TABLE_SIZE
 }

@@ -2,14 +2,20 @@
 
 use core::ptr::NonNull;
 
-use dxgk::handle::kind;
+use dxgk::args::{
+    Engine, PreemptCommand, QueryDependentEngineGroup, QueryEngineStatus, ResetEngine,
+    SubmitCommandVirtual,
+};
 use dxgk::NtError;
 use dxgk_sys as sys;
 use dxgk_sys::{HANDLE, NTSTATUS};
 
-use super::{adapter, args_mut, args_ref, finish, object};
+use super::{adapter, finish, object};
 use crate::adapter::Adapter;
 use crate::objects::{Context, Process};
+
+/// rgpu's one engine: node 0, engine 0.
+const ENGINE_0: Engine = Engine { node: 0, engine: 0 };
 
 pub(super) unsafe extern "system" fn ddi_build_paging_buffer(
     h_adapter: HANDLE,
@@ -46,18 +52,19 @@ pub(super) unsafe extern "system" fn ddi_submit_command_virtual(
         // SAFETY: Dxgkrnl passes the adapter handle from AddDevice.
         let a = unsafe { adapter(h_adapter) }?;
         // SAFETY: Dxgkrnl's argument block.
-        let args = unsafe { args_ref(args) }?;
+        let args = unsafe { SubmitCommandVirtual::from_raw(args) }?;
+        let ctx = args.context.ok_or(NtError::INVALID_PARAMETER)?;
         // SAFETY: a live context from CreateContext.
-        let ctx: &Context = unsafe { object::<kind::Context, _>(args.hContext) }?;
-        if args.NodeOrdinal != 0 || args.EngineOrdinal != 0 || args.DmaBufferSize % 4 != 0 {
+        let ctx: &Context = unsafe { object(ctx) };
+        if args.engine != ENGINE_0 || args.dma_buffer_size % 4 != 0 {
             return Err(NtError::INVALID_PARAMETER);
         }
         a.submit(
-            args.DmaBufferVirtualAddress,
-            args.DmaBufferSize,
+            args.dma_buffer_va,
+            args.dma_buffer_size,
             ctx.asid,
             ctx.system,
-            u64::from(args.SubmissionFenceId),
+            u64::from(args.fence),
         )
     })();
     finish("SubmitCommandVirtual", r)
@@ -72,17 +79,17 @@ pub(super) unsafe extern "system" fn ddi_preempt_command(
         // SAFETY: Dxgkrnl passes the adapter handle from AddDevice.
         let a = unsafe { adapter(h_adapter) }?;
         // SAFETY: Dxgkrnl's argument block.
-        let args = unsafe { args_ref(args) }?;
-        if args.NodeOrdinal != 0 || args.EngineOrdinal != 0 {
+        let args = unsafe { PreemptCommand::from_raw(args) }?;
+        if args.engine != ENGINE_0 {
             rgpu_log!(
                 error,
                 "PreemptCommand: node {} engine {}: rgpu has one node with one engine",
-                args.NodeOrdinal,
-                args.EngineOrdinal
+                args.engine.node,
+                args.engine.engine
             );
             return Err(NtError::INVALID_PARAMETER);
         }
-        a.preempt(args.PreemptionFenceId)
+        a.preempt(args.fence)
     })();
     finish("PreemptCommand", r)
 }
@@ -114,8 +121,8 @@ pub(super) unsafe extern "system" fn ddi_reset_engine(
         // SAFETY: Dxgkrnl passes the adapter handle from AddDevice.
         let a = unsafe { adapter(h_adapter) }?;
         // SAFETY: Dxgkrnl's argument block.
-        let args = unsafe { args_mut(args) }?;
-        if args.NodeOrdinal != 0 || args.EngineOrdinal != 0 {
+        let args = unsafe { ResetEngine::from_raw(args) }?;
+        if args.engine() != ENGINE_0 {
             return Err(NtError::INVALID_PARAMETER);
         }
         // Everything queued and not completed is aborted by the reset: the last aborted fence
@@ -123,7 +130,7 @@ pub(super) unsafe extern "system" fn ddi_reset_engine(
         let last_submitted = a.last_submitted_fence();
         a.reset_hardware();
         a.restart_hardware()?;
-        args.LastAbortedFenceId = last_submitted;
+        args.complete(last_submitted);
         Ok(())
     })();
     finish("ResetEngine", r)
@@ -135,12 +142,12 @@ pub(super) unsafe extern "system" fn ddi_query_dependent_engine_group(
 ) -> NTSTATUS {
     let r = (|| {
         // SAFETY: Dxgkrnl's argument block.
-        let args = unsafe { args_mut(args) }?;
-        if args.NodeOrdinal != 0 || args.EngineOrdinal != 0 {
+        let args = unsafe { QueryDependentEngineGroup::from_raw(args) }?;
+        if args.engine() != ENGINE_0 {
             return Err(NtError::INVALID_PARAMETER);
         }
         // One engine: it depends on nothing else.
-        args.DependentNodeOrdinalMask = 0;
+        args.complete(0);
         Ok(())
     })();
     finish("QueryDependentEngineGroup", r)
@@ -154,12 +161,11 @@ pub(super) unsafe extern "system" fn ddi_query_engine_status(
         // SAFETY: Dxgkrnl passes the adapter handle from AddDevice.
         let a = unsafe { adapter(h_adapter) }?;
         // SAFETY: Dxgkrnl's argument block.
-        let args = unsafe { args_mut(args) }?;
-        if args.NodeOrdinal != 0 || args.EngineOrdinal != 0 {
+        let args = unsafe { QueryEngineStatus::from_raw(args) }?;
+        if args.engine() != ENGINE_0 {
             return Err(NtError::INVALID_PARAMETER);
         }
-        args.EngineStatus
-            .set_Responsive(u32::from(a.engine_responsive()));
+        args.complete(a.engine_responsive());
         Ok(())
     })();
     finish("QueryEngineStatus", r)

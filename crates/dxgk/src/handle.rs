@@ -55,6 +55,14 @@ macro_rules! handle_impls {
                 })
             }
 
+            /// A handle from a non-NULL pointer (the object it names, for a [`KmdHandle`]).
+            pub fn from_non_null(raw: NonNull<c_void>) -> Self {
+                Self {
+                    raw,
+                    _kind: PhantomData,
+                }
+            }
+
             /// The raw value, for the ABI.
             pub fn as_raw(self) -> HANDLE {
                 self.raw.as_ptr()

@@ -4,6 +4,7 @@
 //! Nothing here knows whether it runs on Windows or inside `dxgk-sim`.
 #![no_std]
 
+pub mod args;
 pub mod debug;
 pub mod device;
 pub mod handle;
