@@ -132,7 +132,7 @@ mod tests {
     #[test]
     fn null_is_no_handle_and_values_round_trip() {
         assert!(ProcessHandle::from_raw(core::ptr::null_mut()).is_none());
-        let raw = 0x1000 as HANDLE;
+        let raw: HANDLE = core::ptr::without_provenance_mut(0x1000);
         let h = ContextHandle::from_raw(raw).unwrap();
         assert_eq!(h.as_raw(), raw);
         assert_eq!(h, ContextHandle::from_raw(raw).unwrap());
