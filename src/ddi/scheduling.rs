@@ -14,8 +14,14 @@ use super::{adapter, finish, object};
 use crate::adapter::Adapter;
 use crate::objects::{Context, Process};
 
-/// rgpu's one engine: node 0, engine 0.
-const ENGINE_0: Engine = Engine { node: 0, engine: 0 };
+/// rgpu has one node with one engine: anything but node 0, engine 0 is an invalid parameter.
+fn only_engine_0(engine: Engine) -> Result<(), NtError> {
+    if engine == (Engine { node: 0, engine: 0 }) {
+        Ok(())
+    } else {
+        Err(NtError::INVALID_PARAMETER)
+    }
+}
 
 pub(super) unsafe extern "system" fn ddi_build_paging_buffer(
     h_adapter: HANDLE,
@@ -56,7 +62,8 @@ pub(super) unsafe extern "system" fn ddi_submit_command_virtual(
         let ctx = args.context.ok_or(NtError::INVALID_PARAMETER)?;
         // SAFETY: a live context from CreateContext.
         let ctx: &Context = unsafe { object(ctx) };
-        if args.engine != ENGINE_0 || args.dma_buffer_size % 4 != 0 {
+        only_engine_0(args.engine)?;
+        if args.dma_buffer_size % 4 != 0 {
             return Err(NtError::INVALID_PARAMETER);
         }
         a.submit(
@@ -80,7 +87,7 @@ pub(super) unsafe extern "system" fn ddi_preempt_command(
         let a = unsafe { adapter(h_adapter) }?;
         // SAFETY: Dxgkrnl's argument block.
         let args = unsafe { PreemptCommand::from_raw(args) }?;
-        if args.engine != ENGINE_0 {
+        if only_engine_0(args.engine).is_err() {
             rgpu_log!(
                 error,
                 "PreemptCommand: node {} engine {}: rgpu has one node with one engine",
@@ -122,9 +129,7 @@ pub(super) unsafe extern "system" fn ddi_reset_engine(
         let a = unsafe { adapter(h_adapter) }?;
         // SAFETY: Dxgkrnl's argument block.
         let args = unsafe { ResetEngine::from_raw(args) }?;
-        if args.engine() != ENGINE_0 {
-            return Err(NtError::INVALID_PARAMETER);
-        }
+        only_engine_0(args.engine())?;
         // Everything queued and not completed is aborted by the reset: the last aborted fence
         // is the last one submitted (equal to the last completed one when nothing was lost).
         let last_submitted = a.last_submitted_fence();
@@ -143,9 +148,7 @@ pub(super) unsafe extern "system" fn ddi_query_dependent_engine_group(
     let r = (|| {
         // SAFETY: Dxgkrnl's argument block.
         let args = unsafe { QueryDependentEngineGroup::from_raw(args) }?;
-        if args.engine() != ENGINE_0 {
-            return Err(NtError::INVALID_PARAMETER);
-        }
+        only_engine_0(args.engine())?;
         // One engine: it depends on nothing else.
         args.complete(0);
         Ok(())
@@ -162,9 +165,7 @@ pub(super) unsafe extern "system" fn ddi_query_engine_status(
         let a = unsafe { adapter(h_adapter) }?;
         // SAFETY: Dxgkrnl's argument block.
         let args = unsafe { QueryEngineStatus::from_raw(args) }?;
-        if args.engine() != ENGINE_0 {
-            return Err(NtError::INVALID_PARAMETER);
-        }
+        only_engine_0(args.engine())?;
         args.complete(a.engine_responsive());
         Ok(())
     })();
