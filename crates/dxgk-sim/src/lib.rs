@@ -53,6 +53,7 @@
 pub mod devices;
 pub mod dxgkrnl;
 pub mod fault;
+pub mod lock_order;
 pub mod machine;
 pub mod memory;
 pub mod ntoskrnl;

@@ -41,7 +41,7 @@ use dxgk_sys::{BOOLEAN, CSHORT, IRP, KPROCESSOR_MODE, MDL, MEMORY_CACHING_TYPE, 
 
 use crate::dxgkrnl::AdapterId;
 use crate::fault::inject;
-use crate::machine::{current, lock_pub, IommuMode, Machine, MachineState};
+use crate::machine::{current, IommuMode, Machine, MachineState};
 use crate::ntoskrnl::irql::require_irql_at_most;
 use crate::verifier::{driver_call_site, Finding, Rule};
 
@@ -1247,7 +1247,7 @@ impl Dma {
             detail: f.to_string(),
             driver_site: format!("device access by {}", f.source),
         });
-        lock_pub(&self.machine.iommu_faults).push(f.clone());
+        self.machine.iommu_faults.lock().push(f.clone());
         f
     }
 

@@ -327,7 +327,7 @@ extern "system" fn cb_synchronize_execution(
         return null_arg(&m, CALL);
     };
     let lock = super::interrupt_lock(&m, id);
-    let _held = crate::machine::lock_pub(&lock);
+    let _held = lock.lock();
     let old = irql();
     set_irql(DEVICE_IRQL);
     // SAFETY: the driver's synchronize routine with the context it passed.

@@ -10,7 +10,9 @@ pub mod callbacks;
 pub mod pnp;
 pub mod registers;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use crate::lock_order::{LockRank, RankedMutex};
 
 use dxgk_sys::{
     DRIVER_INITIALIZATION_DATA, DRIVER_OBJECT, DXGKRNL_INTERFACE, HANDLE, KIRQL, NTSTATUS, PVOID,
@@ -81,7 +83,7 @@ pub(crate) struct Adapter {
     /// the port lock.
     pub(crate) device: Option<SharedDevice>,
     pub(crate) state: PnpState,
-    pub(crate) interrupt_lock: Arc<Mutex<()>>,
+    pub(crate) interrupt_lock: Arc<RankedMutex<()>>,
     pub(crate) notify_interrupts: Vec<i32>,
     pub(crate) notify_log: Vec<InterruptNotification>,
     pub(crate) notify_dpcs: u64,
@@ -114,7 +116,7 @@ pub(crate) struct DriverStorage {
 unsafe impl Send for DriverStorage {}
 
 /// A device model shared between the simulator and register accesses.
-pub(crate) type SharedDevice = Arc<Mutex<Box<dyn SimDevice>>>;
+pub(crate) type SharedDevice = Arc<RankedMutex<Box<dyn SimDevice>>>;
 
 pub(crate) fn new_adapter(
     m: &MachineState,
@@ -158,9 +160,9 @@ pub(crate) fn new_adapter(
         registry_path: path.into_boxed_slice(),
         pdo: Box::default(),
         context: 0,
-        device: device.map(|d| Arc::new(Mutex::new(d))),
+        device: device.map(|d| Arc::new(RankedMutex::new(LockRank::Device, d))),
         state: PnpState::Added,
-        interrupt_lock: Arc::new(Mutex::new(())),
+        interrupt_lock: Arc::new(RankedMutex::new(LockRank::Interrupt, ())),
         notify_interrupts: Vec::new(),
         notify_log: Vec::new(),
         notify_dpcs: 0,
@@ -263,7 +265,7 @@ pub(crate) fn mmio_leak_findings(
     out
 }
 
-pub(crate) fn interrupt_lock(m: &MachineState, id: AdapterId) -> Arc<Mutex<()>> {
+pub(crate) fn interrupt_lock(m: &MachineState, id: AdapterId) -> Arc<RankedMutex<()>> {
     m.port().adapters[id.0 as usize].interrupt_lock.clone()
 }
 

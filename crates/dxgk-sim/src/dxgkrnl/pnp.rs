@@ -192,7 +192,7 @@ pub(crate) fn after_ddi(m: &MachineState, id: AdapterId) {
             adapter: id,
         };
         let pending = {
-            let mut d = crate::machine::lock_pub(&dev);
+            let mut d = dev.lock();
             let span = crate::trace::begin(m);
             let before = if span.is_some() {
                 d.counters()
@@ -233,7 +233,7 @@ fn deliver_interrupt(m: &MachineState, id: AdapterId, message: ULONG) -> bool {
     let ctx = context_of(m, id);
     let lock = super::interrupt_lock(m, id);
     let claimed = {
-        let _held = crate::machine::lock_pub(&lock);
+        let _held = lock.lock();
         let old = irql();
         set_irql(DEVICE_IRQL);
         let r = crate::trace::call(
@@ -453,7 +453,7 @@ fn start_device(m: &MachineState, id: AdapterId, d: &Ddis, ctx: PVOID) -> NTSTAT
     if let Some(dev) = dev {
         // SAFETY: the BAR storage; nothing else touches it before StartDevice.
         let mmio = unsafe { std::slice::from_raw_parts_mut(mmio_ptr, mmio_len) };
-        crate::machine::lock_pub(&dev).reset(mmio);
+        dev.lock().reset(mmio);
     }
     let mut info = DXGK_START_INFO {
         RequiredDmaQueueEntry: 16,
@@ -865,8 +865,7 @@ impl Machine {
     /// model.
     pub fn device_counters(&self, id: AdapterId) -> Vec<(&'static str, u64)> {
         let dev = self.state.port().adapters[id.0 as usize].device.clone();
-        dev.map(|d| crate::machine::lock_pub(&d).counters())
-            .unwrap_or_default()
+        dev.map(|d| d.lock().counters()).unwrap_or_default()
     }
 
     /// Synchronizes `id`'s device model, delivers its pending interrupts and runs queued DPCs.
