@@ -12,6 +12,7 @@
 //! |   20 | `device`             | `Adapter::device`                  | the device model's `sync` and register accesses (which do DMA and record trace events) |
 //! |   30 | `port`               | `MachineState::port`               | Dxgkrnl bookkeeping only                     |
 //! |   40 | `kernel`             | `MachineState::kernel` (+ `wake`)  | dispatcher-object updates and waits          |
+//! |   45 | `dxgk memory`        | `MachineState::dxgk_memory`        | a memory callback (which then takes `mem`)   |
 //! |   50 | `mem`                | `MachineState::mem`                | Mm / IOMMU bookkeeping and device copies     |
 //! |   60 | `pool`               | `MachineState::pool`               | pool bookkeeping                             |
 //! |   70 | `faults`             | `MachineState::faults`             | injection bookkeeping                        |
@@ -46,6 +47,7 @@ pub(crate) enum LockRank {
     Device = 20,
     Port = 30,
     Kernel = 40,
+    DxgkMemory = 45,
     Mem = 50,
     Pool = 60,
     Faults = 70,
@@ -65,6 +67,7 @@ impl LockRank {
             LockRank::Device => "device",
             LockRank::Port => "port",
             LockRank::Kernel => "kernel",
+            LockRank::DxgkMemory => "dxgk memory",
             LockRank::Mem => "mem",
             LockRank::Pool => "pool",
             LockRank::Faults => "faults",

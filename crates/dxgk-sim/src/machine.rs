@@ -6,23 +6,17 @@ use std::sync::{Arc, Condvar};
 
 use dxgk_sys::KIRQL;
 
+use crate::dxgkrnl::dma::IommuFault;
+use crate::dxgkrnl::memory_callbacks::CallbackMemory;
 use crate::dxgkrnl::PortState;
 use crate::fault::FaultState;
 use crate::lock_order::{LockRank, RankedGuard, RankedMutex};
-use crate::memory::{IommuFault, MemState};
+use crate::memory::MemState;
 use crate::ntoskrnl::pool::PoolState;
 use crate::ntoskrnl::sync::KernelState;
 use crate::verifier::{Finding, Rule};
 
-/// How the IOMMU translates the device's (logical) addresses.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum IommuMode {
-    /// WDDM 2.4 IOMMU isolation: logical page == physical page.
-    Identity,
-    /// WDDM 3.0 DMA remapping: logical pages come from a separate range (starting at
-    /// [`crate::memory::REMAPPED_LOGICAL_BASE`]) and never equal a physical page.
-    Remapped,
-}
+pub use crate::memory::IommuMode;
 
 /// What Windows a machine pretends to be.
 #[derive(Clone, Debug)]
@@ -90,6 +84,8 @@ pub(crate) struct MachineState {
     pub(crate) debug: RankedMutex<Vec<DebugLine>>,
     pub(crate) findings: RankedMutex<Vec<Finding>>,
     pub(crate) port: RankedMutex<PortState>,
+    /// Dxgkrnl's records of the memory callbacks.
+    pub(crate) dxgk_memory: RankedMutex<CallbackMemory>,
     pub(crate) mem: RankedMutex<MemState>,
     pub(crate) faults: RankedMutex<FaultState>,
     pub(crate) calls: RankedMutex<HashMap<&'static str, u64>>,
@@ -107,6 +103,9 @@ impl MachineState {
     }
     pub(crate) fn port(&self) -> RankedGuard<'_, PortState> {
         self.port.lock()
+    }
+    pub(crate) fn dxgk_memory(&self) -> RankedGuard<'_, CallbackMemory> {
+        self.dxgk_memory.lock()
     }
     pub(crate) fn mem(&self) -> RankedGuard<'_, MemState> {
         self.mem.lock()
@@ -176,6 +175,7 @@ impl Machine {
                 debug: RankedMutex::new(LockRank::Debug, Vec::new()),
                 findings: RankedMutex::new(LockRank::Findings, Vec::new()),
                 port: RankedMutex::new(LockRank::Port, PortState::default()),
+                dxgk_memory: RankedMutex::new(LockRank::DxgkMemory, CallbackMemory::default()),
                 mem: RankedMutex::new(LockRank::Mem, MemState::default()),
                 faults: RankedMutex::new(LockRank::Faults, FaultState::default()),
                 calls: RankedMutex::new(LockRank::Calls, HashMap::new()),
@@ -288,40 +288,15 @@ impl Machine {
         self.state.iommu_faults.lock().clone()
     }
 
-    /// Live DxgkCbAllocatePagesForMdl allocations.
-    pub fn live_mdl_allocations(&self) -> usize {
-        self.state.mem().mdl_allocs.len()
-    }
-
-    /// Live DxgkCbMapMdlToIoMmu mappings.
-    pub fn live_iommu_mappings(&self) -> usize {
-        self.state.mem().maps.len()
-    }
-
-    /// The most DxgkCbMapMdlToIoMmu mappings live at once so far.
-    pub fn peak_iommu_mappings(&self) -> usize {
-        self.state.mem().peak_maps
-    }
-
-    /// Logical pages `adapter`'s IOMMU maps now (driver mappings, contiguous memory and
-    /// VidMm-owned memory alike), and the most it mapped at once so far.
-    pub fn iommu_mapped_pages(&self, adapter: crate::AdapterId) -> (usize, usize) {
-        self.state.mem().mapped_pages(adapter)
-    }
-
-    /// Live DxgkCbAllocateContiguousMemory blocks.
-    pub fn live_contiguous_allocations(&self) -> usize {
-        self.state.mem().contig.len()
-    }
-
     /// Reports as [`Rule::ResourceLeak`] everything the driver still holds on any adapter: MDL
     /// pages, contiguous memory, IOMMU mappings, MMIO mappings, driver MDLs, system-VA
     /// mappings, kernel handles and running threads. The PnP path runs the per-adapter part of
     /// this after DxgkDdiRemoveDevice and the rest at unload; tests that drive callbacks
     /// directly call it themselves.
     pub fn check_resource_leaks(&self) {
-        let mut f = self.state.mem().leak_findings(None, "leak check");
-        f.extend(self.state.mem().global_leak_findings("leak check"));
+        let mut f =
+            crate::dxgkrnl::memory_callbacks::leak_findings(&self.state, None, "leak check");
+        f.extend(self.state.mem().mm.leak_findings("leak check"));
         f.extend(crate::dxgkrnl::mmio_leak_findings(
             &self.state,
             None,

@@ -30,8 +30,8 @@ use dxgk_sys::{
 };
 
 use super::{new_adapter, size_at, AdapterId, DriverStorage, DEVICE_IRQL};
+use crate::dxgkrnl::dma::Dma;
 use crate::machine::{irql, set_irql, Machine, MachineState};
-use crate::memory::Dma;
 use crate::trace::{TraceValue, Track};
 use crate::verifier::{Finding, Rule};
 
@@ -347,7 +347,7 @@ fn remove(m: &MachineState, id: AdapterId, d: &Ddis) -> NTSTATUS {
     };
     crate::ntoskrnl::dpc::run_if_below_dispatch(m);
     m.port().adapters[id.0 as usize].state = PnpState::Removed;
-    let mut f = m.mem().leak_findings(Some(id), "DxgkDdiRemoveDevice");
+    let mut f = super::memory_callbacks::leak_findings(m, Some(id), "DxgkDdiRemoveDevice");
     f.extend(super::mmio_leak_findings(
         m,
         Some(id),
@@ -834,14 +834,18 @@ impl Machine {
             .collect();
         let mut f = Vec::new();
         for id in &live {
-            f.extend(self.state.mem().leak_findings(Some(*id), "DxgkDdiUnload"));
+            f.extend(super::memory_callbacks::leak_findings(
+                &self.state,
+                Some(*id),
+                "DxgkDdiUnload",
+            ));
             f.extend(super::mmio_leak_findings(
                 &self.state,
                 Some(*id),
                 "DxgkDdiUnload",
             ));
         }
-        f.extend(self.state.mem().global_leak_findings("DxgkDdiUnload"));
+        f.extend(self.state.mem().mm.leak_findings("DxgkDdiUnload"));
         f.extend(self.state.kernel().leak_findings("DxgkDdiUnload"));
         for x in f {
             self.state.report(x);

@@ -13,7 +13,7 @@
 //!
 //! * **System paging process** ([`Vidmm::new`]): DxgkDdiCreateProcess with `SystemProcess`,
 //!   DxgkDdiCreateDevice (`hKmdProcess`), DxgkDdiCreateContext with `SystemContext`. Its page
-//!   tables are VidMm-owned memory ([`crate::memory::VidmmMemory`]: sim frames mapped in the
+//!   tables are VidMm-owned memory ([`VidmmMemory`]: sim frames mapped in the
 //!   adapter's IOMMU) covering a fixed layout, all allocated up front and initialized with
 //!   UPDATE_PAGE_TABLE in **CPU_VIRTUAL mode with `pDmaBuffer == NULL`** (what Windows forces for
 //!   the paging process), then DxgkDdiSetRootPageTable. The layout (paging-process VAs):
@@ -63,9 +63,13 @@ use dxgk_sys::{
 
 use crate::dxgkrnl::{pnp::after_ddi, AdapterId};
 use crate::machine::Machine;
-use crate::memory::{VidmmMemory, PAGE, PAGES_PER_64K};
+use crate::memory::{PAGE, PAGES_PER_64K};
 use crate::trace::{TraceResult, TraceValue, Track};
 use crate::verifier::{Finding, Rule};
+
+pub mod memory;
+
+pub use memory::VidmmMemory;
 
 /// Paging-process VA of the page-table window.
 pub const PT_WINDOW_BASE: u64 = 0x4000_0000;
@@ -1413,7 +1417,7 @@ impl Vidmm {
     }
 
     /// An allocation of `bytes` (rounded up to 4 KiB) of zeroed system memory, mapped in the
-    /// adapter's IOMMU (VidMm-owned; see [`crate::memory::VidmmMemory`]).
+    /// adapter's IOMMU (VidMm-owned; see [`VidmmMemory`]).
     pub fn allocate(&mut self, bytes: u64) -> VidmmResult<AllocId> {
         if bytes == 0 {
             return Err(bad("empty allocation"));
