@@ -1,5 +1,5 @@
 //! The order in which the simulator takes its locks — the one place it is written down — and
-//! [`RankedMutex`], the mutex every simulator lock is, which checks that order in debug builds.
+//! `RankedMutex`, the mutex every simulator lock is, which checks that order in debug builds.
 //!
 //! # The order
 //!
@@ -34,7 +34,7 @@
 //! it holds; taking a lock whose rank is not above all of them panics with a message naming
 //! both locks ("lock order violation: ..."), before blocking — so an inversion shows up as a
 //! test failure on the first run that takes the two locks in the wrong order, not as a rare
-//! deadlock. Release builds keep nothing: a [`RankedMutex`] is then a `Mutex` and its rank.
+//! deadlock. Release builds keep nothing: a `RankedMutex` is then a `Mutex` and its rank.
 
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::Duration;

@@ -5,7 +5,7 @@
 //! adapter's IOMMU domain ([`crate::memory`]); the model is described there.
 //!
 //! Dxgkrnl's own records (which adapter owns which handle, the caching type, the call site)
-//! are [`CallbackMemory`], behind the `dxgk memory` lock, taken before `mem`
+//! are `CallbackMemory`, behind the `dxgk memory` lock, taken before `mem`
 //! ([`crate::lock_order`]).
 
 use std::collections::HashMap;

@@ -2,7 +2,7 @@
 //! once (as the DPC software interrupt would fire on that processor); one queued at or above
 //! DISPATCH_LEVEL runs when that thread's IRQL drops below DISPATCH_LEVEL (KeLowerIrql,
 //! KeReleaseSpinLock, the end of an ISR delivered by the simulator) or at KeFlushQueuedDpcs.
-//! Layers above the kernel queue their own deferred work on the same queue as a [`SystemDpc`]
+//! Layers above the kernel queue their own deferred work on the same queue as a `SystemDpc`
 //! (Dxgkrnl's DxgkCbQueueDpc: the adapter's DxgkDdiDpcRoutine), without the kernel knowing
 //! what it runs.
 
