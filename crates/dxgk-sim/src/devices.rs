@@ -5,7 +5,7 @@
 use rgpu_hw::device::Device;
 use rgpu_hw::regs::BAR_SIZE;
 
-use crate::memory::Dma;
+use crate::dxgkrnl::dma::Dma;
 use crate::SimDevice;
 
 /// Work units the device may spend per synchronization (one per command or per ≤ 4 KiB of a

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use dxgk_sys::NTSTATUS;
 
-use crate::machine::{current, lock_pub, Machine, MachineConfig, MachineState};
+use crate::machine::{current, Machine, MachineConfig, MachineState};
 use crate::verifier::{driver_call_site, Finding};
 
 /// One failure the simulator injected.
@@ -41,7 +41,7 @@ pub(crate) struct FaultState {
 
 /// Called by every failable function: counts the point and says whether to fail it.
 pub(crate) fn inject_on(machine: &MachineState, call: &'static str) -> bool {
-    let mut f = lock_pub(&machine.faults);
+    let mut f = machine.faults.lock();
     f.reached += 1;
     if f.trace.len() < 100_000 {
         f.trace.push(call);
@@ -51,7 +51,7 @@ pub(crate) fn inject_on(machine: &MachineState, call: &'static str) -> bool {
         let point = f.reached;
         drop(f);
         let site = driver_call_site();
-        lock_pub(&machine.faults).injected.push(InjectedFailure {
+        machine.faults.lock().injected.push(InjectedFailure {
             point,
             call,
             driver_site: site,
@@ -71,23 +71,23 @@ impl Machine {
     /// Makes the `n`-th injection point reached from now fail (`n` ≥ 1; 1 = the next one).
     /// `fail_nth(0)` cancels a pending injection.
     pub fn fail_nth(&self, n: u64) {
-        let mut f = lock_pub(&self.state.faults);
+        let mut f = self.state.faults.lock();
         f.fail_at = (n > 0).then(|| f.reached + n);
     }
 
     /// Injection points reached so far on this machine.
     pub fn injection_points_reached(&self) -> u64 {
-        lock_pub(&self.state.faults).reached
+        self.state.faults.lock().reached
     }
 
     /// The failures injected so far.
     pub fn injected_failures(&self) -> Vec<InjectedFailure> {
-        lock_pub(&self.state.faults).injected.clone()
+        self.state.faults.lock().injected.clone()
     }
 
     /// The names of the injection points reached so far, in order.
     pub fn injection_trace(&self) -> Vec<&'static str> {
-        lock_pub(&self.state.faults).trace.clone()
+        self.state.faults.lock().trace.clone()
     }
 }
 

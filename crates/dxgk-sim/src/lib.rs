@@ -10,7 +10,7 @@
 //!
 //! # What is simulated
 //!
-//! * **ntoskrnl** ([`ntoskrnl`], [`memory`]): tagged pool with guards and fill patterns, MDLs
+//! * **ntoskrnl** ([`ntoskrnl`], [`memory::mm`]): tagged pool with guards and fill patterns, MDLs
 //!   (IoAllocateMdl, MmBuildMdlForNonPagedPool, MmMapLockedPagesSpecifyCache, …), spin locks
 //!   that really lock, events and bounded waits, DPCs (deterministic), system threads that
 //!   inherit the current machine, the performance counter, IRQL per thread, debug print.
@@ -20,7 +20,8 @@
 //!   version-sized DXGKRNL_INTERFACE whose modelled callbacks check their documented IRQL,
 //!   interrupt and DPC delivery, a [`SimDevice`] hook for device models, and
 //!   [`Machine::interface_for_tests`] for testing wrappers without a driver.
-//! * **Memory and IOMMU** ([`memory`]): the six WDDM 2.4 memory callbacks with Windows' rules,
+//! * **Memory and IOMMU** ([`memory`], [`dxgkrnl::memory_callbacks`], [`dxgkrnl::dma`]): the
+//!   six WDDM 2.4 memory callbacks with Windows' rules,
 //!   one IOMMU domain per adapter in [`IommuMode::Identity`] (WDDM 2.4 isolation) or
 //!   [`IommuMode::Remapped`] (WDDM 3.0 DMA remapping), device DMA through [`Dma`] with faults
 //!   recorded. The modelling choices (what an MDL's PFN array holds in each mode, what the driver
@@ -29,6 +30,13 @@
 //!   [`Machine::fail_nth`] and the systematic runner [`fault::systematic`].
 //! * **Event recording** ([`trace`]): DDI calls, callbacks, paging operations, device runs,
 //!   interrupts and DPCs with timestamps, off unless [`Machine::enable_trace`].
+//!
+//! # Layers
+//!
+//! ntoskrnl ([`ntoskrnl`], [`memory::mm`]) and the IOMMU ([`memory::iommu`]) are the lower
+//! layers: they know nothing of adapters (IOMMU domains are [`DomainId`]s; DPCs that Dxgkrnl
+//! queues are opaque routines). Dxgkrnl ([`dxgkrnl`]) and VidMm ([`vidmm`]) sit above and map
+//! their adapters onto them. The locks and the order they are taken in: [`lock_order`].
 //!
 //! # Known gaps
 //!
@@ -53,6 +61,7 @@
 pub mod devices;
 pub mod dxgkrnl;
 pub mod fault;
+pub mod lock_order;
 pub mod machine;
 pub mod memory;
 pub mod ntoskrnl;
@@ -60,12 +69,14 @@ pub mod trace;
 pub mod verifier;
 pub mod vidmm;
 
+pub use dxgkrnl::dma::{Dma, IommuFault};
 pub use dxgkrnl::{
     AdapterConfig, AdapterId, AdapterInfo, AdapterView, InterruptNotification, PageFaultReport,
     PnpState, SimDevice,
 };
 pub use machine::{DebugLine, IommuMode, Machine, MachineConfig};
-pub use memory::{Dma, IommuFault, IommuFaultKind, VidmmMemory};
+pub use memory::{DomainId, IommuFaultKind};
 pub use trace::{TraceEvent, TraceValue, Track};
 pub use verifier::{Finding, Rule};
+pub use vidmm::VidmmMemory;
 pub use vidmm::{AllocId, ProcessId, Vidmm, VidmmConfig, VidmmError, VidmmStats};

@@ -2,26 +2,21 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar};
 
 use dxgk_sys::KIRQL;
 
+use crate::dxgkrnl::dma::IommuFault;
+use crate::dxgkrnl::memory_callbacks::CallbackMemory;
 use crate::dxgkrnl::PortState;
 use crate::fault::FaultState;
-use crate::memory::{IommuFault, MemState};
+use crate::lock_order::{LockRank, RankedGuard, RankedMutex};
+use crate::memory::MemState;
 use crate::ntoskrnl::pool::PoolState;
 use crate::ntoskrnl::sync::KernelState;
 use crate::verifier::{Finding, Rule};
 
-/// How the IOMMU translates the device's (logical) addresses.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum IommuMode {
-    /// WDDM 2.4 IOMMU isolation: logical page == physical page.
-    Identity,
-    /// WDDM 3.0 DMA remapping: logical pages come from a separate range (starting at
-    /// [`crate::memory::REMAPPED_LOGICAL_BASE`]) and never equal a physical page.
-    Remapped,
-}
+pub use crate::memory::IommuMode;
 
 /// What Windows a machine pretends to be.
 #[derive(Clone, Debug)]
@@ -85,52 +80,48 @@ pub struct DebugLine {
 /// Everything a machine knows. Shared by the threads running on it.
 pub(crate) struct MachineState {
     pub(crate) config: MachineConfig,
-    pub(crate) pool: Mutex<PoolState>,
-    pub(crate) debug: Mutex<Vec<DebugLine>>,
-    pub(crate) findings: Mutex<Vec<Finding>>,
-    pub(crate) port: Mutex<PortState>,
-    pub(crate) mem: Mutex<MemState>,
-    pub(crate) faults: Mutex<FaultState>,
-    pub(crate) calls: Mutex<HashMap<&'static str, u64>>,
-    pub(crate) kernel: Mutex<KernelState>,
+    pub(crate) pool: RankedMutex<PoolState>,
+    pub(crate) debug: RankedMutex<Vec<DebugLine>>,
+    pub(crate) findings: RankedMutex<Vec<Finding>>,
+    pub(crate) port: RankedMutex<PortState>,
+    /// Dxgkrnl's records of the memory callbacks.
+    pub(crate) dxgk_memory: RankedMutex<CallbackMemory>,
+    pub(crate) mem: RankedMutex<MemState>,
+    pub(crate) faults: RankedMutex<FaultState>,
+    pub(crate) calls: RankedMutex<HashMap<&'static str, u64>>,
+    pub(crate) kernel: RankedMutex<KernelState>,
     /// Signalled (with `kernel` held) whenever a dispatcher object changes state.
     pub(crate) wake: Condvar,
-    pub(crate) iommu_faults: Mutex<Vec<IommuFault>>,
+    pub(crate) iommu_faults: RankedMutex<Vec<IommuFault>>,
     /// Event recording ([`crate::trace`]); off by default.
     pub(crate) trace: crate::trace::TraceState,
 }
 
-pub(crate) fn lock_pub<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    lock(m)
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panicking test thread must not hide the findings of the others.
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 impl MachineState {
-    pub(crate) fn pool(&self) -> MutexGuard<'_, PoolState> {
-        lock(&self.pool)
+    pub(crate) fn pool(&self) -> RankedGuard<'_, PoolState> {
+        self.pool.lock()
     }
-    pub(crate) fn port(&self) -> MutexGuard<'_, PortState> {
-        lock(&self.port)
+    pub(crate) fn port(&self) -> RankedGuard<'_, PortState> {
+        self.port.lock()
     }
-    pub(crate) fn mem(&self) -> MutexGuard<'_, MemState> {
-        lock(&self.mem)
+    pub(crate) fn dxgk_memory(&self) -> RankedGuard<'_, CallbackMemory> {
+        self.dxgk_memory.lock()
     }
-    pub(crate) fn kernel(&self) -> MutexGuard<'_, KernelState> {
-        lock(&self.kernel)
+    pub(crate) fn mem(&self) -> RankedGuard<'_, MemState> {
+        self.mem.lock()
+    }
+    pub(crate) fn kernel(&self) -> RankedGuard<'_, KernelState> {
+        self.kernel.lock()
     }
     /// Counts one call of a kernel function or callback.
     pub(crate) fn count_call(&self, name: &'static str) {
-        *lock(&self.calls).entry(name).or_insert(0) += 1;
+        *self.calls.lock().entry(name).or_insert(0) += 1;
     }
     pub(crate) fn report(&self, finding: Finding) {
-        lock(&self.findings).push(finding);
+        self.findings.lock().push(finding);
     }
     pub(crate) fn debug_print(&self, line: DebugLine) {
-        lock(&self.debug).push(line);
+        self.debug.lock().push(line);
     }
 }
 
@@ -180,16 +171,17 @@ impl Machine {
         Self {
             state: Arc::new(MachineState {
                 config,
-                pool: Mutex::new(PoolState::default()),
-                debug: Mutex::new(Vec::new()),
-                findings: Mutex::new(Vec::new()),
-                port: Mutex::new(PortState::default()),
-                mem: Mutex::new(MemState::default()),
-                faults: Mutex::new(FaultState::default()),
-                calls: Mutex::new(HashMap::new()),
-                kernel: Mutex::new(KernelState::default()),
+                pool: RankedMutex::new(LockRank::Pool, PoolState::default()),
+                debug: RankedMutex::new(LockRank::Debug, Vec::new()),
+                findings: RankedMutex::new(LockRank::Findings, Vec::new()),
+                port: RankedMutex::new(LockRank::Port, PortState::default()),
+                dxgk_memory: RankedMutex::new(LockRank::DxgkMemory, CallbackMemory::default()),
+                mem: RankedMutex::new(LockRank::Mem, MemState::default()),
+                faults: RankedMutex::new(LockRank::Faults, FaultState::default()),
+                calls: RankedMutex::new(LockRank::Calls, HashMap::new()),
+                kernel: RankedMutex::new(LockRank::Kernel, KernelState::default()),
                 wake: Condvar::new(),
-                iommu_faults: Mutex::new(Vec::new()),
+                iommu_faults: RankedMutex::new(LockRank::IommuFaults, Vec::new()),
                 trace: crate::trace::TraceState::default(),
             }),
         }
@@ -219,19 +211,21 @@ impl Machine {
 
     /// Debug output captured so far.
     pub fn debug_output(&self) -> Vec<DebugLine> {
-        lock(&self.state.debug).clone()
+        self.state.debug.lock().clone()
     }
 
     /// True when some captured debug line contains `needle`.
     pub fn debug_contains(&self, needle: &str) -> bool {
-        lock(&self.state.debug)
+        self.state
+            .debug
+            .lock()
             .iter()
             .any(|l| l.text.contains(needle))
     }
 
     /// Verifier findings so far.
     pub fn findings(&self) -> Vec<Finding> {
-        lock(&self.state.findings).clone()
+        self.state.findings.lock().clone()
     }
 
     /// Findings of one rule.
@@ -273,12 +267,15 @@ impl Machine {
     /// Number of calls of the named kernel function or callback so far
     /// (e.g. "DxgkCbAllocatePagesForMdl", "KeAcquireSpinLockRaiseToDpc").
     pub fn callback_calls(&self, name: &str) -> u64 {
-        lock(&self.state.calls).get(name).copied().unwrap_or(0)
+        self.state.calls.lock().get(name).copied().unwrap_or(0)
     }
 
     /// Every kernel function and callback called so far with its call count, sorted by name.
     pub fn call_counts(&self) -> Vec<(&'static str, u64)> {
-        let mut v: Vec<_> = lock(&self.state.calls)
+        let mut v: Vec<_> = self
+            .state
+            .calls
+            .lock()
             .iter()
             .map(|(k, v)| (*k, *v))
             .collect();
@@ -288,33 +285,7 @@ impl Machine {
 
     /// IOMMU faults recorded so far (every adapter).
     pub fn iommu_faults(&self) -> Vec<IommuFault> {
-        lock(&self.state.iommu_faults).clone()
-    }
-
-    /// Live DxgkCbAllocatePagesForMdl allocations.
-    pub fn live_mdl_allocations(&self) -> usize {
-        self.state.mem().mdl_allocs.len()
-    }
-
-    /// Live DxgkCbMapMdlToIoMmu mappings.
-    pub fn live_iommu_mappings(&self) -> usize {
-        self.state.mem().maps.len()
-    }
-
-    /// The most DxgkCbMapMdlToIoMmu mappings live at once so far.
-    pub fn peak_iommu_mappings(&self) -> usize {
-        self.state.mem().peak_maps
-    }
-
-    /// Logical pages `adapter`'s IOMMU maps now (driver mappings, contiguous memory and
-    /// VidMm-owned memory alike), and the most it mapped at once so far.
-    pub fn iommu_mapped_pages(&self, adapter: crate::AdapterId) -> (usize, usize) {
-        self.state.mem().mapped_pages(adapter)
-    }
-
-    /// Live DxgkCbAllocateContiguousMemory blocks.
-    pub fn live_contiguous_allocations(&self) -> usize {
-        self.state.mem().contig.len()
+        self.state.iommu_faults.lock().clone()
     }
 
     /// Reports as [`Rule::ResourceLeak`] everything the driver still holds on any adapter: MDL
@@ -323,8 +294,9 @@ impl Machine {
     /// this after DxgkDdiRemoveDevice and the rest at unload; tests that drive callbacks
     /// directly call it themselves.
     pub fn check_resource_leaks(&self) {
-        let mut f = self.state.mem().leak_findings(None, "leak check");
-        f.extend(self.state.mem().global_leak_findings("leak check"));
+        let mut f =
+            crate::dxgkrnl::memory_callbacks::leak_findings(&self.state, None, "leak check");
+        f.extend(self.state.mem().mm.leak_findings("leak check"));
         f.extend(crate::dxgkrnl::mmio_leak_findings(
             &self.state,
             None,

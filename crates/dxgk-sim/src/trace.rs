@@ -8,10 +8,11 @@
 //! (e.g. a Chrome trace-event writer) map [`Track`]s to timelines.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
-use crate::machine::{lock_pub, Machine, MachineState};
+use crate::lock_order::{LockRank, RankedMutex};
+use crate::machine::{Machine, MachineState};
 
 /// The timeline an event belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -134,16 +135,16 @@ pub struct TraceEvent {
 /// Per-machine recording state.
 pub(crate) struct TraceState {
     enabled: AtomicBool,
-    origin: Mutex<Option<Instant>>,
-    events: Mutex<Vec<TraceEvent>>,
+    origin: RankedMutex<Option<Instant>>,
+    events: RankedMutex<Vec<TraceEvent>>,
 }
 
 impl Default for TraceState {
     fn default() -> Self {
         Self {
             enabled: AtomicBool::new(false),
-            origin: Mutex::new(None),
-            events: Mutex::new(Vec::new()),
+            origin: RankedMutex::new(LockRank::TraceOrigin, None),
+            events: RankedMutex::new(LockRank::TraceEvents, Vec::new()),
         }
     }
 }
@@ -159,12 +160,12 @@ impl TraceState {
     }
 
     fn ns(&self, t: Instant) -> u64 {
-        let origin = lock_pub(&self.origin).unwrap_or(t);
+        let origin = self.origin.lock().unwrap_or(t);
         t.saturating_duration_since(origin).as_nanos() as u64
     }
 
     fn push(&self, e: TraceEvent) {
-        lock_pub(&self.events).push(e);
+        self.events.lock().push(e);
     }
 }
 
@@ -292,7 +293,7 @@ pub(crate) fn guard(track: Track, name: &'static str) -> SpanGuard {
 impl Machine {
     /// Starts recording events (timestamps count from now). Idempotent.
     pub fn enable_trace(&self) {
-        let mut origin = lock_pub(&self.state.trace.origin);
+        let mut origin = self.state.trace.origin.lock();
         if origin.is_none() {
             *origin = Some(Instant::now());
         }
@@ -312,7 +313,7 @@ impl Machine {
     /// The events recorded so far, in the order they ended (complete events) or happened
     /// (instants).
     pub fn trace_events(&self) -> Vec<TraceEvent> {
-        lock_pub(&self.state.trace.events).clone()
+        self.state.trace.events.lock().clone()
     }
 }
 

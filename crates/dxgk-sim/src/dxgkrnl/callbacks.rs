@@ -16,9 +16,9 @@ use dxgk_sys::{
     PKSYNCHRONIZE_ROUTINE, PVOID, ULONG,
 };
 
+use super::memory_callbacks;
 use super::{AdapterId, DEVICE_IRQL};
 use crate::machine::{current, irql, set_irql, MachineState};
-use crate::memory;
 use crate::verifier::{Finding, Rule};
 
 /// Documented IRQL bound of a callback.
@@ -161,7 +161,7 @@ extern "system" fn cb_allocate_pages_for_mdl(
     };
     // SAFETY: the driver passes its argument structure (or NULL, reported).
     match unsafe { args.as_mut() } {
-        Some(a) => memory::allocate_pages_for_mdl(&m, id, a),
+        Some(a) => memory_callbacks::allocate_pages_for_mdl(&m, id, a),
         None => null_arg(&m, CALL),
     }
 }
@@ -177,7 +177,7 @@ extern "system" fn cb_free_pages_from_mdl(
     };
     // SAFETY: as above.
     match unsafe { args.as_ref() } {
-        Some(a) => memory::free_pages_from_mdl(&m, id, a.hMemoryHandle as usize),
+        Some(a) => memory_callbacks::free_pages_from_mdl(&m, id, a.hMemoryHandle as usize),
         None => null_arg(&m, CALL),
     }
 }
@@ -190,7 +190,7 @@ extern "system" fn cb_map_mdl_to_iommu(h: HANDLE, args: *mut DXGKARGCB_MAPMDLTOI
     };
     // SAFETY: as above.
     match unsafe { args.as_mut() } {
-        Some(a) => memory::map_mdl_to_iommu(&m, id, a),
+        Some(a) => memory_callbacks::map_mdl_to_iommu(&m, id, a),
         None => null_arg(&m, CALL),
     }
 }
@@ -203,7 +203,7 @@ extern "system" fn cb_unmap_mdl_from_iommu(h: HANDLE, args: *const DXGKARGCB_UNM
     };
     // SAFETY: as above.
     match unsafe { args.as_ref() } {
-        Some(a) => memory::unmap_mdl_from_iommu(&m, id, a.hMemoryHandle as usize),
+        Some(a) => memory_callbacks::unmap_mdl_from_iommu(&m, id, a.hMemoryHandle as usize),
         None => {
             null_arg(&m, CALL);
         }
@@ -221,7 +221,7 @@ extern "system" fn cb_allocate_contiguous(
     };
     // SAFETY: as above.
     match unsafe { args.as_mut() } {
-        Some(a) => memory::allocate_contiguous(&m, id, a),
+        Some(a) => memory_callbacks::allocate_contiguous(&m, id, a),
         None => null_arg(&m, CALL),
     }
 }
@@ -237,7 +237,7 @@ extern "system" fn cb_free_contiguous(
     };
     // SAFETY: as above.
     match unsafe { args.as_ref() } {
-        Some(a) => memory::free_contiguous(&m, id, a.hMemoryHandle as usize),
+        Some(a) => memory_callbacks::free_contiguous(&m, id, a.hMemoryHandle as usize),
         None => null_arg(&m, CALL),
     }
 }
@@ -306,7 +306,7 @@ extern "system" fn cb_queue_dpc(h: HANDLE) -> BOOLEAN {
     let Some((m, id)) = enter(CALL, h) else {
         return 0;
     };
-    let queued = crate::ntoskrnl::dpc::queue_adapter_dpc(&m, id);
+    let queued = crate::ntoskrnl::dpc::queue_system_dpc(&m, super::adapter_dpc(id));
     crate::ntoskrnl::dpc::run_if_below_dispatch(&m);
     BOOLEAN::from(queued)
 }
@@ -327,7 +327,7 @@ extern "system" fn cb_synchronize_execution(
         return null_arg(&m, CALL);
     };
     let lock = super::interrupt_lock(&m, id);
-    let _held = crate::machine::lock_pub(&lock);
+    let _held = lock.lock();
     let old = irql();
     set_irql(DEVICE_IRQL);
     // SAFETY: the driver's synchronize routine with the context it passed.

@@ -7,10 +7,14 @@
 //! once DRIVERCAPS says which the driver claims.
 
 pub mod callbacks;
+pub mod dma;
+pub mod memory_callbacks;
 pub mod pnp;
 pub mod registers;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use crate::lock_order::{LockRank, RankedMutex};
 
 use dxgk_sys::{
     DRIVER_INITIALIZATION_DATA, DRIVER_OBJECT, DXGKRNL_INTERFACE, HANDLE, KIRQL, NTSTATUS, PVOID,
@@ -31,11 +35,16 @@ pub const MMIO_PHYS_BASE: u64 = 0xE000_0000;
 /// See [`MMIO_PHYS_BASE`].
 pub const MMIO_PHYS_STRIDE: u64 = 0x0100_0000;
 
-/// An adapter of a machine (also the IOMMU domain it owns).
+/// An adapter of a machine.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct AdapterId(pub u32);
 
 impl AdapterId {
+    /// The IOMMU domain this adapter's device accesses go through (one per adapter).
+    pub fn domain(self) -> crate::memory::DomainId {
+        crate::memory::DomainId(self.0)
+    }
+
     /// The DXGKRNL_INTERFACE DeviceHandle Dxgkrnl gives this adapter.
     pub fn device_handle(self) -> HANDLE {
         (0x5EED_0000_usize + self.0 as usize * 0x10) as HANDLE
@@ -81,7 +90,7 @@ pub(crate) struct Adapter {
     /// the port lock.
     pub(crate) device: Option<SharedDevice>,
     pub(crate) state: PnpState,
-    pub(crate) interrupt_lock: Arc<Mutex<()>>,
+    pub(crate) interrupt_lock: Arc<RankedMutex<()>>,
     pub(crate) notify_interrupts: Vec<i32>,
     pub(crate) notify_log: Vec<InterruptNotification>,
     pub(crate) notify_dpcs: u64,
@@ -114,7 +123,7 @@ pub(crate) struct DriverStorage {
 unsafe impl Send for DriverStorage {}
 
 /// A device model shared between the simulator and register accesses.
-pub(crate) type SharedDevice = Arc<Mutex<Box<dyn SimDevice>>>;
+pub(crate) type SharedDevice = Arc<RankedMutex<Box<dyn SimDevice>>>;
 
 pub(crate) fn new_adapter(
     m: &MachineState,
@@ -158,9 +167,9 @@ pub(crate) fn new_adapter(
         registry_path: path.into_boxed_slice(),
         pdo: Box::default(),
         context: 0,
-        device: device.map(|d| Arc::new(Mutex::new(d))),
+        device: device.map(|d| Arc::new(RankedMutex::new(LockRank::Device, d))),
         state: PnpState::Added,
-        interrupt_lock: Arc::new(Mutex::new(())),
+        interrupt_lock: Arc::new(RankedMutex::new(LockRank::Interrupt, ())),
         notify_interrupts: Vec::new(),
         notify_log: Vec::new(),
         notify_dpcs: 0,
@@ -263,7 +272,7 @@ pub(crate) fn mmio_leak_findings(
     out
 }
 
-pub(crate) fn interrupt_lock(m: &MachineState, id: AdapterId) -> Arc<Mutex<()>> {
+pub(crate) fn interrupt_lock(m: &MachineState, id: AdapterId) -> Arc<RankedMutex<()>> {
     m.port().adapters[id.0 as usize].interrupt_lock.clone()
 }
 
@@ -365,6 +374,43 @@ pub(crate) fn record_notify_interrupt(
         preemption_fence,
         page_fault,
     });
+}
+
+/// The adapter DPC DxgkCbQueueDpc queues on the kernel's DPC queue.
+pub(crate) fn adapter_dpc(id: AdapterId) -> crate::ntoskrnl::dpc::SystemDpc {
+    crate::ntoskrnl::dpc::SystemDpc {
+        name: "DxgkDdiDpcRoutine",
+        key: u64::from(id.0),
+        routine: run_adapter_dpc,
+    }
+}
+
+/// Runs adapter `key`'s DxgkDdiDpcRoutine (at DISPATCH_LEVEL, from the DPC queue).
+fn run_adapter_dpc(m: &MachineState, key: u64) {
+    let id = AdapterId(key as u32);
+    let ddi = m
+        .port()
+        .registered
+        .as_ref()
+        .and_then(|r| r.DxgkDdiDpcRoutine);
+    let ctx = m.port().adapters[id.0 as usize].context;
+    match ddi {
+        Some(f) => {
+            crate::trace::call(
+                m,
+                crate::trace::Track::Interrupt,
+                "DxgkDdiDpcRoutine",
+                || vec![("adapter", id.0.into())],
+                // SAFETY: the miniport's DPC routine with its adapter context.
+                || unsafe { f(ctx as PVOID) },
+            );
+        }
+        None => m.report(Finding::here(
+            Rule::DdiProtocol,
+            "DxgkCbQueueDpc",
+            "DPC queued but the driver has no DxgkDdiDpcRoutine",
+        )),
+    }
 }
 
 pub(crate) fn record_notify_dpc(m: &MachineState, id: AdapterId) {

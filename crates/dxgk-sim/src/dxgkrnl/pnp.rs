@@ -30,8 +30,8 @@ use dxgk_sys::{
 };
 
 use super::{new_adapter, size_at, AdapterId, DriverStorage, DEVICE_IRQL};
+use crate::dxgkrnl::dma::Dma;
 use crate::machine::{irql, set_irql, Machine, MachineState};
-use crate::memory::Dma;
 use crate::trace::{TraceValue, Track};
 use crate::verifier::{Finding, Rule};
 
@@ -192,7 +192,7 @@ pub(crate) fn after_ddi(m: &MachineState, id: AdapterId) {
             adapter: id,
         };
         let pending = {
-            let mut d = crate::machine::lock_pub(&dev);
+            let mut d = dev.lock();
             let span = crate::trace::begin(m);
             let before = if span.is_some() {
                 d.counters()
@@ -233,7 +233,7 @@ fn deliver_interrupt(m: &MachineState, id: AdapterId, message: ULONG) -> bool {
     let ctx = context_of(m, id);
     let lock = super::interrupt_lock(m, id);
     let claimed = {
-        let _held = crate::machine::lock_pub(&lock);
+        let _held = lock.lock();
         let old = irql();
         set_irql(DEVICE_IRQL);
         let r = crate::trace::call(
@@ -347,7 +347,7 @@ fn remove(m: &MachineState, id: AdapterId, d: &Ddis) -> NTSTATUS {
     };
     crate::ntoskrnl::dpc::run_if_below_dispatch(m);
     m.port().adapters[id.0 as usize].state = PnpState::Removed;
-    let mut f = m.mem().leak_findings(Some(id), "DxgkDdiRemoveDevice");
+    let mut f = super::memory_callbacks::leak_findings(m, Some(id), "DxgkDdiRemoveDevice");
     f.extend(super::mmio_leak_findings(
         m,
         Some(id),
@@ -453,7 +453,7 @@ fn start_device(m: &MachineState, id: AdapterId, d: &Ddis, ctx: PVOID) -> NTSTAT
     if let Some(dev) = dev {
         // SAFETY: the BAR storage; nothing else touches it before StartDevice.
         let mmio = unsafe { std::slice::from_raw_parts_mut(mmio_ptr, mmio_len) };
-        crate::machine::lock_pub(&dev).reset(mmio);
+        dev.lock().reset(mmio);
     }
     let mut info = DXGK_START_INFO {
         RequiredDmaQueueEntry: 16,
@@ -834,14 +834,18 @@ impl Machine {
             .collect();
         let mut f = Vec::new();
         for id in &live {
-            f.extend(self.state.mem().leak_findings(Some(*id), "DxgkDdiUnload"));
+            f.extend(super::memory_callbacks::leak_findings(
+                &self.state,
+                Some(*id),
+                "DxgkDdiUnload",
+            ));
             f.extend(super::mmio_leak_findings(
                 &self.state,
                 Some(*id),
                 "DxgkDdiUnload",
             ));
         }
-        f.extend(self.state.mem().global_leak_findings("DxgkDdiUnload"));
+        f.extend(self.state.mem().mm.leak_findings("DxgkDdiUnload"));
         f.extend(self.state.kernel().leak_findings("DxgkDdiUnload"));
         for x in f {
             self.state.report(x);
@@ -865,8 +869,7 @@ impl Machine {
     /// model.
     pub fn device_counters(&self, id: AdapterId) -> Vec<(&'static str, u64)> {
         let dev = self.state.port().adapters[id.0 as usize].device.clone();
-        dev.map(|d| crate::machine::lock_pub(&d).counters())
-            .unwrap_or_default()
+        dev.map(|d| d.lock().counters()).unwrap_or_default()
     }
 
     /// Synchronizes `id`'s device model, delivers its pending interrupts and runs queued DPCs.

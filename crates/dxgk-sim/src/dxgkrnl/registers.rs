@@ -38,7 +38,7 @@ fn with_device<R>(
     // SAFETY: the BAR storage lives as long as the adapter (adapters are never dropped while
     // the machine lives); every access to it is serialized by the device lock held for `f`.
     let mmio = unsafe { std::slice::from_raw_parts_mut(ptr, len) };
-    let mut d = crate::machine::lock_pub(&dev);
+    let mut d = dev.lock();
     let r = f(d.as_mut(), mmio);
     Some(r)
 }

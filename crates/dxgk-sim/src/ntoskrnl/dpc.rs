@@ -2,22 +2,45 @@
 //! once (as the DPC software interrupt would fire on that processor); one queued at or above
 //! DISPATCH_LEVEL runs when that thread's IRQL drops below DISPATCH_LEVEL (KeLowerIrql,
 //! KeReleaseSpinLock, the end of an ISR delivered by the simulator) or at KeFlushQueuedDpcs.
-//! DxgkCbQueueDpc queues the adapter's DxgkDdiDpcRoutine on the same queue.
+//! Layers above the kernel queue their own deferred work on the same queue as a `SystemDpc`
+//! (Dxgkrnl's DxgkCbQueueDpc: the adapter's DxgkDdiDpcRoutine), without the kernel knowing
+//! what it runs.
 
 use std::cell::Cell;
 
 use dxgk_sys::{BOOLEAN, KDPC, PKDEFERRED_ROUTINE, PVOID};
 
-use crate::dxgkrnl::AdapterId;
 use crate::machine::{current, irql, set_irql, MachineState};
 use crate::ntoskrnl::irql::require_irql_at_most;
 use crate::verifier::{Finding, Rule};
 
+/// Deferred work a layer above the kernel queues (as Dxgkrnl does with a KDPC of its own):
+/// `routine(machine, key)` runs at DISPATCH_LEVEL. Identified by `(name, key)`: queuing it
+/// again while it is queued does nothing, as for a KDPC.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct SystemDpc {
+    /// What runs, for findings ("DxgkDdiDpcRoutine").
+    pub(crate) name: &'static str,
+    /// Which instance (Dxgkrnl: the adapter number).
+    pub(crate) key: u64,
+    pub(crate) routine: fn(&MachineState, u64),
+}
+
 /// Something waiting to run at DISPATCH_LEVEL.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug)]
 pub(crate) enum DpcItem {
     Kdpc(usize),
-    Adapter(AdapterId),
+    System(SystemDpc),
+}
+
+impl PartialEq for DpcItem {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (DpcItem::Kdpc(a), DpcItem::Kdpc(b)) => a == b,
+            (DpcItem::System(a), DpcItem::System(b)) => (a.name, a.key) == (b.name, b.key),
+            _ => false,
+        }
+    }
 }
 
 const QUEUED_MARK: usize = 0xD9C0_0001;
@@ -26,12 +49,14 @@ thread_local! {
     static IN_DPC: Cell<bool> = const { Cell::new(false) };
 }
 
-pub(crate) fn queue_adapter_dpc(m: &MachineState, id: AdapterId) -> bool {
+/// Queues `dpc` unless it is queued already (then false).
+pub(crate) fn queue_system_dpc(m: &MachineState, dpc: SystemDpc) -> bool {
     let mut k = m.kernel();
-    if k.dpc_queue.contains(&DpcItem::Adapter(id)) {
+    let item = DpcItem::System(dpc);
+    if k.dpc_queue.contains(&item) {
         return false;
     }
-    k.dpc_queue.push_back(DpcItem::Adapter(id));
+    k.dpc_queue.push_back(item);
     true
 }
 
@@ -68,31 +93,9 @@ pub(crate) fn run_dpcs(m: &MachineState) {
                 }
                 "deferred routine"
             }
-            DpcItem::Adapter(id) => {
-                let ddi = m
-                    .port()
-                    .registered
-                    .as_ref()
-                    .and_then(|r| r.DxgkDdiDpcRoutine);
-                let ctx = m.port().adapters[id.0 as usize].context;
-                match ddi {
-                    Some(f) => {
-                        crate::trace::call(
-                            m,
-                            crate::trace::Track::Interrupt,
-                            "DxgkDdiDpcRoutine",
-                            || vec![("adapter", id.0.into())],
-                            // SAFETY: the miniport's DPC routine with its adapter context.
-                            || unsafe { f(ctx as PVOID) },
-                        );
-                    }
-                    None => m.report(Finding::here(
-                        Rule::DdiProtocol,
-                        "DxgkCbQueueDpc",
-                        "DPC queued but the driver has no DxgkDdiDpcRoutine",
-                    )),
-                }
-                "DxgkDdiDpcRoutine"
+            DpcItem::System(d) => {
+                (d.routine)(m, d.key);
+                d.name
             }
         };
         if irql() != dxgk_sys::DISPATCH_LEVEL {

@@ -404,11 +404,7 @@ pub extern "system" fn KeWaitForSingleObject(
             return STATUS_TIMEOUT;
         }
         let left = t.map_or(cap, |t| t.min(cap)).saturating_sub(elapsed);
-        k = m
-            .wake
-            .wait_timeout(k, left.min(Duration::from_millis(20)))
-            .unwrap_or_else(|e| e.into_inner())
-            .0;
+        k = k.wait_timeout(&m.wake, left.min(Duration::from_millis(20)));
     }
 }
 

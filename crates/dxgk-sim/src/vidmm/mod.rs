@@ -13,7 +13,7 @@
 //!
 //! * **System paging process** ([`Vidmm::new`]): DxgkDdiCreateProcess with `SystemProcess`,
 //!   DxgkDdiCreateDevice (`hKmdProcess`), DxgkDdiCreateContext with `SystemContext`. Its page
-//!   tables are VidMm-owned memory ([`crate::memory::VidmmMemory`]: sim frames mapped in the
+//!   tables are VidMm-owned memory ([`VidmmMemory`]: sim frames mapped in the
 //!   adapter's IOMMU) covering a fixed layout, all allocated up front and initialized with
 //!   UPDATE_PAGE_TABLE in **CPU_VIRTUAL mode with `pDmaBuffer == NULL`** (what Windows forces for
 //!   the paging process), then DxgkDdiSetRootPageTable. The layout (paging-process VAs):
@@ -63,9 +63,15 @@ use dxgk_sys::{
 
 use crate::dxgkrnl::{pnp::after_ddi, AdapterId};
 use crate::machine::Machine;
-use crate::memory::{VidmmMemory, PAGE, PAGES_PER_64K};
+use crate::memory::{PAGE, PAGES_PER_64K};
 use crate::trace::{TraceResult, TraceValue, Track};
 use crate::verifier::{Finding, Rule};
+
+pub mod memory;
+mod pgtable;
+
+pub use memory::VidmmMemory;
+use pgtable::{Geometry, TableRun};
 
 /// Paging-process VA of the page-table window.
 pub const PT_WINDOW_BASE: u64 = 0x4000_0000;
@@ -178,41 +184,6 @@ pub struct VidmmStats {
     pub resets: u64,
 }
 
-/// Geometry of the driver's page tables, from PAGETABLELEVELDESC.
-#[derive(Clone, Debug)]
-struct Geometry {
-    bits: Vec<u32>,
-    va_bits: u32,
-    table_segment: u32,
-    paging_table_segment: u32,
-    /// Entries of a 64 KiB-page leaf table, when VidMm uses 64 KiB pages.
-    entries_64k: Option<u32>,
-}
-
-impl Geometry {
-    fn root(&self) -> usize {
-        self.bits.len() - 1
-    }
-    /// Lowest VA bit indexed at `level`.
-    fn shift(&self, level: usize) -> u32 {
-        12 + self.bits[..level].iter().sum::<u32>()
-    }
-    fn entries(&self, level: usize) -> u32 {
-        1 << self.bits[level]
-    }
-    /// Bytes one table of `level` covers.
-    fn table_span(&self, level: usize) -> u64 {
-        1u64 << (self.shift(level) + self.bits[level])
-    }
-    /// The table of `level` covering `va` (0 for the root).
-    fn key(&self, level: usize, va: u64) -> u64 {
-        va >> (self.shift(level) + self.bits[level])
-    }
-    fn index(&self, level: usize, va: u64) -> u32 {
-        ((va >> self.shift(level)) & (u64::from(self.entries(level)) - 1)) as u32
-    }
-}
-
 struct Table {
     mem: VidmmMemory,
     /// VA in the paging process's page-table window.
@@ -266,18 +237,27 @@ struct Allocation {
     backing: Option<VidmmMemory>,
 }
 
+/// How a UPDATE_PAGE_TABLE walk writes its entries.
+#[derive(Clone, Copy, Default)]
+struct Update {
+    /// The level-0 tables are 64 KiB-page tables (entries of 64 KiB, `Use64KBPages`).
+    pages_64k: bool,
+    /// The first write of fresh tables (`InitialUpdate`).
+    initial: bool,
+}
+
 /// Where a UPDATE_PAGE_TABLE takes its entries from.
 #[derive(Clone, Copy)]
 enum Entries<'a> {
     Slice(&'a [DXGK_PTE]),
-    Repeat(DXGK_PTE, u32),
+    Repeat(DXGK_PTE, u64),
 }
 
 impl Entries<'_> {
     fn len(&self) -> u64 {
         match self {
             Entries::Slice(s) => s.len() as u64,
-            Entries::Repeat(_, n) => u64::from(*n),
+            Entries::Repeat(_, n) => *n,
         }
     }
 }
@@ -641,9 +621,11 @@ impl Vidmm {
         let mut keys = vec![(self.geo.root(), 0u64)];
         for level in (0..self.geo.root()).rev() {
             for &(base, len) in &layout {
-                let first = self.geo.key(level, base);
-                let last = self.geo.key(level, base + len - 1);
-                keys.extend((first..=last).map(|k| (level, k)));
+                keys.extend(
+                    self.geo
+                        .tables_covering(level, base, len)
+                        .map(|k| (level, k)),
+                );
             }
         }
         keys.sort();
@@ -663,9 +645,9 @@ impl Vidmm {
             );
         }
         let mut set = |level: usize, va: u64, pte: DXGK_PTE| {
-            let key = (level, self.geo.key(level, va));
-            let e = contents.get_mut(&key).expect("table of the layout");
-            e[self.geo.index(level, va) as usize] = pte;
+            let entry = self.geo.entry(level, va);
+            let e = contents.get_mut(&entry.table).expect("table of the layout");
+            e[entry.index as usize] = pte;
         };
         for (&(level, key), t) in &proc0.tables {
             // The parent entry pointing at this table.
@@ -1052,50 +1034,38 @@ impl Vidmm {
         va: u64,
         entries: Entries<'_>,
     ) -> VidmmResult<()> {
-        self.update_table_entries(p, level, false, va, entries)
+        self.update_walk(p, level, Update::default(), va, entries)
     }
 
-    /// [`Vidmm::update_entries`]; `pages_64k`: the level-0 tables are 64 KiB-page tables
-    /// (entries of 64 KiB, `Use64KBPages`).
-    fn update_table_entries(
+    /// [`Vidmm::update_entries`] as `how` says: one UPDATE_PAGE_TABLE per table the walk
+    /// ([`Geometry::runs`]) covers.
+    fn update_walk(
         &mut self,
         p: usize,
         level: usize,
-        pages_64k: bool,
+        how: Update,
         va: u64,
         entries: Entries<'_>,
     ) -> VidmmResult<()> {
-        let (per_table, entry_span) = match self.geo.entries_64k {
-            Some(n) if pages_64k && level == 0 => (u64::from(n), PAGE64 * PAGES_PER_64K as u64),
-            _ if pages_64k => return Err(bad("64 KiB entries outside a 64 KiB-page leaf table")),
-            _ => (
-                u64::from(self.geo.entries(level)),
-                1u64 << self.geo.shift(level),
-            ),
-        };
-        let total = entries.len();
+        let Update { pages_64k, initial } = how;
         let hkmd = self.proc_ref(p).hkmd;
-        let mut done = 0u64;
-        while done < total {
-            let at = va + done * entry_span;
-            let index = ((at / entry_span) % per_table) as u32;
-            let n = (per_table - u64::from(index)).min(total - done);
-            let key = (level, self.geo.key(level, at));
+        for run in self.geo.runs(level, pages_64k, va, entries.len())? {
+            let at = run.va;
             let table_va = self
                 .proc_ref(p)
                 .tables
-                .get(&key)
+                .get(&run.table)
                 .map(|t| t.window_va)
                 .ok_or_else(|| bad(format!("no level-{level} table for VA {at:#x}")))?;
             let (ptr, repeat) = match entries {
-                Entries::Slice(s) => (s[done as usize..].as_ptr(), false),
+                Entries::Slice(s) => (s[run.offset as usize..].as_ptr(), false),
                 Entries::Repeat(ref pte, _) => (pte as *const DXGK_PTE, true),
             };
             let mut upt = dxgk_sys::DXGK_BUILDPAGINGBUFFER_UPDATEPAGETABLE {
                 PageTableLevel: level as u32,
                 pPageTableEntries: ptr.cast_mut(),
-                StartIndex: index,
-                NumPageTableEntries: n as u32,
+                StartIndex: run.index,
+                NumPageTableEntries: run.count as u32,
                 hProcess: hkmd,
                 UpdateMode: dxgk_sys::DXGK_PAGETABLEUPDATE_GPU_VIRTUAL,
                 FirstPteVirtualAddress: at,
@@ -1104,14 +1074,14 @@ impl Vidmm {
             upt.PageTableAddress.u.GpuVirtual = table_va;
             upt.Flags.set_Repeat(u32::from(repeat));
             upt.Flags.set_Use64KBPages(u32::from(pages_64k));
+            upt.Flags.set_InitialUpdate(u32::from(initial));
             self.build(dxgk_sys::DXGK_OPERATION_UPDATE_PAGE_TABLE, |a| {
                 a.u.UpdatePageTable = upt;
             })?;
-            self.stats.ptes_written += n;
+            self.stats.ptes_written += run.count;
             if pages_64k {
-                self.stats.ptes_64k_written += n;
+                self.stats.ptes_64k_written += run.count;
             }
-            done += n;
         }
         Ok(())
     }
@@ -1144,13 +1114,13 @@ impl Vidmm {
         }
         if len > 0 {
             for level in (0..self.geo.root()).rev() {
-                let first = self.geo.key(level, va);
-                let last = self.geo.key(level, va + len - 1);
-                for k in first..=last {
-                    if !self.proc_ref(p).tables.contains_key(&(level, k)) {
-                        missing.push((level, k));
-                    }
-                }
+                let tables = &self.proc_ref(p).tables;
+                missing.extend(
+                    self.geo
+                        .tables_covering(level, va, len)
+                        .map(|k| (level, k))
+                        .filter(|key| !tables.contains_key(key)),
+                );
             }
         }
         if missing.is_empty() {
@@ -1194,27 +1164,19 @@ impl Vidmm {
         self.flush_tlb(0, lo, hi)?;
         // 2. Initialize each new table to invalid (through the window).
         for &(level, key) in &missing {
-            let n = self.geo.entries(level);
             let first_va = key * self.geo.table_span(level);
-            let t = &self.proc_ref(p).tables[&(level, key)];
-            let mut upt = dxgk_sys::DXGK_BUILDPAGINGBUFFER_UPDATEPAGETABLE {
-                PageTableLevel: level as u32,
-                StartIndex: 0,
-                NumPageTableEntries: n,
-                hProcess: self.proc_ref(p).hkmd,
-                UpdateMode: dxgk_sys::DXGK_PAGETABLEUPDATE_GPU_VIRTUAL,
-                FirstPteVirtualAddress: first_va,
-                ..Default::default()
+            let n = u64::from(self.geo.entries(level));
+            let initial = Update {
+                pages_64k: false,
+                initial: true,
             };
-            upt.PageTableAddress.u.GpuVirtual = t.window_va;
-            upt.Flags.set_Repeat(1);
-            upt.Flags.set_InitialUpdate(1);
-            let invalid = invalid_pte();
-            upt.pPageTableEntries = (&invalid as *const DXGK_PTE).cast_mut();
-            self.build(dxgk_sys::DXGK_OPERATION_UPDATE_PAGE_TABLE, |a| {
-                a.u.UpdatePageTable = upt;
-            })?;
-            self.stats.ptes_written += u64::from(n);
+            self.update_walk(
+                p,
+                level,
+                initial,
+                first_va,
+                Entries::Repeat(invalid_pte(), n),
+            )?;
         }
         // 3. Link every new non-root table into its parent.
         for &(level, key) in &missing {
@@ -1241,22 +1203,24 @@ impl Vidmm {
                 .collect();
             return self.update_entries(p, 0, va, Entries::Slice(&ptes));
         }
-        let per_table = self.geo.entries(0) as usize;
-        let mut done = 0;
-        while done < pages.len() {
-            let at = va + done as u64 * PAGE64;
-            let n = (per_table - self.geo.index(0, at) as usize).min(pages.len() - done);
-            self.write_leaf_table(p, at, &pages[done..done + n])?;
-            done += n;
+        for run in self.geo.runs(0, false, va, pages.len() as u64)? {
+            let (from, n) = (run.offset as usize, run.count as usize);
+            self.write_leaf_table(p, run, &pages[from..from + n])?;
         }
         Ok(())
     }
 
-    /// [`Vidmm::write_leaves`] within the one leaf table of user process `p` covering `va`.
-    fn write_leaf_table(&mut self, p: usize, va: u64, pages: &[Option<u64>]) -> VidmmResult<()> {
-        let key = (0, self.geo.key(0, va));
+    /// [`Vidmm::write_leaves`] within the one leaf table of user process `p` that `run` (of a
+    /// 4 KiB-entry walk) covers.
+    fn write_leaf_table(
+        &mut self,
+        p: usize,
+        run: TableRun,
+        pages: &[Option<u64>],
+    ) -> VidmmResult<()> {
+        let (key, va) = (run.table, run.va);
         let region = key.1 * self.geo.table_span(0);
-        let first = self.geo.index(0, va) as usize;
+        let first = run.index as usize;
         let (table_page, book) = self
             .proc_ref(p)
             .tables
@@ -1316,22 +1280,15 @@ impl Vidmm {
             .map(|g| pte_of(&slots[g * PAGES_PER_64K]))
             .collect();
         let first_va = region + (groups.start * PAGES_PER_64K) as u64 * PAGE64;
-        self.update_table_entries(p, 0, true, first_va, Entries::Slice(&ptes))
+        let how = Update {
+            pages_64k: true,
+            initial: false,
+        };
+        self.update_walk(p, 0, how, first_va, Entries::Slice(&ptes))
     }
 
     fn invalidate_leaves(&mut self, p: usize, va: u64, pages: u64) -> VidmmResult<()> {
-        let mut done = 0;
-        while done < pages {
-            let n = (pages - done).min(u64::from(u32::MAX));
-            self.update_entries(
-                p,
-                0,
-                va + done * PAGE64,
-                Entries::Repeat(invalid_pte(), n as u32),
-            )?;
-            done += n;
-        }
-        Ok(())
+        self.update_entries(p, 0, va, Entries::Repeat(invalid_pte(), pages))
     }
 
     fn check_va(&self, va: u64, len: u64) -> VidmmResult<()> {
@@ -1413,7 +1370,7 @@ impl Vidmm {
     }
 
     /// An allocation of `bytes` (rounded up to 4 KiB) of zeroed system memory, mapped in the
-    /// adapter's IOMMU (VidMm-owned; see [`crate::memory::VidmmMemory`]).
+    /// adapter's IOMMU (VidMm-owned; see [`VidmmMemory`]).
     pub fn allocate(&mut self, bytes: u64) -> VidmmResult<AllocId> {
         if bytes == 0 {
             return Err(bad("empty allocation"));
