@@ -30,6 +30,7 @@ pub(super) unsafe extern "system" fn ddi_build_paging_buffer(
     let r = (|| {
         // SAFETY: Dxgkrnl passes the adapter handle from AddDevice.
         let a = unsafe { adapter(h_adapter) }?;
+        a.counters.paging_build();
         // SAFETY: Dxgkrnl's argument block.
         let args = unsafe { args.as_mut() }.ok_or(NtError::INVALID_PARAMETER)?;
         let asid_of = |h: HANDLE| {
@@ -72,7 +73,9 @@ pub(super) unsafe extern "system" fn ddi_submit_command_virtual(
             ctx.asid,
             ctx.system,
             u64::from(args.fence),
-        )
+        )?;
+        a.counters.submitted();
+        Ok(())
     })();
     finish("SubmitCommandVirtual", r)
 }

@@ -39,7 +39,7 @@ pub const COUNTER_NAMES: [&str; COUNTER_COUNT] = [
     "BuildPagingBuffer calls",
     "SubmitCommandVirtual calls",
     "last completed fence",
-    "escapes",
+    "escapes answered",
 ];
 
 /// What an escape asks for.
