@@ -40,7 +40,7 @@
 //!
 //! # Known gaps
 //!
-//! * Callbacks other than GetDeviceInformation, Map/UnmapMemory, QueueDpc,
+//! * Callbacks other than GetDeviceInformation, GetHandleData (allocations), Map/UnmapMemory, QueueDpc,
 //!   SynchronizeExecution, NotifyInterrupt/Dpc and the six memory callbacks are NULL even inside
 //!   the negotiated interface size.
 //! * A panic inside a driver DDI (an `extern "system"` frame) aborts the test process, as a
@@ -61,6 +61,7 @@
 pub mod devices;
 pub mod dxgkrnl;
 pub mod fault;
+pub mod kmt;
 pub mod lock_order;
 pub mod machine;
 pub mod memory;
