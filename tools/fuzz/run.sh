@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Coverage-guided fuzzing of rgpu's untrusted-input DDIs (DxgkDdiBuildPagingBuffer,
-# DxgkDdiQueryAdapterInfo) with cargo-fuzz / libFuzzer, each through the DDI table of a started
-# adapter in dxgk-sim. Harness, input layout and invariants: tests/support/fuzz_harness.rs.
+# DxgkDdiQueryAdapterInfo; and user_input: DxgkDdiEscape buffers and DxgkDdiCreateAllocation
+# private data through dxgk-sim's D3DKMT front end) with cargo-fuzz / libFuzzer, each on a
+# started adapter in dxgk-sim. Harnesses, input layouts and invariants:
+# tests/support/fuzz_harness.rs, tests/support/fuzz_user_input.rs.
 #
-#   tools/fuzz/run.sh [seconds per target]      (default 30)
+#   tools/fuzz/run.sh [seconds per target]      (default 30: 90 s for the three targets)
 #
 # Environment:
 #   FUZZ_SANITIZER=address|none   address (default) also catches reads past the entry, range
@@ -23,7 +25,7 @@ cd "$(dirname "$0")/../.."
 
 secs=${1:-30}
 sanitizer=${FUZZ_SANITIZER:-address}
-targets=${FUZZ_TARGETS:-build_paging_buffer query_adapter_info}
+targets=${FUZZ_TARGETS:-build_paging_buffer query_adapter_info user_input}
 export RUSTC_BOOTSTRAP=1
 
 if ! cargo fuzz --version >/dev/null 2>&1; then
