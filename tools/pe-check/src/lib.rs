@@ -97,6 +97,8 @@ pub enum CheckName {
     BannedImports,
     /// Every import is by name, none by ordinal.
     ImportsByName,
+    /// User-mode image mode ([`check_user_image`]): every required `dll!symbol` is imported.
+    RequiredImports,
 }
 
 impl CheckName {
@@ -111,6 +113,7 @@ impl CheckName {
             CheckName::ImportDlls => "import-dlls",
             CheckName::BannedImports => "banned-imports",
             CheckName::ImportsByName => "imports-by-name",
+            CheckName::RequiredImports => "required-imports",
         }
     }
 }
@@ -709,6 +712,77 @@ pub fn info_lines(image: &Image) -> Vec<String> {
         ));
     }
     info
+}
+
+/// One import a user-mode image must have: `dll!symbol`, e.g. `gdi32.dll!D3DKMTCreateAllocation2`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequiredImport {
+    /// DLL name (compared case-insensitively).
+    pub dll: String,
+    /// Symbol, imported by name.
+    pub symbol: String,
+}
+
+impl RequiredImport {
+    /// Parses `dll!symbol`.
+    pub fn parse(s: &str) -> Option<Self> {
+        let (dll, symbol) = s.split_once('!')?;
+        (!dll.is_empty() && !symbol.is_empty()).then(|| RequiredImport {
+            dll: dll.to_string(),
+            symbol: symbol.to_string(),
+        })
+    }
+}
+
+impl fmt::Display for RequiredImport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}!{}", self.dll, self.symbol)
+    }
+}
+
+/// Checks every `required` import is in the import table (not delay-loaded: bound at load).
+pub fn check_required_imports(image: &Image, required: &[RequiredImport]) -> CheckResult {
+    let missing: Vec<String> = required
+        .iter()
+        .filter(|r| {
+            !image.imports.iter().any(|d| {
+                !d.delay_load
+                    && d.dll.eq_ignore_ascii_case(&r.dll)
+                    && d.symbols.contains(&ImportedSymbol::Name(r.symbol.clone()))
+            })
+        })
+        .map(|r| r.to_string())
+        .collect();
+    let names: Vec<String> = required.iter().map(|r| r.to_string()).collect();
+    if required.is_empty() {
+        CheckResult::fail(CheckName::RequiredImports, "no import required")
+    } else if missing.is_empty() {
+        CheckResult::pass(CheckName::RequiredImports, names.join(", "))
+    } else {
+        CheckResult::fail(
+            CheckName::RequiredImports,
+            format!("not imported: {}", missing.join(", ")),
+        )
+    }
+}
+
+/// The user-mode image mode (`pe-check --require-import DLL!SYMBOL ...`): the image parses, is
+/// PE32+ x86-64, and imports every `required` symbol. None of the driver checks apply.
+pub fn check_user_image(bytes: &[u8], required: &[RequiredImport]) -> Report {
+    match parse_image(bytes) {
+        Err(e) => Report {
+            results: vec![CheckResult::fail(CheckName::Parse, e.0)],
+            info: Vec::new(),
+        },
+        Ok(image) => Report {
+            results: vec![
+                CheckResult::pass(CheckName::Parse, format!("{} bytes", bytes.len())),
+                check_format(&image),
+                check_required_imports(&image, required),
+            ],
+            info: info_lines(&image),
+        },
+    }
 }
 
 /// Run every check on an image. A file that cannot be parsed yields a report with a

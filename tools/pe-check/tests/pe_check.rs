@@ -5,8 +5,8 @@
 mod support;
 
 use pe_check::{
-    check_banned_imports, check_image, check_import_dlls, parse_image, CheckName, CheckResult,
-    ImportedSymbol, Options, Report,
+    check_banned_imports, check_image, check_import_dlls, check_user_image, parse_image, CheckName,
+    CheckResult, ImportedSymbol, Options, Report, RequiredImport,
 };
 use support::{Spec, Sym, HELPER_OFFSET};
 
@@ -224,6 +224,48 @@ fn kernel32_import_fails_and_can_be_allowed() {
     assert!(check_image(&spec.build(), &opts).passed());
 }
 
+fn required(list: &[&str]) -> Vec<RequiredImport> {
+    list.iter()
+        .map(|s| RequiredImport::parse(s).unwrap())
+        .collect()
+}
+
+#[test]
+fn user_image_mode_checks_only_format_and_the_required_imports() {
+    // A console exe: not NATIVE, entry point not DriverEntry, user-mode DLLs — none of which
+    // the user-image mode judges.
+    let mut spec = Spec::good()
+        .with_import("gdi32.dll", Sym::Name("D3DKMTCreateAllocation2"))
+        .with_import("kernel32.dll", Sym::Name("GetTickCount"));
+    spec.subsystem = 3;
+    spec.entry_offset = HELPER_OFFSET;
+    let bytes = spec.build();
+    let want = required(&[
+        "GDI32.dll!D3DKMTCreateAllocation2",
+        "kernel32.dll!GetTickCount",
+    ]);
+    let r = check_user_image(&bytes, &want);
+    let names: Vec<CheckName> = r.results.iter().map(|r| r.name).collect();
+    assert_eq!(
+        names,
+        [
+            CheckName::Parse,
+            CheckName::Format,
+            CheckName::RequiredImports
+        ]
+    );
+    assert!(r.passed(), "{r:#?}");
+
+    let r = check_user_image(&bytes, &required(&["gdi32.dll!D3DKMTLock2"]));
+    let f = assert_fails_only(&r, &[CheckName::RequiredImports]);
+    assert_eq!(f.detail, "not imported: gdi32.dll!D3DKMTLock2");
+    // The right symbol from the wrong DLL is not it either.
+    let r = check_user_image(&bytes, &required(&["user32.dll!D3DKMTCreateAllocation2"]));
+    assert_fails_only(&r, &[CheckName::RequiredImports]);
+    assert!(RequiredImport::parse("gdi32.dll").is_none());
+    assert!(RequiredImport::parse("!x").is_none());
+}
+
 #[test]
 fn import_by_ordinal_fails() {
     let spec = Spec::good().with_import("ntoskrnl.exe", Sym::Ordinal(42));
@@ -386,6 +428,36 @@ mod cli {
             out.contains("1 of 8 checks failed: banned-imports"),
             "{out}"
         );
+    }
+
+    #[test]
+    fn require_import_mode_from_the_command_line() {
+        let spec = Spec::good().with_import("gdi32.dll", Sym::Name("D3DKMTCreateAllocation2"));
+        let path = write_image("client.exe", &spec);
+        let arg = |s: &'static str| -> &std::ffi::OsStr { s.as_ref() };
+        let (code, out) = run(&[
+            path.as_os_str(),
+            arg("--require-import"),
+            arg("gdi32.dll!D3DKMTCreateAllocation2"),
+        ]);
+        assert_eq!(code, 0, "{out}");
+        assert!(
+            out.contains("PASS required-imports: gdi32.dll!D3DKMTCreateAllocation2"),
+            "{out}"
+        );
+        assert!(out.contains("all 3 checks passed"), "{out}");
+        let (code, out) = run(&[
+            path.as_os_str(),
+            arg("--require-import"),
+            arg("gdi32.dll!D3DKMTEscape"),
+        ]);
+        assert_eq!(code, 1, "{out}");
+        assert!(
+            out.contains("FAIL required-imports: not imported: gdi32.dll!D3DKMTEscape"),
+            "{out}"
+        );
+        let (code, _) = run(&[path.as_os_str(), arg("--require-import"), arg("nobang")]);
+        assert_eq!(code, 2);
     }
 
     #[test]
