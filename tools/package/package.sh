@@ -7,6 +7,9 @@
 #   out/package/rgpu.inf       inf/rgpu.inx stamped: DriverVer = build date (MM/DD/YYYY, UTC;
 #                              SOURCE_DATE_EPOCH if set), crate version as a.b.c.0; $ARCH$ = amd64
 #   out/package/rgpu-test.cer  the public test certificate, for the test machine to trust
+#   out/package/rgpu-kmt.exe   the user-mode client (`rgpu-kmt selftest` / `info` on the test
+#                              machine; docs/testing-on-windows.md), unsigned: a user-mode exe
+#                              needs no signature under test signing
 #   out/rgpu-test.{key,pem,pfx} the test signing key and certificate (generated once, reused,
 #                              never committed: /out and *.key *.pem *.pfx are git-ignored)
 #
@@ -51,8 +54,21 @@ else
     say "out/rgpu.sys is up to date"
 fi
 
+# --- rgpu-kmt.exe ----------------------------------------------------------------------------
+kmt_inputs=(crates/rgpu-kmt crates/rgpu-abi crates/rgpu-hw Cargo.lock tools/cross/build-kmt.sh)
+if [[ ! -f out/rgpu-kmt.exe ]]; then
+    say "out/rgpu-kmt.exe missing: running tools/cross/build-kmt.sh"
+    tools/cross/build-kmt.sh
+elif newer="$(find "${kmt_inputs[@]}" -newer out/rgpu-kmt.exe -print -quit)" && [[ -n $newer ]]; then
+    say "out/rgpu-kmt.exe older than $newer: running tools/cross/build-kmt.sh"
+    tools/cross/build-kmt.sh
+else
+    say "out/rgpu-kmt.exe is up to date"
+fi
+
 rm -rf "$pkg"
 mkdir -p "$pkg"
+cp out/rgpu-kmt.exe "$pkg/rgpu-kmt.exe"
 
 # --- rgpu.inf (stamping and INF checks: crate rgpu-package, the code tests/inf.rs tests) -----
 cargo run -q -p rgpu-package -- stamp inf/rgpu.inx Cargo.toml "$pkg/rgpu.inf"

@@ -1,5 +1,8 @@
 //! The `rgpu-kmt` binary (simulator backend): verdict lines and exit codes.
 
+// The simulator backend (and these options of the CLI) exist only off Windows.
+#![cfg(not(windows))]
+
 use std::process::Command;
 
 fn rgpu_kmt(args: &[&str]) -> (i32, String) {

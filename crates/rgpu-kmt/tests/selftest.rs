@@ -3,6 +3,9 @@
 //! fails — naming the step and the cause, still cleaning up — when the system misbehaves
 //! (bytes corrupted on read-back, a fence that is never signalled, a wait that does not wait).
 
+// The simulator backend (and these options of the CLI) exist only off Windows.
+#![cfg(not(windows))]
+
 use std::time::Duration;
 
 use rgpu_kmt::selftest::{self, Cause, Options, Verdict, DEFAULT_SIZES, EXIT_NO_ADAPTER};
