@@ -4,8 +4,8 @@
 //!
 //! | backend | where | what is underneath |
 //! |---------|-------|--------------------|
-//! | [`sim::SimKmt`] | not Windows (host tests, `cargo run -p rgpu-kmt`) | dxgk-sim's D3DKMT front end on a simulated machine with the real rgpu driver loaded |
-//! | [`windows::WinKmt`] | `cfg(windows)` | `gdi32.dll`'s `D3DKMT*` functions through Microsoft's `windows` crate |
+//! | `sim::SimKmt` | not Windows (host tests, `cargo run -p rgpu-kmt`) | dxgk-sim's D3DKMT front end on a simulated machine with the real rgpu driver loaded |
+//! | `windows::WinKmt` | `cfg(windows)` | `gdi32.dll`'s `D3DKMT*` functions through Microsoft's `windows` crate |
 //!
 //! The trait is the D3DKMT layer, not a convenience API: one method per D3DKMT call, each taking
 //! the members of its D3DKMT structure that a GpuMmu client sets and returning the ones it gets
