@@ -678,19 +678,23 @@ unsafe extern "system" fn ddi_build_paging_buffer(
     let r = (|| {
         // SAFETY: Dxgkrnl passes the adapter handle from AddDevice.
         let a = unsafe { adapter(h_adapter) }?;
-        // SAFETY: Dxgkrnl's argument block.
-        let args = unsafe { args.as_mut() }.ok_or(NtError::INVALID_PARAMETER)?;
-        let asid_of = |h: HANDLE| {
+        // SAFETY: Dxgkrnl's argument block (or NULL), ours for this call, with the DMA buffer,
+        // entry and range arrays, CPU table and MDLs in it valid as the DDI documents.
+        let req = unsafe {
+            dxgk::paging::BuildPagingBuffer::from_raw(args, crate::paging::MAX_TABLE_ENTRIES)
+        }
+        .map_err(|e| crate::paging::report(e.into()))?;
+        let asid_of = |h: dxgk::handle::ProcessHandle| {
+            let process = h.as_non_null().cast::<Process>();
             // SAFETY: a non-NULL hProcess in FLUSH_TLB is the process object rgpu returned from
             // CreateProcess, alive until DestroyProcess (VidMm's contract).
-            NonNull::new(h.cast::<Process>()).map(|p| unsafe { p.as_ref() }.asid)
+            Some(unsafe { process.as_ref() }.asid)
         };
         let ctx = crate::paging::PagingContext {
             aperture: a.aperture(),
             asid_of: Some(&asid_of),
         };
-        // SAFETY: the buffers and pointers inside are Dxgkrnl's, valid as documented.
-        unsafe { ctx.build(args) }
+        ctx.build(req)
     })();
     match r {
         Ok(()) => sys::STATUS_SUCCESS,

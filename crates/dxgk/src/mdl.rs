@@ -277,8 +277,8 @@ mod tests {
 
     #[test]
     fn malformed_headers_are_refused() {
-        // SAFETY: NULL is refused before any read.
         assert_eq!(
+            // SAFETY: NULL is refused before any read.
             unsafe { Mdl::from_raw(core::ptr::null_mut()) }.unwrap_err(),
             MdlError::Null
         );
