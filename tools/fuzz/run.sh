@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Coverage-guided fuzzing of rgpu's untrusted-input DDIs (DxgkDdiBuildPagingBuffer,
 # DxgkDdiQueryAdapterInfo) with cargo-fuzz / libFuzzer, each through the DDI table of a started
-# adapter in dxgk-sim. Harness, input layout and invariants: tests/support/fuzz_harness.rs.
+# adapter in dxgk-sim, and of dxgk's BuildPagingBuffer decode alone (decode_paging_buffer: raw
+# argument blocks and MDL headers). Harness, input layout and invariants:
+# tests/support/fuzz_harness.rs. Three targets at the default 30 s: 90 s of fuzzing in all.
 #
 #   tools/fuzz/run.sh [seconds per target]      (default 30)
 #
@@ -23,7 +25,7 @@ cd "$(dirname "$0")/../.."
 
 secs=${1:-30}
 sanitizer=${FUZZ_SANITIZER:-address}
-targets=${FUZZ_TARGETS:-build_paging_buffer query_adapter_info}
+targets=${FUZZ_TARGETS:-build_paging_buffer query_adapter_info decode_paging_buffer}
 export RUSTC_BOOTSTRAP=1
 
 if ! cargo fuzz --version >/dev/null 2>&1; then
