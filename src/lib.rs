@@ -17,6 +17,8 @@ pub mod caps;
 pub mod ddi;
 pub mod paging;
 mod seam;
+#[cfg(rgpu_wdk)]
+mod wdk_layouts;
 
 /// Pool tag of rgpu's allocations ("Rgpu" in poolmon).
 pub const POOL_TAG: dxgk::pool::PoolTag = dxgk::pool::PoolTag::new(*b"Rgpu");
