@@ -60,25 +60,30 @@ def main():
     if not cross or not wdk:
         sys.exit("compare: no import lines in the pe-check output")
     ok = True
-    print(f"imports:   {len(cross & wdk)} the same in both images: "
-          + ", ".join(n for _, n in sorted(cross & wdk)))
+    label = lambda dll, name: name if dll == "ntoskrnl.exe" else f"{dll}!{name}"
+    print(f"imports:   {len(cross & wdk)} in both images: "
+          + ", ".join(label(d, n) for d, n in sorted(cross & wdk, key=lambda i: i[1])))
+    for cat, side, names, reason in DOCUMENTED:
+        only = (cross - wdk) if side == "cross" else (wdk - cross)
+        hits = sorted(n for d, n in only if d == "ntoskrnl.exe" and n in names)
+        if hits:
+            print(f"           {cat}: only {side}: {', '.join(hits)}  ({reason})")
+    documented = {(side, name) for _, side, names, _ in DOCUMENTED for name in names}
     for side, only in (("cross", cross - wdk), ("wdk", wdk - cross)):
         for dll, name in sorted(only):
-            why = [f"{cat}: {reason}" for cat, s, names, reason in DOCUMENTED
-                   if s == side and name in names and dll == "ntoskrnl.exe"]
-            if why:
-                print(f"           only {side:5} {dll}!{name}  [documented: {why[0]}]")
-            else:
-                print(f"           only {side:5} {dll}!{name}  [UNDOCUMENTED]")
+            if dll != "ntoskrnl.exe" or (side, name) not in documented:
+                print(f"           UNDOCUMENTED: only {side}: {label(dll, name)}")
                 ok = False
     cross_exp, wdk_exp = exports(cross_img), exports(wdk_img)
     print(f"exports:   both: {', '.join(sorted(cross_exp & wdk_exp)) or '-'}")
     for side, only, allowed in (("cross", cross_exp - wdk_exp, set()),
                                 ("wdk", wdk_exp - cross_exp, WDK_SYS_EXPORTS)):
-        for name in sorted(only):
-            tag = "documented: wdk-sys's #[no_mangle] items" if name in allowed else "UNDOCUMENTED"
-            ok &= name in allowed
-            print(f"           only {side:5} {name}  [{tag}]")
+        if only & allowed:
+            print(f"           only {side}: {', '.join(sorted(only & allowed))}"
+                  "  (wdk-sys's #[no_mangle] items)")
+        if only - allowed:
+            print(f"           UNDOCUMENTED: only {side}: {', '.join(sorted(only - allowed))}")
+            ok = False
     print(f"compare:   {'PASS' if ok else 'FAIL'}: imports and exports differ "
           f"{'only where documented' if ok else 'where nothing documents it'}")
     return 0 if ok else 1

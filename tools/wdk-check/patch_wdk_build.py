@@ -3,11 +3,13 @@
 
 usage: patch_wdk_build.py <copy of the wdk-build crate>
 
-wdk-build is Windows-only in exactly three places, and only those are changed:
+wdk-build is Windows-only in exactly four places, and only those are changed:
 1. it depends on the `windows` crate (which does not compile on Linux) ...
 2. ... to read the Windows Kits root from the registry; here the WDK is found through
    `WDKContentRoot`, which wdk-build checks first anyway;
-3. `cargo_make::load_rust_driver_makefile` symlinks with `std::os::windows` (cargo-make only).
+3. `cargo_make::load_rust_driver_makefile` symlinks with `std::os::windows` (cargo-make only);
+4. `utils::{set_var, remove_var}` are `compile_error!` off Windows; they are used by the
+   cargo-make helpers only, and here panic if called.
 Everything else (WDK layout, bindgen flags, link settings, cargo metadata) runs unchanged.
 Each edit must match exactly once, so a wdk-build release that moved the code fails loudly.
 """
@@ -70,6 +72,15 @@ def main():
         r"\1    let _ = (key_handle, sub_key, value);\n    None\n",
         "read_registry_key_string_value in src/utils.rs",
     )
+    # CStr was only used by the registry code.
+    text = replace_once(text, "ffi::{CStr, OsStr},", "ffi::OsStr,", "`use std::ffi::CStr` in src/utils.rs")
+    stubs = re.compile(
+        r'compile_error!\(\n\s*"windows-drivers-rs is designed to be run on a Windows host.*?\);',
+        re.S,
+    )
+    if len(stubs.findall(text)) != 2:
+        sys.exit("patch_wdk_build: compile_error! in utils::set_var/remove_var: expected 2 matches")
+    text = stubs.sub('unimplemented!("rgpu tools/wdk-check: cargo-make helper, Windows only")', text)
     write(utils, text, eol)
 
     cargo_make = root / "src" / "cargo_make.rs"
@@ -78,7 +89,7 @@ def main():
     if text.count(old) != 2:
         sys.exit(f"patch_wdk_build: {old} in src/cargo_make.rs: expected 2 matches")
     write(cargo_make, text.replace(old, "std::os::unix::fs::symlink("), eol)
-    print(f"patch_wdk_build: patched {root} (no windows crate, no registry, unix symlink)")
+    print(f"patch_wdk_build: patched {root} (no windows crate, no registry, unix symlink, set_var)")
 
 
 if __name__ == "__main__":

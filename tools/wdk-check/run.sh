@@ -117,15 +117,18 @@ out_dir="$(ls -d "$pkg"/target/"$triple"/release/build/wdk-sys-*/out 2>/dev/null
 [[ -n "$out_dir" ]] || { echo "wdk-check: no wdk-sys bindings under $pkg/target" >&2; exit 1; }
 
 # --- 2. layouts ------------------------------------------------------------------------------
-python3 "$here/wdk_kit.py" common-types "$repo/crates/dxgk-sys/src" "$out_dir" > "$log/common-types.txt"
-sed -n '/^same_layout!(/,/^);/p' "$repo/src/wdk_layouts.rs" | grep -o '^\s*[A-Za-z_][A-Za-z0-9_]*,' \
-    | tr -d ' ,' | sort > "$log/listed-types.txt"
+python3 "$here/wdk_kit.py" common-types "$repo/crates/dxgk-sys/src" "$out_dir" | LC_ALL=C sort > "$log/common-types.txt"
+for list in same_layout:layout opaque_in_dxgk_sys:opaque; do
+    sed -n "/^${list%%:*}!(/,/^);/p" "$repo/src/wdk_layouts.rs" | grep -o '^\s*[A-Za-z_][A-Za-z0-9_]*,' \
+        | tr -d ' ,' | sed "s/\$/ ${list##*:}/"
+done | LC_ALL=C sort > "$log/listed-types.txt"
 if ! diff -u "$log/common-types.txt" "$log/listed-types.txt" > "$log/types.diff"; then
-    echo "wdk-check: FAIL src/wdk_layouts.rs does not list exactly the types both dxgk-sys and wdk-sys define (- missing, + extra):" >&2
+    echo "wdk-check: FAIL src/wdk_layouts.rs does not list exactly the types both dxgk-sys and wdk-sys define (- missing or in the other list, + extra):" >&2
     grep '^[-+][A-Za-z_]' "$log/types.diff" >&2
     exit 1
 fi
 ntypes=$(wc -l < "$log/common-types.txt")
+nopaque=$(grep -c ' opaque$' "$log/common-types.txt" || true)
 # The self-test adds 1 to every dxgk-sys size: each comparison must then fail, which shows the
 # assertions are compiled and evaluated for every listed type.
 RGPU_WDK_LAYOUT_SELFTEST=1 cargo_wdk check --message-format short > "$log/selftest.txt" 2>&1 || true
@@ -135,6 +138,8 @@ nfail=$(grep -c 'wdk-sys layout mismatch' "$log/selftest.txt" || true)
 
 # --- build -----------------------------------------------------------------------------------
 python3 "$here/wdk_kit.py" libs "$kit" "$version" "$out_dir" "$lld_link" "$llvm/bin/clang"
+# Cargo does not track the .lib files: remove the image so that it is linked against these.
+rm -f "$pkg/target/$triple/release/rgpu.dll" "$pkg/target/$triple/release/deps/rgpu.dll"
 cargo_wdk build --message-format short > "$log/build.txt" 2>&1 || {
     cat "$log/build.txt" >&2; echo "wdk-check: FAIL cargo build" >&2; exit 1; }
 mkdir -p "$repo/out/wdk"
@@ -160,7 +165,7 @@ echo "headers:   WDK $version km/ + shared/ ($WDK_ROOT)"
 echo "toolchain: $(/usr/bin/rustc --version), -Zbuild-std=core,alloc; $("$llvm/bin/clang" --version | head -1) (bindgen); $("$lld_link" --version | head -1)"
 echo "wdk-build: $wdk_build_version, scratch copy patched by tools/wdk-check/patch_wdk_build.py"
 echo "check:     cargo check --release --target $triple: ok, 0 warnings in rgpu's code"
-echo "layouts:   $ntypes types both dxgk-sys and wdk-sys define: (size, align) equal (compile-time); self-test: $nfail of $ntypes assertions fire"
+echo "layouts:   $ntypes types both dxgk-sys and wdk-sys define: $((ntypes - nopaque)) with equal (size, align), $nopaque opaque in dxgk-sys (compile-time); self-test: $nfail of $ntypes assertions fire"
 echo "build:     out/wdk/rgpu.sys, $(stat -c %s "$repo/out/wdk/rgpu.sys") bytes (stub .lib files: tools/wdk-check/wdk_kit.py)"
 echo "pe-check:  $(tail -1 "$log/pe-check-wdk.txt")"
 cat "$log/compare.txt"

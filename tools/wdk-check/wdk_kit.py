@@ -15,7 +15,9 @@
       driver really calls, except what the real displib.lib would add (docs/packaging.md).
 
   wdk_kit.py common-types <dxgk-sys src> <wdk-sys OUT_DIR>
-      Prints, one per line, every type name that both dxgk-sys and wdk-sys define.
+      Prints "<name> layout" or "<name> opaque", one per line, for every type name that both
+      dxgk-sys and wdk-sys define; "opaque": dxgk-sys declares it zero-sized (`_private:
+      [u8; 0]`), to be used only behind pointers.
 """
 import os
 import pathlib
@@ -26,9 +28,12 @@ import sys
 INCLUDE_RE = re.compile(rb'^\s*#\s*include\s*[<"]([^>"]+)[>"]', re.M)
 # dxgk-sys and bindgen output alike: `pub struct X`, `pub union X`, `pub type X =`.
 TYPE_RE = re.compile(r"^\s*pub (?:struct|union|type|enum) ([A-Za-z_][A-Za-z0-9_]*)\b", re.M)
+OPAQUE_RE = re.compile(r"^pub struct ([A-Za-z_][A-Za-z0-9_]*) \{\s*_private: \[u8; 0\],?\s*\}", re.M)
 FN_RE = re.compile(r"^\s*pub fn ([A-Za-z_][A-Za-z0-9_]*)\s*\(", re.M)
 # The last identifier before the first "(" after NTHALAPI: the declared function's name.
+# Preprocessor lines are blanked first: wdm.h has "NTHALAPI\n#endif\nLARGE_INTEGER\nKeQuery...(".
 NTHALAPI_RE = re.compile(r"\bNTHALAPI\b[^;(#]*?\b([A-Za-z_]\w*)\s*\(")
+PREPROCESSOR_RE = re.compile(r"^\s*#.*$", re.M)
 # Called by code LLVM emits; ntoskrnl.lib exports them and the prebuilt `core` of the MSVC targets
 # expects them from there (no compiler-builtins "mem" feature, unlike the cross flavour).
 MEM_ROUTINES = ["memcpy", "memmove", "memset", "memcmp"]
@@ -89,7 +94,8 @@ def libs(kit, version, out_dir, lld_link, clang):
     hal_names = set()
     inc = pathlib.Path(kit, "Include", version)
     for header in inc.rglob("*.h"):
-        hal_names.update(NTHALAPI_RE.findall(header.read_text(errors="replace")))
+        text = PREPROCESSOR_RE.sub("", header.read_text(errors="replace"))
+        hal_names.update(NTHALAPI_RE.findall(text))
     hal = [f for f in functions if f in hal_names]
     nt = sorted((set(functions) - set(hal)) | set(MEM_ROUTINES))
     for dll, names, out in (("ntoskrnl.exe", nt, "ntoskrnl"), ("hal.dll", hal, "hal")):
@@ -114,12 +120,14 @@ def libs(kit, version, out_dir, lld_link, clang):
 
 
 def common_types(dxgk_src, out_dir):
-    ours = set()
+    ours, opaque = set(), set()
     for path in pathlib.Path(dxgk_src).rglob("*.rs"):
-        ours.update(TYPE_RE.findall(path.read_text()))
+        text = path.read_text()
+        ours.update(TYPE_RE.findall(text))
+        opaque.update(OPAQUE_RE.findall(text))
     theirs = set(TYPE_RE.findall(bindings_text(out_dir)))
     for name in sorted(ours & theirs):
-        print(name)
+        print(name, "opaque" if name in opaque else "layout")
 
 
 if __name__ == "__main__":
