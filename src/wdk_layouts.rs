@@ -1,9 +1,12 @@
 //! wdk flavour only (`cfg(rgpu_wdk)`): every NT type that both dxgk-sys and wdk-sys (bindgen over
 //! the real WDK headers) define has the same size and alignment on both sides, except the ones
-//! dxgk-sys declares opaque (zero-sized, only used behind pointers), which must stay opaque. Checked at compile
-//! time, so every build of drivers/rgpu-wdk runs it: on Windows by `cargo make`, on Linux by
-//! tools/wdk-check/run.sh, which also keeps this list equal to the set of names both crates
-//! define and runs a self-test build in which every assertion must fire.
+//! dxgk-sys declares opaque (zero-sized, only used behind pointers), which must stay opaque.
+//!
+//! Checked at compile time, so every build of drivers/rgpu-wdk runs it: on Windows by
+//! `cargo make`, on Linux by tools/wdk-check/run.sh, which also keeps these lists equal to the set
+//! of names both crates define and runs a self-test build in which every assertion must fire.
+//! (It replaces tests/wdk_sys_layouts.rs, a run-time test of 17 of these types that could not
+//! build: a no_std cdylib cannot be linked under the unwinding test profile.)
 //!
 //! wdk-sys has no display (d3dkmddi/dispmprt) bindings, so the DDI structs are checked against
 //! layouts.json by dxgk-sys's own tests instead; field offsets are not comparable by name (the

@@ -93,13 +93,15 @@ fi
 put "$scratch/Cargo.toml.new" "$pkg/Cargo.toml"
 put "$repo/drivers/rgpu-wdk/build.rs" "$pkg/build.rs"
 put "$repo/drivers/rgpu-wdk/.cargo/config.toml" "$pkg/.cargo/config.toml"
-[[ -f "$pkg/Cargo.lock" ]] || cp "$repo/drivers/rgpu-wdk/Cargo.lock" "$pkg/Cargo.lock"
+put "$repo/drivers/rgpu-wdk/Cargo.lock" "$pkg/Cargo.lock"   # cargo then locks the patched wdk-build
 
 export RUSTC=/usr/bin/rustc RUSTDOC=/usr/bin/rustdoc RUSTC_BOOTSTRAP=1
 export CARGO_TARGET_X86_64_PC_WINDOWS_MSVC_LINKER="$lld_link"
 export LIBCLANG_PATH="$llvm/lib" CLANG_PATH="$llvm/bin/clang"
 export WDKContentRoot="$kit"
 unset RUSTFLAGS CARGO_TARGET_DIR CARGO_BUILD_TARGET_DIR
+# The warning "patch `wdk-build` ... was not used in the crate graph" comes from -Zbuild-std's
+# separate resolve of the standard library; the driver's graph does use the patch.
 cargo_wdk() {
     (cd "$pkg" && /usr/bin/cargo "$@" --release --target "$triple" -Zbuild-std=core,alloc \
         --config "patch.crates-io.wdk-build.path=\"$scratch/wdk-build\"")
