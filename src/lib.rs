@@ -7,7 +7,9 @@
 //!   the only code with `unsafe_code` (besides the SSE2 kernel in `paging::simd`); every
 //!   other module is `forbid(unsafe_code)`.
 //! * [`adapter`] — the adapter and its parts (address spaces, ring, interrupt state, hardware).
-//! * [`objects`] — devices, contexts and processes behind Dxgkrnl's handles.
+//! * [`objects`] — devices, contexts and processes behind Dxgkrnl's handles;
+//!   [`allocation`] — allocations (private data → DXGK_ALLOCATIONINFO) and their opens.
+//! * [`escape`] — DxgkDdiEscape's answers; [`counters`] — what it reports.
 //! * [`caps`] — what QueryAdapterInfo answers; [`paging`] — BuildPagingBuffer's encoders.
 //! * [`version`], [`log_once`] — interface versions; DDIs that log once per adapter.
 //! * `seam` — the only code that differs between the host, cross and wdk flavours (allocator,
@@ -25,8 +27,11 @@ extern crate std;
 #[macro_use]
 mod log;
 pub mod adapter;
+pub mod allocation;
 pub mod caps;
+pub mod counters;
 pub mod ddi;
+pub mod escape;
 pub mod log_once;
 pub mod objects;
 pub mod paging;

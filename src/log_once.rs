@@ -1,16 +1,15 @@
-//! DDIs that are registered but not implemented yet, each logged once per adapter.
+//! DDIs that are registered but refused, each logged once per adapter: the two allocation
+//! DDIs Dxgkrnl calls only for display surfaces, which a render-only adapter has none of.
 
 #![forbid(unsafe_code)]
 
 use core::sync::atomic::{AtomicU32, Ordering};
 
-/// DDIs registered but not implemented yet; each logs once per adapter.
+/// DDIs registered but refused (STATUS_NOT_SUPPORTED); each logs once per adapter.
 #[derive(Clone, Copy, Debug)]
 #[repr(u32)]
 pub enum Unsupported {
-    CreateAllocation = 0,
-    DestroyAllocation,
-    DescribeAllocation,
+    DescribeAllocation = 0,
     GetStandardAllocationDriverData,
 }
 
@@ -30,7 +29,7 @@ impl LoggedOnce {
         if self.first_time(ddi) {
             rgpu_log!(
                 warn,
-                "{:?}: not supported yet (returns STATUS_NOT_SUPPORTED)",
+                "{:?}: not supported on a render-only adapter (returns STATUS_NOT_SUPPORTED)",
                 ddi
             );
         }

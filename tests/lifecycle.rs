@@ -232,11 +232,11 @@ fn an_unsupported_ddi_returns_not_supported_and_logs_once_per_adapter() {
     let create = m
         .registered_driver()
         .unwrap()
-        .DxgkDdiCreateAllocation
+        .DxgkDdiDescribeAllocation
         .unwrap();
     m.enter(|| {
         for _ in 0..3 {
-            let mut args = sys::DXGKARG_CREATEALLOCATION::default();
+            let mut args = sys::DXGKARG_DESCRIBEALLOCATION::default();
             // SAFETY: the adapter handle and a valid (empty) argument block.
             let s = unsafe { create(ctx, &mut args) };
             assert_eq!(s, sys::STATUS_NOT_SUPPORTED);
@@ -245,7 +245,7 @@ fn an_unsupported_ddi_returns_not_supported_and_logs_once_per_adapter() {
     let lines = m
         .debug_output()
         .into_iter()
-        .filter(|l| l.text.contains("CreateAllocation: not supported yet"))
+        .filter(|l| l.text.contains("DescribeAllocation: not supported"))
         .count();
     assert_eq!(lines, 1, "logged once, not per call");
     m.stop_adapter(id);

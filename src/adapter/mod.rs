@@ -47,6 +47,8 @@ pub struct Adapter {
     pub pdo: *mut DEVICE_OBJECT,
     /// Unsupported DDIs already logged for this adapter.
     pub logged: LoggedOnce,
+    /// What the escape interface reports (allocations, paging, submissions, escapes).
+    pub counters: crate::counters::Counters,
     /// The device's address spaces.
     spaces: AddressSpaces,
     /// Submission fences and preemption.
@@ -65,6 +67,7 @@ impl Adapter {
             pool,
             pdo,
             logged: LoggedOnce::default(),
+            counters: crate::counters::Counters::default(),
             spaces: AddressSpaces::default(),
             fences: Fences::default(),
             removed: AtomicBool::new(false),

@@ -16,10 +16,13 @@
 //!
 //! Status: the PnP, interrupt, capability, power-query, exclusive-access, engine-query,
 //! process/device/context, root page table, BuildPagingBuffer (`crate::paging`),
-//! SubmitCommandVirtual and PreemptCommand (answered once the ring drains) DDIs are implemented.
-//! The allocation DDIs (needed only with a user-mode driver creating allocations) return
-//! STATUS_NOT_SUPPORTED and log once per adapter ([`crate::log_once::Unsupported`]).
+//! SubmitCommandVirtual and PreemptCommand (answered once the ring drains), allocation
+//! (Create/Destroy/Open/CloseAllocation, `allocation`) and Escape DDIs are implemented.
+//! DescribeAllocation and GetStandardAllocationDriverData, which Dxgkrnl needs only for display
+//! surfaces, return STATUS_NOT_SUPPORTED and log once per adapter
+//! ([`crate::log_once::Unsupported`]).
 
+mod allocation;
 mod info;
 mod objects;
 mod pnp;
@@ -111,14 +114,15 @@ pub fn initialization_data(version: u32) -> DRIVER_INITIALIZATION_DATA {
         DxgkDdiSetRootPageTable: Some(objects::ddi_set_root_page_table),
         DxgkDdiGetRootPageTableSize: Some(objects::ddi_get_root_page_table_size),
         // Allocations, paging and submission.
-        DxgkDdiCreateAllocation: Some(objects::ddi_create_allocation),
-        DxgkDdiDestroyAllocation: Some(objects::ddi_destroy_allocation),
-        DxgkDdiDescribeAllocation: Some(objects::ddi_describe_allocation),
+        DxgkDdiCreateAllocation: Some(allocation::ddi_create_allocation),
+        DxgkDdiDestroyAllocation: Some(allocation::ddi_destroy_allocation),
+        DxgkDdiDescribeAllocation: Some(allocation::ddi_describe_allocation),
         DxgkDdiGetStandardAllocationDriverData: Some(
-            objects::ddi_get_standard_allocation_driver_data,
+            allocation::ddi_get_standard_allocation_driver_data,
         ),
-        DxgkDdiOpenAllocation: Some(objects::ddi_open_allocation),
-        DxgkDdiCloseAllocation: Some(objects::ddi_close_allocation),
+        DxgkDdiEscape: Some(allocation::ddi_escape),
+        DxgkDdiOpenAllocation: Some(allocation::ddi_open_allocation),
+        DxgkDdiCloseAllocation: Some(allocation::ddi_close_allocation),
         DxgkDdiBuildPagingBuffer: Some(scheduling::ddi_build_paging_buffer),
         DxgkDdiSubmitCommandVirtual: Some(scheduling::ddi_submit_command_virtual),
         DxgkDdiPreemptCommand: Some(scheduling::ddi_preempt_command),

@@ -1,5 +1,4 @@
-//! Device, context and process objects, root page tables, and the allocation DDIs (not
-//! supported yet).
+//! Device, context and process objects and root page tables.
 
 use dxgk::args::{
     CreateContext, CreateDevice, CreateProcess, GetRootPageTableSize, SetRootPageTable,
@@ -11,7 +10,6 @@ use dxgk_sys as sys;
 use dxgk_sys::{HANDLE, NTSTATUS, SIZE_T};
 
 use super::{adapter, finish, into_handle, object, paged_code, take_handle};
-use crate::log_once::Unsupported;
 use crate::objects::{Context, Device, Process, CONTEXT_TAG, DEVICE_TAG, PROCESS_TAG};
 
 pub(super) unsafe extern "system" fn ddi_create_device(
@@ -163,59 +161,4 @@ pub(super) unsafe extern "system" fn ddi_get_root_page_table_size(
         args.complete(rgpu_hw::pte::ENTRIES_PER_TABLE as u32);
     }
     rgpu_hw::pte::TABLE_SIZE
-}
-
-// ---------------------------------------------------------------------------------------------
-// Allocations: no user-mode driver creates any yet. OpenAllocation and CloseAllocation get a
-// device handle, not the adapter, so they cannot log once per adapter.
-
-/// STATUS_NOT_SUPPORTED, logged once per adapter.
-fn unsupported(h_adapter: HANDLE, ddi: Unsupported) -> NTSTATUS {
-    // SAFETY: Dxgkrnl passes the adapter handle from AddDevice.
-    if let Ok(a) = unsafe { adapter(h_adapter) } {
-        a.logged.report(ddi);
-    }
-    sys::STATUS_NOT_SUPPORTED
-}
-
-pub(super) unsafe extern "system" fn ddi_create_allocation(
-    h: HANDLE,
-    _a: *mut sys::DXGKARG_CREATEALLOCATION,
-) -> NTSTATUS {
-    unsupported(h, Unsupported::CreateAllocation)
-}
-
-pub(super) unsafe extern "system" fn ddi_destroy_allocation(
-    h: HANDLE,
-    _a: *const sys::DXGKARG_DESTROYALLOCATION,
-) -> NTSTATUS {
-    unsupported(h, Unsupported::DestroyAllocation)
-}
-
-pub(super) unsafe extern "system" fn ddi_describe_allocation(
-    h: HANDLE,
-    _a: *mut sys::DXGKARG_DESCRIBEALLOCATION,
-) -> NTSTATUS {
-    unsupported(h, Unsupported::DescribeAllocation)
-}
-
-pub(super) unsafe extern "system" fn ddi_get_standard_allocation_driver_data(
-    h: HANDLE,
-    _a: *mut sys::DXGKARG_GETSTANDARDALLOCATIONDRIVERDATA,
-) -> NTSTATUS {
-    unsupported(h, Unsupported::GetStandardAllocationDriverData)
-}
-
-pub(super) unsafe extern "system" fn ddi_open_allocation(
-    _h_device: HANDLE,
-    _a: *const sys::DXGKARG_OPENALLOCATION,
-) -> NTSTATUS {
-    sys::STATUS_NOT_SUPPORTED
-}
-
-pub(super) unsafe extern "system" fn ddi_close_allocation(
-    _h_device: HANDLE,
-    _a: *const core::ffi::c_void,
-) -> NTSTATUS {
-    sys::STATUS_NOT_SUPPORTED
 }

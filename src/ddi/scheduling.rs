@@ -32,6 +32,7 @@ pub(super) unsafe extern "system" fn ddi_build_paging_buffer(
         Err(e) => return finish("BuildPagingBuffer", Err(e)),
     };
     let r = (|| {
+        a.counters.paging_build();
         // SAFETY: Dxgkrnl's argument block (or NULL), ours for this call, with the DMA buffer,
         // entry and range arrays, CPU table and MDLs in it valid as the DDI documents.
         let req = unsafe {
@@ -76,7 +77,9 @@ pub(super) unsafe extern "system" fn ddi_submit_command_virtual(
             ctx.asid,
             ctx.system,
             u64::from(args.fence),
-        )
+        )?;
+        a.counters.submitted();
+        Ok(())
     })();
     finish("SubmitCommandVirtual", r)
 }

@@ -5,7 +5,7 @@
 //! * [`PagingInput`] → DxgkDdiBuildPagingBuffer, called through the DDI table rgpu registered,
 //!   on a started adapter (rgpu device model behind the BAR, real GART) in dxgk-sim.
 //! * [`QaiInput`] → DxgkDdiQueryAdapterInfo through the same table.
-//! * DxgkDdiEscape is not fuzzed: rgpu does not implement it (it registers no Escape DDI).
+//! * DxgkDdiEscape and allocation private data: `tests/support/fuzz_user_input.rs` (target `user_input`).
 //!
 //! # The contract the harness keeps
 //!

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Coverage-guided fuzzing of rgpu's untrusted-input DDIs (DxgkDdiBuildPagingBuffer,
-# DxgkDdiQueryAdapterInfo) with cargo-fuzz / libFuzzer, each through the DDI table of a started
-# adapter in dxgk-sim, and of dxgk's BuildPagingBuffer decode alone (decode_paging_buffer: raw
-# argument blocks and MDL headers). Harness, input layout and invariants:
-# tests/support/fuzz_harness.rs. Three targets at the default 30 s: 90 s of fuzzing in all.
+# DxgkDdiQueryAdapterInfo; and user_input: DxgkDdiEscape buffers and DxgkDdiCreateAllocation
+# private data through dxgk-sim's D3DKMT front end) with cargo-fuzz / libFuzzer, each on a
+# started adapter in dxgk-sim, and of dxgk's BuildPagingBuffer decode alone
+# (decode_paging_buffer: raw argument blocks and MDL headers). Harnesses, input layouts and
+# invariants: tests/support/fuzz_harness.rs, tests/support/fuzz_user_input.rs. Four targets:
+# at the default 30 s, 120 s of fuzzing in all (CI passes 22 s: under 90 s).
 #
-#   tools/fuzz/run.sh [seconds per target]      (default 30)
+#   tools/fuzz/run.sh [seconds per target]      (default 30: 120 s for the four targets)
 #
 # Environment:
 #   FUZZ_SANITIZER=address|none   address (default) also catches reads past the entry, range
@@ -25,7 +27,7 @@ cd "$(dirname "$0")/../.."
 
 secs=${1:-30}
 sanitizer=${FUZZ_SANITIZER:-address}
-targets=${FUZZ_TARGETS:-build_paging_buffer query_adapter_info decode_paging_buffer}
+targets=${FUZZ_TARGETS:-build_paging_buffer query_adapter_info decode_paging_buffer user_input}
 export RUSTC_BOOTSTRAP=1
 
 if ! cargo fuzz --version >/dev/null 2>&1; then

@@ -30,6 +30,8 @@ pub mod kind {
     pub enum Process {}
     /// An allocation (`hAllocation`).
     pub enum Allocation {}
+    /// A device's view of an allocation (`hDeviceSpecificAllocation`, from OpenAllocation).
+    pub enum DeviceAllocation {}
 }
 
 /// A non-NULL handle of kind `K` that the driver created and Dxgkrnl passed back.
@@ -120,6 +122,8 @@ pub type ContextHandle = KmdHandle<kind::Context>;
 pub type ProcessHandle = KmdHandle<kind::Process>;
 /// An allocation handle the driver returned from CreateAllocation.
 pub type AllocationHandle = KmdHandle<kind::Allocation>;
+/// `hDeviceSpecificAllocation`: a device's handle of an opened allocation.
+pub type DeviceAllocationHandle = KmdHandle<kind::DeviceAllocation>;
 /// `hDxgkProcess`: Dxgkrnl's handle of a process, named back in DMA_PAGE_FAULTED.
 pub type DxgkProcessHandle = DxgkHandle<kind::Process>;
 

@@ -275,6 +275,49 @@ impl DxgkInterface {
     }
 }
 
+/// d3dkmddi.h's `DXGKARGCB_GETHANDLEDATA` (dxgk-sys passes it as `*const c_void`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+#[allow(non_snake_case)]
+pub struct RawGetHandleData {
+    /// `hObject`: Dxgkrnl's (D3DKMT) handle.
+    pub hObject: dxgk_sys::D3DKMT_HANDLE,
+    /// `Type`: [`HANDLE_TYPE_ALLOCATION`] or [`HANDLE_TYPE_RESOURCE`].
+    pub Type: i32,
+    /// `Flags` (bit 0: `DeviceSpecific`).
+    pub Flags: u32,
+}
+
+/// `DXGK_HANDLE_ALLOCATION`.
+pub const HANDLE_TYPE_ALLOCATION: i32 = 1;
+/// `DXGK_HANDLE_RESOURCE`.
+pub const HANDLE_TYPE_RESOURCE: i32 = 2;
+
+impl DxgkInterface {
+    /// `DxgkCbGetHandleData` (Vista) for an allocation: the `hAllocation` the driver returned
+    /// from CreateAllocation for the allocation Dxgkrnl calls `dxgk_allocation` (the
+    /// `hAllocation` of DXGK_OPENALLOCATIONINFO). `Ok(None)` when Dxgkrnl knows no such
+    /// allocation. PASSIVE_LEVEL (OpenAllocation).
+    pub fn allocation_handle_data(
+        &self,
+        dxgk_allocation: dxgk_sys::D3DKMT_HANDLE,
+    ) -> Result<Option<crate::handle::AllocationHandle>, Unavailable> {
+        let f = callback!(
+            self,
+            DxgkCbGetHandleData,
+            dxgk_sys::DXGKDDI_INTERFACE_VERSION_VISTA
+        )?;
+        let args = RawGetHandleData {
+            hObject: dxgk_allocation,
+            Type: HANDLE_TYPE_ALLOCATION,
+            Flags: 0,
+        };
+        // SAFETY: Dxgkrnl's callback with a valid argument block that lives for the call.
+        let h = unsafe { f((&args as *const RawGetHandleData).cast()) };
+        Ok(crate::handle::AllocationHandle::from_raw(h))
+    }
+}
+
 /// What rgpu reads of `DXGK_START_INFO` (StartDevice), decoded once.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct StartInfo {

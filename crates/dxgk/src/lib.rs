@@ -4,9 +4,11 @@
 //! Nothing here knows whether it runs on Windows or inside `dxgk-sim`.
 #![no_std]
 
+pub mod allocation;
 pub mod args;
 pub mod debug;
 pub mod device;
+pub mod escape;
 pub mod handle;
 pub mod interface;
 pub mod interrupt;

@@ -1,5 +1,7 @@
 //! The default scenario: load rgpu, add and start an adapter with the rgpu device model, three
-//! processes each allocating and mapping a range of sizes, fills, VidMm transfers and a copy on
+//! client processes (D3DKMT front end: adapter, device) each allocating through
+//! D3DKMTCreateAllocation2 → DxgkDdiCreateAllocation (rgpu-abi private data) and mapping a
+//! range of sizes, fills, VidMm transfers and a copy on
 //! the process's own context, every byte read back and compared with a host model, unmap and
 //! evict, process and VidMm teardown, stop, remove, unload. Every step is recorded; the first
 //! failing step ends the workload and the teardown that applies still runs (as Windows would
@@ -10,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use dxgk_sim::devices::RgpuDevice;
 use dxgk_sim::fault::InjectedFailure;
+use dxgk_sim::kmt::{self, ClientId, CreateAllocation2, CreateDevice, D3dkmtHandle, Kmt};
 use dxgk_sim::{
     AdapterConfig, AdapterId, AdapterInfo, AllocId, Finding, Machine, MachineConfig, PnpState,
     ProcessId, TraceEvent, Vidmm, VidmmConfig, VidmmError, VidmmStats,
@@ -159,7 +162,10 @@ pub struct Outcome {
 struct Run {
     m: Machine,
     id: Option<AdapterId>,
-    v: Option<Vidmm>,
+    /// The D3DKMT front end (and VidMm under it).
+    k: Option<Kmt>,
+    /// Per process: the client and its device.
+    clients: Vec<(ClientId, D3dkmtHandle)>,
     procs: Vec<ProcessId>,
     cmds: Vec<AllocId>,
     allocs: Vec<Alloc>,
@@ -180,6 +186,10 @@ fn vidmm_err(e: VidmmError) -> String {
         VidmmError::Ddi { ddi, status } => format!("{ddi} returned {:#010x}", status as u32),
         other => format!("{other:?}"),
     }
+}
+
+fn kmt_err(s: i32) -> String {
+    format!("D3DKMT call returned {:#010x}", s as u32)
 }
 
 fn status_err(what: &str, s: i32) -> StepResult {
@@ -222,8 +232,26 @@ impl Run {
         self.bar.inc(1);
     }
 
-    fn vidmm(&mut self) -> Result<&mut Vidmm, String> {
-        self.v.as_mut().ok_or_else(|| "no VidMm".to_string())
+    fn kmt(&mut self) -> Result<&mut Kmt, String> {
+        self.k.as_mut().ok_or_else(|| "no VidMm".to_string())
+    }
+
+    /// D3DKMTCreateAllocation2 of one allocation for process `pi`: DxgkDdiCreateAllocation
+    /// decides its placement; returns VidMm's id of it.
+    fn allocate(&mut self, pi: usize, data: rgpu_abi::AllocationData) -> Result<AllocId, String> {
+        let (c, device) = self.clients[pi];
+        let k = self.kmt()?;
+        let mut args = CreateAllocation2 {
+            h_device: device,
+            allocations: vec![kmt::AllocationInfo2 {
+                private_driver_data: data.encode().to_vec(),
+                h_allocation: 0,
+            }],
+            ..Default::default()
+        };
+        k.create_allocation2(c, &mut args).map_err(kmt_err)?;
+        k.vidmm_allocation(c, device, args.allocations[0].h_allocation)
+            .map_err(kmt_err)
     }
 
     fn sample_iommu(&mut self) {
@@ -241,9 +269,9 @@ impl Run {
         let p = self.procs[pi];
         let pattern = 0x5A00_0000 | (pi as u32) << 16 | (ci as u32) << 8 | 0x3C;
         let cmd = self.cmds[pi];
-        let v = self.v.as_mut().ok_or("no VidMm")?;
-        let src = v.allocate(bytes).map_err(vidmm_err)?;
-        let dst = v.allocate(bytes).map_err(vidmm_err)?;
+        let src = self.allocate(pi, rgpu_abi::AllocationData::buffer(bytes))?;
+        let dst = self.allocate(pi, rgpu_abi::AllocationData::buffer(bytes))?;
+        let v = self.kmt()?.vidmm();
         let mut a = Alloc {
             id: src,
             bytes,
@@ -292,7 +320,7 @@ impl Run {
 
     /// Reads back every byte of every live allocation and compares it with the model.
     fn verify(&mut self) -> StepResult {
-        let v = self.v.as_ref().ok_or("no VidMm")?;
+        let v = self.k.as_mut().ok_or("no VidMm")?.vidmm();
         const CHUNK: u64 = MIB;
         let mut want = vec![0u8; CHUNK as usize];
         for a in self.allocs.iter().filter(|a| !a.evicted) {
@@ -361,7 +389,8 @@ pub fn run(config: MachineConfig, size: Size, fail_nth: Option<u64>, progress: b
     let mut r = Run {
         m: m.clone(),
         id: None,
-        v: None,
+        k: None,
+        clients: Vec::new(),
         procs: Vec::new(),
         cmds: Vec::new(),
         allocs: Vec::new(),
@@ -398,19 +427,28 @@ pub fn run(config: MachineConfig, size: Size, fail_nth: Option<u64>, progress: b
             dma_buffer_size: DMA_BUFFER_SIZE,
             ..VidmmConfig::default()
         };
-        r.v = Some(Vidmm::with_config(&r.m, id, cfg).map_err(vidmm_err)?);
+        r.k = Some(Kmt::new(
+            Vidmm::with_config(&r.m, id, cfg).map_err(vidmm_err)?,
+        ));
         r.sample_iommu();
         Ok(())
     });
     for i in 0..PROCS {
         r.step("workload", format!("create process {i}"), false, |r| {
-            let v = r.vidmm()?;
-            let p = v.create_process().map_err(vidmm_err)?;
-            let cmd = v.allocate(4096).map_err(vidmm_err)?;
-            let mapped = v.map(p, cmd, CMD_VA).map_err(vidmm_err);
+            let k = r.kmt()?;
+            let c = k.create_client();
+            let adapter = k.enum_adapters2(c).map_err(kmt_err)?[0].h_adapter;
+            let mut dev = CreateDevice {
+                h_adapter: adapter,
+                ..Default::default()
+            };
+            k.create_device(c, &mut dev).map_err(kmt_err)?;
+            let p = k.vidmm_process(c, dev.h_device).map_err(kmt_err)?;
+            r.clients.push((c, dev.h_device));
             r.procs.push(p);
+            let cmd = r.allocate(i, rgpu_abi::AllocationData::staging(4096))?;
             r.cmds.push(cmd);
-            mapped
+            r.kmt()?.vidmm().map(p, cmd, CMD_VA).map_err(vidmm_err)
         });
     }
     for pi in 0..PROCS {
@@ -434,7 +472,7 @@ pub fn run(config: MachineConfig, size: Size, fail_nth: Option<u64>, progress: b
     );
     r.step("workload", "process 0: unmap its allocations", false, |r| {
         let p0 = r.procs[0];
-        let v = r.v.as_mut().ok_or("no VidMm")?;
+        let v = r.k.as_mut().ok_or("no VidMm")?.vidmm();
         for a in &mut r.allocs {
             for (p, va) in a.mapped.clone() {
                 if p == p0 {
@@ -447,7 +485,7 @@ pub fn run(config: MachineConfig, size: Size, fail_nth: Option<u64>, progress: b
     });
     r.step("workload", "process 1: evict its allocations", false, |r| {
         let p1 = r.procs[1];
-        let v = r.v.as_mut().ok_or("no VidMm")?;
+        let v = r.k.as_mut().ok_or("no VidMm")?.vidmm();
         for a in &mut r.allocs {
             if a.mapped.iter().any(|x| x.0 == p1) {
                 v.evict(a.id).map_err(vidmm_err)?;
@@ -463,7 +501,7 @@ pub fn run(config: MachineConfig, size: Size, fail_nth: Option<u64>, progress: b
         "verify again (unmapped and remaining allocations)",
         false,
         |r| {
-            let v = r.v.as_ref().ok_or("no VidMm")?;
+            let v = r.k.as_mut().ok_or("no VidMm")?.vidmm();
             for a in r.allocs.iter().filter(|a| a.evicted) {
                 if v.read(a.id, 0, 4) != Err(VidmmError::Evicted(a.id)) {
                     return Err(format!("{:?} still readable after eviction", a.id));
@@ -478,20 +516,23 @@ pub fn run(config: MachineConfig, size: Size, fail_nth: Option<u64>, progress: b
     );
 
     // ---- teardown (runs whatever was set up) ----
-    let procs = r.procs.clone();
-    for (i, p) in procs.into_iter().enumerate() {
+    let clients = r.clients.clone();
+    for (i, (c, _)) in clients.into_iter().enumerate() {
+        // Process exit: Dxgkrnl destroys what the process left (DxgkDdiCloseAllocation,
+        // DxgkDdiDestroyAllocation, unmaps), then its device and address space.
         r.step(
             "teardown",
             format!("destroy process {i}"),
             true,
-            |r| match r.v.as_mut() {
-                Some(v) => v.destroy_process(p).map_err(vidmm_err),
+            |r| match r.k.as_mut() {
+                Some(k) => k.destroy_client(c).map_err(kmt_err),
                 None => Ok(()),
             },
         );
     }
     r.step("teardown", "VidMm teardown", true, |r| {
-        let Some(v) = r.v.take() else { return Ok(()) };
+        let Some(k) = r.k.take() else { return Ok(()) };
+        let v = k.destroy().map_err(kmt_err)?;
         r.vidmm_stats = Some(v.stats());
         let res = v.destroy().map_err(vidmm_err);
         r.sample_iommu();

@@ -363,6 +363,51 @@ extern "system" fn cb_notify_dpc(h: HANDLE) {
     }
 }
 
+/// d3dkmddi.h's DXGKARGCB_GETHANDLEDATA (dxgk-sys passes it as `*const c_void`).
+#[repr(C)]
+struct GetHandleData {
+    h_object: u32,
+    kind: i32,
+    flags: u32,
+}
+
+/// `DxgkCbGetHandleData`: the driver's `hAllocation` for one of Dxgkrnl's allocation handles
+/// (DXGK_HANDLE_ALLOCATION, not device-specific); NULL, and a finding, for anything else.
+extern "system" fn cb_get_handle_data(args: *const core::ffi::c_void) -> PVOID {
+    const CALL: &str = "DxgkCbGetHandleData";
+    let _span = crate::trace::guard(crate::trace::Track::Callback, CALL);
+    let m = current();
+    m.count_call(CALL);
+    // SAFETY: the driver passes its argument structure (or NULL, reported).
+    let Some(a) = (unsafe { args.cast::<GetHandleData>().as_ref() }) else {
+        null_arg(&m, CALL);
+        return std::ptr::null_mut();
+    };
+    if a.kind != 1 || a.flags != 0 {
+        m.report(Finding::here(
+            Rule::InvalidArgument,
+            CALL,
+            format!(
+                "Type {} Flags {:#x}: only DXGK_HANDLE_ALLOCATION is simulated",
+                a.kind, a.flags
+            ),
+        ));
+        return std::ptr::null_mut();
+    }
+    let found = m.port().allocation_handles.get(&a.h_object).copied();
+    match found {
+        Some(h) => h,
+        None => {
+            m.report(Finding::here(
+                Rule::InvalidArgument,
+                CALL,
+                format!("unknown allocation handle {:#x}", a.h_object),
+            ));
+            std::ptr::null_mut()
+        }
+    }
+}
+
 /// The interface for `handle` at interface `version`: `Size` and members as compiled at that
 /// version (members beyond that size are NULL), `Version` = `version`.
 pub(crate) fn build_interface(handle: HANDLE, version: u32) -> DXGKRNL_INTERFACE {
@@ -384,6 +429,7 @@ pub(crate) fn build_interface(handle: HANDLE, version: u32) -> DXGKRNL_INTERFACE
         DxgkCbFreePagesFromMdl: Some(cb_free_pages_from_mdl),
         DxgkCbMapMdlToIoMmu: Some(cb_map_mdl_to_iommu),
         DxgkCbUnmapMdlFromIoMmu: Some(cb_unmap_mdl_from_iommu),
+        DxgkCbGetHandleData: Some(cb_get_handle_data),
         ..DXGKRNL_INTERFACE::default()
     };
     let full = std::mem::size_of::<DXGKRNL_INTERFACE>();

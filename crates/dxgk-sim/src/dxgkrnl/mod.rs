@@ -499,6 +499,9 @@ pub(crate) struct PortState {
     pub(crate) offered_versions: Vec<u32>,
     pub(crate) adapters: Vec<Adapter>,
     pub(crate) driver: Option<DriverStorage>,
+    /// Dxgkrnl's allocation handles (what DXGK_OPENALLOCATIONINFO.hAllocation names) → the
+    /// driver's `hAllocation`, for DxgkCbGetHandleData. Filled by [`crate::kmt`].
+    pub(crate) allocation_handles: std::collections::HashMap<u32, HANDLE>,
 }
 
 // SAFETY: the DDI table holds function pointers and opaque PVOID slots the simulator never

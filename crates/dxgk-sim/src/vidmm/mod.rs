@@ -426,9 +426,35 @@ impl Vidmm {
 
     // ---- DDI calls ------------------------------------------------------------------------
 
+    /// The machine.
+    pub(crate) fn machine(&self) -> &Machine {
+        &self.m
+    }
+
+    /// The adapter.
+    pub(crate) fn adapter_id(&self) -> AdapterId {
+        self.id
+    }
+
+    /// The registered DDI table.
+    pub(crate) fn ddi_table(&self) -> &DRIVER_INITIALIZATION_DATA {
+        &self.ddi
+    }
+
+    /// The driver's adapter handle (MiniportDeviceContext).
+    pub(crate) fn adapter_handle(&self) -> HANDLE {
+        self.hadapter
+    }
+
+    /// The driver's `hDevice` of user process `p`.
+    pub(crate) fn device_handle(&self, p: ProcessId) -> VidmmResult<HANDLE> {
+        let i = self.user(p)?;
+        Ok(self.proc_ref(i).hdevice)
+    }
+
     /// Runs a DDI call with the machine current, then synchronizes the device (as after every
     /// DDI the simulator calls).
-    fn call<R: TraceResult>(&self, ddi: &'static str, f: impl FnOnce() -> R) -> R {
+    pub(crate) fn call<R: TraceResult>(&self, ddi: &'static str, f: impl FnOnce() -> R) -> R {
         self.m.enter(|| {
             let r = crate::trace::call(&self.m.state, Track::Ddi, ddi, Vec::new, f);
             after_ddi(&self.m.state, self.id);
