@@ -9,7 +9,7 @@
 //!   in two regimes:
 //!   - `update_page_table_bulk`, 64 MiB of entries (8192 calls of 512): memory-bound, the
 //!     regime the target's byte count describes. SSE2 conversion with software prefetch of the
-//!     entries and of the DMA buffer (`paging::simd`).
+//!     entries and of the DMA buffer (`src/paging/simd.rs`).
 //!   - `update_page_table`, one call of 512 entries with everything in L1: bound by the core,
 //!     not by bytes. glibc's memcpy moves 64 bytes per instruction here (AVX-512); the driver
 //!     may use only SSE2 (the x64 kernel baseline — AVX needs KeSaveExtendedProcessorState) and
@@ -31,10 +31,11 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
+use dxgk::paging::BuildPagingBuffer;
 use dxgk_sim::devices::RgpuDevice;
 use dxgk_sim::{AdapterConfig, Machine, MachineConfig, Vidmm};
 use dxgk_sys as sys;
-use rgpu::paging::PagingContext;
+use rgpu::paging::{PagingContext, MAX_TABLE_ENTRIES};
 
 /// Ours against the baseline, sampled in alternating pairs (the order flips every pair) so
 /// that both see the same machine: the noisy shared hosts drift by tens of percent over
@@ -143,7 +144,8 @@ fn update_table(
     u.PageTableAddress.u.GpuVirtual = table_va;
     a.u.UpdatePageTable = u;
     // SAFETY: the DMA buffer and the entries are valid for the call.
-    let r = unsafe { ctx.build(black_box(&mut a)) };
+    let req = unsafe { BuildPagingBuffer::from_raw(black_box(&mut a), MAX_TABLE_ENTRIES) };
+    let r = ctx.build(req.expect("well-formed arguments"));
     assert!(r.is_ok());
 }
 

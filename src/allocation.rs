@@ -130,6 +130,9 @@ pub fn describe(private: &[u8]) -> Result<Allocation, NtError> {
 mod tests {
     use super::*;
     use rgpu_abi::CpuAccess;
+    // `describe` logs through DbgPrintEx: the simulated kernel defines it (DESIGN.md, "The
+    // kernel seam").
+    use dxgk_sim as _;
 
     #[test]
     fn kinds_map_to_segments_sizes_and_flags() {

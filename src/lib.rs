@@ -37,6 +37,8 @@ pub mod objects;
 pub mod paging;
 mod seam;
 pub mod version;
+#[cfg(rgpu_wdk)]
+mod wdk_layouts;
 
 /// Pool tag of rgpu's allocations ("Rgpu" in poolmon).
 pub const POOL_TAG: dxgk::pool::PoolTag = dxgk::pool::PoolTag::new(*b"Rgpu");

@@ -4,18 +4,22 @@
 //! |---|---|---|---|
 //! | host | std's (test binary) | std's | `dxgk-sim` |
 //! | cross | [`dxgk::pool::GlobalPool`] (ExAllocatePool2 → ExAllocatePoolWithTag) | log + `KeBugCheckEx` | `dxgk_sys::displib` (our handshake) |
-//! | wdk | `wdk_alloc::WdkAllocator` | `wdk-panic` | WDK `displib.lib` |
+//! | wdk (`cfg(rgpu_wdk)`, package `drivers/rgpu-wdk`) | `wdk_alloc::WdkAllocator` | `wdk-panic` (`KeBugCheckEx`) | WDK `displib.lib` |
 //!
-//! The wdk flavour's allocator imports `ExAllocatePool2`, so that build needs Windows 10 2004+;
-//! the cross flavour loads on 1803 (WDDM 2.4) and under Wine.
+//! Both Windows flavours register a global allocator, but rgpu itself does not use `alloc`: its
+//! allocations go through `dxgk::pool` (`ExAllocatePoolWithTag`, with `ExAllocatePool2` looked up
+//! at run time). So the linker drops the allocator, and neither image imports `ExAllocatePool2`
+//! (measured: tools/wdk-check, docs/packaging.md). Once code uses `alloc`, the wdk image will
+//! import wdk-alloc's `ExAllocatePool2`/`ExFreePool` and need Windows 10 2004+; the cross image
+//! keeps loading on 1803 (WDDM 2.4) and under Wine.
 
 /// Called first in `DriverEntry` (PASSIVE_LEVEL).
 pub(crate) fn init() {
-    #[cfg(all(target_os = "windows", not(feature = "wdk")))]
+    #[cfg(all(target_os = "windows", not(rgpu_wdk)))]
     cross::GLOBAL_ALLOCATOR.init();
 }
 
-#[cfg(all(target_os = "windows", not(feature = "wdk")))]
+#[cfg(all(target_os = "windows", not(rgpu_wdk)))]
 mod cross {
     use core::panic::PanicInfo;
 
@@ -39,7 +43,7 @@ mod cross {
     }
 }
 
-#[cfg(all(target_os = "windows", feature = "wdk"))]
+#[cfg(rgpu_wdk)]
 mod wdk_flavour {
     use wdk_panic as _;
 

@@ -14,7 +14,8 @@ use std::path::PathBuf;
 
 use dxgk_sys as sys;
 use fuzz_harness::{
-    finish_thread, paging_seeds, qai_seeds, run_paging, run_qai, PagingInput, QaiInput,
+    decode_seeds, finish_thread, paging_seeds, qai_seeds, run_decode, run_paging, run_qai,
+    DecodeInput, DecodeOutcome, PagingInput, QaiInput,
 };
 
 fn fuzz_dir() -> PathBuf {
@@ -59,6 +60,11 @@ fn seed_files_match_the_seeds_and_decode_back() {
         assert_eq!(QaiInput::from_bytes(&bytes), input, "{name}");
         check_seed_file("query_adapter_info", name, &bytes);
     }
+    for (name, input) in decode_seeds() {
+        let bytes = input.to_bytes();
+        assert_eq!(DecodeInput::from_bytes(&bytes), input, "{name}");
+        check_seed_file("decode_paging_buffer", name, &bytes);
+    }
     // Short inputs read as zeros past their end (libFuzzer starts from tiny inputs).
     assert_eq!(PagingInput::from_bytes(&[]), PagingInput::default());
 }
@@ -69,6 +75,7 @@ fn paging_seeds_reach_what_they_were_made_for() {
         let out = run_paging(&input);
         let expected = match name {
             "read_physical_refused" | "unknown_operation" => sys::STATUS_NOT_SUPPORTED,
+            n if n.contains("malformed_mdl") => sys::STATUS_INVALID_PARAMETER,
             _ => sys::STATUS_SUCCESS,
         };
         assert_eq!(out.status, expected, "{name}: {out:?}");
@@ -77,6 +84,27 @@ fn paging_seeds_reach_what_they_were_made_for() {
         }
     }
     finish_thread();
+}
+
+#[test]
+fn decode_seeds_reach_what_they_were_made_for() {
+    use dxgk::paging::Operation;
+    for (name, input) in decode_seeds() {
+        let expected = match name {
+            "update_gpu" | "update_cpu_no_dma" => {
+                DecodeOutcome::Decoded(Operation::UpdatePageTable)
+            }
+            "map_aperture" => DecodeOutcome::Decoded(Operation::MapApertureSegment),
+            "transfer_mdl_to_segment" => DecodeOutcome::Decoded(Operation::Transfer),
+            "copy_page_table_entries" => DecodeOutcome::Decoded(Operation::CopyPageTableEntries),
+            "flush_tlb" => DecodeOutcome::Decoded(Operation::FlushTlb),
+            n if n.starts_with("unknown_operation") => {
+                DecodeOutcome::Refused(sys::STATUS_NOT_SUPPORTED)
+            }
+            _ => DecodeOutcome::Refused(sys::STATUS_INVALID_PARAMETER),
+        };
+        assert_eq!(run_decode(&input), expected, "{name}");
+    }
 }
 
 #[test]
@@ -105,15 +133,22 @@ fn every_corpus_and_regression_file_replays_clean() {
             run_qai(&QaiInput::from_bytes(&std::fs::read(&path).unwrap()));
             n += 1;
         }
+        for path in files(kind, "decode_paging_buffer") {
+            run_decode(&DecodeInput::from_bytes(&std::fs::read(&path).unwrap()));
+            n += 1;
+        }
     }
-    assert!(n >= paging_seeds().len() + qai_seeds().len(), "{n} files");
+    assert!(
+        n >= paging_seeds().len() + qai_seeds().len() + decode_seeds().len(),
+        "{n} files"
+    );
     finish_thread();
 }
 
 /// Prints a corpus file or crash artifact as the harness decodes it:
 /// `RGPU_FUZZ_INPUT=fuzz/artifacts/build_paging_buffer/crash-… cargo test --test
 /// fuzz_regressions show_input -- --ignored --nocapture` (a path with `query_adapter_info` in
-/// it decodes as a QueryAdapterInfo input).
+/// it decodes as a QueryAdapterInfo input, one with `decode_paging_buffer` as a decode input).
 #[test]
 #[ignore = "a tool: set RGPU_FUZZ_INPUT"]
 fn show_input() {
@@ -121,6 +156,8 @@ fn show_input() {
     let bytes = std::fs::read(&path).unwrap();
     if path.contains("query_adapter_info") {
         println!("{:#?}", QaiInput::from_bytes(&bytes));
+    } else if path.contains("decode_paging_buffer") {
+        println!("{:#?}", DecodeInput::from_bytes(&bytes));
     } else {
         println!("{:#?}", PagingInput::from_bytes(&bytes));
     }

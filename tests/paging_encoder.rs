@@ -3,15 +3,34 @@
 //! path, the aperture GART, and refusal of malformed input. The device side is tested in the
 //! end-to-end suites.
 
+use dxgk::handle::ProcessHandle;
 use dxgk::interface::DxgkInterface;
 use dxgk::irql::Passive;
 use dxgk::memory::MdlPages;
+use dxgk::paging::BuildPagingBuffer;
 use dxgk::NtError;
 use dxgk_sim::{Machine, MachineConfig};
 use dxgk_sys as sys;
-use rgpu::paging::{Aperture, PagingContext, APERTURE_PAGES};
+use rgpu::paging::{Aperture, PagingContext, APERTURE_PAGES, MAX_TABLE_ENTRIES};
 use rgpu_hw::cmd::{Command, Decoder, FlushScope, Target};
 use rgpu_hw::pte;
+
+/// DxgkDdiBuildPagingBuffer on a raw argument block as the DDI entry layer runs it: decoded
+/// once by dxgk, then built by the driver.
+trait BuildRaw {
+    /// # Safety
+    /// `a` and the pointers in it are valid as the DDI documents.
+    unsafe fn build_raw(&self, a: &mut sys::DXGKARG_BUILDPAGINGBUFFER) -> Result<(), NtError>;
+}
+
+impl BuildRaw for PagingContext<'_> {
+    unsafe fn build_raw(&self, a: &mut sys::DXGKARG_BUILDPAGINGBUFFER) -> Result<(), NtError> {
+        // SAFETY: per the caller.
+        let req = unsafe { BuildPagingBuffer::from_raw(a, MAX_TABLE_ENTRIES) }
+            .map_err(|e| rgpu::paging::report(e.into()))?;
+        self.build(req)
+    }
+}
 
 fn dxgk_pte(page: u64, segment: u64, read_only: bool) -> sys::DXGK_PTE {
     let mut p = sys::DXGK_PTE::default();
@@ -66,7 +85,7 @@ fn run_multipass(
         a.pDmaBuffer = dma.as_mut_ptr().cast();
         a.DmaSize = dma_size as u32;
         // SAFETY: the DMA buffer and the argument pointers are valid.
-        let r = unsafe { ctx.build(&mut a) };
+        let r = unsafe { ctx.build_raw(&mut a) };
         let used = dma_size - a.DmaSize as usize;
         dma.truncate(used);
         buffers.push(dma);
@@ -127,7 +146,7 @@ fn update_page_table_becomes_write_ptes_in_the_rgpu_format() {
         let mut a = args(sys::DXGK_OPERATION_UPDATE_PAGE_TABLE, &mut dma);
         a.u.UpdatePageTable = update_args(&mut entries, 5, 3, 0x7000_0000, 0);
         // SAFETY: valid buffers.
-        unsafe { ctx.build(&mut a) }.unwrap();
+        unsafe { ctx.build_raw(&mut a) }.unwrap();
         let used = 4096 - a.DmaSize as usize;
         let ptes = written_ptes(&[dma[..used].to_vec()]);
         assert_eq!(ptes.len(), 3);
@@ -219,7 +238,7 @@ fn cpu_virtual_initialization_writes_the_table_at_once() {
         u.PageTableAddress.u.CpuVirtual = table.as_mut_ptr().cast();
         a.u.UpdatePageTable = u;
         // SAFETY: the table and entries are valid; pDmaBuffer is NULL as Windows passes it.
-        unsafe { ctx.build(&mut a) }.unwrap();
+        unsafe { ctx.build_raw(&mut a) }.unwrap();
         for i in 0..4 {
             assert_eq!(
                 table[100 + i],
@@ -247,7 +266,7 @@ fn out_of_table_updates_and_unknown_segments_are_refused() {
             let mut a = args(sys::DXGK_OPERATION_UPDATE_PAGE_TABLE, &mut dma);
             a.u.UpdatePageTable = update_args(&mut entries, start, count, 0x1000, level);
             // SAFETY: valid buffers.
-            let r = unsafe { ctx.build(&mut a) };
+            let r = unsafe { ctx.build_raw(&mut a) };
             assert_eq!(r, Err(NtError::INVALID_PARAMETER));
             assert_eq!(a.DmaSize, 4096, "nothing written on refusal");
         }
@@ -255,7 +274,7 @@ fn out_of_table_updates_and_unknown_segments_are_refused() {
         let mut a = args(sys::DXGK_OPERATION_UPDATE_PAGE_TABLE, &mut dma);
         a.u.UpdatePageTable = update_args(&mut bad, 0, 1, 0x1000, 0);
         // SAFETY: valid buffers.
-        let r = unsafe { ctx.build(&mut a) };
+        let r = unsafe { ctx.build_raw(&mut a) };
         assert_eq!(r, Err(NtError::INVALID_PARAMETER));
         assert!(m.debug_contains("UnknownSegment(7)"));
     });
@@ -271,7 +290,7 @@ fn flush_fill_transfer_and_fence_encode_one_command_each() {
         let mut dma = vec![0u8; 4096];
         let mut a = args(sys::DXGK_OPERATION_FLUSH_TLB, &mut dma);
         // SAFETY: valid buffers.
-        unsafe { ctx.build(&mut a) }.unwrap();
+        unsafe { ctx.build_raw(&mut a) }.unwrap();
         let flush: Vec<_> = Decoder::new(&dma[..4096 - a.DmaSize as usize])
             .map(|c| c.unwrap().1)
             .collect();
@@ -281,7 +300,7 @@ fn flush_fill_transfer_and_fence_encode_one_command_each() {
         a2.u.FillVirtual.FillSizeInBytes = 0x3000;
         a2.u.FillVirtual.FillPattern = 0xDEAD_BEEF;
         // SAFETY: valid buffers.
-        unsafe { ctx.build(&mut a2) }.unwrap();
+        unsafe { ctx.build_raw(&mut a2) }.unwrap();
         let used_fill = 4096 - 16 - a2.DmaSize as usize;
         let cmds: Vec<_> = Decoder::new(&dma[16..16 + used_fill])
             .map(|c| c.unwrap().1)
@@ -301,7 +320,7 @@ fn flush_fill_transfer_and_fence_encode_one_command_each() {
         t.u.TransferVirtual.DestinationVirtualAddress = 0x9000;
         t.u.TransferVirtual.TransferSizeInBytes = 0x2000;
         // SAFETY: valid buffers.
-        unsafe { ctx.build(&mut t) }.unwrap();
+        unsafe { ctx.build_raw(&mut t) }.unwrap();
         let mut f = args(
             sys::DXGK_OPERATION_SIGNAL_MONITORED_FENCE,
             &mut dma[4096 - t.DmaSize as usize..],
@@ -309,7 +328,7 @@ fn flush_fill_transfer_and_fence_encode_one_command_each() {
         f.u.SignalMonitoredFence.MonitoredFenceGpuVa = 0x8000;
         f.u.SignalMonitoredFence.MonitoredFenceValue = 0x1_0000_0002;
         // SAFETY: valid buffers.
-        unsafe { ctx.build(&mut f) }.unwrap();
+        unsafe { ctx.build_raw(&mut f) }.unwrap();
         let used = 4096 - f.DmaSize as usize;
         let cmds: Vec<_> = Decoder::new(&dma[..used]).map(|c| c.unwrap().1).collect();
         match &cmds[..] {
@@ -340,7 +359,7 @@ fn a_buffer_too_small_for_one_command_asks_for_a_new_one_without_writing() {
         a.u.FillVirtual.DestinationVirtualAddress = 0x1000;
         a.u.FillVirtual.FillSizeInBytes = 0x1000;
         // SAFETY: valid buffers.
-        let r = unsafe { ctx.build(&mut a) };
+        let r = unsafe { ctx.build_raw(&mut a) };
         assert_eq!(r, Err(NtError::GRAPHICS_INSUFFICIENT_DMA_BUFFER));
         assert_eq!((a.DmaSize, a.MultipassOffset), (8, 0));
     });
@@ -387,6 +406,10 @@ fn aperture_pages_translate_through_the_gart_and_unmapped_ones_are_refused() {
         unsafe {
             (*mdl).ByteCount = 3 * 4096;
         }
+        // SAFETY: as above. Size: the header and the 3 PFNs, as Mm records it.
+        unsafe {
+            (*mdl).Size = (std::mem::size_of::<sys::MDL>() + 3 * 8) as i16;
+        }
         // SAFETY: `mdl` has room for its 3 PFNs right after the header.
         let pfns = unsafe { sys::MmGetMdlPfnArray(mdl) };
         for (i, l) in logical.iter().enumerate() {
@@ -402,7 +425,7 @@ fn aperture_pages_translate_through_the_gart_and_unmapped_ones_are_refused() {
         a.u.MapApertureSegment.NumberOfPages = 3;
         a.u.MapApertureSegment.pMdl = mdl;
         // SAFETY: valid MDL and buffers.
-        unsafe { ctx.build(&mut a) }.unwrap();
+        unsafe { ctx.build_raw(&mut a) }.unwrap();
         assert_eq!(a.DmaSize, 64, "a GART update needs no DMA");
         assert_eq!(
             (0..3)
@@ -428,7 +451,7 @@ fn aperture_pages_translate_through_the_gart_and_unmapped_ones_are_refused() {
         let mut u = args(sys::DXGK_OPERATION_UPDATE_PAGE_TABLE, &mut dma);
         u.u.UpdatePageTable = update_args(&mut entries, 0, 1, 0x5000, 0);
         // SAFETY: valid buffers.
-        let r = unsafe { ctx.build(&mut u) };
+        let r = unsafe { ctx.build_raw(&mut u) };
         assert_eq!(r, Err(NtError::INVALID_PARAMETER));
         assert!(m.debug_contains("UnmappedAperture(5000)"));
 
@@ -438,7 +461,7 @@ fn aperture_pages_translate_through_the_gart_and_unmapped_ones_are_refused() {
         a.u.MapApertureSegment.NumberOfPages = 3;
         a.u.MapApertureSegment.pMdl = mdl;
         // SAFETY: valid MDL and buffers.
-        let r = unsafe { ctx.build(&mut a) };
+        let r = unsafe { ctx.build_raw(&mut a) };
         assert_eq!(
             r,
             Err(NtError::INVALID_PARAMETER),
@@ -464,7 +487,7 @@ fn operations_excluded_by_the_caps_are_refused() {
         ] {
             let mut a = args(op, &mut dma);
             // SAFETY: valid buffers.
-            let r = unsafe { ctx.build(&mut a) };
+            let r = unsafe { ctx.build_raw(&mut a) };
             assert_eq!(r, Err(NtError::NOT_SUPPORTED), "op {}", op.0);
         }
         assert!(m.debug_contains("cannot occur with rgpu's caps"));
@@ -474,7 +497,7 @@ fn operations_excluded_by_the_caps_are_refused() {
         ] {
             let mut a = args(op, &mut dma);
             // SAFETY: valid buffers.
-            assert_eq!(unsafe { ctx.build(&mut a) }, Ok(()));
+            assert_eq!(unsafe { ctx.build_raw(&mut a) }, Ok(()));
             assert_eq!(a.DmaSize, 64);
         }
     });
@@ -484,7 +507,7 @@ fn operations_excluded_by_the_caps_are_refused() {
 fn flush_tlb_targets_the_process_address_space_when_known() {
     with_machine(|_| {
         let known = 0x1234usize as sys::HANDLE;
-        let asid_of = |h: sys::HANDLE| (h == known).then_some(3u8);
+        let asid_of = |h: ProcessHandle| (h.as_raw() == known).then_some(3u8);
         let ctx = PagingContext {
             aperture: None,
             asid_of: Some(&asid_of),
@@ -496,7 +519,7 @@ fn flush_tlb_targets_the_process_address_space_when_known() {
             a.u.FlushTlb.StartVirtualAddress = start;
             a.u.FlushTlb.EndVirtualAddress = end;
             // SAFETY: valid buffers.
-            let r = unsafe { ctx.build(&mut a) };
+            let r = unsafe { ctx.build_raw(&mut a) };
             let used = 256 - a.DmaSize as usize;
             r.map(|()| match Decoder::new(&dma[..used]).next() {
                 Some(Ok((_, Command::FlushTlb(scope)))) => scope,
@@ -539,7 +562,7 @@ fn update_both_modes(
     u.Flags.set_Use64KBPages(use_64k as u32);
     a.u.UpdatePageTable = u;
     // SAFETY: valid buffers.
-    let gpu = unsafe { ctx.build(&mut a) };
+    let gpu = unsafe { ctx.build_raw(&mut a) };
     let used = 8192 - a.DmaSize as usize;
     let mut table = vec![0u64; 512];
     let mut c = sys::DXGKARG_BUILDPAGINGBUFFER {
@@ -550,7 +573,7 @@ fn update_both_modes(
     u.PageTableAddress.u.CpuVirtual = table.as_mut_ptr().cast();
     c.u.UpdatePageTable = u;
     // SAFETY: the table and entries are valid; pDmaBuffer is NULL as Windows passes it.
-    let cpu = unsafe { ctx.build(&mut c) };
+    let cpu = unsafe { ctx.build_raw(&mut c) };
     assert_eq!(gpu, cpu, "both update modes accept or refuse alike");
     match gpu {
         Ok(()) => {

@@ -1,11 +1,10 @@
 //! Paging, submission, preemption, TDR, engine queries and IOMMU exclusive access.
 
-use core::ptr::NonNull;
-
 use dxgk::args::{
     Engine, PreemptCommand, QueryDependentEngineGroup, QueryEngineStatus, ResetEngine,
     SubmitCommandVirtual,
 };
+use dxgk::handle::ProcessHandle;
 use dxgk::NtError;
 use dxgk_sys as sys;
 use dxgk_sys::{HANDLE, NTSTATUS};
@@ -27,28 +26,33 @@ pub(super) unsafe extern "system" fn ddi_build_paging_buffer(
     h_adapter: HANDLE,
     args: *mut sys::DXGKARG_BUILDPAGINGBUFFER,
 ) -> NTSTATUS {
+    // SAFETY: Dxgkrnl passes the adapter handle from AddDevice.
+    let a = match unsafe { adapter(h_adapter) } {
+        Ok(a) => a,
+        Err(e) => return finish("BuildPagingBuffer", Err(e)),
+    };
     let r = (|| {
-        // SAFETY: Dxgkrnl passes the adapter handle from AddDevice.
-        let a = unsafe { adapter(h_adapter) }?;
         a.counters.paging_build();
-        // SAFETY: Dxgkrnl's argument block.
-        let args = unsafe { args.as_mut() }.ok_or(NtError::INVALID_PARAMETER)?;
-        let asid_of = |h: HANDLE| {
+        // SAFETY: Dxgkrnl's argument block (or NULL), ours for this call, with the DMA buffer,
+        // entry and range arrays, CPU table and MDLs in it valid as the DDI documents.
+        let req = unsafe {
+            dxgk::paging::BuildPagingBuffer::from_raw(args, crate::paging::MAX_TABLE_ENTRIES)
+        }
+        .map_err(|e| crate::paging::report(e.into()))?;
+        let asid_of = |h: ProcessHandle| {
             // SAFETY: a non-NULL hProcess in FLUSH_TLB is the process object rgpu returned from
             // CreateProcess, alive until DestroyProcess (VidMm's contract).
-            NonNull::new(h.cast::<Process>()).map(|p| unsafe { p.as_ref() }.asid)
+            Some(unsafe { object::<_, Process>(h) }.asid)
         };
         let ctx = crate::paging::PagingContext {
             aperture: a.aperture(),
             asid_of: Some(&asid_of),
         };
-        // SAFETY: the buffers and pointers inside are Dxgkrnl's, valid as documented.
-        unsafe { ctx.build(args) }
+        ctx.build(req)
     })();
-    match r {
-        Err(e) if e == NtError::GRAPHICS_INSUFFICIENT_DMA_BUFFER => e.raw(),
-        r => finish("BuildPagingBuffer", r),
-    }
+    // Failures were logged once, with their cause, by `paging::report`;
+    // INSUFFICIENT_DMA_BUFFER is the multipass protocol, not a failure.
+    dxgk::status::into_ntstatus(r)
 }
 
 pub(super) unsafe extern "system" fn ddi_submit_command_virtual(

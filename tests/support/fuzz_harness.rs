@@ -175,6 +175,11 @@ record! {
         /// COPY_PAGE_TABLE_ENTRIES range templates (range `i` uses `i % 2`): entry count,
         /// source start, destination start (each `small(x, 600)`).
         pub range: [u32; 6],
+        /// MDL header damage (source, destination), so that the decode's MDL checks are
+        /// reached through the DDI: bits 0-15 are added to the correct `Size` (as a CSHORT;
+        /// the allocation always holds the larger of the two), bit 16 keeps `mdl_offset` as
+        /// the ByteOffset without reducing it to the first page, bit 17 misaligns StartVa.
+        pub mdl_damage: [u32; 2],
     }
 }
 
@@ -392,17 +397,32 @@ impl Mdl {
     /// An MDL of `byte_count` bytes at `start_va + byte_offset` (`start_va` page aligned,
     /// never dereferenced), whose pages are `first_pfn`, `first_pfn + 1`, ...
     pub fn new(start_va: usize, byte_offset: u32, byte_count: u32, first_pfn: usize) -> Self {
+        Self::damaged(start_va, byte_offset, byte_count, first_pfn, 0, 0)
+    }
+
+    /// As [`Mdl::new`] with `size_delta` added to the header's `Size`; the allocation holds
+    /// the larger of the two sizes, so that the header never claims memory that is not there.
+    pub fn damaged(
+        start_va: usize,
+        byte_offset: u32,
+        byte_count: u32,
+        first_pfn: usize,
+        size_delta: i16,
+        va_delta: usize,
+    ) -> Self {
         let pages = sys::ADDRESS_AND_SIZE_TO_SPAN_PAGES(
             start_va + byte_offset as usize,
             byte_count as usize,
         );
-        let mut words = vec![0usize; MDL_WORDS + pages];
+        let size = ((core::mem::size_of::<sys::MDL>() + pages * 8) as i16).wrapping_add(size_delta);
+        let claimed = (size as u16 as usize).saturating_sub(core::mem::size_of::<sys::MDL>());
+        let mut words = vec![0usize; MDL_WORDS + pages.max(claimed.div_ceil(8))];
         for (i, w) in words[MDL_WORDS..].iter_mut().enumerate() {
             *w = first_pfn + i;
         }
         let header = sys::MDL {
-            Size: (core::mem::size_of::<sys::MDL>() + pages * 8) as i16,
-            StartVa: start_va as sys::PVOID,
+            Size: size,
+            StartVa: (start_va + va_delta) as sys::PVOID,
             ByteOffset: byte_offset,
             ByteCount: byte_count,
             ..Default::default()
@@ -415,6 +435,30 @@ impl Mdl {
     pub fn as_ptr(&mut self) -> *mut sys::MDL {
         self.words.as_mut_ptr().cast()
     }
+
+    /// Whether dxgk's MDL view must accept this header ([`reference_mdl_span`]).
+    pub fn well_formed(&self) -> bool {
+        // SAFETY: `words` starts with the header `damaged` wrote.
+        let h = unsafe { self.words.as_ptr().cast::<sys::MDL>().read() };
+        reference_mdl_span(&h).is_some()
+    }
+}
+
+/// The pages an MDL header spans if dxgk's view must accept it — a reference written from the
+/// MDL rules (ByteOffset inside the first page, StartVa page aligned, `Size` covering the
+/// spanned PFNs, or their CSHORT truncation when it cannot), not from the view's code.
+pub fn reference_mdl_span(h: &sys::MDL) -> Option<usize> {
+    if h.ByteOffset >= 4096 || !(h.StartVa as usize).is_multiple_of(4096) {
+        return None;
+    }
+    let pages = (u64::from(h.ByteOffset) + u64::from(h.ByteCount)).div_ceil(4096);
+    let needed = core::mem::size_of::<sys::MDL>() as u64 + 8 * pages;
+    let ok = if needed <= 0xFFFF {
+        u64::from(h.Size as u16) >= needed
+    } else {
+        h.Size as u16 == needed as u16
+    };
+    ok.then_some(pages as usize)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -429,6 +473,8 @@ struct PagingCall {
     /// CPU_VIRTUAL page table: 4 KiB + guard.
     table: Guarded,
     null_dma: bool,
+    /// Which of `mdls` the operation's arguments point at.
+    uses_mdl: [bool; 2],
 }
 
 const TABLE_FILL: u8 = 0xEE;
@@ -479,15 +525,24 @@ impl PagingCall {
             entries: Vec::new(),
             ranges: Vec::new(),
             mdls: [0, 1].map(|s| {
-                Mdl::new(
+                let damage = input.mdl_damage[s];
+                let offset = u32::from(input.mdl_offset[s]);
+                Mdl::damaged(
                     0x4000_0000 * (s + 1),
-                    u32::from(input.mdl_offset[s]) % 4096,
+                    if damage & 1 << 16 != 0 {
+                        offset
+                    } else {
+                        offset % 4096
+                    },
                     input.mdl_bytes[s] % (512 * 4096 + 1),
                     0x10_0000 * (s + 1),
+                    damage as u16 as i16,
+                    if damage & 1 << 17 != 0 { 0x10 } else { 0 },
                 )
             }),
             table: Guarded::new(4096, TABLE_FILL),
             null_dma: false,
+            uses_mdl: [false; 2],
         };
         let segment = |s: usize| small(input.segment[s], 4);
         let size = small64(input.size, 64 * PAGE + 1);
@@ -557,6 +612,10 @@ impl PagingCall {
             t.Source.SegmentId = segment(0);
             t.Destination.SegmentId = segment(1);
             // Segment 0 is system memory: the side is an MDL. Otherwise a segment address.
+            call.uses_mdl = [
+                t.Source.SegmentId == 0 && !null_ptr,
+                t.Destination.SegmentId == 0 && !null_ptr,
+            ];
             if t.Source.SegmentId == 0 {
                 t.Source.u.pMdl = if null_ptr {
                     core::ptr::null_mut()
@@ -586,6 +645,7 @@ impl PagingCall {
             f.Destination.SegmentAddress.QuadPart = input.addr[0] as i64;
             u.Fill = f;
         } else if op == sys::DXGK_OPERATION_MAP_APERTURE_SEGMENT {
+            call.uses_mdl = [!null_ptr, false];
             u.MapApertureSegment = sys::DXGKARG_BUILDPAGINGBUFFER_MapApertureSegment {
                 SegmentId: segment(1),
                 OffsetInPages: small64(input.addr[0], APERTURE_PAGES as u64 + 64) as usize,
@@ -717,6 +777,17 @@ pub fn run_paging_on(fx: &Fixture, input: &PagingInput) -> PagingOutcome {
                 status < 0,
                 "{what}: an operation rgpu excludes was accepted"
             );
+        }
+        // An argument MDL the view must refuse: the decode refuses the call before anything
+        // is encoded.
+        if (0..2).any(|s| call.uses_mdl[s] && !call.mdls[s].well_formed()) {
+            assert_eq!(
+                status,
+                sys::STATUS_INVALID_PARAMETER,
+                "{what}: a malformed MDL was accepted"
+            );
+            assert_eq!(args.DmaSize, given, "{what}: wrote with a malformed MDL");
+            return outcome;
         }
         let insufficient = status == sys::STATUS_GRAPHICS_INSUFFICIENT_DMA_BUFFER;
         if status != sys::STATUS_SUCCESS && !insufficient {
@@ -1237,6 +1308,28 @@ pub fn paging_seeds() -> Vec<(&'static str, PagingInput)> {
             },
         ),
         (
+            "map_aperture_malformed_mdl_short_pfn_array",
+            PagingInput {
+                segment: [0, APERTURE_SEGMENT_ID],
+                addr: [100, 0, 0],
+                size: 3,
+                mdl_bytes: [3 * 4096, 0],
+                mdl_damage: [(-8i16) as u16 as u32, 0],
+                ..full(5)
+            },
+        ),
+        (
+            "transfer_malformed_mdl_byte_offset_past_page",
+            PagingInput {
+                segment: [APERTURE_SEGMENT_ID, 0],
+                size: PAGE,
+                mdl_offset: [0, 5000],
+                mdl_bytes: [0, 4096],
+                mdl_damage: [0, 1 << 16],
+                ..full(0)
+            },
+        ),
+        (
             "unmap_aperture",
             PagingInput {
                 segment: [0, APERTURE_SEGMENT_ID],
@@ -1348,6 +1441,402 @@ pub fn qai_seeds() -> Vec<(&'static str, QaiInput)> {
                 out_size: 64,
                 ..Default::default()
             },
+        ),
+    ]
+}
+
+// ---------------------------------------------------------------------------------------------
+// The decode alone: raw argument blocks and MDL headers straight into dxgk's views.
+
+record! {
+    /// One raw `DXGKARG_BUILDPAGINGBUFFER` for `dxgk::paging::BuildPagingBuffer::from_raw`,
+    /// with no driver behind it. Every byte of the block is the fuzzer's except the pointers
+    /// the decode may follow, which the harness points at memory sized as the DDI contract says
+    /// (or NULL), so that what is fuzzed is exactly what the decode must validate.
+    pub struct DecodeInput {
+        /// The argument block's 320 bytes, as little-endian words.
+        pub args: [[u64; 8]; 5],
+        /// The two MDL headers' 48 bytes (`Size`, `StartVa`, `ByteCount`, `ByteOffset`...).
+        pub mdl: [[u64; 6]; 2],
+        /// Bit 0: NULL DMA buffer; bit 1: operation `Operation % 20` (every code and two
+        /// past them) instead of the raw one; bit 2: NULL entry / range / data / table / MDL
+        /// pointers; bit 3: ByteCount of the MDLs `% 65 pages`.
+        pub control: u32,
+        /// The decode's `max_table_entries`: `% 1025`.
+        pub max_table_entries: u16,
+    }
+}
+
+/// What the decode harness checked, for tests.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DecodeOutcome {
+    /// Decoded to this operation.
+    Decoded(dxgk::paging::Operation),
+    /// Refused with this status.
+    Refused(sys::NTSTATUS),
+}
+
+/// An MDL built from fuzzer header bytes: the allocation holds `Size` bytes, or the whole
+/// spanned PFN array when `Size` cannot record it (the decode's safety contract).
+fn raw_mdl(header: &[u64; 6], small: bool) -> Vec<u64> {
+    let mut bytes = [0u8; 48];
+    for (b, w) in bytes.chunks_exact_mut(8).zip(header) {
+        b.copy_from_slice(&w.to_le_bytes());
+    }
+    // SAFETY: MDL is plain data (integers and pointers): any 48 bytes are a value.
+    let mut h: sys::MDL = unsafe { core::ptr::read_unaligned(bytes.as_ptr().cast()) };
+    if small {
+        h.ByteCount %= 65 * 4096;
+    }
+    let header_bytes = core::mem::size_of::<sys::MDL>();
+    let pages = (u64::from(h.ByteOffset) + u64::from(h.ByteCount)).div_ceil(4096) as usize;
+    let needed = header_bytes + 8 * pages;
+    let claimed = (h.Size as u16 as usize).max(header_bytes);
+    let bytes = if needed > 0xFFFF && h.Size as u16 == needed as u16 {
+        needed
+    } else {
+        claimed
+    };
+    let mut words = vec![0u64; bytes.div_ceil(8)];
+    for (i, w) in words[header_bytes / 8..].iter_mut().enumerate() {
+        *w = 0x7_0000 + i as u64;
+    }
+    // SAFETY: `words` holds at least an 8-aligned header.
+    unsafe { words.as_mut_ptr().cast::<sys::MDL>().write(h) };
+    words
+}
+
+/// [`reference_mdl_span`] of a raw MDL built by [`raw_mdl`].
+fn raw_mdl_well_formed(words: &[u64]) -> Option<usize> {
+    // SAFETY: `words` starts with the header `raw_mdl` wrote.
+    let h = unsafe { words.as_ptr().cast::<sys::MDL>().read() };
+    reference_mdl_span(&h)
+}
+
+/// Checks an MDL view against the MDL it was made from.
+fn check_mdl_view(what: &str, view: &dxgk::mdl::Mdl<'_>, words: &[u64]) {
+    let pages = raw_mdl_well_formed(words).unwrap_or_else(|| {
+        panic!("{what}: the view accepted an MDL the reference refuses: {view:?}")
+    });
+    assert_eq!(view.page_count(), pages, "{what}: page count");
+    let pfns = view.pfns();
+    assert_eq!(pfns.len(), pages, "{what}: iterator length");
+    // The first and last PFNs are the ones the harness wrote (never past the allocation).
+    if pages > 0 {
+        assert_eq!(view.pfn(0), Some(0x7_0000), "{what}: first PFN");
+        assert_eq!(
+            view.pfn(pages - 1),
+            Some(0x7_0000 + pages as u64 - 1),
+            "{what}: last PFN"
+        );
+    }
+    assert_eq!(view.pfn(pages), None, "{what}: past the span");
+}
+
+/// Runs one decode input and checks every property of the views (panics on a violation).
+pub fn run_decode(input: &DecodeInput) -> DecodeOutcome {
+    use dxgk::paging::{BuildPagingBuffer, DecodeError, Op, TransferSide, UpdateMode};
+
+    let c = input.control;
+    let null_ptr = c & 4 != 0;
+    let small = c & 8 != 0;
+    let max_entries = u32::from(input.max_table_entries % 1025);
+    let mut bytes = [0u8; 320];
+    for (b, w) in bytes.chunks_exact_mut(8).zip(input.args.iter().flatten()) {
+        b.copy_from_slice(&w.to_le_bytes());
+    }
+    const _: () = assert!(core::mem::size_of::<sys::DXGKARG_BUILDPAGINGBUFFER>() == 320);
+    // SAFETY: the argument block is plain data (integers, pointers, unions of them): any 320
+    // bytes are a value.
+    let mut a: sys::DXGKARG_BUILDPAGINGBUFFER =
+        unsafe { core::ptr::read_unaligned(bytes.as_ptr().cast()) };
+    if c & 2 != 0 {
+        a.Operation = sys::DXGK_BUILDPAGINGBUFFER_OPERATION(a.Operation.0.rem_euclid(20));
+    }
+    let op = a.Operation;
+    let what = format!("decode op {}", op.0);
+    // The pointers the decode may follow, as the contract says (or NULL).
+    a.DmaSize %= 65537;
+    let mut dma = Guarded::new(a.DmaSize as usize, DMA_FILL);
+    a.pDmaBuffer = if c & 1 != 0 {
+        core::ptr::null_mut()
+    } else {
+        dma.ptr().cast()
+    };
+    a.pDmaBufferPrivateData = core::ptr::null_mut();
+    let mut mdls = [raw_mdl(&input.mdl[0], small), raw_mdl(&input.mdl[1], small)];
+    let mdl_ptr = |m: &mut Vec<u64>| {
+        if null_ptr {
+            core::ptr::null_mut()
+        } else {
+            m.as_mut_ptr().cast::<sys::MDL>()
+        }
+    };
+    let mut entries: Vec<sys::DXGK_PTE> = Vec::new();
+    let mut ranges: Vec<sys::DXGK_BUILDPAGINGBUFFER_COPY_RANGE> = Vec::new();
+    let mut private = Guarded::new(0, 0);
+    let mut table = Guarded::new(max_entries as usize * 8, TABLE_FILL);
+    // Each arm rewrites pointer fields of the member the code names: writes only.
+    if op == sys::DXGK_OPERATION_UPDATE_PAGE_TABLE {
+        // SAFETY: plain data, read to size the arrays.
+        let u = unsafe { a.u.UpdatePageTable };
+        let provided = if u.Flags.Repeat() != 0 {
+            u.NumPageTableEntries.min(1)
+        } else {
+            u.NumPageTableEntries
+        };
+        // Entries past the largest table must be refused before they are read.
+        entries.resize(provided.min(max_entries) as usize, sys::DXGK_PTE::default());
+        a.u.UpdatePageTable.pPageTableEntries = if null_ptr {
+            core::ptr::null_mut()
+        } else {
+            entries.as_mut_ptr()
+        };
+        a.u.UpdatePageTable.pPageTableEntries64KB = core::ptr::null_mut();
+        if u.UpdateMode == sys::DXGK_PAGETABLEUPDATE_CPU_VIRTUAL {
+            a.u.UpdatePageTable.PageTableAddress.u.CpuVirtual = if null_ptr {
+                core::ptr::null_mut()
+            } else {
+                table.ptr().cast()
+            };
+        }
+    } else if op == sys::DXGK_OPERATION_MAP_APERTURE_SEGMENT {
+        a.u.MapApertureSegment.pMdl = mdl_ptr(&mut mdls[0]);
+    } else if op == sys::DXGK_OPERATION_TRANSFER {
+        // SAFETY: plain data.
+        let t = unsafe { a.u.Transfer };
+        if t.Source.SegmentId == 0 {
+            a.u.Transfer.Source.u.pMdl = mdl_ptr(&mut mdls[0]);
+        }
+        if t.Destination.SegmentId == 0 {
+            a.u.Transfer.Destination.u.pMdl = mdl_ptr(&mut mdls[1]);
+        }
+    } else if op == sys::DXGK_OPERATION_COPY_PAGE_TABLE_ENTRIES {
+        // Nothing bounds NumRanges for the decode to check: it stays what the harness holds.
+        // SAFETY: plain data.
+        let n = unsafe { a.u.CopyPageTableEntries.NumRanges }.min(MAX_ARRAY as u32);
+        ranges.resize(n as usize, Default::default());
+        a.u.CopyPageTableEntries.NumRanges = n;
+        a.u.CopyPageTableEntries.pRanges = if null_ptr {
+            core::ptr::null_mut()
+        } else {
+            ranges.as_mut_ptr()
+        };
+    } else if op == sys::DXGK_OPERATION_UPDATE_CONTEXT_ALLOCATION {
+        // SAFETY: plain data.
+        let n = unsafe { a.u.UpdateContextAllocation.DriverPrivateDataSize } % 4097;
+        private = Guarded::new(n as usize, 0x11);
+        a.u.UpdateContextAllocation.DriverPrivateDataSize = n;
+        a.u.UpdateContextAllocation.pDriverPrivateData = if null_ptr {
+            core::ptr::null_mut()
+        } else {
+            private.ptr().cast()
+        };
+    }
+    let before = a;
+    // SAFETY: every pointer the decode may follow was set above as the contract says.
+    let decoded = unsafe { BuildPagingBuffer::from_raw(&mut a, max_entries) };
+    let req = match decoded {
+        Err(e) => {
+            if let DecodeError::UnknownOperation(code) = e {
+                assert!(
+                    !(0..18).contains(&code),
+                    "{what}: a defined code refused as unknown"
+                );
+            }
+            let status = dxgk::NtError::from(e).raw();
+            assert_eq!(
+                status == sys::STATUS_NOT_SUPPORTED,
+                matches!(e, DecodeError::UnknownOperation(_)),
+                "{what}: {e:?}"
+            );
+            assert_eq!(
+                a.DmaSize, before.DmaSize,
+                "{what}: refused, yet DmaSize changed"
+            );
+            return DecodeOutcome::Refused(status);
+        }
+        Ok(req) => req,
+    };
+    let operation = req.op.operation();
+    assert_eq!(operation.raw(), op, "{what}: decoded as {operation:?}");
+    let cpu =
+        matches!(&req.op, Op::UpdatePageTable(u) if matches!(u.mode, UpdateMode::CpuVirtual(_)));
+    assert_eq!(
+        req.dma.is_none(),
+        cpu,
+        "{what}: a DMA buffer exactly when not CPU_VIRTUAL"
+    );
+    match req.op {
+        Op::UpdatePageTable(u) => {
+            let end = u64::from(u.start_index) + u64::from(u.count);
+            assert!(
+                end <= u64::from(max_entries),
+                "{what}: entries past the largest table"
+            );
+            let provided = if u.repeat { u.count.min(1) } else { u.count };
+            assert_eq!(
+                u.entries.len(),
+                provided as usize,
+                "{what}: entry array length"
+            );
+            assert!(
+                u.entries.len() <= entries.len(),
+                "{what}: past the harness's entries"
+            );
+            if let UpdateMode::CpuVirtual(mut t) = u.mode {
+                assert_eq!(
+                    t.range(),
+                    u.start_index..end as u32,
+                    "{what}: CPU table window"
+                );
+                for i in t.range() {
+                    t.write(i, 0x1111_2222_3333_4444).unwrap();
+                }
+                assert!(t.write(end as u32, 0).is_err(), "{what}: past the window");
+                table.assert_guard(&format!("{what}: CPU table"));
+                let data = table.data();
+                let window = u.start_index as usize * 8..end as usize * 8;
+                assert!(
+                    data.iter()
+                        .enumerate()
+                        .all(|(i, &b)| window.contains(&i) || b == TABLE_FILL),
+                    "{what}: CPU table written outside its window"
+                );
+            }
+        }
+        Op::MapApertureSegment(m) => {
+            check_mdl_view(&what, &m.mdl, &mdls[0]);
+            let pfns = m
+                .mdl_pages()
+                .expect("the decode checked the MDL holds the pages");
+            assert_eq!(pfns.len(), m.pages, "{what}: pages to map");
+            assert!(m.offset_in_pages.checked_add(m.pages).is_some());
+        }
+        Op::Transfer(t) => {
+            for (side, words) in [(t.source, &mdls[0]), (t.destination, &mdls[1])] {
+                if let TransferSide::Mdl { mdl } = side {
+                    check_mdl_view(&what, &mdl, words);
+                }
+            }
+        }
+        Op::CopyPageTableEntries(c) => {
+            // SAFETY: plain data.
+            let n = unsafe { before.u.CopyPageTableEntries.NumRanges };
+            assert_eq!(c.ranges.len(), n as usize, "{what}: ranges");
+        }
+        Op::UpdateContextAllocation(u) => {
+            assert_eq!(
+                u.private_data.len(),
+                private.data().len(),
+                "{what}: private data"
+            );
+        }
+        Op::FlushTlb(f) => assert!(f.end >= f.start, "{what}: range"),
+        _ => {}
+    }
+    if let Some(mut buf) = req.dma {
+        assert_eq!(buf.len(), before.DmaSize as usize, "{what}: DMA size");
+        assert_eq!(
+            buf.resume_offset(),
+            before.MultipassOffset,
+            "{what}: resume offset"
+        );
+        buf.as_mut_slice().fill(0x5A);
+        let written = buf.len() / 2;
+        let next = before.MultipassOffset.wrapping_add(1);
+        let r = buf.finish(written, dxgk::paging::Progress::Full { next });
+        assert_eq!(r, Err(dxgk::NtError::GRAPHICS_INSUFFICIENT_DMA_BUFFER));
+        assert_eq!(a.DmaSize as usize, before.DmaSize as usize - written);
+        assert_eq!(a.pDmaBuffer as usize, before.pDmaBuffer as usize + written);
+        assert_eq!(a.MultipassOffset, next);
+        dma.assert_guard(&format!("{what}: DMA buffer"));
+    }
+    DecodeOutcome::Decoded(operation)
+}
+
+/// Hand-made decode inputs (written to `fuzz/seeds/decode_paging_buffer/`).
+pub fn decode_seeds() -> Vec<(&'static str, DecodeInput)> {
+    /// An input whose argument block is `a` (pointers are the harness's anyway).
+    fn input(a: &sys::DXGKARG_BUILDPAGINGBUFFER, mdl: [[u64; 6]; 2], control: u32) -> DecodeInput {
+        let mut bytes = [0u8; 320];
+        // SAFETY: 320 bytes of plain data.
+        unsafe { core::ptr::write_unaligned(bytes.as_mut_ptr().cast(), *a) };
+        let mut args = [[0u64; 8]; 5];
+        for (w, b) in args.iter_mut().flatten().zip(bytes.chunks_exact(8)) {
+            *w = u64::from_le_bytes(b.try_into().unwrap());
+        }
+        DecodeInput {
+            args,
+            mdl,
+            control,
+            max_table_entries: 512,
+        }
+    }
+    /// An MDL header of `pages` pages (Size + `size_delta`, ByteOffset `offset`).
+    fn header(pages: u64, offset: u32, size_delta: i64) -> [u64; 6] {
+        let size = (48 + 8 * pages as i64 + size_delta) as u64 & 0xFFFF;
+        let count = pages * 4096 - u64::from(offset);
+        [0, size, 0, 0, 0, count | u64::from(offset) << 32]
+    }
+    let base = |op: sys::DXGK_BUILDPAGINGBUFFER_OPERATION| sys::DXGKARG_BUILDPAGINGBUFFER {
+        DmaSize: 4096,
+        Operation: op,
+        ..Default::default()
+    };
+    let good = [header(4, 0, 0), header(2, 0x800, 0)];
+    let mut upt = base(sys::DXGK_OPERATION_UPDATE_PAGE_TABLE);
+    upt.u.UpdatePageTable.StartIndex = 500;
+    upt.u.UpdatePageTable.NumPageTableEntries = 12;
+    upt.u.UpdatePageTable.UpdateMode = sys::DXGK_PAGETABLEUPDATE_GPU_VIRTUAL;
+    let mut upt_cpu = upt;
+    upt_cpu.u.UpdatePageTable.UpdateMode = sys::DXGK_PAGETABLEUPDATE_CPU_VIRTUAL;
+    let mut upt_past = upt;
+    upt_past.u.UpdatePageTable.NumPageTableEntries = 13;
+    let mut map = base(sys::DXGK_OPERATION_MAP_APERTURE_SEGMENT);
+    map.u.MapApertureSegment.NumberOfPages = 3;
+    map.u.MapApertureSegment.MdlOffset = 1;
+    let mut map_overflow = map;
+    map_overflow.u.MapApertureSegment.OffsetInPages = usize::MAX;
+    let mut transfer = base(sys::DXGK_OPERATION_TRANSFER);
+    transfer.u.Transfer.TransferSize = 8192;
+    transfer.u.Transfer.Destination.SegmentId = 1;
+    let mut copy = base(sys::DXGK_OPERATION_COPY_PAGE_TABLE_ENTRIES);
+    copy.u.CopyPageTableEntries.NumRanges = 3;
+    let mut flush = base(sys::DXGK_OPERATION_FLUSH_TLB);
+    flush.u.FlushTlb.EndVirtualAddress = 0x1000;
+    vec![
+        ("update_gpu", input(&upt, good, 0)),
+        ("update_cpu_no_dma", input(&upt_cpu, good, 1)),
+        ("update_past_the_table", input(&upt_past, good, 0)),
+        ("map_aperture", input(&map, good, 0)),
+        (
+            "map_aperture_short_pfn_array",
+            input(&map, [header(4, 0, -8), good[1]], 0),
+        ),
+        (
+            "map_aperture_byte_offset_past_page",
+            input(&map, [header(4, 4096, 0), good[1]], 0),
+        ),
+        (
+            "map_aperture_offset_overflow",
+            input(&map_overflow, good, 0),
+        ),
+        ("transfer_mdl_to_segment", input(&transfer, good, 0)),
+        ("copy_page_table_entries", input(&copy, good, 0)),
+        ("flush_tlb", input(&flush, good, 0)),
+        ("null_dma_buffer", input(&flush, good, 1)),
+        (
+            "unknown_operation_18",
+            input(&base(sys::DXGK_BUILDPAGINGBUFFER_OPERATION(18)), good, 0),
+        ),
+        (
+            "unknown_operation_ffff",
+            input(
+                &base(sys::DXGK_BUILDPAGINGBUFFER_OPERATION(0xFFFF)),
+                good,
+                0,
+            ),
         ),
     ]
 }

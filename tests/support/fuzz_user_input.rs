@@ -31,6 +31,7 @@
 #![allow(dead_code)]
 
 use std::cell::RefCell;
+use std::mem::ManuallyDrop;
 
 use dxgk_sim::kmt::{self, ClientId, CreateAllocation2, CreateDevice, D3dkmtHandle, Kmt};
 use dxgk_sim::{AdapterConfig, AdapterId, Machine, MachineConfig, Vidmm};
@@ -47,7 +48,10 @@ pub const RESET_EVERY: u32 = 512;
 pub struct UserFixture {
     m: Machine,
     id: AdapterId,
-    k: Option<Kmt>,
+    /// Not dropped implicitly: a fixture still alive when the process exits (libFuzzer exits
+    /// from `main`) is leaked there, since VidMm's teardown needs thread-locals that are gone
+    /// by then. [`UserFixture::teardown`] takes it out and tears it down properly.
+    k: Option<ManuallyDrop<Kmt>>,
     c: ClientId,
     adapter: D3dkmtHandle,
     device: D3dkmtHandle,
@@ -73,7 +77,7 @@ impl UserFixture {
         Self {
             m,
             id,
-            k: Some(k),
+            k: Some(ManuallyDrop::new(k)),
             c,
             adapter,
             device: dev.h_device,
@@ -86,7 +90,7 @@ impl UserFixture {
     }
 
     fn teardown(mut self) {
-        let k = self.k.take().expect("front end");
+        let k = ManuallyDrop::into_inner(self.k.take().expect("front end"));
         k.destroy()
             .expect("front end teardown")
             .destroy()

@@ -26,6 +26,10 @@
 //!   [`IommuMode::Remapped`] (WDDM 3.0 DMA remapping), device DMA through [`Dma`] with faults
 //!   recorded. The modelling choices (what an MDL's PFN array holds in each mode, what the driver
 //!   cannot discover) are documented in [`memory`].
+//! * **User mode** ([`kmt`]): a D3DKMT-shaped front end — the calls a client makes through
+//!   gdi32 (adapters, devices, CreateAllocation2 / OpenResource / DestroyAllocation2, GPU VA,
+//!   residency, contexts, submissions, monitored fences, Lock2, Escape) with per-process handle
+//!   checks, routed into the miniport's DDIs the way Dxgkrnl and VidMm route them.
 //! * **Low resources** ([`fault`]): every failable call is an injection point;
 //!   [`Machine::fail_nth`] and the systematic runner [`fault::systematic`].
 //! * **Event recording** ([`trace`]): DDI calls, callbacks, paging operations, device runs,

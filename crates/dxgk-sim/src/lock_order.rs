@@ -60,7 +60,8 @@ pub(crate) enum LockRank {
 }
 
 impl LockRank {
-    /// The lock's name in the table above.
+    /// The lock's name in the table above (only the debug-build checker reports it).
+    #[cfg_attr(not(debug_assertions), allow(dead_code))]
     pub(crate) fn name(self) -> &'static str {
         match self {
             LockRank::Interrupt => "interrupt",

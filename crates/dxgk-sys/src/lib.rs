@@ -32,8 +32,13 @@ pub use ntstatus::*;
 /// `PAGE_SIZE` as `usize` (x64: 4 KiB).
 pub const PAGE_SIZE_USIZE: usize = 4096;
 
+// `displib.lib` is a static library, not an import library: `kind = "static"` makes rustc call
+// `DxgkInitialize` directly instead of through a `__imp_DxgkInitialize` pointer, which only an
+// import library defines (lld-link does not bind one to a static definition). `-bundle`
+// leaves the library to the final link, whose search path (the WDK's Lib/<version>/km/x64)
+// comes from the driver's build script; this crate has none.
 #[cfg(all(target_os = "windows", feature = "wdk"))]
-#[link(name = "displib")]
+#[link(name = "displib", kind = "static", modifiers = "-bundle")]
 unsafe extern "system" {
     /// `DxgkInitialize` from the WDK's `displib.lib` (wdk flavour). PASSIVE_LEVEL.
     pub fn DxgkInitialize(

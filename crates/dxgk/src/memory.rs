@@ -206,6 +206,15 @@ impl MdlPages {
         self.count
     }
 
+    /// A borrowed view of MDL `i` (of [`MdlPages::mdl_count`]), e.g. to hand its pages to code
+    /// written against the [`crate::mdl::Mdl`] VidMm passes.
+    pub fn mdl(&self, i: usize) -> Option<crate::mdl::Mdl<'_>> {
+        let c = self.chunks().nth(i)?;
+        // SAFETY: the MDL came from DxgkCbAllocatePagesForMdl (header + PFN array as Mm builds
+        // it) and stays allocated, its PFNs unchanged, until `self` drops.
+        unsafe { crate::mdl::Mdl::from_raw(c.mdl.as_ptr()) }.ok()
+    }
+
     fn chunks(&self) -> impl Iterator<Item = &Chunk> {
         self.chunks[..self.count].iter().flatten()
     }
