@@ -766,45 +766,48 @@ pub fn check_required_imports(image: &Image, required: &[RequiredImport]) -> Che
     }
 }
 
-/// The user-mode image mode (`pe-check --require-import DLL!SYMBOL ...`): the image parses, is
-/// PE32+ x86-64, and imports every `required` symbol. None of the driver checks apply.
-pub fn check_user_image(bytes: &[u8], required: &[RequiredImport]) -> Report {
+/// A report of `checks` on a parsed image, after the parse result; a file that cannot be
+/// parsed yields a single failed [`CheckName::Parse`] result.
+fn report_on(bytes: &[u8], checks: impl FnOnce(&Image) -> Vec<CheckResult>) -> Report {
     match parse_image(bytes) {
         Err(e) => Report {
             results: vec![CheckResult::fail(CheckName::Parse, e.0)],
             info: Vec::new(),
         },
-        Ok(image) => Report {
-            results: vec![
-                CheckResult::pass(CheckName::Parse, format!("{} bytes", bytes.len())),
-                check_format(&image),
-                check_required_imports(&image, required),
-            ],
-            info: info_lines(&image),
-        },
+        Ok(image) => {
+            let mut results = vec![CheckResult::pass(
+                CheckName::Parse,
+                format!("{} bytes", bytes.len()),
+            )];
+            results.extend(checks(&image));
+            Report {
+                results,
+                info: info_lines(&image),
+            }
+        }
     }
+}
+
+/// The user-mode image mode (`pe-check --require-import DLL!SYMBOL ...`): the image parses, is
+/// PE32+ x86-64, and imports every `required` symbol. None of the driver checks apply.
+pub fn check_user_image(bytes: &[u8], required: &[RequiredImport]) -> Report {
+    report_on(bytes, |image| {
+        vec![check_format(image), check_required_imports(image, required)]
+    })
 }
 
 /// Run every check on an image. A file that cannot be parsed yields a report with a
 /// single failed [`CheckName::Parse`] result.
 pub fn check_image(bytes: &[u8], opts: &Options) -> Report {
-    match parse_image(bytes) {
-        Err(e) => Report {
-            results: vec![CheckResult::fail(CheckName::Parse, e.0)],
-            info: Vec::new(),
-        },
-        Ok(image) => Report {
-            results: vec![
-                CheckResult::pass(CheckName::Parse, format!("{} bytes", bytes.len())),
-                check_format(&image),
-                check_subsystem(&image),
-                check_entry_point(&image),
-                check_dll_characteristics(&image),
-                check_import_dlls(&image, opts),
-                check_banned_imports(&image),
-                check_imports_by_name(&image),
-            ],
-            info: info_lines(&image),
-        },
-    }
+    report_on(bytes, |image| {
+        vec![
+            check_format(image),
+            check_subsystem(image),
+            check_entry_point(image),
+            check_dll_characteristics(image),
+            check_import_dlls(image, opts),
+            check_banned_imports(image),
+            check_imports_by_name(image),
+        ]
+    })
 }
