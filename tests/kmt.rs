@@ -206,7 +206,7 @@ fn a_client_allocates_maps_fills_copies_and_reads_back_every_byte() {
         };
         assert_eq!(
             t.k.wait_for_synchronization_object_from_cpu(t.c, &wait),
-            Err(kmt::STATUS_TIMEOUT)
+            Ok(kmt::WaitOutcome::TimedOut)
         );
         t.k.submit_command(
             t.c,
@@ -226,8 +226,10 @@ fn a_client_allocates_maps_fills_copies_and_reads_back_every_byte() {
             },
         )
         .unwrap();
-        t.k.wait_for_synchronization_object_from_cpu(t.c, &wait)
-            .unwrap();
+        assert_eq!(
+            t.k.wait_for_synchronization_object_from_cpu(t.c, &wait),
+            Ok(kmt::WaitOutcome::Reached)
+        );
 
         let mut lock = Lock2 {
             h_device: t.device,

@@ -500,8 +500,8 @@ impl Kmt for SimKmt {
             .fe(CALL)?
             .wait_for_synchronization_object_from_cpu(c, &args)
         {
-            Ok(()) => Ok(Wait::Reached),
-            Err(fe::STATUS_TIMEOUT) => Ok(Wait::TimedOut),
+            Ok(fe::WaitOutcome::Reached) => Ok(Wait::Reached),
+            Ok(fe::WaitOutcome::TimedOut) => Ok(Wait::TimedOut),
             Err(s) => Err(err(CALL)(s)),
         }
     }

@@ -3,7 +3,8 @@
 //! and VidMm route them. It is meant as the simulator backend of a client-side `Kmt` trait whose
 //! Windows backend calls gdi32: every method takes the Rust counterpart of one D3DKMT structure
 //! (same members, Rust types; outputs are filled in place) and returns the NTSTATUS as
-//! `Result<(), NTSTATUS>` (`Err` is always a failure code, except [`STATUS_TIMEOUT`]).
+//! `Result<_, NTSTATUS>` (`Err` is always a failure code; a wait that times out is
+//! `Ok(`[`WaitOutcome::TimedOut`]`)`, as STATUS_TIMEOUT is a success code).
 //!
 //! # Routing
 //!
@@ -58,6 +59,15 @@ pub type KmtResult<T> = Result<T, NTSTATUS>;
 /// WaitForSynchronizationObjectFromCpu on a fence nothing pending can signal: the wait would
 /// never end, and this synchronous simulator returns what a bounded wait does.
 pub const STATUS_TIMEOUT: NTSTATUS = 0x0000_0102;
+
+/// How a CPU wait ended (both are success statuses: STATUS_SUCCESS and STATUS_TIMEOUT).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WaitOutcome {
+    /// Every fence reached its value.
+    Reached,
+    /// The wait timed out (STATUS_TIMEOUT).
+    TimedOut,
+}
 
 const INVALID: NTSTATUS = dxgk_sys::STATUS_INVALID_PARAMETER;
 const PAGE: u64 = 4096;
@@ -1229,13 +1239,14 @@ impl Kmt {
         Ok(())
     }
 
-    /// D3DKMTWaitForSynchronizationObjectFromCpu: Ok when every fence has reached its value,
-    /// [`STATUS_TIMEOUT`] otherwise (nothing pending could signal it).
+    /// D3DKMTWaitForSynchronizationObjectFromCpu: [`WaitOutcome::Reached`] when every fence has
+    /// reached its value, [`WaitOutcome::TimedOut`] (STATUS_TIMEOUT) otherwise — nothing pending
+    /// could signal it.
     pub fn wait_for_synchronization_object_from_cpu(
         &self,
         c: ClientId,
         args: &WaitForSynchronizationObjectFromCpu,
-    ) -> KmtResult<()> {
+    ) -> KmtResult<WaitOutcome> {
         self.device_of(c, args.h_device)?;
         if args.objects.len() != args.fence_values.len() || args.objects.is_empty() {
             return Err(INVALID);
@@ -1247,11 +1258,11 @@ impl Kmt {
                 _ => return Err(INVALID),
             }
         }
-        if reached {
-            Ok(())
+        Ok(if reached {
+            WaitOutcome::Reached
         } else {
-            Err(STATUS_TIMEOUT)
-        }
+            WaitOutcome::TimedOut
+        })
     }
 
     /// The current value of a monitored fence (what its CPU-visible value would read).
