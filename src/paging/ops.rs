@@ -10,7 +10,7 @@ use dxgk_sys::DXGK_PTE;
 use rgpu_hw::cmd::{CmdError, Encoder, Target};
 use rgpu_hw::pte::Pte;
 
-use super::pte::{convert, convert_repeat, translate_pte, TableKind};
+use super::pte::{convert, convert_repeat, translate_pte, Stores, TableKind};
 use super::{PagingContext, PagingError, PAGE};
 use crate::caps::APERTURE_SEGMENT_ID;
 
@@ -79,6 +79,8 @@ impl PagingContext<'_> {
     ) -> Result<Progress, PagingError> {
         let kind = TableKind::of(upt.level, upt.use_64k, upt.start_index, upt.count)?;
         let total = upt.count;
+        // A DMA buffer larger than the cache is streamed to memory (see `simd::Stores`).
+        let stores = Stores::for_dma_buffer(enc.remaining());
         let mut done = start;
         while done < total {
             let n = ((total - done) as usize)
@@ -102,7 +104,7 @@ impl PagingContext<'_> {
             enc.write_ptes_into(Target::Virtual(dst), n, |payload| {
                 let all_fast = match repeated {
                     Some(p) => convert_repeat(p, payload, kind),
-                    None => convert(src, payload, kind),
+                    None => convert(src, payload, kind, stores),
                 };
                 if all_fast {
                     return;
