@@ -245,14 +245,16 @@ mod sse2 {
     #[inline]
     #[target_feature(enable = "sse2")]
     fn leaf_direct<S: Put>(src: &[DXGK_PTE], out: &mut [u8], seen: &mut Seen) -> (u64, u64) {
-        // Eight entries (two source lines, 64 output bytes) per iteration.
-        let (src8, src_rest) = src.as_chunks::<8>();
-        let (out64, out_rest) = out.as_chunks_mut::<64>();
-        for (s, o) in src8.iter().zip(out64) {
+        // Sixteen entries (four source lines, 128 output bytes) per iteration: the loop's own
+        // three instructions are then 0.2 per entry.
+        let (src16, src_rest) = src.as_chunks::<16>();
+        let (out128, out_rest) = out.as_chunks_mut::<128>();
+        for (s, o) in src16.iter().zip(out128) {
             if S::PREFETCH {
                 let at = s.as_ptr().wrapping_add(PREFETCH_AHEAD);
-                prefetch(at);
-                prefetch(at.wrapping_add(4));
+                for line in 0..4 {
+                    prefetch(at.wrapping_add(4 * line));
+                }
             }
             let (pairs, _) = s.as_chunks::<2>();
             let (o16, _) = o.as_chunks_mut::<16>();
