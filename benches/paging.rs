@@ -593,9 +593,11 @@ fn scaling(samples: usize) {
     );
 }
 
+/// An instruction-count probe: name, units of work, unit, the work.
+type Probe = (&'static str, u64, &'static str, Box<dyn FnMut()>);
+
 /// The instruction-count probes: each runs its work once to warm up, then once counted.
-/// (name, units of work, unit, work).
-fn probes() -> Vec<(&'static str, u64, &'static str, Box<dyn FnMut()>)> {
+fn probes() -> Vec<Probe> {
     const L1_CALLS: u64 = 64;
     const BULK_ENTRIES: usize = 256 * 512;
     const COPY: u64 = 4 << 20;
