@@ -605,7 +605,11 @@ impl State {
                     .mmu
                     .translate(bus, ctx.asid, va, write)
                     .map_err(|f| Self::mmu_fault(ctx, source, va, write, f))?;
-                let logical = if t.pte.is_zero() { None } else { Some(t.logical) };
+                let logical = if t.pte.is_zero() {
+                    None
+                } else {
+                    Some(t.logical)
+                };
                 Ok((logical, t.page_remaining))
             }
         }
@@ -803,20 +807,10 @@ impl State {
                     if !spend(units, &mut spent) {
                         return Ok(Some(done));
                     }
-                    let (s_logical, s_left) = self.resolve(
-                        bus,
-                        ctx,
-                        offset_target(src, done),
-                        false,
-                        DmaSource::Read,
-                    )?;
-                    let (d_logical, d_left) = self.resolve(
-                        bus,
-                        ctx,
-                        offset_target(dst, done),
-                        true,
-                        DmaSource::Write,
-                    )?;
+                    let (s_logical, s_left) =
+                        self.resolve(bus, ctx, offset_target(src, done), false, DmaSource::Read)?;
+                    let (d_logical, d_left) =
+                        self.resolve(bus, ctx, offset_target(dst, done), true, DmaSource::Write)?;
                     let run = (size - done).min(s_left).min(d_left);
                     let mut len = copy_piece(src, dst, done, run);
                     let (Some(s_l), Some(d_l)) = (s_logical, d_logical) else {

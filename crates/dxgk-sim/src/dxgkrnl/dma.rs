@@ -288,7 +288,9 @@ impl Dma {
                 };
                 pending = match pending {
                     Some((ps, pd, pn))
-                        if ps + pn == s && pd + pn == d && (ps + pn + n <= pd || pd + pn + n <= ps) =>
+                        if ps + pn == s
+                            && pd + pn == d
+                            && (ps + pn + n <= pd || pd + pn + n <= ps) =>
                     {
                         Some((ps, pd, pn + n))
                     }
