@@ -83,11 +83,26 @@ impl PagingContext<'_> {
         let stores = Stores::for_dma_buffer(enc.remaining());
         let mut done = start;
         while done < total {
-            let n = ((total - done) as usize)
-                .min(rgpu_hw::cmd::MAX_PTES_PER_CMD)
-                .min(rgpu_hw::cmd::ptes_fitting(enc.remaining()));
+            let fitting = |room: usize| {
+                ((total - done) as usize)
+                    .min(rgpu_hw::cmd::MAX_PTES_PER_CMD)
+                    .min(rgpu_hw::cmd::ptes_fitting(room))
+            };
+            let mut n = fitting(enc.remaining());
             if n == 0 {
                 return Ok(Progress::Full { next: done });
+            }
+            // Streaming stores move 16 aligned bytes, and the entries are 8: a payload at 4
+            // mod 8 (after the 12-byte header) would have to be shifted into every store. A
+            // one-dword NOP in front puts it at 0 or 8 mod 16 instead (only when the command
+            // still fits after it; multipass units are unaffected).
+            let payload_at = enc.written().as_ptr() as usize + enc.position() + 12;
+            if stores == Stores::Streaming
+                && payload_at % 8 == 4
+                && fitting(enc.remaining() - 4) > 0
+            {
+                enc.nop(1).map_err(PagingError::Command)?;
+                n = fitting(enc.remaining());
             }
             let first = done as usize;
             // A table VA at the top of the address space would wrap (found by fuzzing).

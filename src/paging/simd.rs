@@ -73,11 +73,13 @@ mod sse2 {
     /// What the leaf kernel keeps of `(page << 12) | flags`.
     const LEAF_OUT_MASK: u64 = pte::ADDR_MASK | pte::LEAF_FLAGS_MASK;
 
-    /// How far ahead of the conversion the source entries are prefetched, in entries (4 KiB,
-    /// one page). Only when streaming: a batch that large is bound by memory, and the hardware
-    /// prefetchers stop at every 4 KiB page. A cached batch (a small paging buffer) reads
-    /// entries VidMm has just written, and the prefetches would only add instructions.
-    const PREFETCH_AHEAD: usize = 256;
+    /// How far ahead of the conversion the source entries are prefetched, in entries (8 KiB,
+    /// two pages: one table's entries). Only when streaming: a batch that large is bound by
+    /// memory, and the hardware prefetchers stop at every 4 KiB page. A cached batch (a small
+    /// paging buffer) reads entries VidMm has just written, and the prefetches would only add
+    /// instructions. On the Xeon this was tuned on, 512 measured best of 0/128/512/1024 (the
+    /// timings are noisy there: see docs/performance.md).
+    const PREFETCH_AHEAD: usize = 512;
 
     /// Converts `src` into `out` (`src.len() * 8` bytes) as `translate_fast` does; returns the
     /// OR of the entries' "slow" words (0 = every entry is what `translate_fast` wrote).
@@ -195,9 +197,9 @@ mod sse2 {
         #[inline(always)]
         fn put(o: &mut [u8; 16], v: __m128i) {
             debug_assert!(o.as_ptr().cast::<__m128i>().is_aligned());
-            // SAFETY: `o` is 16 writable bytes, 16-byte aligned (callers pass chunks of a
-            // buffer whose start `leaf_kernel` checked is aligned); the store only bypasses the
-            // cache, and `convert`'s caller fences it.
+            // SAFETY: `o` is 16 writable bytes, 16-byte aligned (`leaf_streamed` passes
+            // 16-byte chunks starting at an aligned address); the store only bypasses the
+            // cache, and `convert` fences it.
             unsafe { _mm_stream_si128(o.as_mut_ptr().cast(), v) }
         }
         const PREFETCH: bool = true;
@@ -218,12 +220,23 @@ mod sse2 {
         let mut seen = Seen::new();
         let (scalar_or, scalar_and) = match (stores, out.as_ptr() as usize % 16) {
             (Stores::Cached, _) => leaf_direct::<CachedStore>(src, out, &mut seen),
-            (Stores::Streaming, 0) => leaf_direct::<StreamStore>(src, out, &mut seen),
             // The payload of a WRITE_PTES follows a 12-byte header, so every 4-byte phase
             // occurs: the stream is shifted into aligned 16-byte stores.
-            (Stores::Streaming, 4) => leaf_shifted::<4, 12>(src, out, &mut seen),
-            (Stores::Streaming, 8) => leaf_shifted::<8, 8>(src, out, &mut seen),
-            (Stores::Streaming, 12) => leaf_shifted::<12, 4>(src, out, &mut seen),
+            (Stores::Streaming, 0) => leaf_streamed::<0, 16>(src, out, &mut seen),
+            // 8 mod 16: the first entry alone, then pairs from the second one are aligned
+            // (the loads pair any two neighbours; no shifting needed).
+            (Stores::Streaming, 8) if src.len() > 4 => match src.split_first() {
+                Some((first, rest)) => {
+                    let (first_out, rest_out) = out.split_at_mut(8);
+                    let f = leaf_single(first, first_out);
+                    let (or, and) = leaf_streamed::<0, 16>(rest, rest_out, &mut seen);
+                    (or | f, and & f)
+                }
+                None => (0, 0), // unreachable: not empty; (0, 0) refuses the batch
+            },
+            (Stores::Streaming, 4) => leaf_streamed::<4, 12>(src, out, &mut seen),
+            (Stores::Streaming, 8) => leaf_streamed::<8, 8>(src, out, &mut seen),
+            (Stores::Streaming, 12) => leaf_streamed::<12, 4>(src, out, &mut seen),
             (Stores::Streaming, _) => leaf_direct::<CachedStore>(src, out, &mut seen),
         };
         seen.all_leaf_kernel(scalar_or, scalar_and)
@@ -279,16 +292,19 @@ mod sse2 {
     /// The leaf kernel streaming into an `out` that starts `P` bytes past a 16-byte boundary
     /// (`Q = 16 - P`): pair `k`'s 16 bytes land across two aligned 16-byte stores, so each
     /// store is the last `P` bytes of the previous pair and the first `Q` of the next
-    /// (PSRLDQ / PSLLDQ / POR). The first `Q` and the last `P` (+ an odd entry) bytes are
-    /// ordinary stores.
+    /// (PSRLDQ / PSLLDQ / POR; nothing to merge when `P` = 0). Only whole 64-byte lines are
+    /// streamed: the partial lines at both ends (shared with the command header and the next
+    /// command) get ordinary stores — a line written partly by each would be read for
+    /// ownership and then flushed from the write-combining buffer, stalling the next store.
     #[inline]
     #[target_feature(enable = "sse2")]
-    fn leaf_shifted<const P: i32, const Q: i32>(
+    fn leaf_streamed<const P: i32, const Q: i32>(
         src: &[DXGK_PTE],
         out: &mut [u8],
         seen: &mut Seen,
     ) -> (u64, u64) {
-        const { assert!(P + Q == 16 && P % 4 == 0 && P > 0 && Q > 0) };
+        const { assert!(P + Q == 16 && P % 4 == 0 && P >= 0 && Q > 0) };
+        // `src.len() >= 4` here: at least one pair besides the first.
         let bytes = |v: __m128i| {
             let mut b = [0u8; 16];
             // SAFETY: `b` is 16 writable bytes; MOVDQU has no alignment rule.
@@ -307,33 +323,37 @@ mod sse2 {
             head.copy_from_slice(h);
         }
         let mut carry = _mm_srli_si128::<Q>(v);
+        // Stores before the first line boundary, whole lines, stores after the last.
+        let to_line = (64 - rest.as_ptr() as usize % 64) % 64 / 16;
         let (aligned, _) = rest.as_chunks_mut::<16>();
         // One aligned store per remaining pair (the last may have no pair: the tail's).
         let usable = aligned.len().min(pairs.len());
-        let aligned = aligned.get_mut(..usable).unwrap_or(&mut []);
-        // Four stores (64 bytes, eight entries) per iteration, then one at a time.
-        let (aligned4, aligned_rest) = aligned.as_chunks_mut::<4>();
-        let (pairs4, _) = pairs.as_chunks::<4>();
-        let mut done = 0;
-        for (o4, s4) in aligned4.iter_mut().zip(pairs4) {
-            let at = s4.as_ptr().cast::<DXGK_PTE>().wrapping_add(PREFETCH_AHEAD);
-            prefetch(at);
-            prefetch(at.wrapping_add(4));
-            for (o, p) in o4.iter_mut().zip(s4) {
-                let v = leaf_pair(p, seen);
-                StreamStore::put(o, _mm_or_si128(carry, _mm_slli_si128::<P>(v)));
-                carry = _mm_srli_si128::<Q>(v);
+        let lead = to_line.min(usable);
+        let lines = (usable - lead) / 4;
+        let (lead_out, more) = aligned.split_at_mut(lead);
+        let (lines_out, more) = more.split_at_mut(lines * 4);
+        let trail_out = more.get_mut(..usable - lead - lines * 4).unwrap_or(&mut []);
+        let (lead_pairs, more_pairs) = pairs.split_at(lead);
+        let (line_pairs, trail_pairs) = more_pairs.split_at(lines * 4);
+        // The accumulators stay in registers through the loops (a `&mut` would be stored back
+        // on every iteration).
+        let mut acc = *seen;
+        shifted_stores::<P, Q, CachedStore>(lead_out, lead_pairs, &mut carry, &mut acc);
+        // Two lines (128 output bytes, sixteen entries) per iteration, then one line.
+        let (lines_out2, lines_out1) = lines_out.as_chunks_mut::<8>();
+        let (line_pairs2, line_pairs1) = line_pairs.as_chunks::<8>();
+        for (o8, s8) in lines_out2.iter_mut().zip(line_pairs2) {
+            if PREFETCH_AHEAD > 0 {
+                let at = s8.as_ptr().cast::<DXGK_PTE>().wrapping_add(PREFETCH_AHEAD);
+                prefetch(at);
+                prefetch(at.wrapping_add(8));
             }
-            done += 4;
+            shifted_stores::<P, Q, StreamStore>(o8, s8, &mut carry, &mut acc);
         }
-        let pairs_rest = pairs.get(done..).unwrap_or(&[]);
-        for (o, p) in aligned_rest.iter_mut().zip(pairs_rest) {
-            let v = leaf_pair(p, seen);
-            StreamStore::put(o, _mm_or_si128(carry, _mm_slli_si128::<P>(v)));
-            carry = _mm_srli_si128::<Q>(v);
-            done += 1;
-        }
-        // What is left after the `done` aligned stores: the carry's P bytes, then the odd
+        shifted_stores::<P, Q, StreamStore>(lines_out1, line_pairs1, &mut carry, &mut acc);
+        shifted_stores::<P, Q, CachedStore>(trail_out, trail_pairs, &mut carry, &mut acc);
+        *seen = acc;
+        // What is left after the `usable` aligned stores: the carry's P bytes, then the odd
         // entry's 8, as ordinary stores.
         let mut last = [0u8; 24];
         let (c, e) = last.split_at_mut(P as usize);
@@ -345,10 +365,31 @@ mod sse2 {
             }
             None => (0, !0),
         };
-        let tail = rest.get_mut(done * 16..).unwrap_or(&mut []);
+        let tail = rest.get_mut(usable * 16..).unwrap_or(&mut []);
         let n = tail.len();
         tail.copy_from_slice(last.get(..n).unwrap_or(&[]));
         scalar
+    }
+
+    /// One aligned 16-byte store per pair of `pairs` into `out`, each the previous pair's last
+    /// `P` bytes (`carry`) and this pair's first `Q`.
+    #[inline]
+    #[target_feature(enable = "sse2")]
+    fn shifted_stores<const P: i32, const Q: i32, S: Put>(
+        out: &mut [[u8; 16]],
+        pairs: &[[DXGK_PTE; 2]],
+        carry: &mut __m128i,
+        seen: &mut Seen,
+    ) {
+        for (o, p) in out.iter_mut().zip(pairs) {
+            let v = leaf_pair(p, seen);
+            if P == 0 {
+                S::put(o, v);
+            } else {
+                S::put(o, _mm_or_si128(*carry, _mm_slli_si128::<P>(v)));
+                *carry = _mm_srli_si128::<Q>(v);
+            }
+        }
     }
 
     /// The exact kernel: every table kind, any entries; returns the OR of the slow words.
