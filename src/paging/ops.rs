@@ -10,7 +10,7 @@ use dxgk_sys::DXGK_PTE;
 use rgpu_hw::cmd::{CmdError, Encoder, Target};
 use rgpu_hw::pte::Pte;
 
-use super::pte::{convert, convert_repeat, translate_pte, TableKind};
+use super::pte::{convert, convert_repeat, translate_pte, Stores, TableKind};
 use super::{PagingContext, PagingError, PAGE};
 use crate::caps::APERTURE_SEGMENT_ID;
 
@@ -79,13 +79,30 @@ impl PagingContext<'_> {
     ) -> Result<Progress, PagingError> {
         let kind = TableKind::of(upt.level, upt.use_64k, upt.start_index, upt.count)?;
         let total = upt.count;
+        // A DMA buffer larger than the cache is streamed to memory (see `simd::Stores`).
+        let stores = Stores::for_dma_buffer(enc.remaining());
         let mut done = start;
         while done < total {
-            let n = ((total - done) as usize)
-                .min(rgpu_hw::cmd::MAX_PTES_PER_CMD)
-                .min(rgpu_hw::cmd::ptes_fitting(enc.remaining()));
+            let fitting = |room: usize| {
+                ((total - done) as usize)
+                    .min(rgpu_hw::cmd::MAX_PTES_PER_CMD)
+                    .min(rgpu_hw::cmd::ptes_fitting(room))
+            };
+            let mut n = fitting(enc.remaining());
             if n == 0 {
                 return Ok(Progress::Full { next: done });
+            }
+            // Streaming stores move 16 aligned bytes, and the entries are 8: a payload at 4
+            // mod 8 (after the 12-byte header) would have to be shifted into every store. A
+            // one-dword NOP in front puts it at 0 or 8 mod 16 instead (only when the command
+            // still fits after it; multipass units are unaffected).
+            let payload_at = enc.written().as_ptr() as usize + enc.position() + 12;
+            if stores == Stores::Streaming
+                && payload_at % 8 == 4
+                && fitting(enc.remaining() - 4) > 0
+            {
+                enc.nop(1).map_err(PagingError::Command)?;
+                n = fitting(enc.remaining());
             }
             let first = done as usize;
             // A table VA at the top of the address space would wrap (found by fuzzing).
@@ -102,7 +119,7 @@ impl PagingContext<'_> {
             enc.write_ptes_into(Target::Virtual(dst), n, |payload| {
                 let all_fast = match repeated {
                     Some(p) => convert_repeat(p, payload, kind),
-                    None => convert(src, payload, kind),
+                    None => convert(src, payload, kind, stores),
                 };
                 if all_fast {
                     return;

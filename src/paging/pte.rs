@@ -14,6 +14,7 @@ use dxgk::paging::pte_page;
 use dxgk_sys::DXGK_PTE;
 use rgpu_hw::pte;
 
+pub(super) use super::simd::Stores;
 use super::Aperture;
 use crate::caps::{APERTURE_SEGMENT_ID, SYSTEM_MEMORY_SEGMENT_ID};
 
@@ -203,24 +204,21 @@ const _: () = assert!(
     "DXGK_PTE is two u64: Flags, page"
 );
 
-/// Converts `src` into rgpu entries in `out` (8 bytes each, little-endian) with the fast path;
-/// returns false if some entry needs the general path. Same results as [`translate_fast`]
-/// entry by entry.
+/// Converts `src` into rgpu entries in `out` (8 bytes each, little-endian) with the fast path,
+/// storing them as `stores` says; returns false if some entry needs the general path. Same
+/// results as [`translate_fast`] entry by entry.
 #[inline(never)]
-fn convert_batch<const KIND: u8>(src: &[DXGK_PTE], out: &mut [u8], table_64k: u64) -> bool {
+fn convert_batch<const KIND: u8>(
+    src: &[DXGK_PTE],
+    out: &mut [u8],
+    table_64k: u64,
+    stores: Stores,
+) -> bool {
     let n = src.len().min(out.len() / 8);
     let (Some(src), Some(out)) = (src.get(..n), out.get_mut(..n * 8)) else {
         return false;
     };
-    let (quads, src_rest) = src.as_chunks::<4>();
-    let (out_quads, out_rest) = out.as_chunks_mut::<32>();
-    let mut slow = super::simd::convert_quads::<KIND>(quads, out_quads, table_64k);
-    for (p, o) in src_rest.iter().zip(out_rest.chunks_exact_mut(8)) {
-        let (e, s) = translate_fast::<KIND>(p.Flags, pte_page(p), table_64k);
-        slow |= s;
-        o.copy_from_slice(&e.to_le_bytes());
-    }
-    slow == 0
+    super::simd::convert::<KIND>(src, out, table_64k, stores) == 0
 }
 
 /// The flag bits that send a valid entry of `KIND` to the general path (the "slow" word of
@@ -233,7 +231,7 @@ pub(super) const fn slow_flags<const KIND: u8>() -> u64 {
 /// [`convert_batch`] for the Repeat flag: one source entry for every slot.
 pub(super) fn convert_repeat(p: &DXGK_PTE, out: &mut [u8], kind: TableKind) -> bool {
     let mut e = [0u8; 8];
-    let all_fast = convert(core::slice::from_ref(p), &mut e, kind);
+    let all_fast = convert(core::slice::from_ref(p), &mut e, kind, Stores::Cached);
     for o in out.chunks_exact_mut(8) {
         o.copy_from_slice(&e);
     }
@@ -241,15 +239,15 @@ pub(super) fn convert_repeat(p: &DXGK_PTE, out: &mut [u8], kind: TableKind) -> b
 }
 
 /// [`convert_batch`] for a table of `kind`.
-pub(super) fn convert(src: &[DXGK_PTE], out: &mut [u8], kind: TableKind) -> bool {
+pub(super) fn convert(src: &[DXGK_PTE], out: &mut [u8], kind: TableKind, stores: Stores) -> bool {
     match kind {
-        TableKind::Leaf => convert_batch::<KIND_LEAF>(src, out, 0),
-        TableKind::Leaf64K => convert_batch::<KIND_LEAF_64K>(src, out, 0),
+        TableKind::Leaf => convert_batch::<KIND_LEAF>(src, out, 0, stores),
+        TableKind::Leaf64K => convert_batch::<KIND_LEAF_64K>(src, out, 0, stores),
         TableKind::Directory { all_64k } => {
             let table_64k = if all_64k { pte::TABLE_64K } else { 0 };
-            convert_batch::<KIND_DIRECTORY>(src, out, table_64k)
+            convert_batch::<KIND_DIRECTORY>(src, out, table_64k, stores)
         }
-        TableKind::Upper => convert_batch::<KIND_UPPER>(src, out, 0),
+        TableKind::Upper => convert_batch::<KIND_UPPER>(src, out, 0, stores),
     }
 }
 
@@ -260,7 +258,7 @@ pub fn translate_pte(
     aperture: Option<&Aperture>,
 ) -> Result<u64, PteError> {
     let mut e = [0u8; 8];
-    if convert(core::slice::from_ref(p), &mut e, kind) {
+    if convert(core::slice::from_ref(p), &mut e, kind, Stores::Cached) {
         return Ok(u64::from_le_bytes(e));
     }
     // A valid entry the fast path does not handle.

@@ -3,7 +3,8 @@
 //! Addresses are **logical** (IOMMU) addresses. The simulator backs the bus with its IOMMU: an
 //! access to an unmapped logical page, or a write to a page mapped read-only, returns a
 //! [`DmaFault`] and must not touch memory. The model never issues a transaction that crosses a
-//! 4 KiB logical page boundary, and never a zero-length one.
+//! 4 KiB logical page boundary, and never a zero-length one ([`DmaBus::copy_pieces`] is a
+//! sequence of such transactions).
 
 /// Which unit of the device issued a DMA transaction (also `FAULT_STATUS[11:8]`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -95,6 +96,32 @@ pub trait DmaBus {
         self.write(dst, buf, DmaSource::Write)
             .map_err(|f| (f, true))
     }
+
+    /// Copies `len` bytes from logical `src` to logical `dst` as the sequence of [`DmaBus::copy`]
+    /// transactions a COPY issues: pieces that end at every 4 KiB page boundary of either side,
+    /// in order. The default issues them one by one; a bus that can check and move a run of
+    /// pieces at once should, with the same effect: on a fault, the pieces before the faulting
+    /// one are copied and nothing of it is; the error says how many bytes were copied, the
+    /// fault and which side (`true` = the write).
+    fn copy_pieces(
+        &mut self,
+        dst: u64,
+        src: u64,
+        len: usize,
+        scratch: &mut [u8],
+    ) -> Result<(), (usize, DmaFault, bool)> {
+        let mut done = 0;
+        while done < len {
+            const PAGE: u64 = 4096;
+            let to_boundary = |a: u64| (PAGE - a.wrapping_add(done as u64) % PAGE) as usize;
+            let n = (len - done).min(to_boundary(src)).min(to_boundary(dst));
+            let at = |a: u64| a.wrapping_add(done as u64);
+            self.copy(at(dst), at(src), n, scratch)
+                .map_err(|(f, write)| (done, f, write))?;
+            done += n;
+        }
+        Ok(())
+    }
 }
 
 impl<B: DmaBus + ?Sized> DmaBus for &mut B {
@@ -117,5 +144,14 @@ impl<B: DmaBus + ?Sized> DmaBus for &mut B {
         scratch: &mut [u8],
     ) -> Result<(), (DmaFault, bool)> {
         (**self).copy(dst, src, len, scratch)
+    }
+    fn copy_pieces(
+        &mut self,
+        dst: u64,
+        src: u64,
+        len: usize,
+        scratch: &mut [u8],
+    ) -> Result<(), (usize, DmaFault, bool)> {
+        (**self).copy_pieces(dst, src, len, scratch)
     }
 }

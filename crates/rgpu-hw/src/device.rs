@@ -588,6 +588,33 @@ impl State {
         }
     }
 
+    /// Translates `target`: `(logical address, or None for a ZERO page; bytes from it to the
+    /// end of its GPU page — unbounded for a logical target)`.
+    fn resolve(
+        &mut self,
+        bus: &mut impl DmaBus,
+        ctx: Ctx,
+        target: Target,
+        write: bool,
+        source: DmaSource,
+    ) -> Result<(Option<u64>, u64), Fault> {
+        match target {
+            Target::Logical(a) => Ok((Some(a), u64::MAX)),
+            Target::Virtual(va) => {
+                let t = self
+                    .mmu
+                    .translate(bus, ctx.asid, va, write)
+                    .map_err(|f| Self::mmu_fault(ctx, source, va, write, f))?;
+                let logical = if t.pte.is_zero() {
+                    None
+                } else {
+                    Some(t.logical)
+                };
+                Ok((logical, t.page_remaining))
+            }
+        }
+    }
+
     /// Resolves the piece of `target + done` that stays within one 4 KiB logical page and one
     /// GPU page: `(logical address, or None for a ZERO page; piece length)`.
     #[allow(clippy::too_many_arguments)]
@@ -601,20 +628,11 @@ impl State {
         write: bool,
         source: DmaSource,
     ) -> Result<(Option<u64>, u64), Fault> {
-        let (logical, zero, page_left) = match target {
-            Target::Logical(a) => (a.wrapping_add(done), false, u64::MAX),
-            Target::Virtual(a) => {
-                let va = a.wrapping_add(done);
-                let t = self
-                    .mmu
-                    .translate(bus, ctx.asid, va, write)
-                    .map_err(|f| Self::mmu_fault(ctx, source, va, write, f))?;
-                (t.logical, t.pte.is_zero(), t.page_remaining)
-            }
-        };
-        let in_page = PAGE_SIZE - (logical & (PAGE_SIZE - 1));
-        let n = left.min(in_page).min(page_left);
-        Ok((if zero { None } else { Some(logical) }, n))
+        let target = offset_target(target, done);
+        let (logical, page_left) = self.resolve(bus, ctx, target, write, source)?;
+        // A virtual address and its logical address have the same offset in a 4 KiB page.
+        let in_page = PAGE_SIZE - (target.addr() & (PAGE_SIZE - 1));
+        Ok((logical, left.min(in_page).min(page_left)))
     }
 
     /// Reads `buf.len()` bytes from `target`, page by page.
@@ -779,54 +797,51 @@ impl State {
                 }
             }
             Command::Copy { dst, src, size } => {
+                // Translated once per run: the bytes up to the end of the current GPU page on
+                // both sides (a stale TLB entry is used for the whole run, as it would be for
+                // each of its pieces). The run is still paid for and issued as pieces — one
+                // unit each, a piece ending at every 4 KiB boundary of either side — but the
+                // bus may move the pieces of a run in one go (`DmaBus::copy_pieces`).
                 let mut done = progress;
                 while done < size {
                     if !spend(units, &mut spent) {
                         return Ok(Some(done));
                     }
-                    let n = chunk_len(dst, done, size) as u64;
-                    // Translate both sides; each piece stays within one page of its side.
-                    let (s_logical, s_len) = self.piece(
-                        bus,
-                        ctx,
-                        offset_target(src, done),
-                        0,
-                        n,
-                        false,
-                        DmaSource::Read,
-                    )?;
-                    let (d_logical, d_len) = self.piece(
-                        bus,
-                        ctx,
-                        offset_target(dst, done),
-                        0,
-                        s_len.min(n),
-                        true,
-                        DmaSource::Write,
-                    )?;
-                    let m = d_len.min(s_len) as usize;
-                    match (s_logical, d_logical) {
-                        (Some(s_l), Some(d_l)) => {
-                            bus.copy(d_l, s_l, m, data_buf).map_err(|(f, write)| {
-                                let source = if write {
-                                    DmaSource::Write
-                                } else {
-                                    DmaSource::Read
-                                };
-                                Self::bus_fault(ctx, source, write, f)
-                            })?
-                        }
-                        // A ZERO source page reads as zeros; a ZERO destination drops writes.
-                        (None, Some(d_l)) => {
+                    let (s_logical, s_left) =
+                        self.resolve(bus, ctx, offset_target(src, done), false, DmaSource::Read)?;
+                    let (d_logical, d_left) =
+                        self.resolve(bus, ctx, offset_target(dst, done), true, DmaSource::Write)?;
+                    let run = (size - done).min(s_left).min(d_left);
+                    let mut len = copy_piece(src, dst, done, run);
+                    let (Some(s_l), Some(d_l)) = (s_logical, d_logical) else {
+                        // A ZERO page on either side: one piece at a time.
+                        let m = len as usize;
+                        if let (None, Some(d_l)) = (s_logical, d_logical) {
+                            // A ZERO source page reads as zeros; a ZERO destination drops writes.
                             let zeros = data_buf.get_mut(..m).unwrap_or(&mut []);
                             zeros.fill(0);
                             bus.write(d_l, zeros, DmaSource::Write)
                                 .map_err(|f| Self::bus_fault(ctx, DmaSource::Write, true, f))?;
                         }
-                        (_, None) => {}
+                        self.stats.bytes_copied += len;
+                        done += len;
+                        continue;
+                    };
+                    while len < run && spend(units, &mut spent) {
+                        len += copy_piece(src, dst, done + len, run - len);
                     }
-                    self.stats.bytes_copied += m as u64;
-                    done += m as u64;
+                    let copied = bus.copy_pieces(d_l, s_l, len as usize, data_buf);
+                    if let Err((before, f, write)) = copied {
+                        self.stats.bytes_copied += before as u64;
+                        let source = if write {
+                            DmaSource::Write
+                        } else {
+                            DmaSource::Read
+                        };
+                        return Err(Self::bus_fault(ctx, source, write, f));
+                    }
+                    self.stats.bytes_copied += len;
+                    done += len;
                 }
             }
             Command::WritePtes { dst, entries } => {
@@ -911,6 +926,13 @@ fn spend(units: &mut u32, spent: &mut bool) -> bool {
 fn chunk_len(dst: Target, done: u64, size: u64) -> usize {
     let to_boundary = CHUNK as u64 - (dst.addr().wrapping_add(done) % CHUNK as u64);
     (size - done).min(to_boundary) as usize
+}
+
+/// Length of the COPY piece at `done`: up to the next 4 KiB boundary of the source or the
+/// destination address (virtual or logical: the offset in a page is the same), at most `left`.
+fn copy_piece(src: Target, dst: Target, done: u64, left: u64) -> u64 {
+    let to_boundary = |t: Target| PAGE_SIZE - (t.addr().wrapping_add(done) & (PAGE_SIZE - 1));
+    left.min(to_boundary(src)).min(to_boundary(dst))
 }
 
 fn offset_target(t: Target, by: u64) -> Target {

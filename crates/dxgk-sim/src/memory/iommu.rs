@@ -139,12 +139,43 @@ impl Domain {
         Ok(pieces)
     }
 
+    /// The pages from `logical`'s upwards, for lookups in increasing order.
+    pub(crate) fn pages_from(&self, logical: u64) -> PagesFrom<'_> {
+        PagesFrom {
+            pages: self.pages.range(logical >> 12..).peekable(),
+        }
+    }
+
     /// The host address of logical byte `logical` for a read (or a write, `write`).
     pub(crate) fn host_of(&self, logical: u64, write: bool) -> Result<usize, Miss> {
         match self.pages.get(&(logical >> 12)) {
             None => Err((logical, IommuFaultKind::NotMapped)),
             Some(e) if write && !e.writable => Err((logical, IommuFaultKind::ReadOnly)),
             Some(e) => Ok(e.host + ((logical as usize) & (PAGE - 1))),
+        }
+    }
+}
+
+/// The pages of a domain from some logical address upwards, looked up in increasing order
+/// ([`Domain::pages_from`]): one B-tree walk for a run of pages instead of one per page.
+pub(crate) struct PagesFrom<'a> {
+    pages: std::iter::Peekable<std::collections::btree_map::Range<'a, u64, PageEntry>>,
+}
+
+impl PagesFrom<'_> {
+    /// [`Domain::host_of`] for `logical`, which must not be below any address asked before.
+    pub(crate) fn host_of(&mut self, logical: u64, write: bool) -> Result<usize, Miss> {
+        let page = logical >> 12;
+        while self.pages.next_if(|(p, _)| **p < page).is_some() {}
+        match self.pages.peek() {
+            Some((p, e)) if **p == page => {
+                if write && !e.writable {
+                    Err((logical, IommuFaultKind::ReadOnly))
+                } else {
+                    Ok(e.host + ((logical as usize) & (PAGE - 1)))
+                }
+            }
+            _ => Err((logical, IommuFaultKind::NotMapped)),
         }
     }
 }
