@@ -225,6 +225,10 @@ pub(crate) enum HandleKind {
     OrphanedMap,
     /// Memory the simulator's VidMm owns.
     Kernel,
+    /// A physical memory object (DxgkCbCreatePhysicalMemoryObject).
+    PhysicalObject,
+    /// A physical memory object opened on an adapter (its hAdapterMemoryObject).
+    AdapterObject,
 }
 
 /// The memory handles of a machine: one namespace for every kind, with the kinds of the live
