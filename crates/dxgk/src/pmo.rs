@@ -73,6 +73,8 @@ pub struct PhysicalMemoryObject {
 // SAFETY: the object is owned exclusively; the callbacks may be called from any thread at
 // PASSIVE_LEVEL.
 unsafe impl Send for PhysicalMemoryObject {}
+// SAFETY: no interior mutability: `&self` only reads the handles and the size.
+unsafe impl Sync for PhysicalMemoryObject {}
 
 impl core::fmt::Debug for PhysicalMemoryObject {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
@@ -404,7 +406,8 @@ pub struct CpuMapping<'o> {
     len: usize,
 }
 
-// SAFETY: the mapping is owned exclusively; unmap may run on any thread at PASSIVE_LEVEL.
+// SAFETY: the mapped bytes are reached only through `&self` / `&mut self`; the borrowed object
+// is Sync; unmap may run on any thread at PASSIVE_LEVEL.
 unsafe impl Send for CpuMapping<'_> {}
 
 impl core::fmt::Debug for CpuMapping<'_> {

@@ -25,7 +25,7 @@
 //!   (reported, then torn down), an unmap that matches no mapping. Teardown reports live
 //!   objects, ADLs and mappings as [`Rule::ResourceLeak`].
 //!
-//! State lives in [`super::memory_callbacks::CallbackMemory`] (`dxgk memory` lock, taken before
+//! State lives in `CallbackMemory` ([`super::memory_callbacks`]) (`dxgk memory` lock, taken before
 //! `mem`, [`crate::lock_order`]); findings are reported after both are released.
 
 use std::collections::{HashMap, VecDeque};

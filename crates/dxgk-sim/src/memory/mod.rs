@@ -6,7 +6,8 @@
 //! * [`iommu`]: one logical address space per [`DomainId`], strict map/unmap, MDL mappings, and
 //!   device accesses that fault instead of touching unmapped memory.
 //! * The Dxgkrnl memory callbacks that drivers call (DxgkCbAllocatePagesForMdl, …) sit above both
-//!   in [`crate::dxgkrnl::memory_callbacks`], device DMA ([`crate::Dma`]) in
+//!   in [`crate::dxgkrnl::memory_callbacks`] (the WDDM 3.0 physical memory objects and ADLs in
+//!   [`crate::dxgkrnl::physical_memory`]), device DMA ([`crate::Dma`]) in
 //!   [`crate::dxgkrnl::dma`], and VidMm's own memory in [`crate::vidmm::memory`]. These layers
 //!   map adapters to domains; nothing here knows what an adapter is.
 //!
