@@ -13,6 +13,12 @@
 //!   the implicit system-memory segment, id `NbSegment + 1` = 2, as Microsoft's compute-only
 //!   sample does (Learn says 0; reference §8 item 7 records the disagreement).
 //!
+//! * PHYSICAL_MEMORY_CAPS / IOMMU_CAPS (the DMA remapping opt-in, asked before StartDevice):
+//!   the device reaches every address up to [`HIGHEST_DEVICE_ADDRESS`]; IOMMU isolation
+//!   supported and not required, as DRIVERCAPS says; **DmaRemappingSupported = 0** for now: the
+//!   driver still gets its memory through the WDDM 2.4 callbacks, which Learn says a remapping
+//!   driver must not use. It becomes 1 with the 3.0 memory path (issue 16).
+//!
 //! The request arrives decoded ([`dxgk::query::Request`]): its output writers enforce the size
 //! rules (DRIVERCAPS in any size a shipped Windows passes, the rest in full), so this module
 //! only decides what to answer. Unknown types return STATUS_NOT_SUPPORTED.
@@ -22,8 +28,9 @@
 use dxgk::query::{Request, SegmentInfo};
 use dxgk::{NtError, NtResult};
 use dxgk_sys::{
-    DXGK_DRIVERCAPS, DXGK_FRAMEBUFFERSAVEAREA, DXGK_GPUMMUCAPS, DXGK_PAGE_TABLE_LEVEL_DESC,
-    DXGK_PHYSICALADAPTERCAPS, DXGK_SEGMENTDESCRIPTOR4, DXGK_WDDMVERSION, LARGE_INTEGER, UINT,
+    DXGK_DRIVERCAPS, DXGK_FRAMEBUFFERSAVEAREA, DXGK_GPUMMUCAPS, DXGK_IOMMU_CAPS,
+    DXGK_PAGE_TABLE_LEVEL_DESC, DXGK_PHYSICALADAPTERCAPS, DXGK_PHYSICAL_MEMORY_CAPS,
+    DXGK_SEGMENTDESCRIPTOR4, DXGK_WDDMVERSION, LARGE_INTEGER, UINT,
 };
 use rgpu_hw::pte;
 
@@ -143,6 +150,26 @@ pub fn physical_adapter_caps() -> DXGK_PHYSICALADAPTERCAPS {
     caps
 }
 
+/// DXGK_PHYSICAL_MEMORY_CAPS: the highest address the device can reach.
+pub fn physical_memory_caps() -> DXGK_PHYSICAL_MEMORY_CAPS {
+    DXGK_PHYSICAL_MEMORY_CAPS {
+        HighestVisibleAddress: LARGE_INTEGER {
+            QuadPart: HIGHEST_DEVICE_ADDRESS,
+        },
+    }
+}
+
+/// DXGK_IOMMU_CAPS: the isolation bits as DRIVERCAPS declares them (Learn: they must match);
+/// no DMA remapping yet (see the module docs).
+pub fn iommu_caps() -> DXGK_IOMMU_CAPS {
+    let mm = driver_caps(dxgk_sys::DXGKDDI_INTERFACE_VERSION).MemoryManagementCaps;
+    let mut caps = DXGK_IOMMU_CAPS::default();
+    caps.set_IommuIsolationSupported(mm.IoMmuSecureModeSupported());
+    caps.set_IommuIsolationRequired(mm.IoMmuSecureModeRequired());
+    caps.set_DmaRemappingSupported(0);
+    caps
+}
+
 /// Answers one decoded DxgkDdiQueryAdapterInfo for an adapter on interface `interface`.
 /// STATUS_NOT_SUPPORTED for types rgpu does not answer (not an error worth a log line: Dxgkrnl
 /// probes optional types).
@@ -193,6 +220,8 @@ pub fn answer(interface: u32, request: Request<'_>) -> NtResult<()> {
             r.NumRanges = 0;
             io.set(&r);
         }
+        Request::PhysicalMemoryCaps(out) => out.write(&physical_memory_caps()),
+        Request::IommuCaps(out) => out.write(&iommu_caps()),
         Request::Other(_) => return Err(NtError::NOT_SUPPORTED),
     }
     Ok(())

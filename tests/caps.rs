@@ -262,3 +262,57 @@ fn unknown_and_legacy_segment_queries_are_not_supported() {
         );
     }
 }
+
+#[test]
+fn remapping_caps_match_drivercaps_and_do_not_opt_in_yet() {
+    // Asked before StartDevice: the interface may still be unknown (0).
+    for interface in [0, sys::DXGKDDI_INTERFACE_VERSION_WDDM3_1] {
+        let mut out = vec![0xAAu8; size_of::<sys::DXGK_DRIVERCAPS>()];
+        query(
+            sys::DXGKDDI_INTERFACE_VERSION_WDDM3_1,
+            sys::DXGKQAITYPE_DRIVERCAPS,
+            &mut [],
+            &mut out,
+        )
+        .unwrap();
+        let d: sys::DXGK_DRIVERCAPS = read(&out);
+        let mut out = vec![0xAAu8; size_of::<sys::DXGK_IOMMU_CAPS>()];
+        query(interface, sys::DXGKQAITYPE_IOMMU_CAPS, &mut [], &mut out).unwrap();
+        let c: sys::DXGK_IOMMU_CAPS = read(&out);
+        assert_eq!(
+            c.IommuIsolationSupported(),
+            d.MemoryManagementCaps.IoMmuSecureModeSupported()
+        );
+        assert_eq!(c.IommuIsolationSupported(), 1);
+        assert_eq!(
+            c.IommuIsolationRequired(),
+            d.MemoryManagementCaps.IoMmuSecureModeRequired()
+        );
+        assert_eq!(c.DmaRemappingSupported(), 0, "2.4 memory path: no opt-in");
+        assert_eq!(c.Reserved(), 0);
+        let mut out = vec![0xAAu8; size_of::<sys::DXGK_PHYSICAL_MEMORY_CAPS>()];
+        query(
+            interface,
+            sys::DXGKQAITYPE_PHYSICAL_MEMORY_CAPS,
+            &mut [],
+            &mut out,
+        )
+        .unwrap();
+        let p: sys::DXGK_PHYSICAL_MEMORY_CAPS = read(&out);
+        // SAFETY: every bit pattern of the union is a valid i64.
+        let highest = unsafe { p.HighestVisibleAddress.QuadPart };
+        assert_eq!(highest, caps::HIGHEST_DEVICE_ADDRESS);
+        // SAFETY: as above.
+        assert_eq!(highest, unsafe { d.HighestAcceptableAddress.QuadPart });
+        let mut short = vec![0u8; size_of::<sys::DXGK_PHYSICAL_MEMORY_CAPS>() - 1];
+        assert_eq!(
+            query(
+                interface,
+                sys::DXGKQAITYPE_PHYSICAL_MEMORY_CAPS,
+                &mut [],
+                &mut short
+            ),
+            Err(sys::STATUS_BUFFER_TOO_SMALL)
+        );
+    }
+}

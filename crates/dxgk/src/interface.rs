@@ -216,6 +216,68 @@ impl DxgkInterface {
         )
     }
 
+    /// `DxgkCbCreatePhysicalMemoryObject` (header gate 2.9; Dxgkrnl provides it from WDDM 3.0, NULL before).
+    pub fn create_physical_memory_object(
+        &self,
+    ) -> Result<dxgk_sys::PFN_DXGKCB_CREATEPHYSICALMEMORYOBJECT, Unavailable> {
+        callback!(
+            self,
+            DxgkCbCreatePhysicalMemoryObject,
+            dxgk_sys::DXGKDDI_INTERFACE_VERSION_WDDM2_9
+        )
+    }
+
+    /// `DxgkCbDestroyPhysicalMemoryObject` (header gate 2.9; Dxgkrnl provides it from WDDM 3.0, NULL before).
+    pub fn destroy_physical_memory_object(
+        &self,
+    ) -> Result<dxgk_sys::PFN_DXGKCB_DESTROYPHYSICALMEMORYOBJECT, Unavailable> {
+        callback!(
+            self,
+            DxgkCbDestroyPhysicalMemoryObject,
+            dxgk_sys::DXGKDDI_INTERFACE_VERSION_WDDM2_9
+        )
+    }
+
+    /// `DxgkCbMapPhysicalMemory` (header gate 2.9; Dxgkrnl provides it from WDDM 3.0, NULL before).
+    pub fn map_physical_memory(
+        &self,
+    ) -> Result<dxgk_sys::PFN_DXGKCB_MAPPHYSICALMEMORY, Unavailable> {
+        callback!(
+            self,
+            DxgkCbMapPhysicalMemory,
+            dxgk_sys::DXGKDDI_INTERFACE_VERSION_WDDM2_9
+        )
+    }
+
+    /// `DxgkCbUnmapPhysicalMemory` (header gate 2.9; Dxgkrnl provides it from WDDM 3.0, NULL before).
+    pub fn unmap_physical_memory(
+        &self,
+    ) -> Result<dxgk_sys::PFN_DXGKCB_UNMAPPHYSICALMEMORY, Unavailable> {
+        callback!(
+            self,
+            DxgkCbUnmapPhysicalMemory,
+            dxgk_sys::DXGKDDI_INTERFACE_VERSION_WDDM2_9
+        )
+    }
+
+    /// `DxgkCbAllocateAdl` (header gate 2.9; Dxgkrnl provides it from WDDM 3.0, NULL before).
+    pub fn allocate_adl(&self) -> Result<dxgk_sys::PFN_DXGKCB_ALLOCATEADL, Unavailable> {
+        callback!(
+            self,
+            DxgkCbAllocateAdl,
+            dxgk_sys::DXGKDDI_INTERFACE_VERSION_WDDM2_9
+        )
+    }
+
+    /// `DxgkCbFreeAdl` (header gate 2.9; Dxgkrnl provides it from WDDM 3.0, NULL before).
+    pub fn free_adl(&self) -> Result<dxgk_sys::PFN_DXGKCB_FREEADL, Unavailable> {
+        callback!(
+            self,
+            DxgkCbFreeAdl,
+            dxgk_sys::DXGKDDI_INTERFACE_VERSION_WDDM2_9
+        )
+    }
+
     /// `DxgkCbGetDeviceInformation` (Vista).
     pub fn get_device_information(
         &self,

@@ -17,6 +17,7 @@ pub mod mdl;
 pub mod memory;
 pub mod page_pool;
 pub mod paging;
+pub mod pmo;
 pub mod pool;
 pub mod query;
 pub mod status;

@@ -200,6 +200,11 @@ pub enum Request<'a> {
     FrameBufferSaveSize(Output<'a, DXGK_FRAMEBUFFERSAVEAREA>),
     /// DXGKQAITYPE_HARDWARERESERVEDRANGES (in/out: the count, then the ranges).
     HardwareReservedRanges(InOut<'a, DXGK_HARDWARERESERVEDRANGES>),
+    /// DXGKQAITYPE_PHYSICAL_MEMORY_CAPS (WDDM 2.9+; DMA remapping opt-in, asked before
+    /// StartDevice, so decoded whatever `interface` is).
+    PhysicalMemoryCaps(Output<'a, sys::DXGK_PHYSICAL_MEMORY_CAPS>),
+    /// DXGKQAITYPE_IOMMU_CAPS (WDDM 2.9+; asked before StartDevice like the above).
+    IommuCaps(Output<'a, sys::DXGK_IOMMU_CAPS>),
     /// A type this module does not decode.
     Other(DXGK_QUERYADAPTERINFOTYPE),
 }
@@ -372,6 +377,12 @@ impl<'a> Request<'a> {
         } else if ty == sys::DXGKQAITYPE_HARDWARERESERVEDRANGES {
             // SAFETY: see above.
             Request::HardwareReservedRanges(unsafe { b.in_out() }?)
+        } else if ty == sys::DXGKQAITYPE_PHYSICAL_MEMORY_CAPS {
+            // SAFETY: see above.
+            Request::PhysicalMemoryCaps(unsafe { b.full() }?)
+        } else if ty == sys::DXGKQAITYPE_IOMMU_CAPS {
+            // SAFETY: see above.
+            Request::IommuCaps(unsafe { b.full() }?)
         } else {
             Request::Other(ty)
         })

@@ -130,6 +130,26 @@ fn output_sizes_are_checked_for_every_decoded_type() {
             size_of::<sys::DXGK_HARDWARERESERVEDRANGES>() - 1,
             Err(NtError::BUFFER_TOO_SMALL),
         ),
+        (
+            sys::DXGKQAITYPE_PHYSICAL_MEMORY_CAPS,
+            size_of::<sys::DXGK_PHYSICAL_MEMORY_CAPS>() - 1,
+            Err(NtError::BUFFER_TOO_SMALL),
+        ),
+        (
+            sys::DXGKQAITYPE_PHYSICAL_MEMORY_CAPS,
+            size_of::<sys::DXGK_PHYSICAL_MEMORY_CAPS>(),
+            Ok(()),
+        ),
+        (
+            sys::DXGKQAITYPE_IOMMU_CAPS,
+            size_of::<sys::DXGK_IOMMU_CAPS>() - 1,
+            Err(NtError::BUFFER_TOO_SMALL),
+        ),
+        (
+            sys::DXGKQAITYPE_IOMMU_CAPS,
+            size_of::<sys::DXGK_IOMMU_CAPS>(),
+            Ok(()),
+        ),
     ];
     for (ty, size, expected) in table {
         let mut input = input_for(ty);
@@ -294,6 +314,49 @@ fn segment_descriptor_arrays_are_validated_and_written_within_their_stride() {
     );
     assert_eq!(q.pSegmentDescriptor, array.as_mut_ptr());
     assert_eq!(q.SegmentDescriptorStride, stride);
+}
+
+#[test]
+fn remapping_caps_decode_before_any_interface_is_known_and_write_only_their_size() {
+    // Dxgkrnl asks both before StartDevice: the driver may not know the interface yet (0).
+    for interface in [0, V31] {
+        let mut out = vec![FILL; 16];
+        with_request(
+            sys::DXGKQAITYPE_IOMMU_CAPS,
+            interface,
+            None,
+            Some(&mut out),
+            |r| {
+                let Request::IommuCaps(o) = r else {
+                    panic!("{r:?}")
+                };
+                assert_eq!(o.len(), 4);
+                o.write(&sys::DXGK_IOMMU_CAPS { Value: 0x0403_0201 });
+            },
+        )
+        .unwrap();
+        assert_eq!(&out[..4], &[1, 2, 3, 4]);
+        assert!(out[4..].iter().all(|&b| b == FILL));
+        let mut out = vec![FILL; 16];
+        with_request(
+            sys::DXGKQAITYPE_PHYSICAL_MEMORY_CAPS,
+            interface,
+            None,
+            Some(&mut out),
+            |r| {
+                let Request::PhysicalMemoryCaps(o) = r else {
+                    panic!("{r:?}")
+                };
+                assert_eq!(o.len(), 8);
+                o.write(&sys::DXGK_PHYSICAL_MEMORY_CAPS {
+                    HighestVisibleAddress: sys::PHYSICAL_ADDRESS { QuadPart: -1 },
+                });
+            },
+        )
+        .unwrap();
+        assert!(out[..8].iter().all(|&b| b == 0xFF));
+        assert!(out[8..].iter().all(|&b| b == FILL));
+    }
 }
 
 #[test]

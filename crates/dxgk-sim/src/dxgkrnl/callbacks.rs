@@ -2,9 +2,11 @@
 //! `ddi-prototypes.json` `callbacks[].irql`), and the version-sized interface Dxgkrnl hands to
 //! DxgkDdiStartDevice.
 //!
-//! Callbacks the simulator does not model (ACPI, VidPN, power components, physical memory
-//! objects, …) are NULL even inside the negotiated size; a driver that needs one gets a
-//! [`Rule::CallbackUnavailable`]-worthy NULL it must check.
+//! Callbacks the simulator does not model (ACPI, VidPN, power components, opening a physical
+//! memory object on a second adapter, …) are NULL even inside the negotiated size; a driver that
+//! needs one gets a [`Rule::CallbackUnavailable`]-worthy NULL it must check. The DMA remapping
+//! callbacks ([`super::physical_memory`]) are offered from WDDM 3.0 only, although the headers
+//! gate their members at 2.9: Learn documents the remapping contract from 3.0.
 
 use std::sync::Arc;
 
@@ -16,7 +18,7 @@ use dxgk_sys::{
     PKSYNCHRONIZE_ROUTINE, PVOID, ULONG,
 };
 
-use super::memory_callbacks;
+use super::{memory_callbacks, physical_memory};
 use super::{AdapterId, DEVICE_IRQL};
 use crate::machine::{current, irql, set_irql, MachineState};
 use crate::verifier::{Finding, Rule};
@@ -80,6 +82,27 @@ pub const CALLBACK_IRQL: &[(&str, IrqlRule)] = &[
         "DxgkCbUnmapMdlFromIoMmu",
         IrqlRule::AtMost(dxgk_sys::PASSIVE_LEVEL),
     ),
+    (
+        "DxgkCbCreatePhysicalMemoryObject",
+        IrqlRule::AtMost(dxgk_sys::PASSIVE_LEVEL),
+    ),
+    (
+        "DxgkCbDestroyPhysicalMemoryObject",
+        IrqlRule::AtMost(dxgk_sys::PASSIVE_LEVEL),
+    ),
+    (
+        "DxgkCbMapPhysicalMemory",
+        IrqlRule::AtMost(dxgk_sys::PASSIVE_LEVEL),
+    ),
+    (
+        "DxgkCbUnmapPhysicalMemory",
+        IrqlRule::AtMost(dxgk_sys::PASSIVE_LEVEL),
+    ),
+    (
+        "DxgkCbAllocateAdl",
+        IrqlRule::AtMost(dxgk_sys::PASSIVE_LEVEL),
+    ),
+    ("DxgkCbFreeAdl", IrqlRule::AtMost(dxgk_sys::PASSIVE_LEVEL)),
 ];
 
 fn irql_rule(call: &str) -> IrqlRule {
@@ -241,6 +264,87 @@ extern "system" fn cb_free_contiguous(
         None => null_arg(&m, CALL),
     }
 }
+
+/// Prologue of the callbacks that take no DeviceHandle (the DMA remapping ones): count, IRQL.
+fn enter_unbound(call: &'static str) -> Option<Arc<MachineState>> {
+    let m = current();
+    m.count_call(call);
+    check_irql(&m, call).then_some(m)
+}
+
+macro_rules! remap_thunk {
+    ($name:ident, $call:literal, $args:ty, as_mut, $imp:path) => {
+        extern "system" fn $name(args: *mut $args) -> NTSTATUS {
+            let _span = crate::trace::guard(crate::trace::Track::Callback, $call);
+            let Some(m) = enter_unbound($call) else {
+                return dxgk_sys::STATUS_INVALID_PARAMETER;
+            };
+            // SAFETY: the driver passes its argument structure (or NULL, reported).
+            match unsafe { args.as_mut() } {
+                Some(a) => $imp(&m, a),
+                None => null_arg(&m, $call),
+            }
+        }
+    };
+    ($name:ident, $call:literal, $args:ty, as_ref, $imp:path) => {
+        extern "system" fn $name(args: *const $args) {
+            let _span = crate::trace::guard(crate::trace::Track::Callback, $call);
+            let Some(m) = enter_unbound($call) else {
+                return;
+            };
+            // SAFETY: the driver passes its argument structure (or NULL, reported).
+            match unsafe { args.as_ref() } {
+                Some(a) => $imp(&m, a),
+                None => {
+                    null_arg(&m, $call);
+                }
+            }
+        }
+    };
+}
+
+remap_thunk!(
+    cb_create_physical_memory_object,
+    "DxgkCbCreatePhysicalMemoryObject",
+    dxgk_sys::DXGKARGCB_CREATE_PHYSICAL_MEMORY_OBJECT,
+    as_mut,
+    physical_memory::create_object
+);
+remap_thunk!(
+    cb_destroy_physical_memory_object,
+    "DxgkCbDestroyPhysicalMemoryObject",
+    dxgk_sys::DXGKARGCB_DESTROY_PHYSICAL_MEMORY_OBJECT,
+    as_ref,
+    physical_memory::destroy_object
+);
+remap_thunk!(
+    cb_map_physical_memory,
+    "DxgkCbMapPhysicalMemory",
+    dxgk_sys::DXGKARGCB_MAP_PHYSICAL_MEMORY,
+    as_mut,
+    physical_memory::map_physical_memory
+);
+remap_thunk!(
+    cb_unmap_physical_memory,
+    "DxgkCbUnmapPhysicalMemory",
+    dxgk_sys::DXGKARGCB_UNMAP_PHYSICAL_MEMORY,
+    as_ref,
+    physical_memory::unmap_physical_memory
+);
+remap_thunk!(
+    cb_allocate_adl,
+    "DxgkCbAllocateAdl",
+    dxgk_sys::DXGKARGCB_ALLOCATE_ADL,
+    as_mut,
+    physical_memory::allocate_adl
+);
+remap_thunk!(
+    cb_free_adl,
+    "DxgkCbFreeAdl",
+    dxgk_sys::DXGKARGCB_FREE_ADL,
+    as_ref,
+    physical_memory::free_adl
+);
 
 extern "system" fn cb_get_device_information(h: HANDLE, info: *mut DXGK_DEVICE_INFO) -> NTSTATUS {
     const CALL: &str = "DxgkCbGetDeviceInformation";
@@ -432,6 +536,14 @@ pub(crate) fn build_interface(handle: HANDLE, version: u32) -> DXGKRNL_INTERFACE
         DxgkCbGetHandleData: Some(cb_get_handle_data),
         ..DXGKRNL_INTERFACE::default()
     };
+    if version >= dxgk_sys::DXGKDDI_INTERFACE_VERSION_WDDM3_0 {
+        i.DxgkCbCreatePhysicalMemoryObject = Some(cb_create_physical_memory_object);
+        i.DxgkCbDestroyPhysicalMemoryObject = Some(cb_destroy_physical_memory_object);
+        i.DxgkCbMapPhysicalMemory = Some(cb_map_physical_memory);
+        i.DxgkCbUnmapPhysicalMemory = Some(cb_unmap_physical_memory);
+        i.DxgkCbAllocateAdl = Some(cb_allocate_adl);
+        i.DxgkCbFreeAdl = Some(cb_free_adl);
+    }
     let full = std::mem::size_of::<DXGKRNL_INTERFACE>();
     let p = (&mut i as *mut DXGKRNL_INTERFACE)
         .cast::<u8>()

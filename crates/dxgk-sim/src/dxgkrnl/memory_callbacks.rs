@@ -43,6 +43,8 @@ pub(crate) struct ContigAlloc {
 pub(crate) struct CallbackMemory {
     mdl_allocs: HashMap<usize, MdlAlloc>,
     contig: HashMap<usize, ContigAlloc>,
+    /// The WDDM 3.0 physical memory objects, ADLs and their CPU mappings.
+    pub(crate) pmo: super::physical_memory::PhysicalMemory,
 }
 
 fn large(v: &dxgk_sys::LARGE_INTEGER) -> i64 {
@@ -385,7 +387,7 @@ pub(crate) fn leak_findings(
     let cb = m.dxgk_memory();
     let mem = m.mem();
     let on = |a: AdapterId| adapter.is_none_or(|x| x == a);
-    let mut out = Vec::new();
+    let mut out = super::physical_memory::leak_findings(&cb, adapter, call);
     for (h, a) in &cb.mdl_allocs {
         if on(a.adapter) {
             let pages = a.span;

@@ -9,6 +9,7 @@
 pub mod callbacks;
 pub mod dma;
 pub mod memory_callbacks;
+pub mod physical_memory;
 pub mod pnp;
 pub mod registers;
 

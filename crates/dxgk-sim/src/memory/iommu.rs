@@ -95,6 +95,28 @@ impl Domain {
         logical
     }
 
+    /// Maps host pages at one contiguous logical range (remapped mode; identity mode keeps
+    /// the physical pages, contiguous or not) and returns the logical PFNs.
+    pub(crate) fn map_contiguous(&mut self, pages: &[(u64, usize)]) -> Vec<u64> {
+        if self.mode == IommuMode::Identity {
+            return self.map(pages);
+        }
+        let base = self.next_logical;
+        // One unmapped page after the range, as between the scattered ranges.
+        self.next_logical = base + pages.len() as u64 + 1;
+        let logical: Vec<u64> = (base..base + pages.len() as u64).collect();
+        for (l, &(_, host)) in logical.iter().zip(pages) {
+            let e = self.pages.entry(*l).or_insert(PageEntry {
+                host,
+                writable: true,
+                refs: 0,
+            });
+            e.refs += 1;
+        }
+        self.peak_pages = self.peak_pages.max(self.pages.len());
+        logical
+    }
+
     pub(crate) fn unmap(&mut self, logical: &[u64]) {
         for l in logical {
             if let Some(e) = self.pages.get_mut(l) {

@@ -6,7 +6,8 @@
 //! * [`iommu`]: one logical address space per [`DomainId`], strict map/unmap, MDL mappings, and
 //!   device accesses that fault instead of touching unmapped memory.
 //! * The Dxgkrnl memory callbacks that drivers call (DxgkCbAllocatePagesForMdl, …) sit above both
-//!   in [`crate::dxgkrnl::memory_callbacks`], device DMA ([`crate::Dma`]) in
+//!   in [`crate::dxgkrnl::memory_callbacks`] (the WDDM 3.0 physical memory objects and ADLs in
+//!   [`crate::dxgkrnl::physical_memory`]), device DMA ([`crate::Dma`]) in
 //!   [`crate::dxgkrnl::dma`], and VidMm's own memory in [`crate::vidmm::memory`]. These layers
 //!   map adapters to domains; nothing here knows what an adapter is.
 //!
@@ -225,6 +226,10 @@ pub(crate) enum HandleKind {
     OrphanedMap,
     /// Memory the simulator's VidMm owns.
     Kernel,
+    /// A physical memory object (DxgkCbCreatePhysicalMemoryObject).
+    PhysicalObject,
+    /// A physical memory object opened on an adapter (its hAdapterMemoryObject).
+    AdapterObject,
 }
 
 /// The memory handles of a machine: one namespace for every kind, with the kinds of the live
