@@ -122,8 +122,8 @@ impl SegmentDescriptors<'_> {
         self.count
     }
 
-    /// Writes descriptor `index` (the first `min(stride, size)` bytes); STATUS_INVALID_PARAMETER
-    /// past the array.
+    /// Writes descriptor `index` (the first `min(stride, size)` bytes, padding as zeros);
+    /// STATUS_INVALID_PARAMETER past the array.
     pub fn write(&mut self, index: usize, d: &DXGK_SEGMENTDESCRIPTOR4) -> NtResult<()> {
         if index >= self.count {
             return Err(NtError::INVALID_PARAMETER);
@@ -132,11 +132,58 @@ impl SegmentDescriptors<'_> {
         // INVARIANT use: index < count, so `index * stride + len <= count * stride` (the
         // product was checked for overflow at decode).
         let at = self.ptr.as_ptr().wrapping_add(index * self.stride);
-        // SAFETY: `at` starts slot `index`, `len <= stride` bytes inside the array; `d` is ours.
-        unsafe { core::ptr::copy_nonoverlapping(core::ptr::from_ref(d).cast::<u8>(), at, len) };
+        // SAFETY: `at` starts slot `index`, `len <= stride` writable bytes inside the array.
+        unsafe { at.write_bytes(0, len) };
+        let src = core::ptr::from_ref(d).cast::<u8>();
+        for &(offset, size) in DESCRIPTOR_DATA.iter().filter(|&&(offset, _)| offset < len) {
+            let n = size.min(len - offset);
+            // SAFETY: `offset + n <= len` bytes: inside `*d` and inside the slot; `d` is ours,
+            // so the two do not overlap.
+            unsafe { core::ptr::copy_nonoverlapping(src.add(offset), at.add(offset), n) };
+        }
         Ok(())
     }
 }
+
+/// The byte ranges `(offset, size)` of `DXGK_SEGMENTDESCRIPTOR4` that hold data. The rest is
+/// padding, which has no value in Rust: copying it whole would hand VidMm uninitialized bytes
+/// (kernel stack contents on Windows), so [`SegmentDescriptors::write`] writes zeros there.
+const DESCRIPTOR_DATA: [(usize, usize); 14] = {
+    use core::mem::offset_of;
+    use sys::{DXGK_CPUHOSTAPERTURE as Aperture, DXGK_SEGMENTDESCRIPTOR4 as D};
+    /// `size_of` the field `pick` selects (never called).
+    const fn size<T, F>(_pick: fn(&T) -> &F) -> usize {
+        size_of::<F>()
+    }
+    macro_rules! field {
+        ($t:ty, $f:ident) => {
+            (offset_of!($t, $f), size(|v: &$t| &v.$f))
+        };
+    }
+    let u = offset_of!(D, u);
+    let (physical, size_in_pages) = (
+        field!(Aperture, PhysicalAddress),
+        field!(Aperture, SizeInPages),
+    );
+    [
+        field!(D, Flags),
+        field!(D, BaseAddress),
+        field!(D, Size),
+        field!(D, CommitLimit),
+        field!(D, SystemMemoryEndAddress),
+        // The union: `CpuTranslatedAddress` and `CpuHostAperture.PhysicalAddress` share
+        // these 8 bytes; `SizeInPages` follows; the aperture's tail padding is not data.
+        (u + physical.0, physical.1),
+        (u + size_in_pages.0, size_in_pages.1),
+        field!(D, NumInvalidMemoryRanges),
+        field!(D, VprRangeStartOffset),
+        field!(D, VprRangeSize),
+        field!(D, VprAlignment),
+        field!(D, NumVprSupported),
+        field!(D, VprReserveSize),
+        field!(D, NumUEFIFrameBufferRanges),
+    ]
+};
 
 /// The QUERYSEGMENT4 answer VidMm reads back.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -375,5 +422,46 @@ impl<'a> Request<'a> {
         } else {
             Request::Other(ty)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every data byte of the descriptor reaches the slot and every padding byte is zero (C's
+    /// layout has 12 of them: after `Flags`, in the aperture, after `NumInvalidMemoryRanges`).
+    /// Under Miri a missed data range or copied padding also shows as uninitialized bytes.
+    #[test]
+    fn descriptor_slots_get_every_data_byte_and_zeroed_padding() {
+        let mut d = DXGK_SEGMENTDESCRIPTOR4::default();
+        d.Flags.Value = u32::MAX;
+        d.BaseAddress.QuadPart = -1;
+        d.Size = usize::MAX;
+        d.CommitLimit = usize::MAX;
+        d.SystemMemoryEndAddress = usize::MAX;
+        d.u.CpuHostAperture = sys::DXGK_CPUHOSTAPERTURE {
+            PhysicalAddress: u64::MAX,
+            SizeInPages: u32::MAX,
+        };
+        d.NumInvalidMemoryRanges = u32::MAX;
+        d.VprRangeStartOffset = usize::MAX;
+        d.VprRangeSize = usize::MAX;
+        d.VprAlignment = u32::MAX;
+        d.NumVprSupported = u32::MAX;
+        d.VprReserveSize = u32::MAX;
+        d.NumUEFIFrameBufferRanges = u32::MAX;
+        const SIZE: usize = size_of::<DXGK_SEGMENTDESCRIPTOR4>();
+        let mut slot = [0x5a_u8; SIZE];
+        let mut slots = SegmentDescriptors {
+            ptr: NonNull::new(slot.as_mut_ptr()).unwrap(),
+            count: 1,
+            stride: SIZE,
+            _buffer: PhantomData,
+        };
+        slots.write(0, &d).unwrap();
+        let zeros = (0..SIZE).filter(|&i| slot[i] == 0);
+        assert!(zeros.eq([4, 5, 6, 7, 52, 53, 54, 55, 60, 61, 62, 63]), "{slot:?}");
+        assert!(slot.iter().all(|&b| b == 0 || b == 0xff));
     }
 }
