@@ -461,7 +461,10 @@ mod tests {
         };
         slots.write(0, &d).unwrap();
         let zeros = (0..SIZE).filter(|&i| slot[i] == 0);
-        assert!(zeros.eq([4, 5, 6, 7, 52, 53, 54, 55, 60, 61, 62, 63]), "{slot:?}");
+        assert!(
+            zeros.eq([4, 5, 6, 7, 52, 53, 54, 55, 60, 61, 62, 63]),
+            "{slot:?}"
+        );
         assert!(slot.iter().all(|&b| b == 0 || b == 0xff));
     }
 }
