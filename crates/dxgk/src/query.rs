@@ -55,7 +55,7 @@ impl<T> core::fmt::Debug for InOut<'_, T> {
     }
 }
 
-impl<T: Copy> Output<'_, T> {
+impl<T: Padding> Output<'_, T> {
     /// Bytes [`Output::write`] writes: the part of `T` the buffer (and version) holds.
     pub fn len(&self) -> usize {
         self.len
@@ -66,17 +66,11 @@ impl<T: Copy> Output<'_, T> {
         self.len == 0
     }
 
-    /// Writes the first [`Output::len`] bytes of `value` (padding included, as C would).
+    /// Writes the first [`Output::len`] bytes of `value`, its padding as zeros.
     pub fn write(self, value: &T) {
-        // SAFETY: `value` is `size_of::<T>()` ≥ `len` readable bytes, the destination holds
-        // `len` writable bytes (type invariant), and the two cannot overlap (`value` is ours).
-        unsafe {
-            core::ptr::copy_nonoverlapping(
-                core::ptr::from_ref(value).cast::<u8>(),
-                self.ptr.as_ptr(),
-                self.len,
-            )
-        };
+        // SAFETY: the destination holds `len <= size_of::<T>()` writable bytes (type
+        // invariant) and cannot overlap `value` (ours).
+        unsafe { write_zero_padded(value, self.ptr.as_ptr(), self.len) };
     }
 }
 
@@ -132,58 +126,54 @@ impl SegmentDescriptors<'_> {
         // INVARIANT use: index < count, so `index * stride + len <= count * stride` (the
         // product was checked for overflow at decode).
         let at = self.ptr.as_ptr().wrapping_add(index * self.stride);
-        // SAFETY: `at` starts slot `index`, `len <= stride` writable bytes inside the array.
-        unsafe { at.write_bytes(0, len) };
-        let src = core::ptr::from_ref(d).cast::<u8>();
-        for &(offset, size) in DESCRIPTOR_DATA.iter().filter(|&&(offset, _)| offset < len) {
-            let n = size.min(len - offset);
-            // SAFETY: `offset + n <= len` bytes: inside `*d` and inside the slot; `d` is ours,
-            // so the two do not overlap.
-            unsafe { core::ptr::copy_nonoverlapping(src.add(offset), at.add(offset), n) };
-        }
+        // SAFETY: `at` starts slot `index`, `len <= stride` writable bytes inside the array
+        // (and `len <= size_of` the descriptor); `d` is ours, so they do not overlap.
+        unsafe { write_zero_padded(d, at, len) };
         Ok(())
     }
 }
 
-/// The byte ranges `(offset, size)` of `DXGK_SEGMENTDESCRIPTOR4` that hold data. The rest is
-/// padding, which has no value in Rust: copying it whole would hand VidMm uninitialized bytes
-/// (kernel stack contents on Windows), so [`SegmentDescriptors::write`] writes zeros there.
-const DESCRIPTOR_DATA: [(usize, usize); 14] = {
-    use core::mem::offset_of;
-    use sys::{DXGK_CPUHOSTAPERTURE as Aperture, DXGK_SEGMENTDESCRIPTOR4 as D};
-    /// `size_of` the field `pick` selects (never called).
-    const fn size<T, F>(_pick: fn(&T) -> &F) -> usize {
-        size_of::<F>()
+/// A C structure Dxgkrnl reads back, with the byte ranges that are padding in its C layout
+/// (`../shared/reference/layouts.json`, leaf fields only: bytes no field of any union member
+/// covers). Padding has no value in Rust — a copy of a `T` carries uninitialized bytes there
+/// (kernel stack contents on Windows) — so the writers here zero it.
+pub trait Padding: Copy {
+    /// Sorted, disjoint, inside `size_of::<Self>()`.
+    const PADDING: &'static [core::ops::Range<usize>];
+}
+
+macro_rules! padding {
+    ($($t:ty => [$($r:expr),*];)*) => {
+        $(impl Padding for $t {
+            const PADDING: &'static [core::ops::Range<usize>] = &[$($r),*];
+        })*
+    };
+}
+
+padding! {
+    DXGK_DRIVERCAPS => [12..16, 549..552, 588..592];
+    DXGK_PHYSICALADAPTERCAPS => [4..8, 28..32];
+    DXGK_SEGMENTDESCRIPTOR4 => [4..8, 52..56, 60..64];
+    DXGK_GPUMMUCAPS => [];
+    DXGK_PAGE_TABLE_LEVEL_DESC => [];
+    DXGK_FRAMEBUFFERSAVEAREA => [];
+    u32 => [];
+}
+
+/// Copies the first `len` bytes of `value` to `dst`, then zeroes `T`'s padding among them.
+///
+/// # Safety
+/// `len <= size_of::<T>()`, `dst` is valid for `len` bytes of writes and does not overlap
+/// `value`.
+unsafe fn write_zero_padded<T: Padding>(value: &T, dst: *mut u8, len: usize) {
+    // SAFETY: `value` has `size_of::<T>() >= len` readable bytes; the caller guarantees `dst`.
+    unsafe { core::ptr::copy_nonoverlapping(core::ptr::from_ref(value).cast::<u8>(), dst, len) };
+    for gap in T::PADDING.iter().filter(|gap| gap.start < len) {
+        let end = gap.end.min(len);
+        // SAFETY: `gap.start < end <= len`: inside the bytes just written.
+        unsafe { dst.add(gap.start).write_bytes(0, end - gap.start) };
     }
-    macro_rules! field {
-        ($t:ty, $f:ident) => {
-            (offset_of!($t, $f), size(|v: &$t| &v.$f))
-        };
-    }
-    let u = offset_of!(D, u);
-    let (physical, size_in_pages) = (
-        field!(Aperture, PhysicalAddress),
-        field!(Aperture, SizeInPages),
-    );
-    [
-        field!(D, Flags),
-        field!(D, BaseAddress),
-        field!(D, Size),
-        field!(D, CommitLimit),
-        field!(D, SystemMemoryEndAddress),
-        // The union: `CpuTranslatedAddress` and `CpuHostAperture.PhysicalAddress` share
-        // these 8 bytes; `SizeInPages` follows; the aperture's tail padding is not data.
-        (u + physical.0, physical.1),
-        (u + size_in_pages.0, size_in_pages.1),
-        field!(D, NumInvalidMemoryRanges),
-        field!(D, VprRangeStartOffset),
-        field!(D, VprRangeSize),
-        field!(D, VprAlignment),
-        field!(D, NumVprSupported),
-        field!(D, VprReserveSize),
-        field!(D, NumUEFIFrameBufferRanges),
-    ]
-};
+}
 
 /// The QUERYSEGMENT4 answer VidMm reads back.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -466,5 +456,44 @@ mod tests {
             "{slot:?}"
         );
         assert!(slot.iter().all(|&b| b == 0 || b == 0xff));
+    }
+
+    /// A `T` whose every byte, padding included, is 0xFF (built bytewise, so the padding is
+    /// initialized memory here: only the writer can make it zero).
+    fn all_ones<T: Padding>() -> T {
+        let mut v = core::mem::MaybeUninit::<T>::uninit();
+        // SAFETY: `size_of::<T>()` bytes of our own storage.
+        unsafe {
+            v.as_mut_ptr()
+                .cast::<u8>()
+                .write_bytes(0xff, size_of::<T>())
+        };
+        // SAFETY: these `T`s are integers, bitfields and unions of them: any bytes are valid.
+        unsafe { v.assume_init() }
+    }
+
+    fn padding_is_zeroed_by_output<T: Padding>() {
+        const MAX: usize = 1024;
+        let mut buf = [0x5a_u8; MAX];
+        let size = size_of::<T>();
+        let out = Output::<T> {
+            ptr: NonNull::new(buf.as_mut_ptr()).unwrap(),
+            len: size,
+            _buffer: PhantomData,
+        };
+        out.write(&all_ones::<T>());
+        for (i, &b) in buf[..size].iter().enumerate() {
+            let padding = T::PADDING.iter().any(|r| r.contains(&i));
+            assert_eq!(b, if padding { 0 } else { 0xff }, "byte {i} of {size}");
+        }
+        assert!(buf[size..].iter().all(|&b| b == 0x5a));
+    }
+
+    #[test]
+    fn output_writes_zeros_in_the_c_padding_and_the_value_elsewhere() {
+        padding_is_zeroed_by_output::<DXGK_DRIVERCAPS>();
+        padding_is_zeroed_by_output::<DXGK_PHYSICALADAPTERCAPS>();
+        padding_is_zeroed_by_output::<DXGK_GPUMMUCAPS>();
+        padding_is_zeroed_by_output::<u32>();
     }
 }
