@@ -55,13 +55,11 @@ fn the_pfn_array_is_read_from_the_block_after_the_header() {
     let read = unsafe { std::slice::from_raw_parts(array, 3) };
     assert_eq!(read, pfns);
     // SAFETY: a valid MDL.
-    let (count, offset, va) = unsafe {
-        (
-            sys::MmGetMdlByteCount(b.mdl),
-            sys::MmGetMdlByteOffset(b.mdl),
-            sys::MmGetMdlVirtualAddress(b.mdl),
-        )
-    };
+    let count = unsafe { sys::MmGetMdlByteCount(b.mdl) };
+    // SAFETY: as above.
+    let offset = unsafe { sys::MmGetMdlByteOffset(b.mdl) };
+    // SAFETY: as above.
+    let va = unsafe { sys::MmGetMdlVirtualAddress(b.mdl) };
     assert_eq!(
         (count, offset, va.addr()),
         (3 * 4096 - 0x200, 0x123, 0x7000_0123)

@@ -170,8 +170,9 @@ unsafe fn write_zero_padded<T: Padding>(value: &T, dst: *mut u8, len: usize) {
     unsafe { core::ptr::copy_nonoverlapping(core::ptr::from_ref(value).cast::<u8>(), dst, len) };
     for gap in T::PADDING.iter().filter(|gap| gap.start < len) {
         let end = gap.end.min(len);
+        let at = dst.wrapping_add(gap.start);
         // SAFETY: `gap.start < end <= len`: inside the bytes just written.
-        unsafe { dst.add(gap.start).write_bytes(0, end - gap.start) };
+        unsafe { at.write_bytes(0, end - gap.start) };
     }
 }
 

@@ -102,17 +102,8 @@ fn conversion(fmt: &[u8], i: &mut usize, args: &mut dyn Args, out: &mut Vec<u8>)
     } else {
         (Arg::Int, Arg::Unsigned)
     };
-    let body = match conv {
-        b'%' => b"%".to_vec(),
-        b'c' => vec![args.next(Arg::Int) as u8],
-        b's' => {
-            let s = args.next_str().unwrap_or(b"(null)");
-            s[..spec.precision.map_or(s.len(), |p| p.min(s.len()))].to_vec()
-        }
-        b'p' => match args.next(Arg::Pointer) {
-            0 => b"(nil)".to_vec(),
-            p => format!("0x{p:x}").into_bytes(),
-        },
+    // Integers: (negative, digits), padded by `number`; the rest is text padded by `pad`.
+    let (negative, digits) = match conv {
         b'd' | b'i' => {
             let v = args.next(signed);
             let v = if spec.long {
@@ -120,28 +111,30 @@ fn conversion(fmt: &[u8], i: &mut usize, args: &mut dyn Args, out: &mut Vec<u8>)
             } else {
                 i64::from(v as u32 as i32)
             };
-            return Some(number(out, &spec, v < 0, v.unsigned_abs().to_string()));
+            (v < 0, v.unsigned_abs().to_string())
         }
-        b'u' => return Some(number(out, &spec, false, args.next(unsigned).to_string())),
-        b'x' => {
-            return Some(number(
-                out,
-                &spec,
-                false,
-                format!("{:x}", args.next(unsigned)),
-            ))
+        b'u' => (false, args.next(unsigned).to_string()),
+        b'x' => (false, format!("{:x}", args.next(unsigned))),
+        b'X' => (false, format!("{:X}", args.next(unsigned))),
+        _ => {
+            let body = match conv {
+                b'%' => b"%".to_vec(),
+                b'c' => vec![args.next(Arg::Int) as u8],
+                b's' => {
+                    let s = args.next_str().unwrap_or(b"(null)");
+                    s[..spec.precision.map_or(s.len(), |p| p.min(s.len()))].to_vec()
+                }
+                b'p' => match args.next(Arg::Pointer) {
+                    0 => b"(nil)".to_vec(),
+                    p => format!("0x{p:x}").into_bytes(),
+                },
+                _ => return None,
+            };
+            pad(out, &spec, &body, false);
+            return Some(());
         }
-        b'X' => {
-            return Some(number(
-                out,
-                &spec,
-                false,
-                format!("{:X}", args.next(unsigned)),
-            ))
-        }
-        _ => return None,
     };
-    pad(out, &spec, &body, false);
+    number(out, &spec, negative, digits);
     Some(())
 }
 
