@@ -91,12 +91,21 @@ fn driver_caps_fill_exactly_the_size_each_windows_passes() {
             out[size], 0xAA,
             "wrote past OutputDataSize {size} (version {version:#x})"
         );
+        // The expected bytes: the full caps with their C padding as zeros (a Rust value's
+        // padding has no value, so reading it directly would be undefined behaviour).
         let full: sys::DXGK_DRIVERCAPS = caps::driver_caps(version);
-        // SAFETY: DXGK_DRIVERCAPS is plain data.
-        let full_bytes = unsafe {
-            std::slice::from_raw_parts((&full as *const sys::DXGK_DRIVERCAPS).cast::<u8>(), size)
+        let mut expected = vec![0u8; size_of::<sys::DXGK_DRIVERCAPS>()];
+        // SAFETY: `expected` holds one DXGK_DRIVERCAPS, written unaligned.
+        unsafe {
+            expected
+                .as_mut_ptr()
+                .cast::<sys::DXGK_DRIVERCAPS>()
+                .write_unaligned(full)
         };
-        assert_eq!(&out[..size], full_bytes);
+        for gap in <sys::DXGK_DRIVERCAPS as dxgk::query::Padding>::PADDING {
+            expected[gap.clone()].fill(0);
+        }
+        assert_eq!(&out[..size], &expected[..size]);
     }
 }
 

@@ -2,6 +2,7 @@
 
 mod common;
 
+use std::cell::UnsafeCell;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
@@ -13,18 +14,24 @@ fn machine() -> Machine {
     Machine::new(MachineConfig::windows_11_22h2())
 }
 
+/// State the test thread and two system threads share. Only `&Shared` is ever formed (a
+/// `&mut` in each thread would alias: undefined behaviour Miri reports as a data race); the
+/// lock, the counter it protects and the events are written through `UnsafeCell`.
 struct Shared {
-    lock: sys::KSPIN_LOCK,
-    counter: u64,
-    event: sys::KEVENT,
-    done: sys::KEVENT,
+    lock: UnsafeCell<sys::KSPIN_LOCK>,
+    counter: UnsafeCell<u64>,
+    event: UnsafeCell<sys::KEVENT>,
+    done: UnsafeCell<sys::KEVENT>,
     seen_irql: AtomicU32,
     pool_ok: AtomicU32,
 }
 
+/// Lock round trips per thread (fewer under Miri, which interprets every one).
+const INCREMENTS: u64 = if cfg!(miri) { 100 } else { 1000 };
+
 unsafe extern "system" fn worker(ctx: sys::PVOID) {
     // SAFETY: the test passes a `Shared` that outlives the thread (it waits for it).
-    let s = unsafe { &mut *ctx.cast::<Shared>() };
+    let s = unsafe { &*ctx.cast::<Shared>() };
     s.seen_irql
         .store(u32::from(sys::KeGetCurrentIrql()), Ordering::SeqCst);
     // SAFETY: the thread inherited the machine: pool works here.
@@ -32,19 +39,21 @@ unsafe extern "system" fn worker(ctx: sys::PVOID) {
     s.pool_ok.store(u32::from(!p.is_null()), Ordering::SeqCst);
     // SAFETY: as above.
     unsafe { sys::ExFreePoolWithTag(p, 0x6b726f57) };
-    for _ in 0..1000 {
+    for _ in 0..INCREMENTS {
         // SAFETY: an initialized spin lock.
-        let old = unsafe { sys::KeAcquireSpinLockRaiseToDpc(&mut s.lock) };
-        let v = s.counter;
+        let old = unsafe { sys::KeAcquireSpinLockRaiseToDpc(s.lock.get()) };
+        // SAFETY: the spin lock is held: no other thread touches the counter.
+        let v = unsafe { *s.counter.get() };
         std::hint::black_box(v);
-        s.counter = v + 1;
+        // SAFETY: as above.
+        unsafe { *s.counter.get() = v + 1 };
         // SAFETY: held above.
-        unsafe { sys::KeReleaseSpinLock(&mut s.lock, old) };
+        unsafe { sys::KeReleaseSpinLock(s.lock.get(), old) };
     }
     // SAFETY: wait for the go signal, then report done.
     unsafe {
         sys::KeWaitForSingleObject(
-            (&mut s.event as *mut sys::KEVENT).cast(),
+            s.event.get().cast(),
             sys::Executive,
             sys::KernelMode,
             0,
@@ -52,7 +61,7 @@ unsafe extern "system" fn worker(ctx: sys::PVOID) {
         )
     };
     // SAFETY: as above.
-    unsafe { sys::KeSetEvent(&mut s.done, 0, 0) };
+    unsafe { sys::KeSetEvent(s.done.get(), 0, 0) };
     // SAFETY: the thread ends itself.
     unsafe { sys::PsTerminateSystemThread(sys::STATUS_SUCCESS) };
 }
@@ -66,17 +75,18 @@ fn new_event(e: &mut sys::KEVENT, ty: sys::EVENT_TYPE) {
 fn system_threads_inherit_the_machine_start_at_passive_and_spin_locks_exclude() {
     let m = machine();
     let mut s = Box::new(Shared {
-        lock: 0,
-        counter: 0,
+        lock: UnsafeCell::new(0),
+        counter: UnsafeCell::new(0),
         event: Default::default(),
         done: Default::default(),
         seen_irql: AtomicU32::new(99),
         pool_ok: AtomicU32::new(0),
     });
     m.enter(|| {
-        new_event(&mut s.event, sys::NotificationEvent);
-        new_event(&mut s.done, sys::NotificationEvent);
-        let ctx: sys::PVOID = (&mut *s as *mut Shared).cast();
+        new_event(s.event.get_mut(), sys::NotificationEvent);
+        new_event(s.done.get_mut(), sys::NotificationEvent);
+        let s: &Shared = &s;
+        let ctx: sys::PVOID = core::ptr::from_ref(s).cast_mut().cast();
         let mut handles = [std::ptr::null_mut(); 2];
         for h in &mut handles {
             // SAFETY: a valid start routine and context.
@@ -94,16 +104,17 @@ fn system_threads_inherit_the_machine_start_at_passive_and_spin_locks_exclude() 
             assert_eq!(st, sys::STATUS_SUCCESS);
         }
         // Our own increments race with the workers' under the same lock.
-        for _ in 0..1000 {
+        for _ in 0..INCREMENTS {
             // SAFETY: as in the worker.
-            let old = unsafe { sys::KeAcquireSpinLockRaiseToDpc(&mut s.lock) };
+            let old = unsafe { sys::KeAcquireSpinLockRaiseToDpc(s.lock.get()) };
             assert_eq!(sys::KeGetCurrentIrql(), sys::DISPATCH_LEVEL);
-            s.counter += 1;
+            // SAFETY: the spin lock is held.
+            unsafe { *s.counter.get() += 1 };
             // SAFETY: held.
-            unsafe { sys::KeReleaseSpinLock(&mut s.lock, old) };
+            unsafe { sys::KeReleaseSpinLock(s.lock.get(), old) };
         }
         // SAFETY: releases the workers.
-        unsafe { sys::KeSetEvent(&mut s.event, 0, 0) };
+        unsafe { sys::KeSetEvent(s.event.get(), 0, 0) };
         for h in handles {
             let mut obj: sys::PVOID = std::ptr::null_mut();
             // SAFETY: a live thread handle.
@@ -136,7 +147,7 @@ fn system_threads_inherit_the_machine_start_at_passive_and_spin_locks_exclude() 
             assert_eq!(r, sys::STATUS_SUCCESS);
         }
     });
-    assert_eq!(s.counter, 3000);
+    assert_eq!(s.counter.into_inner(), 3 * INCREMENTS);
     assert_eq!(s.seen_irql.load(Ordering::SeqCst), 0);
     assert_eq!(s.pool_ok.load(Ordering::SeqCst), 1);
     m.check_leaks();

@@ -175,3 +175,43 @@ fn long_debug_messages_are_truncated_not_overflowed() {
     );
     assert!(line.ends_with("..."));
 }
+
+/// `DbgPrintEx` is the C shim (`vsnprintf`) in normal builds and Rust under Miri: both must
+/// format the portable printf subset the same way.
+#[test]
+fn dbg_print_ex_formats_the_portable_printf_subset() {
+    let m = machine();
+    let value = 0x1234u32;
+    let p = core::ptr::from_ref(&value).cast::<core::ffi::c_void>();
+    m.enter(|| {
+        // SAFETY: every conversion has an argument of its C type; the strings are
+        // NUL-terminated and outlive the call.
+        unsafe {
+            sys::DbgPrintEx(
+                sys::DPFLTR_IHVVIDEO_ID,
+                sys::DPFLTR_INFO_LEVEL,
+                c"%d|%5d|%-5d|%05d|%.3u|%x|%08X|%s|%.2s|%c|%llx|%zu|%p|100%%\n"
+                    .as_ptr()
+                    .cast(),
+                42i32,
+                42i32,
+                42i32,
+                -5i32,
+                7u32,
+                0xbeefu32,
+                0xbeefu32,
+                c"abc".as_ptr(),
+                c"abc".as_ptr(),
+                i32::from(b'Z'),
+                0x1_0000_0000u64,
+                9usize,
+                p,
+            )
+        };
+    });
+    let expected = format!(
+        "42|   42|42   |-0005|007|beef|0000BEEF|abc|ab|Z|100000000|9|{:#x}|100%",
+        p.addr()
+    );
+    assert_eq!(m.debug_output()[0].text, expected);
+}

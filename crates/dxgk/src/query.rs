@@ -55,7 +55,7 @@ impl<T> core::fmt::Debug for InOut<'_, T> {
     }
 }
 
-impl<T: Copy> Output<'_, T> {
+impl<T: Padding> Output<'_, T> {
     /// Bytes [`Output::write`] writes: the part of `T` the buffer (and version) holds.
     pub fn len(&self) -> usize {
         self.len
@@ -66,17 +66,11 @@ impl<T: Copy> Output<'_, T> {
         self.len == 0
     }
 
-    /// Writes the first [`Output::len`] bytes of `value` (padding included, as C would).
+    /// Writes the first [`Output::len`] bytes of `value`, its padding as zeros.
     pub fn write(self, value: &T) {
-        // SAFETY: `value` is `size_of::<T>()` ≥ `len` readable bytes, the destination holds
-        // `len` writable bytes (type invariant), and the two cannot overlap (`value` is ours).
-        unsafe {
-            core::ptr::copy_nonoverlapping(
-                core::ptr::from_ref(value).cast::<u8>(),
-                self.ptr.as_ptr(),
-                self.len,
-            )
-        };
+        // SAFETY: the destination holds `len <= size_of::<T>()` writable bytes (type
+        // invariant) and cannot overlap `value` (ours).
+        unsafe { write_zero_padded(value, self.ptr.as_ptr(), self.len) };
     }
 }
 
@@ -122,8 +116,8 @@ impl SegmentDescriptors<'_> {
         self.count
     }
 
-    /// Writes descriptor `index` (the first `min(stride, size)` bytes); STATUS_INVALID_PARAMETER
-    /// past the array.
+    /// Writes descriptor `index` (the first `min(stride, size)` bytes, padding as zeros);
+    /// STATUS_INVALID_PARAMETER past the array.
     pub fn write(&mut self, index: usize, d: &DXGK_SEGMENTDESCRIPTOR4) -> NtResult<()> {
         if index >= self.count {
             return Err(NtError::INVALID_PARAMETER);
@@ -132,9 +126,55 @@ impl SegmentDescriptors<'_> {
         // INVARIANT use: index < count, so `index * stride + len <= count * stride` (the
         // product was checked for overflow at decode).
         let at = self.ptr.as_ptr().wrapping_add(index * self.stride);
-        // SAFETY: `at` starts slot `index`, `len <= stride` bytes inside the array; `d` is ours.
-        unsafe { core::ptr::copy_nonoverlapping(core::ptr::from_ref(d).cast::<u8>(), at, len) };
+        // SAFETY: `at` starts slot `index`, `len <= stride` writable bytes inside the array
+        // (and `len <= size_of` the descriptor); `d` is ours, so they do not overlap.
+        unsafe { write_zero_padded(d, at, len) };
         Ok(())
+    }
+}
+
+/// A C structure Dxgkrnl reads back, with the byte ranges that are padding in its C layout
+/// (`../shared/reference/layouts.json`, leaf fields only: bytes no field of any union member
+/// covers). Padding has no value in Rust — a copy of a `T` carries uninitialized bytes there
+/// (kernel stack contents on Windows) — so the writers here zero it.
+pub trait Padding: Copy {
+    /// Sorted, disjoint, inside `size_of::<Self>()`.
+    const PADDING: &'static [core::ops::Range<usize>];
+}
+
+macro_rules! padding {
+    ($($t:ty => [$($r:expr),*];)*) => {
+        $(impl Padding for $t {
+            const PADDING: &'static [core::ops::Range<usize>] = &[$($r),*];
+        })*
+    };
+}
+
+padding! {
+    DXGK_DRIVERCAPS => [12..16, 549..552, 588..592];
+    DXGK_PHYSICALADAPTERCAPS => [4..8, 28..32];
+    DXGK_SEGMENTDESCRIPTOR4 => [4..8, 52..56, 60..64];
+    DXGK_GPUMMUCAPS => [];
+    DXGK_PAGE_TABLE_LEVEL_DESC => [];
+    DXGK_FRAMEBUFFERSAVEAREA => [];
+    sys::DXGK_PHYSICAL_MEMORY_CAPS => [];
+    sys::DXGK_IOMMU_CAPS => [];
+    u32 => [];
+}
+
+/// Copies the first `len` bytes of `value` to `dst`, then zeroes `T`'s padding among them.
+///
+/// # Safety
+/// `len <= size_of::<T>()`, `dst` is valid for `len` bytes of writes and does not overlap
+/// `value`.
+unsafe fn write_zero_padded<T: Padding>(value: &T, dst: *mut u8, len: usize) {
+    // SAFETY: `value` has `size_of::<T>() >= len` readable bytes; the caller guarantees `dst`.
+    unsafe { core::ptr::copy_nonoverlapping(core::ptr::from_ref(value).cast::<u8>(), dst, len) };
+    for gap in T::PADDING.iter().filter(|gap| gap.start < len) {
+        let end = gap.end.min(len);
+        let at = dst.wrapping_add(gap.start);
+        // SAFETY: `gap.start < end <= len`: inside the bytes just written.
+        unsafe { at.write_bytes(0, end - gap.start) };
     }
 }
 
@@ -386,5 +426,88 @@ impl<'a> Request<'a> {
         } else {
             Request::Other(ty)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every data byte of the descriptor reaches the slot and every padding byte is zero (C's
+    /// layout has 12 of them: after `Flags`, in the aperture, after `NumInvalidMemoryRanges`).
+    /// Under Miri a missed data range or copied padding also shows as uninitialized bytes.
+    #[test]
+    fn descriptor_slots_get_every_data_byte_and_zeroed_padding() {
+        let mut d = DXGK_SEGMENTDESCRIPTOR4::default();
+        d.Flags.Value = u32::MAX;
+        d.BaseAddress.QuadPart = -1;
+        d.Size = usize::MAX;
+        d.CommitLimit = usize::MAX;
+        d.SystemMemoryEndAddress = usize::MAX;
+        d.u.CpuHostAperture = sys::DXGK_CPUHOSTAPERTURE {
+            PhysicalAddress: u64::MAX,
+            SizeInPages: u32::MAX,
+        };
+        d.NumInvalidMemoryRanges = u32::MAX;
+        d.VprRangeStartOffset = usize::MAX;
+        d.VprRangeSize = usize::MAX;
+        d.VprAlignment = u32::MAX;
+        d.NumVprSupported = u32::MAX;
+        d.VprReserveSize = u32::MAX;
+        d.NumUEFIFrameBufferRanges = u32::MAX;
+        const SIZE: usize = size_of::<DXGK_SEGMENTDESCRIPTOR4>();
+        let mut slot = [0x5a_u8; SIZE];
+        let mut slots = SegmentDescriptors {
+            ptr: NonNull::new(slot.as_mut_ptr()).unwrap(),
+            count: 1,
+            stride: SIZE,
+            _buffer: PhantomData,
+        };
+        slots.write(0, &d).unwrap();
+        let zeros = (0..SIZE).filter(|&i| slot[i] == 0);
+        assert!(
+            zeros.eq([4, 5, 6, 7, 52, 53, 54, 55, 60, 61, 62, 63]),
+            "{slot:?}"
+        );
+        assert!(slot.iter().all(|&b| b == 0 || b == 0xff));
+    }
+
+    /// A `T` whose every byte, padding included, is 0xFF (built bytewise, so the padding is
+    /// initialized memory here: only the writer can make it zero).
+    fn all_ones<T: Padding>() -> T {
+        let mut v = core::mem::MaybeUninit::<T>::uninit();
+        // SAFETY: `size_of::<T>()` bytes of our own storage.
+        unsafe {
+            v.as_mut_ptr()
+                .cast::<u8>()
+                .write_bytes(0xff, size_of::<T>())
+        };
+        // SAFETY: these `T`s are integers, bitfields and unions of them: any bytes are valid.
+        unsafe { v.assume_init() }
+    }
+
+    fn padding_is_zeroed_by_output<T: Padding>() {
+        const MAX: usize = 1024;
+        let mut buf = [0x5a_u8; MAX];
+        let size = size_of::<T>();
+        let out = Output::<T> {
+            ptr: NonNull::new(buf.as_mut_ptr()).unwrap(),
+            len: size,
+            _buffer: PhantomData,
+        };
+        out.write(&all_ones::<T>());
+        for (i, &b) in buf[..size].iter().enumerate() {
+            let padding = T::PADDING.iter().any(|r| r.contains(&i));
+            assert_eq!(b, if padding { 0 } else { 0xff }, "byte {i} of {size}");
+        }
+        assert!(buf[size..].iter().all(|&b| b == 0x5a));
+    }
+
+    #[test]
+    fn output_writes_zeros_in_the_c_padding_and_the_value_elsewhere() {
+        padding_is_zeroed_by_output::<DXGK_DRIVERCAPS>();
+        padding_is_zeroed_by_output::<DXGK_PHYSICALADAPTERCAPS>();
+        padding_is_zeroed_by_output::<DXGK_GPUMMUCAPS>();
+        padding_is_zeroed_by_output::<u32>();
     }
 }

@@ -4,6 +4,7 @@
 
 use std::alloc::{alloc, dealloc, Layout};
 use std::collections::{HashMap, VecDeque};
+use std::ptr::NonNull;
 
 use dxgk_sys::{POOL_FLAGS, POOL_TYPE, PVOID, SIZE_T, ULONG};
 
@@ -26,7 +27,17 @@ struct Block {
     size: usize,
     tag: u32,
     site: String,
+    /// The allocation (guards included), so that blocks the driver leaks are released with
+    /// the machine.
+    base: Allocation,
 }
+
+/// The start of one `alloc`ed pool block, with its provenance (not just its address).
+struct Allocation(NonNull<u8>);
+
+// SAFETY: the pool owns the memory behind the pointer; `Allocation` is only dereferenced by
+// `PoolState`'s drop, which has exclusive access to it.
+unsafe impl Send for Allocation {}
 
 /// Per-machine pool state.
 #[derive(Default)]
@@ -79,6 +90,19 @@ impl PoolState {
     }
 }
 
+impl Drop for PoolState {
+    /// Releases the blocks still live (leaks the verifier reported, or a test that stopped
+    /// early): without this each leaked driver block leaked host memory too.
+    fn drop(&mut self) {
+        for (_, block) in self.live.drain() {
+            let layout = layout(block.size).expect("layout was valid at allocation");
+            // SAFETY: `base` was returned by `alloc` with this layout and is not freed: it is
+            // still in `live`, and nothing can free it once the machine is gone.
+            unsafe { dealloc(block.base.0.as_ptr(), layout) };
+        }
+    }
+}
+
 fn layout(size: usize) -> Option<Layout> {
     Layout::from_size_align(size.checked_add(2 * GUARD)?, 16).ok()
 }
@@ -106,10 +130,11 @@ fn allocate(call: &'static str, size: usize, tag: u32, zero: bool) -> PVOID {
         return std::ptr::null_mut();
     }
     // SAFETY: `layout` has non-zero size.
-    let base = unsafe { alloc(layout) };
-    if base.is_null() {
+    let Some(base) = NonNull::new(unsafe { alloc(layout) }) else {
         return std::ptr::null_mut();
-    }
+    };
+    let allocation = Allocation(base);
+    let base = base.as_ptr();
     // SAFETY: `base` is a fresh allocation of GUARD + size + GUARD bytes.
     unsafe { base.write_bytes(GUARD_FILL, layout.size()) };
     // SAFETY: the user block lies inside the allocation.
@@ -125,6 +150,7 @@ fn allocate(call: &'static str, size: usize, tag: u32, zero: bool) -> PVOID {
             size,
             tag,
             site: driver_call_site(),
+            base: allocation,
         },
     );
     user.cast()
