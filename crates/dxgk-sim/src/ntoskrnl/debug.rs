@@ -3,8 +3,8 @@
 //! The export is C-variadic. Normal builds format it with the C shim (`csrc/variadic.c`, the
 //! host's `vsnprintf`), because stable Rust cannot define a C-variadic function. Miri cannot
 //! run C, so under `cfg(miri)` (always a nightly compiler, where C-variadic definitions exist)
-//! [`variadic`] defines `DbgPrintEx` in Rust and formats with [`printf`]. Either way the text
-//! ends in [`deliver`].
+//! `variadic` defines `DbgPrintEx` in Rust and formats with `printf`. Either way the text
+//! ends in `deliver`.
 
 use crate::machine::{current, DebugLine};
 
