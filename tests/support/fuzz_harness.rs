@@ -41,6 +41,7 @@
 #![allow(dead_code)]
 
 use std::cell::RefCell;
+use std::mem::ManuallyDrop;
 
 use dxgk_sim::devices::RgpuDevice;
 use dxgk_sim::{AdapterConfig, AdapterId, Machine, MachineConfig};
@@ -323,7 +324,12 @@ impl Default for Fixture {
 }
 
 thread_local! {
-    static FIXTURE: RefCell<Option<Fixture>> = const { RefCell::new(None) };
+    /// Never dropped implicitly: a fixture still alive when the process exits (libFuzzer exits
+    /// from `main`) stays as it is, so the memory it reaches stays reachable for
+    /// LeakSanitizer — dropping it there would free the driver's pool blocks (dxgk-sim releases
+    /// them with the machine) while the MDLs they point to are only torn down by RemoveDevice.
+    /// [`with_fixture`] and [`finish_thread`] take it out and tear it down properly.
+    static FIXTURE: RefCell<Option<ManuallyDrop<Fixture>>> = const { RefCell::new(None) };
 }
 
 /// Runs `f` on this thread's fixture; `f` returns whether it changed adapter state, in which
@@ -331,12 +337,12 @@ thread_local! {
 pub fn with_fixture(f: impl FnOnce(&Fixture) -> bool) {
     FIXTURE.with(|cell| {
         let mut slot = cell.borrow_mut();
-        let fx = slot.get_or_insert_with(Fixture::new);
+        let fx = slot.get_or_insert_with(|| ManuallyDrop::new(Fixture::new()));
         fx.inputs += 1;
         let dirty = f(fx);
         if dirty || fx.inputs >= RESET_EVERY {
             if let Some(old) = slot.take() {
-                old.teardown();
+                ManuallyDrop::into_inner(old).teardown();
             }
         }
     });
@@ -345,7 +351,7 @@ pub fn with_fixture(f: impl FnOnce(&Fixture) -> bool) {
 /// Tears down this thread's fixture (with the leak checks), if it has one.
 pub fn finish_thread() {
     if let Some(fx) = FIXTURE.with(|cell| cell.borrow_mut().take()) {
-        fx.teardown();
+        ManuallyDrop::into_inner(fx).teardown();
     }
 }
 
