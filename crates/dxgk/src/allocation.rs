@@ -441,6 +441,8 @@ mod tests {
         assert_eq!(r.err(), Some(NtError::INVALID_PARAMETER));
         let data = [7u8; 48];
         infos[1].pPrivateDriverData = data.as_ptr() as *mut c_void;
+        // The write through `infos` invalidated the earlier pointer (Miri): take a fresh one.
+        args.pAllocationInfo = infos.as_mut_ptr();
         // SAFETY: valid block, array and data.
         let mut v = unsafe { CreateAllocation::from_raw(&mut args) }.unwrap();
         assert_eq!(v.len(), 2);
