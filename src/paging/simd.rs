@@ -1,7 +1,7 @@
 //! The UPDATE_PAGE_TABLE conversion kernels: [`convert`] turns a batch of `DXGK_PTE`s into rgpu
 //! entries as `pte::translate_fast` does, with SSE2 intrinsics on x86-64 (the only `unsafe`
 //! under `src/paging`) and a portable loop beside it for other targets. The instruction
-//! sequences, the store kind and the prefetch distance are tuned against the `update_page_table`
+//! sequences and the store kind are tuned against the `update_page_table`
 //! benchmarks and their instruction counts (`benches/paging.rs`, `tools/bench/insn-guard.sh`):
 //! change them only with a measurement.
 //!
@@ -73,13 +73,10 @@ mod sse2 {
     /// What the leaf kernel keeps of `(page << 12) | flags`.
     const LEAF_OUT_MASK: u64 = pte::ADDR_MASK | pte::LEAF_FLAGS_MASK;
 
-    /// How far ahead of the conversion the source entries are prefetched, in entries (8 KiB,
-    /// two pages: one table's entries). Only when streaming: a batch that large is bound by
-    /// memory, and the hardware prefetchers stop at every 4 KiB page. A cached batch (a small
-    /// paging buffer) reads entries VidMm has just written, and the prefetches would only add
-    /// instructions. On the Xeon this was tuned on, 512 measured best of 0/128/512/1024 (the
-    /// timings are noisy there: see docs/performance.md).
-    const PREFETCH_AHEAD: usize = 512;
+    // No software prefetch: on the AMD EPYC host (Zen 4) the PREFETCHT0s 8 KiB ahead that the
+    // streaming loop had cost 0.2–0.3x of memcpy on the bulk benchmark (1.04–1.08x with them,
+    // 1.20–1.37x without, same build otherwise; docs/performance.md), and the hardware
+    // prefetchers follow the source stream on their own.
 
     /// Converts `src` into `out` (`src.len() * 8` bytes) as `translate_fast` does; returns the
     /// OR of the entries' "slow" words (0 = every entry is what `translate_fast` wrote).
@@ -176,8 +173,6 @@ mod sse2 {
     trait Put {
         /// Stores `v` at `o`.
         fn put(o: &mut [u8; 16], v: __m128i);
-        /// Prefetch the source ahead (a memory-bound batch).
-        const PREFETCH: bool;
     }
 
     /// MOVDQU.
@@ -188,7 +183,6 @@ mod sse2 {
             // SAFETY: `o` is 16 writable bytes; MOVDQU has no alignment rule.
             unsafe { _mm_storeu_si128(o.as_mut_ptr().cast(), v) }
         }
-        const PREFETCH: bool = false;
     }
 
     /// MOVNTDQ into a 16-byte-aligned `o`.
@@ -202,15 +196,6 @@ mod sse2 {
             // cache, and `convert` fences it.
             unsafe { _mm_stream_si128(o.as_mut_ptr().cast(), v) }
         }
-        const PREFETCH: bool = true;
-    }
-
-    /// Hints the CPU to bring the line at `p` into the caches. PREFETCHT0 never faults and has
-    /// no architectural effect, so `p` may point past the batch.
-    #[inline]
-    #[target_feature(enable = "sse2")]
-    fn prefetch(p: *const DXGK_PTE) {
-        _mm_prefetch::<_MM_HINT_T0>(p.cast());
     }
 
     /// The leaf kernel over `src` into `out`; true if every entry qualified (then `out` holds
@@ -263,12 +248,6 @@ mod sse2 {
         let (src16, src_rest) = src.as_chunks::<16>();
         let (out128, out_rest) = out.as_chunks_mut::<128>();
         for (s, o) in src16.iter().zip(out128) {
-            if S::PREFETCH {
-                let at = s.as_ptr().wrapping_add(PREFETCH_AHEAD);
-                for line in 0..4 {
-                    prefetch(at.wrapping_add(4 * line));
-                }
-            }
             let (pairs, _) = s.as_chunks::<2>();
             let (o16, _) = o.as_chunks_mut::<16>();
             for (p, o) in pairs.iter().zip(o16) {
@@ -343,11 +322,6 @@ mod sse2 {
         let (lines_out2, lines_out1) = lines_out.as_chunks_mut::<8>();
         let (line_pairs2, line_pairs1) = line_pairs.as_chunks::<8>();
         for (o8, s8) in lines_out2.iter_mut().zip(line_pairs2) {
-            if PREFETCH_AHEAD > 0 {
-                let at = s8.as_ptr().cast::<DXGK_PTE>().wrapping_add(PREFETCH_AHEAD);
-                prefetch(at);
-                prefetch(at.wrapping_add(8));
-            }
             shifted_stores::<P, Q, StreamStore>(o8, s8, &mut carry, &mut acc);
         }
         shifted_stores::<P, Q, StreamStore>(lines_out1, line_pairs1, &mut carry, &mut acc);

@@ -229,10 +229,12 @@ impl Dma {
 
     /// Device copy of `len` bytes from `src` to `dst` as the pieces a COPY issues (each ending
     /// at every page boundary of either side, in order), checked and moved under one lock:
-    /// runs of pieces that are contiguous in host memory on both sides (and do not overlap)
-    /// move as one `memcpy`, so a 64 KiB GPU page costs one lookup walk, not sixteen locked
-    /// copies. Same effect as one [`Dma::copy`] per piece: on a fault the pieces before the
-    /// faulting one are copied; the error says how many bytes, and which side faulted.
+    /// each side is translated a stretch at a time (consecutive mapped logical pages on
+    /// consecutive host pages: `PagesFrom::stretch`), and the bytes
+    /// where both sides' stretches overlap move as one `memcpy` — a 64 KiB GPU page is one
+    /// walk and one copy, not sixteen. Where the host ranges overlap, one piece at a time.
+    /// Same effect as one [`Dma::copy`] per piece: on a fault the pieces before the faulting
+    /// one are copied; the error says how many bytes, and which side faulted.
     pub fn copy_pieces(
         &mut self,
         dst: u64,
@@ -259,50 +261,34 @@ impl Dma {
                 .domain(self.adapter.domain(), self.machine.config.iommu);
             let mut src_pages = dom.pages_from(src);
             let mut dst_pages = dom.pages_from(dst);
-            // (source host, destination host, bytes) not copied yet.
-            let mut pending: Option<(usize, usize, usize)> = None;
-            let flush = |p: &mut Option<(usize, usize, usize)>| {
-                if let Some((s, d, n)) = p.take() {
-                    // SAFETY: both ranges lie in mapped pages (checked piece by piece below)
-                    // that cannot be freed while the memory lock (`mem`) is held; `copy`
-                    // tolerates overlap (a pending run only spans overlapping host ranges
-                    // when it is a single piece, which is what `Dma::copy` does).
-                    unsafe { std::ptr::copy(s as *const u8, d as *mut u8, n) };
-                }
-            };
             let mut done = 0usize;
             let mut fault = None;
             while done < len {
                 let (s_at, d_at) = (src.wrapping_add(done as u64), dst.wrapping_add(done as u64));
-                let to_boundary = |a: u64| PAGE - (a as usize & (PAGE - 1));
-                let n = (len - done).min(to_boundary(s_at)).min(to_boundary(d_at));
+                let left = len - done;
                 // The read side faults first, then the write side (missing, then read-only).
-                let s = src_pages.host_of(s_at, false).map_err(|f| (f, false));
-                let d = dst_pages.host_of(d_at, true).map_err(|f| (f, true));
-                let (s, d) = match (s, d) {
+                let s = src_pages.stretch(s_at, left, false).map_err(|f| (f, false));
+                let d = dst_pages.stretch(d_at, left, true).map_err(|f| (f, true));
+                let ((s, s_n), (d, d_n)) = match (s, d) {
                     (Err(e), _) | (_, Err(e)) => {
                         fault = Some(e);
                         break;
                     }
                     (Ok(s), Ok(d)) => (s, d),
                 };
-                pending = match pending {
-                    Some((ps, pd, pn))
-                        if ps + pn == s
-                            && pd + pn == d
-                            && (ps + pn + n <= pd || pd + pn + n <= ps) =>
-                    {
-                        Some((ps, pd, pn + n))
-                    }
-                    other => {
-                        let mut other = other;
-                        flush(&mut other);
-                        Some((s, d, n))
-                    }
-                };
+                let mut n = s_n.min(d_n);
+                if s < d + n && d < s + n {
+                    // Overlapping host ranges: piece by piece, as `Dma::copy` would.
+                    let to_boundary = |a: u64| PAGE - (a as usize & (PAGE - 1));
+                    n = n.min(to_boundary(s_at)).min(to_boundary(d_at));
+                }
+                // SAFETY: both ranges lie in mapped pages (`stretch` checked each of them) that
+                // cannot be freed while the memory lock (`mem`) is held; `copy` tolerates
+                // overlap (overlapping ranges are a single piece, which is what `Dma::copy`
+                // does).
+                unsafe { std::ptr::copy(s as *const u8, d as *mut u8, n) };
                 done += n;
             }
-            flush(&mut pending);
             match fault {
                 None => Ok(()),
                 Some(f) => Err((done, f)),

@@ -200,6 +200,37 @@ impl PagesFrom<'_> {
             _ => Err((logical, IommuFaultKind::NotMapped)),
         }
     }
+
+    /// [`PagesFrom::host_of`] for `logical`, and how many bytes from there (at most `max`, at
+    /// least the rest of `logical`'s page or `max`) are mapped (writable, for a `write`) at
+    /// consecutive logical pages backed by consecutive host pages: one stretch a single
+    /// `memcpy` may move. The simulator leaves an unmapped logical page after every
+    /// allocation's pages (see [`super::mm`]), so a stretch never spans two host allocations:
+    /// where it ends depends on the logical layout, never on where the host heap put things.
+    pub(crate) fn stretch(
+        &mut self,
+        logical: u64,
+        max: usize,
+        write: bool,
+    ) -> Result<(usize, usize), Miss> {
+        let host = self.host_of(logical, write)?;
+        let mut n = PAGE - (logical as usize & (PAGE - 1));
+        // Look ahead on a copy: the caller may stop inside the last page and ask again.
+        let mut ahead = self.pages.clone();
+        let mut last = ahead.next().map(|(p, e)| (*p, e.host));
+        while n < max {
+            match (last, ahead.next()) {
+                (Some((p, h)), Some((q, e)))
+                    if *q == p + 1 && e.host == h + PAGE && (e.writable || !write) =>
+                {
+                    n += PAGE;
+                    last = Some((*q, e.host));
+                }
+                _ => break,
+            }
+        }
+        Ok((host, n.min(max)))
+    }
 }
 
 /// An IOMMU mapping of an MDL's pages, under the handle its mapper was given.
