@@ -29,6 +29,11 @@ if [[ ${1:-} == --update ]]; then
     {
         echo "# Instructions per unit from tools/bench/insn-guard.sh --update ($(date -u +%F), $(valgrind --version),"
         echo "# $(rustc --version | cut -d' ' -f1-2), CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'))."
+        echo "# The driver's counts were the same on the Intel Xeon and the AMD EPYC hosts (same build)."
+        echo "# gpu_va_transfer leaves out libc's memcpy; what remains (device model, dxgk-sim's DMA) is"
+        echo "# paid per piece and per host-contiguous stretch, and a stretch never spans two host"
+        echo "# allocations (dxgk-sim leaves an unmapped logical page after each), so the count follows"
+        echo "# the logical page layout, not the host heap."
         echo "# name  value  unit"
         echo "$counts"
     } > "$baseline"
