@@ -35,6 +35,7 @@ pub mod escape;
 pub mod log_once;
 pub mod objects;
 pub mod paging;
+pub mod soft;
 mod seam;
 pub mod version;
 #[cfg(rgpu_wdk)]
