@@ -35,8 +35,8 @@ pub mod escape;
 pub mod log_once;
 pub mod objects;
 pub mod paging;
-pub mod soft;
 mod seam;
+pub mod soft;
 pub mod version;
 #[cfg(rgpu_wdk)]
 mod wdk_layouts;

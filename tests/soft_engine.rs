@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+use dxgk::pool::{Pool, PoolBox, PoolTag};
 use dxgk_sim::{Machine, MachineConfig};
 use rgpu::soft::{LogicalMemory, Registers, SoftDevice, PAGE, RUN_BUDGET};
 use rgpu_hw::bus::DmaFaultKind;
@@ -34,7 +35,12 @@ impl Pages {
         self.read(logical, &mut v).unwrap();
         v
     }
-    fn at<R>(&self, logical: u64, len: usize, f: impl FnOnce(&mut [u8]) -> R) -> Result<R, DmaFaultKind> {
+    fn at<R>(
+        &self,
+        logical: u64,
+        len: usize,
+        f: impl FnOnce(&mut [u8]) -> R,
+    ) -> Result<R, DmaFaultKind> {
         let page = logical & !(PAGE - 1);
         let off = (logical - page) as usize;
         assert!(off + len <= PAGE as usize, "the bus never crosses a page");
@@ -59,6 +65,11 @@ const CMD: u64 = 0x12_0000;
 const DST: u64 = 0x20_0000; // two pages
 const COPY_DST: u64 = 0x30_0000;
 const NEVER_GIVEN: u64 = 0x90_0000;
+
+fn soft() -> Registers {
+    let tag = PoolTag(u32::from_le_bytes(*b"sftT"));
+    Registers::Soft(PoolBox::try_new(&Pool::resolve(), tag, SoftDevice::new()).unwrap())
+}
 
 fn program(r: &Registers) {
     r.write(regs::RING_BASE_LO, RING as u32);
@@ -94,7 +105,10 @@ fn submit(r: &Registers, mem: &Pages, slot: u32, fence: u64, build: impl FnOnce(
         regs::RING_TAIL,
         (slot + 1) * rgpu_hw::ring::ENTRY_SIZE as u32,
     );
-    assert!(r.write(regs::DOORBELL, 1), "a soft doorbell wakes the engine");
+    assert!(
+        r.write(regs::DOORBELL, 1),
+        "a soft doorbell wakes the engine"
+    );
 }
 
 /// Runs the engine as its thread would, pass after pass, until the ring stops.
@@ -120,7 +134,7 @@ fn given() -> Pages {
 fn fill_and_copy_run_on_the_soft_engine_and_signal_the_fence() {
     let m = Machine::new(MachineConfig::windows_11_22h2());
     m.enter(|| {
-        let r = Registers::Soft(SoftDevice::new());
+        let r = soft();
         let mem = given();
         program(&r);
         submit(&r, &mem, 0, 7, |e| {
@@ -142,7 +156,7 @@ fn fill_and_copy_run_on_the_soft_engine_and_signal_the_fence() {
         assert_eq!((st.bytes_filled, st.bytes_copied), (2 * PAGE, PAGE));
         // Acknowledging drops the line, as the ISR does.
         r.write(regs::INT_ACK, regs::INT_FENCE);
-        assert_eq!(s.run(&mem, RUN_BUDGET).1, false);
+        assert!(!s.run(&mem, RUN_BUDGET).1);
     });
     m.assert_clean();
 }
@@ -151,7 +165,7 @@ fn fill_and_copy_run_on_the_soft_engine_and_signal_the_fence() {
 fn an_address_never_given_faults_like_the_iommu_and_touches_nothing() {
     let m = Machine::new(MachineConfig::windows_11_22h2());
     m.enter(|| {
-        let r = Registers::Soft(SoftDevice::new());
+        let r = soft();
         let mem = given();
         program(&r);
         submit(&r, &mem, 0, 1, |e| {
@@ -168,7 +182,11 @@ fn an_address_never_given_faults_like_the_iommu_and_touches_nothing() {
         assert_eq!(r.read(regs::FAULT_ADDR_LO), NEVER_GIVEN as u32);
         assert_ne!(r.read(regs::INT_STATUS) & regs::INT_FAULT, 0);
         assert!(mem.get(DST, PAGE as usize).iter().all(|&b| b == 0));
-        assert_eq!(r.read(regs::FENCE_VALUE_LO), 0, "the faulting entry did not complete");
+        assert_eq!(
+            r.read(regs::FENCE_VALUE_LO),
+            0,
+            "the faulting entry did not complete"
+        );
     });
     m.assert_clean();
 }
@@ -177,7 +195,7 @@ fn an_address_never_given_faults_like_the_iommu_and_touches_nothing() {
 fn an_injected_hang_stops_the_ring_until_the_tdr_reset() {
     let m = Machine::new(MachineConfig::windows_11_22h2());
     m.enter(|| {
-        let r = Registers::Soft(SoftDevice::new());
+        let r = soft();
         let mem = given();
         program(&r);
         let s = r.soft().unwrap();

@@ -21,6 +21,7 @@
 #![forbid(unsafe_code)]
 
 use dxgk::device::Mmio;
+use dxgk::pool::PoolBox;
 use dxgk::sync::SpinLock;
 use rgpu_hw::bus::{DmaBus, DmaFault, DmaFaultKind, DmaSource};
 use rgpu_hw::{regs, Device, RunOutcome};
@@ -72,7 +73,12 @@ impl<M: LogicalMemory + ?Sized> DmaBus for SoftBus<'_, M> {
             .map_err(|k| self.fault(logical_addr, k))
     }
 
-    fn write(&mut self, logical_addr: u64, data: &[u8], _source: DmaSource) -> Result<(), DmaFault> {
+    fn write(
+        &mut self,
+        logical_addr: u64,
+        data: &[u8],
+        _source: DmaSource,
+    ) -> Result<(), DmaFault> {
         self.memory
             .write(logical_addr, data)
             .map_err(|k| self.fault(logical_addr, k))
@@ -154,8 +160,8 @@ impl SoftDevice {
 pub enum Registers {
     /// Real rgpu hardware behind its mapped BAR.
     Mmio(Mmio),
-    /// The rgpu-hw model run by the driver.
-    Soft(SoftDevice),
+    /// The rgpu-hw model run by the driver (about 14 KiB: in its own nonpaged pool block).
+    Soft(PoolBox<SoftDevice>),
 }
 
 impl Registers {
