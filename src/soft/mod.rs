@@ -20,8 +20,10 @@
 
 #![forbid(unsafe_code)]
 
+use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use dxgk::device::Mmio;
 use dxgk::pool::PoolBox;
+
 use dxgk::sync::SpinLock;
 use rgpu_hw::bus::{DmaBus, DmaFault, DmaFaultKind, DmaSource};
 use rgpu_hw::{regs, Device, RunOutcome};
@@ -89,12 +91,34 @@ impl<M: LogicalMemory + ?Sized> DmaBus for SoftBus<'_, M> {
 /// a FILL/COPY) before the engine lets the lock go: bounds the time spent at DISPATCH_LEVEL.
 pub const RUN_BUDGET: u32 = 64;
 
+/// The registers the ISR logic reads, readable without the device lock (see [`SoftDevice`]).
+const SHADOWED: [u32; 8] = [
+    regs::STATUS,
+    regs::INT_STATUS,
+    regs::INT_ENABLE,
+    regs::FENCE_VALUE_LO,
+    regs::FENCE_VALUE_HI,
+    regs::FAULT_STATUS,
+    regs::FAULT_ADDR_LO,
+    regs::FAULT_ADDR_HI,
+];
+
 /// The in-driver device: the model's registers and command processor behind a spin lock (the
 /// driver's register accesses and the engine thread's runs are serialized by it).
+///
+/// The ISR logic runs inside DxgkCbSynchronizeExecution, at device IRQL, where a DISPATCH_LEVEL
+/// spin lock must not be acquired. So the registers it reads ([`SHADOWED`]: STATUS, the
+/// interrupt, fence and fault registers) are kept in atomics, refreshed whenever the device
+/// changes under the lock, and an INT_ACK write (write-1-to-clear) is recorded without the lock
+/// and applied to the model at the next lock hold. Every other register access takes the lock
+/// and is only legal at ≤ DISPATCH_LEVEL, as for any driver code that is not the ISR.
 pub struct SoftDevice {
     device: SpinLock<Device>,
+    shadow: [AtomicU32; SHADOWED.len()],
+    /// INT_ACK bits written since the model last saw them.
+    acks: AtomicU32,
     /// Test hook: while set, the engine does not run (an injected hang; TDR recovers it).
-    hung: core::sync::atomic::AtomicBool,
+    hung: AtomicBool,
 }
 
 impl Default for SoftDevice {
@@ -106,52 +130,88 @@ impl Default for SoftDevice {
 impl SoftDevice {
     /// A device in its power-on state.
     pub fn new() -> Self {
-        Self {
+        let s = Self {
             device: SpinLock::new(Device::new()),
-            hung: core::sync::atomic::AtomicBool::new(false),
-        }
+            shadow: Default::default(),
+            acks: AtomicU32::new(0),
+            hung: AtomicBool::new(false),
+        };
+        s.with_device(|_| ());
+        s
     }
 
-    /// A 32-bit register read (never has side effects).
+    /// Runs `f` on the model under the lock: pending acknowledges first, shadows refreshed
+    /// after. ≤ DISPATCH_LEVEL.
+    fn with_device<R>(&self, f: impl FnOnce(&mut Device) -> R) -> R {
+        let mut d = self.device.lock();
+        let acks = self.acks.swap(0, Ordering::AcqRel);
+        if acks != 0 {
+            d.mmio_write(regs::INT_ACK, acks);
+        }
+        let r = f(&mut d);
+        for (slot, &offset) in self.shadow.iter().zip(SHADOWED.iter()) {
+            slot.store(d.mmio_read(offset), Ordering::Release);
+        }
+        r
+    }
+
+    fn shadow_slot(&self, offset: u32) -> Option<&AtomicU32> {
+        let i = SHADOWED.iter().position(|&o| o == offset)?;
+        self.shadow.get(i)
+    }
+
+    /// A 32-bit register read (never has side effects). The [`SHADOWED`] registers at any
+    /// IRQL; the others ≤ DISPATCH_LEVEL.
     pub fn read(&self, offset: u32) -> u32 {
-        self.device.lock().mmio_read(offset)
+        match self.shadow_slot(offset) {
+            Some(slot) => slot.load(Ordering::Acquire),
+            None => self.with_device(|d| d.mmio_read(offset)),
+        }
     }
 
     /// A 32-bit register write. Returns true for a doorbell (the engine must be woken).
-    /// A write of RESET also clears an injected hang (the TDR path resets the device).
+    /// INT_ACK at any IRQL; the others ≤ DISPATCH_LEVEL. A write of RESET also clears an
+    /// injected hang (the TDR path resets the device).
     pub fn write(&self, offset: u32, value: u32) -> bool {
-        if offset == regs::RESET && value & regs::RESET_ASSERT != 0 {
-            self.hung
-                .store(false, core::sync::atomic::Ordering::Release);
+        if offset == regs::INT_ACK {
+            self.acks.fetch_or(value, Ordering::AcqRel);
+            if let Some(slot) = self.shadow_slot(regs::INT_STATUS) {
+                slot.fetch_and(!value, Ordering::AcqRel);
+            }
+            return false;
         }
-        self.device.lock().mmio_write(offset, value);
+        if offset == regs::RESET && value & regs::RESET_ASSERT != 0 {
+            self.hung.store(false, Ordering::Release);
+        }
+        self.with_device(|d| d.mmio_write(offset, value));
         offset == regs::DOORBELL
     }
 
     /// Injects a hang: the engine stops consuming the ring until the next device reset.
     pub fn inject_hang(&self) {
-        self.hung.store(true, core::sync::atomic::Ordering::Release);
+        self.hung.store(true, Ordering::Release);
     }
 
-    /// One engine pass over `memory` (at most `budget` work units). Returns the outcome, or
-    /// `None` while a hang is injected, and whether the interrupt line is asserted (the caller
-    /// then runs the ISR logic through DxgkCbSynchronizeExecution).
+    /// One engine pass over `memory` (at most `budget` work units), ≤ DISPATCH_LEVEL. Returns
+    /// the outcome, or `None` while a hang is injected, and whether the interrupt line is
+    /// asserted (the caller then runs the ISR logic through DxgkCbSynchronizeExecution).
     pub fn run<M: LogicalMemory + ?Sized>(
         &self,
         memory: &M,
         budget: u32,
     ) -> (Option<RunOutcome>, bool) {
-        let mut d = self.device.lock();
-        if self.hung.load(core::sync::atomic::Ordering::Acquire) {
-            return (None, d.irq_pending());
-        }
-        let outcome = d.run(&mut SoftBus::new(memory), budget);
-        (Some(outcome), d.irq_pending())
+        self.with_device(|d| {
+            if self.hung.load(Ordering::Acquire) {
+                return (None, d.irq_pending());
+            }
+            let outcome = d.run(&mut SoftBus::new(memory), budget);
+            (Some(outcome), d.irq_pending())
+        })
     }
 
-    /// Model counters (commands, bytes filled/copied, faults), for reports.
+    /// Model counters (commands, bytes filled/copied, faults), for reports. ≤ DISPATCH_LEVEL.
     pub fn stats(&self) -> rgpu_hw::Stats {
-        self.device.lock().stats()
+        self.with_device(|d| d.stats())
     }
 }
 
