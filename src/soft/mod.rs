@@ -92,7 +92,7 @@ impl<M: LogicalMemory + ?Sized> DmaBus for SoftBus<'_, M> {
 pub const RUN_BUDGET: u32 = 64;
 
 /// The registers the ISR logic reads, readable without the device lock (see [`SoftDevice`]).
-const SHADOWED: [u32; 8] = [
+pub const SHADOWED: [u32; 8] = [
     regs::STATUS,
     regs::INT_STATUS,
     regs::INT_ENABLE,
