@@ -36,6 +36,7 @@ pub mod log_once;
 pub mod objects;
 pub mod paging;
 mod seam;
+pub mod soft;
 pub mod version;
 #[cfg(rgpu_wdk)]
 mod wdk_layouts;

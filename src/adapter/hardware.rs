@@ -3,6 +3,8 @@
 //! by dropping in field order.
 
 use dxgk::device::{DeviceInfo, Mmio};
+
+use crate::soft::Registers;
 use dxgk::interface::{DxgkInterface, StartInfo};
 use dxgk::irql::Passive;
 use dxgk::memory::{DeviceMemory, MdlPages};
@@ -35,7 +37,8 @@ pub struct Started {
     /// The fence write-back page (from `pool`; `None` only while being returned at stop).
     pub(super) fence: Option<DeviceMemory>,
     pub(super) ring: SpinLock<Ring>,
-    pub(super) mmio: Mmio,
+    /// The register interface: the mapped BAR (or, in soft mode, the in-driver model).
+    pub(super) mmio: Registers,
     pub(super) iface: DxgkInterface,
     /// min(Dxgkrnl's interface, the newest rgpu supports).
     interface_version: u32,
@@ -85,8 +88,10 @@ impl Started {
             );
             return Err(NtError::DEVICE_HARDWARE_ERROR);
         }
-        let mmio = Mmio::map(&iface, passive, bar)
-            .inspect_err(|e| rgpu_log!(error, "StartDevice: DxgkCbMapMemory failed: {}", e))?;
+        let mmio = Registers::Mmio(
+            Mmio::map(&iface, passive, bar)
+                .inspect_err(|e| rgpu_log!(error, "StartDevice: DxgkCbMapMemory failed: {}", e))?,
+        );
         let device_version = reset_and_identify(&mmio)?;
 
         let pool = PagePool::new(
@@ -159,8 +164,8 @@ impl Started {
         &self.iface
     }
 
-    /// The mapped registers.
-    pub fn mmio(&self) -> &Mmio {
+    /// The register interface.
+    pub fn mmio(&self) -> &Registers {
         &self.mmio
     }
 
@@ -201,7 +206,7 @@ impl Started {
 }
 
 /// Resets the device and checks its identity. Returns the VERSION register.
-pub(super) fn reset_and_identify(mmio: &Mmio) -> NtResult<u32> {
+pub(super) fn reset_and_identify(mmio: &Registers) -> NtResult<u32> {
     // Identity first: it reads correctly in any state, and a BAR with no rgpu behind it (a
     // root-enumerated test device without hardware) must be told apart from a slow reset.
     let id = mmio.read(regs::ID);

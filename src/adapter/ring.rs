@@ -3,11 +3,12 @@
 //! Submissions are serialized by the GPU scheduler per node; the ring's lock keeps ResetEngine
 //! and RestartFromTimeout consistent with them.
 
-use dxgk::device::Mmio;
 use dxgk::memory::DeviceMemory;
 use dxgk::{NtError, NtResult};
 use rgpu_hw::regs;
 use rgpu_hw::ring::{RingEntry, ENTRY_SIZE};
+
+use crate::soft::Registers;
 
 /// Ring size in bytes (128 entries).
 pub const RING_BYTES: usize = 4096;
@@ -43,7 +44,7 @@ impl Ring {
 
     /// Writes `entry` at the tail and advances the driver's copy of the tail (the device sees
     /// it at [`Ring::doorbell`]). STATUS_DEVICE_NOT_READY when the ring is full.
-    pub fn push(&mut self, mmio: &Mmio, entry: &RingEntry) -> NtResult<()> {
+    pub fn push(&mut self, mmio: &Registers, entry: &RingEntry) -> NtResult<()> {
         let head = mmio.read(regs::RING_HEAD);
         let next = (self.tail + ENTRY_SIZE as u32) % RING_BYTES as u32;
         if next == head {
@@ -62,7 +63,7 @@ impl Ring {
     }
 
     /// Publishes the driver's tail to the device and rings the doorbell.
-    pub fn doorbell(&self, mmio: &Mmio) {
+    pub fn doorbell(&self, mmio: &Registers) {
         mmio.write(regs::RING_TAIL, self.tail);
         mmio.write(regs::DOORBELL, 1);
     }

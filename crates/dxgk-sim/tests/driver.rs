@@ -20,6 +20,11 @@ struct Bad {
     leak_context: bool,
     alloc_in_dpc: bool,
     notify_interrupt_in_dpc: bool,
+    /// From the DPC, raise to HIGH_LEVEL and notify: device IRQL, but not serialized with the
+    /// ISR (neither the ISR nor a SynchronizeExecution routine).
+    notify_interrupt_raised_in_dpc: bool,
+    /// From the DPC, notify through DxgkCbSynchronizeExecution (correct: coskmd's pattern).
+    notify_interrupt_synchronized_in_dpc: bool,
     notify_dpc_in_isr: bool,
     program_system_va: bool,
     assume_contiguous: bool,
@@ -313,6 +318,29 @@ unsafe extern "system" fn dpc(ctx: sys::PVOID) {
         // SAFETY: deliberately at DISPATCH_LEVEL.
         unsafe { a.i.DxgkCbNotifyInterrupt.unwrap()(a.i.DeviceHandle, &mut n) };
     }
+    if a.bad.notify_interrupt_raised_in_dpc {
+        // SAFETY: raises from DISPATCH_LEVEL; lowered again below.
+        let old = unsafe { sys::KeRaiseIrql(sys::HIGH_LEVEL) };
+        let mut n = completed(1);
+        // SAFETY: deliberately outside the ISR and SynchronizeExecution.
+        unsafe { a.i.DxgkCbNotifyInterrupt.unwrap()(a.i.DeviceHandle, &mut n) };
+        // SAFETY: back to the IRQL raised from.
+        unsafe { sys::KeLowerIrql(old) };
+    }
+    if a.bad.notify_interrupt_synchronized_in_dpc {
+        let mut ret: sys::BOOLEAN = 0;
+        // SAFETY: a valid routine; its context is the adapter, alive across the call.
+        let st = unsafe {
+            a.i.DxgkCbSynchronizeExecution.unwrap()(
+                a.i.DeviceHandle,
+                Some(synchronized_notify),
+                ctx,
+                0,
+                &mut ret,
+            )
+        };
+        assert_eq!((st, ret), (sys::STATUS_SUCCESS, 1));
+    }
     if a.bad.alloc_in_dpc {
         let mut al = sys::DXGKARGCB_ALLOCATEPAGESFORMDL {
             TotalBytes: 4096,
@@ -321,6 +349,23 @@ unsafe extern "system" fn dpc(ctx: sys::PVOID) {
         // SAFETY: deliberately at DISPATCH_LEVEL.
         unsafe { a.i.DxgkCbAllocatePagesForMdl.unwrap()(a.i.DeviceHandle, &mut al) };
     }
+}
+
+fn completed(fence: u32) -> sys::DXGKARGCB_NOTIFY_INTERRUPT_DATA {
+    let mut n = sys::DXGKARGCB_NOTIFY_INTERRUPT_DATA {
+        InterruptType: sys::DXGK_INTERRUPT_DMA_COMPLETED,
+        ..Default::default()
+    };
+    n.u.DmaCompleted.SubmissionFenceId = fence;
+    n
+}
+
+unsafe extern "system" fn synchronized_notify(ctx: sys::PVOID) -> sys::BOOLEAN {
+    let a = adapter(ctx);
+    let mut n = completed(1);
+    // SAFETY: inside DxgkCbSynchronizeExecution: serialized with the ISR at device IRQL.
+    unsafe { a.i.DxgkCbNotifyInterrupt.unwrap()(a.i.DeviceHandle, &mut n) };
+    1
 }
 
 fn write_out<T: Copy>(q: &sys::DXGKARG_QUERYADAPTERINFO, v: &T, force_full: bool) -> sys::NTSTATUS {
@@ -643,6 +688,14 @@ fn each_bad_driver_breaks_exactly_its_rule_in_both_iommu_modes() {
         ),
         (
             Bad {
+                notify_interrupt_raised_in_dpc: true,
+                ..Default::default()
+            },
+            Rule::IrqlTooLow,
+            "outside the adapter's ISR and outside DxgkCbSynchronizeExecution",
+        ),
+        (
+            Bad {
                 program_system_va: true,
                 ..Default::default()
             },
@@ -726,6 +779,32 @@ fn each_bad_driver_breaks_exactly_its_rule_in_both_iommu_modes() {
         for config in all_machines() {
             expect(config, b, rule, needle);
         }
+    }
+}
+
+#[test]
+fn notify_interrupt_through_synchronize_execution_is_clean_in_both_iommu_modes() {
+    for config in all_machines() {
+        let name = format!("{} {:?}", config.name, config.iommu);
+        let b = Bad {
+            notify_interrupt_synchronized_in_dpc: true,
+            ..Default::default()
+        };
+        BAD.with(|c| c.set(b));
+        let m = Machine::new(config);
+        assert_eq!(m.load_driver(driver_entry), sys::STATUS_SUCCESS, "{name}");
+        let id = m.add_adapter(AdapterConfig {
+            device: Some(Box::new(Device::default())),
+        });
+        assert_eq!(m.start_adapter(id), sys::STATUS_SUCCESS, "{name}");
+        m.stop_adapter(id);
+        m.remove_adapter(id);
+        m.unload_driver();
+        BAD.with(|c| c.set(Bad::default()));
+        assert!(m.findings().is_empty(), "{name}: {:#?}", m.findings());
+        // The ISR's notification, then the DPC's synchronized one.
+        assert_eq!(m.notified_interrupts(id), [1, 1], "{name}");
+        assert_eq!(m.callback_calls("DxgkCbSynchronizeExecution"), 1, "{name}");
     }
 }
 

@@ -78,6 +78,14 @@ pub struct DxgkInterface {
     raw: DXGKRNL_INTERFACE,
 }
 
+// SAFETY: a read-only copy of Dxgkrnl's function pointers and its opaque DeviceHandle; Dxgkrnl's
+// callbacks may be called from any thread (each at its documented IRQL, which the methods
+// state), so moving or sharing the copy between threads (e.g. with a system worker thread) is
+// sound.
+unsafe impl Send for DxgkInterface {}
+// SAFETY: as above: `&DxgkInterface` only reads the copy.
+unsafe impl Sync for DxgkInterface {}
+
 impl fmt::Debug for DxgkInterface {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("DxgkInterface")
@@ -323,6 +331,17 @@ impl DxgkInterface {
         callback!(
             self,
             DxgkCbNotifyDpc,
+            dxgk_sys::DXGKDDI_INTERFACE_VERSION_VISTA
+        )
+    }
+
+    /// `DxgkCbSynchronizeExecution` (Vista).
+    pub(crate) fn synchronize_execution_fn(
+        &self,
+    ) -> Result<dxgk_sys::PFN_DXGKCB_SYNCHRONIZE_EXECUTION, Unavailable> {
+        callback!(
+            self,
+            DxgkCbSynchronizeExecution,
             dxgk_sys::DXGKDDI_INTERFACE_VERSION_VISTA
         )
     }

@@ -12,7 +12,7 @@ use dxgk_sys as sys;
 
 use crate::handle::DxgkProcessHandle;
 use crate::interface::{DxgkInterface, Unavailable};
-use crate::NtError;
+use crate::{NtError, NtResult};
 
 /// Proof that the caller runs in the adapter's interrupt routine (DIRQL, interrupt spin lock
 /// held by the system).
@@ -157,6 +157,41 @@ impl DxgkInterface {
         let queue = self.queue_dpc_fn()?;
         // SAFETY: called from the ISR (token) with the adapter's DeviceHandle.
         Ok(unsafe { queue(self.device_handle()) } != 0)
+    }
+
+    /// `DxgkCbSynchronizeExecution`: runs `f` serialized with the adapter's ISR, at its device
+    /// IRQL, with an [`InterruptContext`] token, so it may notify interrupts and queue the DPC
+    /// (how a software engine raises completion from its own thread). IRQL ≤ DISPATCH_LEVEL.
+    /// Returns what `f` returned.
+    pub fn synchronize_execution<F: FnMut(&InterruptContext) -> bool>(
+        &self,
+        mut f: F,
+    ) -> NtResult<bool> {
+        unsafe extern "system" fn trampoline<F: FnMut(&InterruptContext) -> bool>(
+            context: sys::PVOID,
+        ) -> sys::BOOLEAN {
+            // SAFETY: `context` is the `&mut F` passed below, live and unaliased for this call.
+            let f = unsafe { &mut *context.cast::<F>() };
+            // SAFETY: Dxgkrnl runs this routine as the adapter's SynchronizeExecution callback.
+            let isr = unsafe { InterruptContext::assume() };
+            sys::BOOLEAN::from(f(&isr))
+        }
+        let sync = self.synchronize_execution_fn()?;
+        let mut ret: sys::BOOLEAN = 0;
+        let context: *mut F = &mut f;
+        // SAFETY: the adapter's DeviceHandle, a routine matching PKSYNCHRONIZE_ROUTINE whose
+        // context is `f`, alive across the call; `ret` is a valid out pointer.
+        let st = unsafe {
+            sync(
+                self.device_handle(),
+                Some(trampoline::<F>),
+                context.cast(),
+                0,
+                &mut ret,
+            )
+        };
+        crate::status::to_result(st)?;
+        Ok(ret != 0)
     }
 
     /// `DxgkCbNotifyDpc` from the DPC.

@@ -22,6 +22,7 @@ pub mod pool;
 pub mod query;
 pub mod status;
 pub mod sync;
+pub mod thread;
 pub mod time;
 
 pub use status::{NtError, NtResult};

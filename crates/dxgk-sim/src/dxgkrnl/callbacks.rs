@@ -435,7 +435,7 @@ extern "system" fn cb_synchronize_execution(
     let old = irql();
     set_irql(DEVICE_IRQL);
     // SAFETY: the driver's synchronize routine with the context it passed.
-    let r = unsafe { routine(context) };
+    let r = super::in_interrupt_of(id, || unsafe { routine(context) });
     set_irql(old);
     if !ret.is_null() {
         // SAFETY: non-null out pointer from the driver.
@@ -450,6 +450,17 @@ extern "system" fn cb_notify_interrupt(h: HANDLE, data: *mut DXGKARGCB_NOTIFY_IN
     let Some((m, id)) = enter(CALL, h) else {
         return;
     };
+    if !super::is_in_interrupt_of(id) {
+        // Device IRQL alone is not enough: the call must be serialized with the ISR, i.e. come
+        // from the adapter's ISR or from a DxgkCbSynchronizeExecution routine (a software
+        // engine raising completion from its own thread, coskmd-style).
+        m.report(Finding::here(
+            Rule::IrqlTooLow,
+            CALL,
+            "called outside the adapter's ISR and outside DxgkCbSynchronizeExecution",
+        ));
+        return;
+    }
     // SAFETY: the driver passes its notification (or NULL, reported).
     match unsafe { data.as_ref() } {
         Some(d) => super::record_notify_interrupt(&m, id, d),

@@ -277,6 +277,27 @@ pub(crate) fn interrupt_lock(m: &MachineState, id: AdapterId) -> Arc<RankedMutex
     m.port().adapters[id.0 as usize].interrupt_lock.clone()
 }
 
+std::thread_local! {
+    /// The adapter whose ISR or SynchronizeExecution routine this thread is running (with the
+    /// adapter's interrupt lock held), if any.
+    static IN_INTERRUPT: std::cell::Cell<Option<AdapterId>> = const { std::cell::Cell::new(None) };
+}
+
+/// Runs `f` as adapter `id`'s interrupt-synchronized code (its ISR or a SynchronizeExecution
+/// routine): DxgkCbNotifyInterrupt is legal only inside. The caller holds the interrupt lock
+/// and has raised to DEVICE_IRQL.
+pub(crate) fn in_interrupt_of<R>(id: AdapterId, f: impl FnOnce() -> R) -> R {
+    let outer = IN_INTERRUPT.with(|c| c.replace(Some(id)));
+    let r = f();
+    IN_INTERRUPT.with(|c| c.set(outer));
+    r
+}
+
+/// Is this thread inside adapter `id`'s ISR or SynchronizeExecution routine?
+pub(crate) fn is_in_interrupt_of(id: AdapterId) -> bool {
+    IN_INTERRUPT.with(|c| c.get()) == Some(id)
+}
+
 /// One DxgkCbNotifyInterrupt call, with the fields of the DMA notifications decoded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct InterruptNotification {

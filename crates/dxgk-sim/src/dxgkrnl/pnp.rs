@@ -242,7 +242,7 @@ fn deliver_interrupt(m: &MachineState, id: AdapterId, message: ULONG) -> bool {
             "DxgkDdiInterruptRoutine",
             || vec![("adapter", id.0.into()), ("message", message.into())],
             // SAFETY: the miniport's ISR with its adapter context, at device IRQL.
-            || unsafe { isr(ctx, message) },
+            || super::in_interrupt_of(id, || unsafe { isr(ctx, message) }),
         );
         if irql() != DEVICE_IRQL {
             m.report(Finding::here(

@@ -74,6 +74,19 @@ impl Default for KernelState {
     }
 }
 
+impl Drop for KernelState {
+    /// Frees the thread objects (the verifier reported those still referenced): without this
+    /// every PsCreateSystemThread leaked a host allocation (Miri's leak check saw it).
+    fn drop(&mut self) {
+        for (obj, _) in self.threads.drain() {
+            // SAFETY: `obj` came from `Box::into_raw` of a `Box<ThreadObject>` in
+            // PsCreateSystemThread and is freed only here. Every host thread that runs driver
+            // code or signals the object holds the machine alive, so none runs now.
+            drop(unsafe { Box::from_raw(obj as *mut ThreadObject) });
+        }
+    }
+}
+
 impl KernelState {
     pub(crate) fn leak_findings(&self, call: &'static str) -> Vec<Finding> {
         let mut out = Vec::new();
