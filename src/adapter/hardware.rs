@@ -4,11 +4,15 @@
 
 use dxgk::device::{DeviceInfo, Mmio};
 
-use crate::soft::Registers;
+use crate::ddi::AdapterContext;
+use crate::soft::engine::Engine;
+use crate::soft::memory::{PageEntry, Pages};
+use crate::soft::{Registers, SoftDevice};
 use dxgk::interface::{DxgkInterface, StartInfo};
 use dxgk::irql::Passive;
 use dxgk::memory::{DeviceMemory, MdlPages};
 use dxgk::page_pool::PagePool;
+use dxgk::pool::{Pool, PoolBox};
 use dxgk::sync::SpinLock;
 use dxgk::{NtError, NtResult};
 use rgpu_hw::regs;
@@ -33,9 +37,14 @@ const _: () = assert!(
 /// Everything a started adapter holds. Field order is release order (the pool last: pages
 /// returned to it are freed when it goes).
 pub struct Started {
+    /// Soft mode's engine thread (first: halted and joined before any memory it reaches goes).
+    pub(super) engine: Option<Engine>,
     pub(super) aperture: Aperture,
     /// The fence write-back page (from `pool`; `None` only while being returned at stop).
     pub(super) fence: Option<DeviceMemory>,
+    /// The ring page (from `pool`; `None` only while being returned at stop). Outside the
+    /// ring's lock: the soft engine reads it while a submission holds that lock.
+    pub(super) ring_page: Option<DeviceMemory>,
     pub(super) ring: SpinLock<Ring>,
     /// The register interface: the mapped BAR (or, in soft mode, the in-driver model).
     pub(super) mmio: Registers,
@@ -63,7 +72,17 @@ impl Started {
     /// Acquires the device for StartDevice (PASSIVE_LEVEL): finds and maps the register BAR,
     /// identifies and resets the device, allocates the ring, fence page and GART, programs the
     /// ring. On failure everything acquired so far is released (and the device reset).
-    pub fn bring_up(iface: DxgkInterface, info: StartInfo, passive: &Passive) -> NtResult<Self> {
+    ///
+    /// Without a register BAR (a root-enumerated device) the adapter runs soft rgpu: the
+    /// registers are the in-driver model (from `nonpaged`) and its engine thread, which reaches the
+    /// adapter through `context`, is started last.
+    pub fn bring_up(
+        iface: DxgkInterface,
+        info: StartInfo,
+        passive: &Passive,
+        nonpaged: &Pool,
+        context: AdapterContext,
+    ) -> NtResult<Self> {
         let interface_version = iface.version().min(NEWEST_INTERFACE_VERSION);
         let device = DeviceInfo::query(&iface, passive).inspect_err(|e| {
             rgpu_log!(
@@ -72,26 +91,33 @@ impl Started {
                 e
             )
         })?;
-        let Some(bar) = device.first_memory else {
-            rgpu_log!(
-                error,
-                "StartDevice: no register BAR in the translated resources (a root-enumerated device without rgpu hardware?)"
-            );
-            return Err(NtError::DEVICE_HARDWARE_ERROR);
+        let mmio = match device.first_memory {
+            None => {
+                rgpu_log!(
+                    info,
+                    "StartDevice: no register BAR in the translated resources: soft rgpu (the device model runs in the driver)"
+                );
+                Registers::Soft(
+                    PoolBox::try_new(nonpaged, crate::POOL_TAG, SoftDevice::new()).inspect_err(
+                        |e| rgpu_log!(error, "StartDevice: soft device allocation failed: {}", e),
+                    )?,
+                )
+            }
+            Some(bar) => {
+                if bar.length < regs::BAR_SIZE {
+                    rgpu_log!(
+                        error,
+                        "StartDevice: register BAR of {} bytes, need {}",
+                        bar.length,
+                        regs::BAR_SIZE
+                    );
+                    return Err(NtError::DEVICE_HARDWARE_ERROR);
+                }
+                Registers::Mmio(Mmio::map(&iface, passive, bar).inspect_err(|e| {
+                    rgpu_log!(error, "StartDevice: DxgkCbMapMemory failed: {}", e)
+                })?)
+            }
         };
-        if bar.length < regs::BAR_SIZE {
-            rgpu_log!(
-                error,
-                "StartDevice: register BAR of {} bytes, need {}",
-                bar.length,
-                regs::BAR_SIZE
-            );
-            return Err(NtError::DEVICE_HARDWARE_ERROR);
-        }
-        let mmio = Registers::Mmio(
-            Mmio::map(&iface, passive, bar)
-                .inspect_err(|e| rgpu_log!(error, "StartDevice: DxgkCbMapMemory failed: {}", e))?,
-        );
         let device_version = reset_and_identify(&mmio)?;
 
         let pool = PagePool::new(
@@ -118,10 +144,12 @@ impl Started {
                 e
             )
         })?;
-        let started = Started {
+        let mut started = Started {
+            engine: None,
             aperture: Aperture::new(gart)?,
             fence: Some(fence),
-            ring: SpinLock::new(Ring::new(ring)),
+            ring_page: Some(ring),
+            ring: SpinLock::new(Ring::default()),
             mmio,
             iface,
             interface_version,
@@ -131,6 +159,11 @@ impl Started {
         };
         // On failure `started` drops: device reset, memory and mapping released.
         started.program_ring()?;
+        if started.mmio.soft().is_some() {
+            started.engine = Some(Engine::spawn(nonpaged, passive, context).inspect_err(|e| {
+                rgpu_log!(error, "StartDevice: soft engine thread failed: {}", e)
+            })?);
+        }
         rgpu_log!(
             info,
             "started: interface {:#x}, device version {:#x}, {} DMA queue entries",
@@ -164,6 +197,31 @@ impl Started {
         &self.iface
     }
 
+    /// The memory the soft engine may reach: the driver's own pages (ring, fence page).
+    pub(super) fn soft_memory(&self) -> Pages<'_, 2> {
+        let mut pages = Pages::new();
+        for mem in [self.ring_page.as_ref(), self.fence.as_ref()]
+            .into_iter()
+            .flatten()
+        {
+            if let Some(logical) = mem.page_address(0) {
+                pages.register(PageEntry {
+                    logical: logical.0,
+                    view: mem.pages().shared(),
+                    offset: 0,
+                });
+            }
+        }
+        pages
+    }
+
+    /// Wakes the soft engine after a doorbell write that asked for it.
+    pub(super) fn wake_engine(&self, doorbell: bool) {
+        if let (true, Some(engine)) = (doorbell, self.engine.as_ref()) {
+            engine.wake();
+        }
+    }
+
     /// The register interface.
     pub fn mmio(&self) -> &Registers {
         &self.mmio
@@ -171,7 +229,7 @@ impl Started {
 
     /// Programs ring and fence write-back and enables the ring and interrupts (spec §3).
     pub(super) fn program_ring(&self) -> NtResult<()> {
-        let ring = self.ring.lock().reset()?;
+        let ring = self.ring.lock().reset(self.ring_page.as_ref())?;
         let fence = self
             .fence
             .as_ref()

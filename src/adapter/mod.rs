@@ -35,8 +35,11 @@ use self::hardware::reset_and_identify;
 pub use self::hardware::{Started, FENCE_PAGE_BYTES, REGISTER_TIMEOUT_US};
 use self::interrupt::Fences;
 pub use self::ring::RING_BYTES;
+use crate::ddi::AdapterContext;
 use crate::log_once::LoggedOnce;
 use crate::paging::Aperture;
+use crate::soft::RUN_BUDGET;
+use rgpu_hw::RunState;
 
 /// Per-adapter state, owned by Dxgkrnl's `MiniportDeviceContext` between AddDevice and
 /// RemoveDevice.
@@ -94,13 +97,21 @@ impl Adapter {
     /// Starts the adapter (DxgkDdiStartDevice) with the interface and start information the
     /// entry layer decoded. PASSIVE_LEVEL. On failure everything acquired so far is released
     /// and the adapter stays stopped.
-    pub fn start(&mut self, iface: DxgkInterface, info: StartInfo) -> NtResult<()> {
+    /// `context` names this adapter for the soft engine thread (soft mode only).
+    pub fn start(
+        &mut self,
+        iface: DxgkInterface,
+        info: StartInfo,
+        context: AdapterContext,
+    ) -> NtResult<()> {
         let passive = Passive::check()?;
         if self.started.is_some() {
             rgpu_log!(error, "StartDevice: adapter already started");
             return Err(NtError::INVALID_DEVICE_STATE);
         }
-        self.started = Some(Started::bring_up(iface, info, &passive)?);
+        self.started = Some(Started::bring_up(
+            iface, info, &passive, &self.pool, context,
+        )?);
         Ok(())
     }
 
@@ -108,13 +119,15 @@ impl Adapter {
     /// Idempotent: stopping a stopped adapter is a no-op.
     pub fn stop(&mut self) {
         if let Some(mut s) = self.started.take() {
+            // The engine first: it reaches the pages returned below.
+            drop(s.engine.take());
             // Quiesce first (unless surprise-removed: the registers are gone), then give the
             // device pages back to the pool and trim it: StopDevice returns everything.
             if !self.is_removed() {
                 s.quiesce();
             }
             s.quiesce_on_drop = false;
-            let pages = [s.fence.take(), s.ring.get_mut().mem.take()];
+            let pages = [s.fence.take(), s.ring_page.take()];
             if let Ok(passive) = Passive::check() {
                 for page in pages.into_iter().flatten() {
                     // A page that cannot be returned is freed with it (dropped).
@@ -131,6 +144,39 @@ impl Adapter {
                 );
             }
             drop(s);
+        }
+    }
+
+    /// Halts the soft engine thread (no-op on hardware): PnP DDIs call this through `&self`
+    /// before they take the adapter exclusively. PASSIVE_LEVEL.
+    pub fn halt_engine(&self) {
+        if let Some(engine) = self.started.as_ref().and_then(|s| s.engine.as_ref()) {
+            engine.halt();
+        }
+    }
+
+    /// The soft engine thread's work after a wake: runs the model over the adapter's memory,
+    /// [`RUN_BUDGET`] units per device-lock hold, raising each asserted interrupt through
+    /// DxgkCbSynchronizeExecution → [`Adapter::interrupt`], until the ring is idle, halted or
+    /// `stop()` says the thread is ending. ≤ DISPATCH_LEVEL (the thread runs at PASSIVE).
+    pub fn run_soft_engine(&self, stop: impl Fn() -> bool) {
+        let Some(s) = self.hardware() else {
+            return;
+        };
+        let Some(soft) = s.mmio.soft() else {
+            return;
+        };
+        let memory = s.soft_memory();
+        loop {
+            let (outcome, asserted) = soft.run(&memory, RUN_BUDGET);
+            if asserted {
+                // Only fails when the interface lacks the callback (StartDevice checked it).
+                let _ = s.iface.synchronize_execution(|isr| self.interrupt(isr));
+            }
+            let more = outcome.is_some_and(|o| o.state == RunState::BudgetExhausted);
+            if !more || stop() {
+                return;
+            }
         }
     }
 
@@ -250,9 +296,9 @@ impl Adapter {
         entry.fence_irq = true;
         entry.fence_value = fence;
         let mut ring = s.ring.lock();
-        ring.push(&s.mmio, &entry)?;
+        ring.push(s.ring_page.as_ref(), &s.mmio, &entry)?;
         self.fences.set_submitted(fence as u32);
-        ring.doorbell(&s.mmio);
+        s.wake_engine(ring.doorbell(&s.mmio));
         Ok(())
     }
 
@@ -274,9 +320,9 @@ impl Adapter {
             ..Default::default()
         };
         // Queue first, then publish the request: a full ring leaves no request behind.
-        ring.push(&s.mmio, &entry)?;
+        ring.push(s.ring_page.as_ref(), &s.mmio, &entry)?;
         self.fences.request_preemption(preemption_fence);
-        ring.doorbell(&s.mmio);
+        s.wake_engine(ring.doorbell(&s.mmio));
         Ok(())
     }
 

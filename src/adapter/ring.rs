@@ -13,29 +13,22 @@ use crate::soft::Registers;
 /// Ring size in bytes (128 entries).
 pub const RING_BYTES: usize = 4096;
 
-/// The ring page and the driver's write position in it.
+/// The driver's write position in the ring page. The page itself lives outside the ring's lock
+/// (`Started::ring_page`), shared with the device: the soft engine reads it while the driver
+/// holds this lock to submit (the lock order ring → device must not be inverted by the engine).
+#[derive(Default)]
 pub struct Ring {
-    /// The ring page (from the adapter's page pool; `None` only while being returned at stop).
-    pub(super) mem: Option<DeviceMemory>,
     /// Byte offset of the next entry the driver writes.
     tail: u32,
 }
 
 impl Ring {
-    /// A ring in `mem` (one page), empty.
-    pub fn new(mem: DeviceMemory) -> Self {
-        Self {
-            mem: Some(mem),
-            tail: 0,
-        }
-    }
-
-    /// Empties the ring (enabling it zeroes the device's head and tail) and returns its
-    /// logical address.
-    pub fn reset(&mut self) -> NtResult<u64> {
+    /// Empties the ring in `mem` (enabling it zeroes the device's head and tail) and returns
+    /// its logical address.
+    pub fn reset(&mut self, mem: Option<&DeviceMemory>) -> NtResult<u64> {
         self.tail = 0;
-        let mem = self.mem.as_mut().ok_or(NtError::INVALID_DEVICE_STATE)?;
-        mem.pages_mut().fill(0, RING_BYTES, 0)?;
+        let mem = mem.ok_or(NtError::INVALID_DEVICE_STATE)?;
+        mem.pages().shared().fill(0, RING_BYTES, 0)?;
         Ok(mem
             .page_address(0)
             .ok_or(NtError::INSUFFICIENT_RESOURCES)?
@@ -44,7 +37,12 @@ impl Ring {
 
     /// Writes `entry` at the tail and advances the driver's copy of the tail (the device sees
     /// it at [`Ring::doorbell`]). STATUS_DEVICE_NOT_READY when the ring is full.
-    pub fn push(&mut self, mmio: &Registers, entry: &RingEntry) -> NtResult<()> {
+    pub fn push(
+        &mut self,
+        mem: Option<&DeviceMemory>,
+        mmio: &Registers,
+        entry: &RingEntry,
+    ) -> NtResult<()> {
         let head = mmio.read(regs::RING_HEAD);
         let next = (self.tail + ENTRY_SIZE as u32) % RING_BYTES as u32;
         if next == head {
@@ -53,18 +51,19 @@ impl Ring {
             return Err(NtError::DEVICE_NOT_READY);
         }
         let at = self.tail as usize;
-        self.mem
-            .as_mut()
-            .ok_or(NtError::INVALID_DEVICE_STATE)?
-            .pages_mut()
+        mem.ok_or(NtError::INVALID_DEVICE_STATE)?
+            .pages()
+            .shared()
             .write(at, &entry.encode())?;
         self.tail = next;
         Ok(())
     }
 
-    /// Publishes the driver's tail to the device and rings the doorbell.
-    pub fn doorbell(&self, mmio: &Registers) {
+    /// Publishes the driver's tail to the device and rings the doorbell. Returns true when the
+    /// soft engine must be woken (see [`Registers::write`]).
+    #[must_use]
+    pub fn doorbell(&self, mmio: &Registers) -> bool {
         mmio.write(regs::RING_TAIL, self.tail);
-        mmio.write(regs::DOORBELL, 1);
+        mmio.write(regs::DOORBELL, 1)
     }
 }

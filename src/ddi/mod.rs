@@ -172,6 +172,41 @@ unsafe fn adapter<'a>(handle: HANDLE) -> NtResult<&'a Adapter> {
     Ok(unsafe { h.as_non_null().cast::<Adapter>().as_ref() })
 }
 
+/// The adapter as the soft engine thread reaches it: Dxgkrnl's MiniportDeviceContext, turned
+/// back into `&Adapter` the way [`adapter`] does for the ISR.
+///
+/// # Invariants
+/// Points to the live `Adapter` AddDevice created. Only the engine thread of that adapter holds
+/// one, and that thread is halted (`Started::halt_engine`) before any PnP DDI takes exclusive
+/// access and joined before the adapter is freed, so every reference it hands out is to a live
+/// adapter that no `&mut` aliases.
+pub struct AdapterContext(NonNull<Adapter>);
+
+// SAFETY: only shared references are handed out, and `Adapter` is used through `&self` from the
+// ISR, the DPC and every non-PnP DDI at once (its state is atomics and locks).
+unsafe impl Send for AdapterContext {}
+// SAFETY: as above.
+unsafe impl Sync for AdapterContext {}
+
+impl AdapterContext {
+    /// The context for the adapter at `handle`.
+    ///
+    /// # Safety
+    /// `handle` must be a live adapter context from AddDevice, and the invariants of the type
+    /// must hold for as long as the value exists (the engine that owns it is halted before
+    /// exclusive access and dropped before RemoveDevice frees the adapter).
+    unsafe fn new(handle: HANDLE) -> NtResult<Self> {
+        let h = AdapterHandle::from_raw(handle).ok_or(NtError::INVALID_PARAMETER)?;
+        Ok(Self(h.as_non_null().cast::<Adapter>()))
+    }
+
+    /// The adapter.
+    pub fn adapter(&self) -> &Adapter {
+        // SAFETY: per the type's invariants, a live adapter with no `&mut` in use.
+        unsafe { self.0.as_ref() }
+    }
+}
+
 /// As [`adapter`], exclusively (PnP DDIs only).
 ///
 /// # Safety

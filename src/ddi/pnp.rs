@@ -7,7 +7,7 @@ use dxgk::NtError;
 use dxgk_sys as sys;
 use dxgk_sys::{DEVICE_OBJECT, DXGKRNL_INTERFACE, DXGK_START_INFO, NTSTATUS, PVOID, ULONG};
 
-use super::{adapter, adapter_mut, finish, paged_code, take_handle};
+use super::{adapter, adapter_mut, finish, paged_code, take_handle, AdapterContext};
 use crate::adapter::Adapter;
 use crate::version::MINIMUM_INTERFACE_VERSION;
 use crate::POOL_TAG;
@@ -81,7 +81,10 @@ pub(super) unsafe extern "system" fn ddi_start_device(
         // SAFETY: Dxgkrnl's DXGKRNL_INTERFACE of at least its Size bytes (or NULL).
         let iface = unsafe { DxgkInterface::copy_from(interface, MINIMUM_INTERFACE_VERSION) }
             .inspect_err(log_interface_error)?;
-        a.start(iface, info)?;
+        // SAFETY: the context from AddDevice; the engine that keeps it is halted before every
+        // exclusive access (StopDevice, RemoveDevice) and dropped before the adapter is freed.
+        let context = unsafe { AdapterContext::new(miniport_device_context) }?;
+        a.start(iface, info, context)?;
         // Render-only: no video present sources, no children.
         // SAFETY: checked non-null above; out-parameters owned by Dxgkrnl.
         unsafe { *number_of_video_present_sources = 0 };
@@ -94,13 +97,25 @@ pub(super) unsafe extern "system" fn ddi_start_device(
 
 pub(super) unsafe extern "system" fn ddi_stop_device(miniport_device_context: PVOID) -> NTSTATUS {
     let r = paged_code("StopDevice").and_then(|_| {
-        // SAFETY: PnP DDI, serialized; the context came from AddDevice.
+        halt_engine(miniport_device_context);
+        // SAFETY: PnP DDI, serialized; the context came from AddDevice; the soft engine thread
+        // (the one other user of the adapter during a PnP DDI) has terminated.
         unsafe { adapter_mut(miniport_device_context) }.map(Adapter::stop)
     });
     finish("StopDevice", r)
 }
 
+/// Ends the soft engine thread through a shared reference, before a PnP DDI takes the adapter
+/// exclusively (the thread holds `&Adapter` while it runs).
+fn halt_engine(miniport_device_context: PVOID) {
+    // SAFETY: the context came from AddDevice; shared access only.
+    if let Ok(a) = unsafe { adapter(miniport_device_context) } {
+        a.halt_engine();
+    }
+}
+
 pub(super) unsafe extern "system" fn ddi_remove_device(miniport_device_context: PVOID) -> NTSTATUS {
+    halt_engine(miniport_device_context);
     // SAFETY: the context came from `PoolBox::into_raw` in AddDevice with POOL_TAG, and
     // RemoveDevice is its last use.
     let r =

@@ -20,6 +20,9 @@
 
 #![forbid(unsafe_code)]
 
+pub mod engine;
+pub mod memory;
+
 use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use dxgk::device::Mmio;
 use dxgk::pool::PoolBox;

@@ -276,6 +276,64 @@ impl MdlPages {
     }
 }
 
+impl MdlPages {
+    /// The pages as memory shared with a device engine: reads and writes through `&self`, so a
+    /// software engine thread and the driver can both reach them (the soft rgpu engine).
+    pub fn shared(&self) -> SharedPages<'_> {
+        SharedPages { pages: self }
+    }
+}
+
+/// [`MdlPages`] seen as DMA-shared memory: every access is a raw-pointer copy into the system
+/// mapping, taking `&self`, never a slice that spans memory another thread may write. Accesses
+/// from different threads to the same bytes race the way a device's DMA races the CPU: order
+/// them through the device protocol (doorbell, fences), as for hardware.
+#[derive(Clone, Copy)]
+pub struct SharedPages<'a> {
+    pages: &'a MdlPages,
+}
+
+// SAFETY: every access through a SharedPages is a raw-pointer copy into the pages' nonpaged
+// system mapping, valid from any thread for `'a`; no reference to the bytes is ever formed.
+unsafe impl Send for SharedPages<'_> {}
+// SAFETY: as above.
+unsafe impl Sync for SharedPages<'_> {}
+
+impl SharedPages<'_> {
+    /// Bytes covered.
+    pub fn len(&self) -> usize {
+        self.pages.total
+    }
+
+    /// True for no bytes (never: MdlPages hold at least one page).
+    pub fn is_empty(&self) -> bool {
+        self.pages.total == 0
+    }
+
+    /// Copies bytes at `offset` into `out`; STATUS_INVALID_PARAMETER out of range (nothing read).
+    pub fn read(&self, offset: usize, out: &mut [u8]) -> NtResult<()> {
+        self.pages.read(offset, out)
+    }
+
+    /// Copies `data` to `offset`; STATUS_INVALID_PARAMETER out of range (nothing written).
+    pub fn write(&self, offset: usize, data: &[u8]) -> NtResult<()> {
+        self.pages.for_range(offset, data.len(), |dst, n, done| {
+            let src = &data[done..done + n];
+            // SAFETY: `dst` has `n` writable bytes in the live mapping (for_range); a raw copy,
+            // no reference to the destination is formed (see the type's race note).
+            unsafe { core::ptr::copy_nonoverlapping(src.as_ptr(), dst, n) }
+        })
+    }
+
+    /// Fills `[offset, offset + len)` with `byte`.
+    pub fn fill(&self, offset: usize, len: usize, byte: u8) -> NtResult<()> {
+        self.pages.for_range(offset, len, |dst, n, _| {
+            // SAFETY: `dst` has `n` writable bytes in the live mapping (for_range).
+            unsafe { core::ptr::write_bytes(dst, byte, n) }
+        })
+    }
+}
+
 impl Drop for MdlPages {
     fn drop(&mut self) {
         for i in 0..self.count {

@@ -178,9 +178,12 @@ impl<T: Send + Sync + 'static> SystemThread<T> {
     }
 }
 
-impl<T: Send + Sync + 'static> Drop for SystemThread<T> {
-    /// Stops and joins the thread. PASSIVE_LEVEL (it waits).
-    fn drop(&mut self) {
+impl<T: Send + Sync + 'static> SystemThread<T> {
+    /// Asks the body to stop, wakes it and waits until the thread has terminated; through
+    /// `&self`, so an owner reachable from the thread's own state can end it before taking
+    /// exclusive access. Idempotent (a terminated thread object stays signalled). PASSIVE_LEVEL,
+    /// never from the thread itself.
+    pub fn halt(&self) {
         self.shared.stop.store(true, Ordering::Release);
         self.shared.signal();
         // SAFETY: the referenced thread object; an infinite wait at PASSIVE_LEVEL for a thread
@@ -194,6 +197,18 @@ impl<T: Send + Sync + 'static> Drop for SystemThread<T> {
                 core::ptr::null_mut(),
             )
         };
+    }
+
+    /// True once [`SystemThread::halt`] (or drop) asked the thread to stop.
+    pub fn is_halted(&self) -> bool {
+        self.shared.stop.load(Ordering::Acquire)
+    }
+}
+
+impl<T: Send + Sync + 'static> Drop for SystemThread<T> {
+    /// Stops and joins the thread. PASSIVE_LEVEL (it waits).
+    fn drop(&mut self) {
+        self.halt();
         // SAFETY: the reference taken in `spawn`, released once.
         unsafe { sys::ObfDereferenceObject(self.thread) };
         // `shared` is freed after this: the thread has terminated.

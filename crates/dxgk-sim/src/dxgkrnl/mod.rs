@@ -132,6 +132,7 @@ pub(crate) fn new_adapter(
     version: u32,
     mmio_words: usize,
     device: Option<Box<dyn SimDevice>>,
+    root_enumerated: bool,
 ) -> AdapterId {
     let mut port = m.port();
     let id = AdapterId(port.adapters.len() as u32);
@@ -152,6 +153,11 @@ pub(crate) fn new_adapter(
     mem.Length = (mmio_words * 4) as u32;
     d.u.Memory = mem;
     rl.List[0].PartialResourceList.PartialDescriptors[0] = d;
+    if root_enumerated {
+        // A root-enumerated device: PnP assigns it no hardware resources at all.
+        rl.Count = 0;
+        rl.List[0].PartialResourceList.Count = 0;
+    }
     let path: Vec<u16> = format!(
         "\\REGISTRY\\MACHINE\\SYSTEM\\CurrentControlSet\\Control\\Video\\{{sim-adapter-{}}}\\0000",
         id.0
@@ -448,7 +454,7 @@ impl Machine {
     /// safe wrappers without a driver. `DeviceHandle` identifies the adapter
     /// ([`Machine::adapter_of`]).
     pub fn interface_for_tests(&self, version: u32) -> DXGKRNL_INTERFACE {
-        let id = new_adapter(&self.state, true, version, 16 * 1024, None);
+        let id = new_adapter(&self.state, true, version, 16 * 1024, None, false);
         let mut port = self.state.port();
         port.adapters[id.0 as usize].state = PnpState::Started;
         *port.adapters[id.0 as usize].interface

@@ -755,6 +755,21 @@ impl Machine {
             self.state.config.max_interface_version,
             words,
             config.device,
+            false,
+        )
+    }
+
+    /// Plugs in a root-enumerated adapter (`Root\rgpu`, not started yet): its translated
+    /// resource list is empty — no register BAR, no interrupt — as PnP gives a device that
+    /// no bus enumerated. A driver sees no hardware there (rgpu runs soft mode).
+    pub fn add_root_adapter(&self) -> AdapterId {
+        new_adapter(
+            &self.state,
+            false,
+            self.state.config.max_interface_version,
+            16 * 1024,
+            None,
+            true,
         )
     }
 
