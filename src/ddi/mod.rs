@@ -173,11 +173,11 @@ unsafe fn adapter<'a>(handle: HANDLE) -> NtResult<&'a Adapter> {
 }
 
 /// The adapter as the soft engine thread reaches it: Dxgkrnl's MiniportDeviceContext, turned
-/// back into `&Adapter` the way [`adapter`] does for the ISR.
+/// back into `&Adapter` the way the ISR thunk does.
 ///
 /// # Invariants
 /// Points to the live `Adapter` AddDevice created. Only the engine thread of that adapter holds
-/// one, and that thread is halted (`Started::halt_engine`) before any PnP DDI takes exclusive
+/// one, and that thread is halted (`Adapter::halt_engine`) before any PnP DDI takes exclusive
 /// access and joined before the adapter is freed, so every reference it hands out is to a live
 /// adapter that no `&mut` aliases.
 pub struct AdapterContext(NonNull<Adapter>);
