@@ -1,6 +1,7 @@
 //! The IOMMU page pool: reuse without Dxgkrnl round trips, zeroing, bounds, trimming, DISPATCH
 //! use of the free list, and everything returned when the pool goes away.
 
+use dxgk::device_memory::MemoryPath;
 use dxgk::interface::DxgkInterface;
 use dxgk::irql::Passive;
 use dxgk::memory::PAGE_SIZE;
@@ -35,11 +36,11 @@ fn steady_state_reuse_makes_no_dxgkrnl_calls_and_pages_come_back_zeroed() {
     m.enter(|| {
         let iface = setup(&m);
         let passive = Passive::check().unwrap();
-        let pool = PagePool::new(&iface, sys::DXGK_MEMORY_CACHING_TYPE_CACHED, 8);
+        let pool = PagePool::new(&iface, MemoryPath::Mdl, sys::DXGK_MEMORY_CACHING_TYPE_CACHED, 8);
         // Warm up: 4 pages in use at once.
         let pages: Vec<_> = (0..4).map(|_| pool.get(&passive).unwrap()).collect();
         for mut p in pages {
-            p.pages_mut().fill(0, PAGE_SIZE, 0xEE).unwrap();
+            p.fill(0, PAGE_SIZE, 0xEE).unwrap();
             pool.put(&passive, p).unwrap();
         }
         let before = round_trips(&m);
@@ -47,9 +48,9 @@ fn steady_state_reuse_makes_no_dxgkrnl_calls_and_pages_come_back_zeroed() {
             let pages: Vec<_> = (0..4).map(|_| pool.get(&passive).unwrap()).collect();
             for mut p in pages {
                 let mut b = vec![0u8; PAGE_SIZE];
-                p.pages().read(0, &mut b).unwrap();
+                p.read(0, &mut b).unwrap();
                 assert!(b.iter().all(|&x| x == 0), "reused page not zeroed");
-                p.pages_mut().fill(0, PAGE_SIZE, 0x77).unwrap();
+                p.fill(0, PAGE_SIZE, 0x77).unwrap();
                 pool.put(&passive, p).unwrap();
             }
         }
@@ -74,7 +75,7 @@ fn the_pool_is_bounded_trimmed_and_frees_everything_when_dropped() {
     m.enter(|| {
         let iface = setup(&m);
         let passive = Passive::check().unwrap();
-        let pool = PagePool::new(&iface, sys::DXGK_MEMORY_CACHING_TYPE_CACHED, 3);
+        let pool = PagePool::new(&iface, MemoryPath::Mdl, sys::DXGK_MEMORY_CACHING_TYPE_CACHED, 3);
         let pages: Vec<_> = (0..5).map(|_| pool.get(&passive).unwrap()).collect();
         assert_eq!(m.live_iommu_mappings(), 5);
         for p in pages {
@@ -101,7 +102,7 @@ fn the_free_list_serves_dispatch_level_without_callbacks() {
     m.enter(|| {
         let iface = setup(&m);
         let passive = Passive::check().unwrap();
-        let pool = PagePool::new(&iface, sys::DXGK_MEMORY_CACHING_TYPE_CACHED, 2);
+        let pool = PagePool::new(&iface, MemoryPath::Mdl, sys::DXGK_MEMORY_CACHING_TYPE_CACHED, 2);
         let p = pool.get(&passive).unwrap();
         pool.put(&passive, p).unwrap();
         // SAFETY: simulated raise, lowered below.
@@ -126,7 +127,7 @@ fn a_failed_allocation_leaves_the_pool_usable() {
     m.enter(|| {
         let iface = setup(&m);
         let passive = Passive::check().unwrap();
-        let pool = PagePool::new(&iface, sys::DXGK_MEMORY_CACHING_TYPE_CACHED, 2);
+        let pool = PagePool::new(&iface, MemoryPath::Mdl, sys::DXGK_MEMORY_CACHING_TYPE_CACHED, 2);
         m.fail_nth(1);
         assert!(pool.get(&passive).is_err());
         let p = pool.get(&passive).unwrap();
