@@ -6,6 +6,7 @@
 use dxgk::handle::ProcessHandle;
 use dxgk::interface::DxgkInterface;
 use dxgk::irql::Passive;
+use dxgk::device_memory::{MemoryPath, SystemMemory};
 use dxgk::memory::MdlPages;
 use dxgk::paging::BuildPagingBuffer;
 use dxgk::NtError;
@@ -374,9 +375,10 @@ fn aperture_pages_translate_through_the_gart_and_unmapped_ones_are_refused() {
             unsafe { DxgkInterface::copy_from(&raw, sys::DXGKDDI_INTERFACE_VERSION_WDDM2_4) }
                 .unwrap();
         let passive = Passive::check().unwrap();
-        let gart = MdlPages::allocate(
+        let gart = SystemMemory::allocate_cpu_only(
             &iface,
             &passive,
+            MemoryPath::Mdl,
             APERTURE_PAGES * 8,
             sys::DXGK_MEMORY_CACHING_TYPE_CACHED,
         )
