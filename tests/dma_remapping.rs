@@ -54,7 +54,8 @@ fn wddm_3_1_asks_both_caps_before_start_and_the_driver_uses_physical_memory_obje
                 sys::DXGKQAITYPE_DRIVERCAPS.0
             ]
         );
-        assert!(info.dma_remapping, "remapping accepted ({iommu:?})");
+        // Accepted only where the IOMMU remaps; the driver opted in either way.
+        assert_eq!(info.dma_remapping, iommu == IommuMode::Remapped);
         assert_eq!(
             info.highest_visible_address,
             Some(rgpu::caps::HIGHEST_DEVICE_ADDRESS)
@@ -176,5 +177,43 @@ fn the_verifier_flags_2_4_memory_callbacks_on_a_remapping_adapter() {
             assert!(flagged.is_empty(), "{:?}", m.findings());
             stop_and_check(&m, id);
         }
+    }
+}
+
+const ABOVE_REACH: u64 = 1 << 40;
+
+#[test]
+fn memory_above_the_gpu_reach_refuses_the_adapter_unless_remapping_was_accepted() {
+    for (config, refused) in [
+        (MachineConfig::windows_11_22h2(), false),
+        (
+            MachineConfig::windows_11_22h2().with_iommu(IommuMode::Identity),
+            true,
+        ),
+        (
+            with_interface(sys::DXGKDDI_INTERFACE_VERSION_WDDM2_7),
+            true,
+        ),
+    ] {
+        let config = config.with_physical_base(ABOVE_REACH);
+        let name = format!("{} {:?}", config.name, config.iommu);
+        assert!(config.highest_physical_address() > rgpu::caps::HIGHEST_DEVICE_ADDRESS as u64);
+        let m = Machine::new(config);
+        assert_eq!(m.load_driver(rgpu::ddi::DriverEntry), sys::STATUS_SUCCESS);
+        let id = m.add_adapter(support::rgpu_adapter());
+        let status = m.start_adapter(id);
+        if refused {
+            assert_eq!(status, sys::STATUS_NOT_SUPPORTED, "{name}");
+            assert!(m.debug_contains("adapter refused"), "{name}");
+            m.unload_driver();
+        } else {
+            assert_eq!(status, sys::STATUS_SUCCESS, "{name}: {:?}", m.findings());
+            // Logical addresses inside the GPU's reach, physical pages above it.
+            assert!(m.iommu_faults().is_empty());
+            stop_and_check(&m, id);
+            continue;
+        }
+        m.check_leaks();
+        m.assert_clean();
     }
 }

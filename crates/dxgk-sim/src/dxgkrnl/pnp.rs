@@ -478,7 +478,9 @@ fn remapping_queries(m: &MachineState, id: AdapterId, version: u32) -> Result<()
         &vec![0u8; size],
     ))?
     .map(|b| u32::from_le_bytes(b[..4].try_into().expect("4 bytes")));
+    // Remapping needs an IOMMU that remaps (identity mode has none to offer).
     let remapping = version >= dxgk_sys::DXGKDDI_INTERFACE_VERSION_WDDM3_0
+        && m.config.iommu == crate::IommuMode::Remapped
         && iommu.is_some_and(|c| c & IOMMU_CAPS_DMA_REMAPPING_SUPPORTED != 0);
     let mut port = m.port();
     let a = &mut port.adapters[id.0 as usize];
@@ -486,6 +488,42 @@ fn remapping_queries(m: &MachineState, id: AdapterId, version: u32) -> Result<()
     a.info.iommu_caps = iommu;
     a.info.dma_remapping = remapping;
     Ok(())
+}
+
+/// Dxgkrnl's refusal of an adapter that cannot reach installed memory: the GPU's highest
+/// visible address (PHYSICAL_MEMORY_CAPS, else DRIVERCAPS.HighestAcceptableAddress) is below
+/// the highest installed physical address and DMA remapping was not accepted (with remapping,
+/// logical addresses are allocated inside the GPU's reach instead). STATUS_NOT_SUPPORTED and a
+/// `dxgkrnl:` debug line saying why.
+fn check_reach(m: &MachineState, id: AdapterId) -> Result<(), NTSTATUS> {
+    let (visible, remapping) = {
+        let port = m.port();
+        let info = &port.adapters[id.0 as usize].info;
+        let from_caps = info.driver_caps.map(|c| {
+            // SAFETY: LARGE_INTEGER is plain data; any bit pattern is valid.
+            unsafe { c.HighestAcceptableAddress.QuadPart }
+        });
+        (
+            info.highest_visible_address.or(from_caps),
+            info.dma_remapping,
+        )
+    };
+    let installed = m.config.highest_physical_address();
+    let Some(visible) = visible.filter(|&v| v > 0) else {
+        return Ok(());
+    };
+    if remapping || visible as u64 >= installed {
+        return Ok(());
+    }
+    m.debug_print(crate::machine::DebugLine {
+        component: 0,
+        level: 0,
+        text: format!(
+            "dxgkrnl: adapter refused: the GPU reaches up to {visible:#x}, installed memory up to \
+             {installed:#x}, and DMA remapping was not accepted\n"
+        ),
+    });
+    Err(dxgk_sys::STATUS_NOT_SUPPORTED)
 }
 
 /// DXGK_IOMMU_CAPS bit 2.
@@ -539,7 +577,7 @@ fn start_device(m: &MachineState, id: AdapterId, d: &Ddis, ctx: PVOID) -> NTSTAT
         a.info.number_of_video_present_sources = sources;
         a.info.number_of_children = children;
     }
-    match start_queries(m, id, d) {
+    match start_queries(m, id, d).and_then(|()| check_reach(m, id)) {
         Ok(()) => {
             m.port().adapters[id.0 as usize].state = PnpState::Started;
             dxgk_sys::STATUS_SUCCESS
