@@ -297,7 +297,11 @@ fn remapping_caps_match_drivercaps_and_opt_in_to_dma_remapping() {
             c.IommuIsolationRequired(),
             d.MemoryManagementCaps.IoMmuSecureModeRequired()
         );
-        assert_eq!(c.DmaRemappingSupported(), 1, "the WDDM 3.0 memory path exists");
+        assert_eq!(
+            c.DmaRemappingSupported(),
+            1,
+            "the WDDM 3.0 memory path exists"
+        );
         assert_eq!(c.Reserved(), 0);
         let mut out = vec![0xAAu8; size_of::<sys::DXGK_PHYSICAL_MEMORY_CAPS>()];
         query(

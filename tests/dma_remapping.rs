@@ -190,10 +190,7 @@ fn memory_above_the_gpu_reach_refuses_the_adapter_unless_remapping_was_accepted(
             MachineConfig::windows_11_22h2().with_iommu(IommuMode::Identity),
             true,
         ),
-        (
-            with_interface(sys::DXGKDDI_INTERFACE_VERSION_WDDM2_7),
-            true,
-        ),
+        (with_interface(sys::DXGKDDI_INTERFACE_VERSION_WDDM2_7), true),
     ] {
         let config = config.with_physical_base(ABOVE_REACH);
         let name = format!("{} {:?}", config.name, config.iommu);

@@ -3,10 +3,10 @@
 //! path, the aperture GART, and refusal of malformed input. The device side is tested in the
 //! end-to-end suites.
 
+use dxgk::device_memory::{MemoryPath, SystemMemory};
 use dxgk::handle::ProcessHandle;
 use dxgk::interface::DxgkInterface;
 use dxgk::irql::Passive;
-use dxgk::device_memory::{MemoryPath, SystemMemory};
 use dxgk::memory::MdlPages;
 use dxgk::paging::BuildPagingBuffer;
 use dxgk::NtError;

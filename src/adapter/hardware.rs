@@ -3,9 +3,9 @@
 //! by dropping in field order.
 
 use dxgk::device::{DeviceInfo, Mmio};
+use dxgk::device_memory::{MemoryPath, SystemMemory};
 use dxgk::interface::{DxgkInterface, StartInfo};
 use dxgk::irql::Passive;
-use dxgk::device_memory::{MemoryPath, SystemMemory};
 use dxgk::page_pool::PagePool;
 use dxgk::sync::SpinLock;
 use dxgk::{NtError, NtResult};

@@ -76,8 +76,6 @@ pub fn describe(path: MemoryPath, reason: Reason) -> &'static str {
         (MemoryPath::Mdl, Reason::NotOptedIn) => {
             "WDDM 2.4 MDL pages + IOMMU mappings (Dxgkrnl did not ask IOMMU_CAPS before start)"
         }
-        (MemoryPath::Mdl, _) => {
-            "WDDM 2.4 MDL pages + IOMMU mappings (remapping callbacks missing)"
-        }
+        (MemoryPath::Mdl, _) => "WDDM 2.4 MDL pages + IOMMU mappings (remapping callbacks missing)",
     }
 }

@@ -104,9 +104,15 @@ impl Adapter {
             rgpu_log!(error, "StartDevice: adapter already started");
             return Err(NtError::INVALID_DEVICE_STATE);
         }
-        let version = iface.version().min(crate::version::NEWEST_INTERFACE_VERSION);
+        let version = iface
+            .version()
+            .min(crate::version::NEWEST_INTERFACE_VERSION);
         let (path, reason) = memory::select(&iface, version, self.remapping.offered());
-        rgpu_log!(info, "StartDevice: memory: {}", memory::describe(path, reason));
+        rgpu_log!(
+            info,
+            "StartDevice: memory: {}",
+            memory::describe(path, reason)
+        );
         self.started = Some(Started::bring_up(iface, info, &passive, path)?);
         Ok(())
     }

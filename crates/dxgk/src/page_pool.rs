@@ -15,9 +15,9 @@
 //! Pages are single 4 KiB [`SystemMemory`] blocks from the pool's [`MemoryPath`] (WDDM 2.4 MDL
 //! pages, or WDDM 3.0 physical memory objects with ADLs); users that need more take several.
 
+use crate::device_memory::{MemoryPath, SystemMemory};
 use crate::interface::DxgkInterface;
 use crate::irql::Passive;
-use crate::device_memory::{MemoryPath, SystemMemory};
 use crate::memory::PAGE_SIZE;
 use crate::sync::SpinLock;
 use crate::{NtError, NtResult};

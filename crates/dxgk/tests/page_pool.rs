@@ -36,7 +36,12 @@ fn steady_state_reuse_makes_no_dxgkrnl_calls_and_pages_come_back_zeroed() {
     m.enter(|| {
         let iface = setup(&m);
         let passive = Passive::check().unwrap();
-        let pool = PagePool::new(&iface, MemoryPath::Mdl, sys::DXGK_MEMORY_CACHING_TYPE_CACHED, 8);
+        let pool = PagePool::new(
+            &iface,
+            MemoryPath::Mdl,
+            sys::DXGK_MEMORY_CACHING_TYPE_CACHED,
+            8,
+        );
         // Warm up: 4 pages in use at once.
         let pages: Vec<_> = (0..4).map(|_| pool.get(&passive).unwrap()).collect();
         for mut p in pages {
@@ -75,7 +80,12 @@ fn the_pool_is_bounded_trimmed_and_frees_everything_when_dropped() {
     m.enter(|| {
         let iface = setup(&m);
         let passive = Passive::check().unwrap();
-        let pool = PagePool::new(&iface, MemoryPath::Mdl, sys::DXGK_MEMORY_CACHING_TYPE_CACHED, 3);
+        let pool = PagePool::new(
+            &iface,
+            MemoryPath::Mdl,
+            sys::DXGK_MEMORY_CACHING_TYPE_CACHED,
+            3,
+        );
         let pages: Vec<_> = (0..5).map(|_| pool.get(&passive).unwrap()).collect();
         assert_eq!(m.live_iommu_mappings(), 5);
         for p in pages {
@@ -102,7 +112,12 @@ fn the_free_list_serves_dispatch_level_without_callbacks() {
     m.enter(|| {
         let iface = setup(&m);
         let passive = Passive::check().unwrap();
-        let pool = PagePool::new(&iface, MemoryPath::Mdl, sys::DXGK_MEMORY_CACHING_TYPE_CACHED, 2);
+        let pool = PagePool::new(
+            &iface,
+            MemoryPath::Mdl,
+            sys::DXGK_MEMORY_CACHING_TYPE_CACHED,
+            2,
+        );
         let p = pool.get(&passive).unwrap();
         pool.put(&passive, p).unwrap();
         // SAFETY: simulated raise, lowered below.
@@ -127,7 +142,12 @@ fn a_failed_allocation_leaves_the_pool_usable() {
     m.enter(|| {
         let iface = setup(&m);
         let passive = Passive::check().unwrap();
-        let pool = PagePool::new(&iface, MemoryPath::Mdl, sys::DXGK_MEMORY_CACHING_TYPE_CACHED, 2);
+        let pool = PagePool::new(
+            &iface,
+            MemoryPath::Mdl,
+            sys::DXGK_MEMORY_CACHING_TYPE_CACHED,
+            2,
+        );
         m.fail_nth(1);
         assert!(pool.get(&passive).is_err());
         let p = pool.get(&passive).unwrap();

@@ -1283,7 +1283,8 @@ fn the_device_has_40_address_lines_an_access_at_or_above_the_limit_is_a_bus_erro
     // The page at the limit is mapped in the IOMMU, yet the device cannot address it.
     mem.map(DMA_ADDRESS_LIMIT, false);
     let mut bus = AddressLimit::new(&mut mem, DMA_ADDRESS_LIMIT);
-    bus.write(below + 4092, &[1, 2, 3, 4], DmaSource::Write).unwrap();
+    bus.write(below + 4092, &[1, 2, 3, 4], DmaSource::Write)
+        .unwrap();
     let fault = bus
         .write(DMA_ADDRESS_LIMIT, &[9], DmaSource::Write)
         .unwrap_err();
@@ -1309,6 +1310,10 @@ fn the_device_has_40_address_lines_an_access_at_or_above_the_limit_is_a_bus_erro
         .copy_pieces(below + 4094, below, 4, &mut scratch)
         .unwrap_err();
     assert_eq!((done, write), (2, true));
-    assert_eq!(mem.peek(DMA_ADDRESS_LIMIT, 1), [0], "nothing written above the limit");
+    assert_eq!(
+        mem.peek(DMA_ADDRESS_LIMIT, 1),
+        [0],
+        "nothing written above the limit"
+    );
     assert_eq!(mem.peek(below + 4094, 2), [0, 0]);
 }

@@ -199,8 +199,8 @@ fn main() -> ExitCode {
 }
 
 fn run(args: &RunArgs) -> ExitCode {
-    let config = machine_config(args.interface, args.iommu)
-        .with_physical_base(args.phys_above.unwrap_or(0));
+    let config =
+        machine_config(args.interface, args.iommu).with_physical_base(args.phys_above.unwrap_or(0));
     let show_progress = !args.quiet && std::io::stderr().is_terminal();
     let outcome = scenario::run(config, args.size, args.fail_nth, show_progress);
     let rep = report::Report::new(&outcome);

@@ -468,7 +468,11 @@ fn remapping_queries(m: &MachineState, id: AdapterId, version: u32) -> Result<()
     ))?
     .map(|b| {
         // SAFETY: LARGE_INTEGER is plain data; any bit pattern is valid.
-        unsafe { from_bytes::<dxgk_sys::DXGK_PHYSICAL_MEMORY_CAPS>(&b).HighestVisibleAddress.QuadPart }
+        unsafe {
+            from_bytes::<dxgk_sys::DXGK_PHYSICAL_MEMORY_CAPS>(&b)
+                .HighestVisibleAddress
+                .QuadPart
+        }
     });
     let size = std::mem::size_of::<dxgk_sys::DXGK_IOMMU_CAPS>();
     let iommu = optional(q.call(
