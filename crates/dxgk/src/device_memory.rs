@@ -104,13 +104,7 @@ impl SystemMemory {
         bytes: usize,
         cache: DXGK_MEMORY_CACHING_TYPE,
     ) -> NtResult<Self> {
-        let inner = match path {
-            MemoryPath::Mdl => Inner::Mapped(DeviceMemory::allocate(iface, passive, bytes, cache)?),
-            MemoryPath::Adl => {
-                Inner::Object(MappedObject::create(iface, passive, bytes, cache, true)?)
-            }
-        };
-        Ok(Self { inner })
+        Self::new(iface, passive, path, bytes, cache, true)
     }
 
     /// As [`SystemMemory::allocate`], for memory only the CPU touches (no IOMMU mapping, no
@@ -122,10 +116,26 @@ impl SystemMemory {
         bytes: usize,
         cache: DXGK_MEMORY_CACHING_TYPE,
     ) -> NtResult<Self> {
-        let inner = match path {
-            MemoryPath::Mdl => Inner::CpuOnly(MdlPages::allocate(iface, passive, bytes, cache)?),
-            MemoryPath::Adl => {
-                Inner::Object(MappedObject::create(iface, passive, bytes, cache, false)?)
+        Self::new(iface, passive, path, bytes, cache, false)
+    }
+
+    fn new(
+        iface: &DxgkInterface,
+        passive: &Passive,
+        path: MemoryPath,
+        bytes: usize,
+        cache: DXGK_MEMORY_CACHING_TYPE,
+        device_visible: bool,
+    ) -> NtResult<Self> {
+        let inner = match (path, device_visible) {
+            (MemoryPath::Mdl, true) => {
+                Inner::Mapped(DeviceMemory::allocate(iface, passive, bytes, cache)?)
+            }
+            (MemoryPath::Mdl, false) => {
+                Inner::CpuOnly(MdlPages::allocate(iface, passive, bytes, cache)?)
+            }
+            (MemoryPath::Adl, visible) => {
+                Inner::Object(MappedObject::create(iface, passive, bytes, cache, visible)?)
             }
         };
         Ok(Self { inner })

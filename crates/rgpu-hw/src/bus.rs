@@ -110,18 +110,30 @@ pub trait DmaBus {
         len: usize,
         scratch: &mut [u8],
     ) -> Result<(), (usize, DmaFault, bool)> {
-        let mut done = 0;
-        while done < len {
-            const PAGE: u64 = 4096;
-            let to_boundary = |a: u64| (PAGE - a.wrapping_add(done as u64) % PAGE) as usize;
-            let n = (len - done).min(to_boundary(src)).min(to_boundary(dst));
-            let at = |a: u64| a.wrapping_add(done as u64);
-            self.copy(at(dst), at(src), n, scratch)
-                .map_err(|(f, write)| (done, f, write))?;
-            done += n;
-        }
-        Ok(())
+        copy_pieces_one_by_one(self, dst, src, len, scratch)
     }
+}
+
+/// [`DmaBus::copy_pieces`] as the sequence of [`DmaBus::copy`] calls it stands for (the
+/// default implementation, also for buses that must see every piece).
+pub fn copy_pieces_one_by_one<B: DmaBus + ?Sized>(
+    bus: &mut B,
+    dst: u64,
+    src: u64,
+    len: usize,
+    scratch: &mut [u8],
+) -> Result<(), (usize, DmaFault, bool)> {
+    let mut done = 0;
+    while done < len {
+        const PAGE: u64 = 4096;
+        let to_boundary = |a: u64| (PAGE - a.wrapping_add(done as u64) % PAGE) as usize;
+        let n = (len - done).min(to_boundary(src)).min(to_boundary(dst));
+        let at = |a: u64| a.wrapping_add(done as u64);
+        bus.copy(at(dst), at(src), n, scratch)
+            .map_err(|(f, write)| (done, f, write))?;
+        done += n;
+    }
+    Ok(())
 }
 
 impl<B: DmaBus + ?Sized> DmaBus for &mut B {
@@ -223,16 +235,6 @@ impl<B: DmaBus> DmaBus for AddressLimit<B> {
             return self.inner.copy_pieces(dst, src, len, scratch);
         }
         // Some piece is out of reach: issue them one by one so the ones before it happen.
-        let mut done = 0;
-        while done < len {
-            const PAGE: u64 = 4096;
-            let at = |a: u64| a.wrapping_add(done as u64);
-            let to_boundary = |a: u64| (PAGE - at(a) % PAGE) as usize;
-            let n = (len - done).min(to_boundary(src)).min(to_boundary(dst));
-            self.copy(at(dst), at(src), n, scratch)
-                .map_err(|(f, write)| (done, f, write))?;
-            done += n;
-        }
-        Ok(())
+        copy_pieces_one_by_one(self, dst, src, len, scratch)
     }
 }
