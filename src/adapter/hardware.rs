@@ -3,11 +3,9 @@
 //! by dropping in field order.
 
 use dxgk::device::{DeviceInfo, Mmio};
-
-use crate::soft::Registers;
+use dxgk::device_memory::{MemoryPath, SystemMemory};
 use dxgk::interface::{DxgkInterface, StartInfo};
 use dxgk::irql::Passive;
-use dxgk::memory::{DeviceMemory, MdlPages};
 use dxgk::page_pool::PagePool;
 use dxgk::sync::SpinLock;
 use dxgk::{NtError, NtResult};
@@ -15,6 +13,7 @@ use rgpu_hw::regs;
 
 use super::ring::{Ring, RING_BYTES};
 use crate::paging::{Aperture, APERTURE_PAGES};
+use crate::soft::Registers;
 use crate::version::NEWEST_INTERFACE_VERSION;
 
 /// How long register waits (reset, ring enable) may take.
@@ -35,7 +34,7 @@ const _: () = assert!(
 pub struct Started {
     pub(super) aperture: Aperture,
     /// The fence write-back page (from `pool`; `None` only while being returned at stop).
-    pub(super) fence: Option<DeviceMemory>,
+    pub(super) fence: Option<SystemMemory>,
     pub(super) ring: SpinLock<Ring>,
     /// The register interface: the mapped BAR (or, in soft mode, the in-driver model).
     pub(super) mmio: Registers,
@@ -43,6 +42,8 @@ pub struct Started {
     /// min(Dxgkrnl's interface, the newest rgpu supports).
     interface_version: u32,
     device_version: u32,
+    /// Where the adapter's own memory comes from (WDDM 2.4 MDLs or 3.0 remapping).
+    memory_path: MemoryPath,
     /// Reset the device when dropped (false after a surprise removal, or once stop did it).
     pub(super) quiesce_on_drop: bool,
     /// IOMMU-mapped pages for the ring and the fence page, kept for reuse across resets and
@@ -63,7 +64,13 @@ impl Started {
     /// Acquires the device for StartDevice (PASSIVE_LEVEL): finds and maps the register BAR,
     /// identifies and resets the device, allocates the ring, fence page and GART, programs the
     /// ring. On failure everything acquired so far is released (and the device reset).
-    pub fn bring_up(iface: DxgkInterface, info: StartInfo, passive: &Passive) -> NtResult<Self> {
+    /// Memory comes from `path` ([`super::memory::select`]).
+    pub fn bring_up(
+        iface: DxgkInterface,
+        info: StartInfo,
+        passive: &Passive,
+        path: MemoryPath,
+    ) -> NtResult<Self> {
         let interface_version = iface.version().min(NEWEST_INTERFACE_VERSION);
         let device = DeviceInfo::query(&iface, passive).inspect_err(|e| {
             rgpu_log!(
@@ -96,6 +103,7 @@ impl Started {
 
         let pool = PagePool::new(
             &iface,
+            path,
             dxgk_sys::DXGK_MEMORY_CACHING_TYPE_CACHED,
             POOL_PAGES,
         );
@@ -105,9 +113,10 @@ impl Started {
         let fence = pool.get(passive).inspect_err(|e| {
             rgpu_log!(error, "StartDevice: fence page allocation failed: {}", e)
         })?;
-        let gart = MdlPages::allocate(
+        let gart = SystemMemory::allocate_cpu_only(
             &iface,
             passive,
+            path,
             APERTURE_PAGES * 8,
             dxgk_sys::DXGK_MEMORY_CACHING_TYPE_CACHED,
         )
@@ -126,6 +135,7 @@ impl Started {
             iface,
             interface_version,
             device_version,
+            memory_path: path,
             quiesce_on_drop: true,
             pool,
         };
@@ -152,6 +162,11 @@ impl Started {
     /// Interface version in use (min of Dxgkrnl's and rgpu's newest).
     pub fn interface_version(&self) -> u32 {
         self.interface_version
+    }
+
+    /// Where the adapter's own memory comes from.
+    pub fn memory_path(&self) -> MemoryPath {
+        self.memory_path
     }
 
     /// The VERSION register read at start.

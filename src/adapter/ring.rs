@@ -3,7 +3,7 @@
 //! Submissions are serialized by the GPU scheduler per node; the ring's lock keeps ResetEngine
 //! and RestartFromTimeout consistent with them.
 
-use dxgk::memory::DeviceMemory;
+use dxgk::device_memory::SystemMemory;
 use dxgk::{NtError, NtResult};
 use rgpu_hw::regs;
 use rgpu_hw::ring::{RingEntry, ENTRY_SIZE};
@@ -16,14 +16,14 @@ pub const RING_BYTES: usize = 4096;
 /// The ring page and the driver's write position in it.
 pub struct Ring {
     /// The ring page (from the adapter's page pool; `None` only while being returned at stop).
-    pub(super) mem: Option<DeviceMemory>,
+    pub(super) mem: Option<SystemMemory>,
     /// Byte offset of the next entry the driver writes.
     tail: u32,
 }
 
 impl Ring {
     /// A ring in `mem` (one page), empty.
-    pub fn new(mem: DeviceMemory) -> Self {
+    pub fn new(mem: SystemMemory) -> Self {
         Self {
             mem: Some(mem),
             tail: 0,
@@ -35,7 +35,7 @@ impl Ring {
     pub fn reset(&mut self) -> NtResult<u64> {
         self.tail = 0;
         let mem = self.mem.as_mut().ok_or(NtError::INVALID_DEVICE_STATE)?;
-        mem.pages_mut().fill(0, RING_BYTES, 0)?;
+        mem.fill(0, RING_BYTES, 0)?;
         Ok(mem
             .page_address(0)
             .ok_or(NtError::INSUFFICIENT_RESOURCES)?
@@ -56,7 +56,6 @@ impl Ring {
         self.mem
             .as_mut()
             .ok_or(NtError::INVALID_DEVICE_STATE)?
-            .pages_mut()
             .write(at, &entry.encode())?;
         self.tail = next;
         Ok(())
