@@ -123,6 +123,69 @@ impl Client {
         self.k.map_gpu_virtual_address(self.c, &mut mp)
     }
 
+    /// A virtual context on node 0 and a monitored fence at 0 on the client's device.
+    fn context_and_fence(&mut self) -> (D3dkmtHandle, D3dkmtHandle) {
+        let mut ctx = CreateContextVirtual {
+            h_device: self.device,
+            ..Default::default()
+        };
+        self.k.create_context_virtual(self.c, &mut ctx).unwrap();
+        let mut fence = CreateSynchronizationObject2 {
+            h_device: self.device,
+            ..Default::default()
+        };
+        self.k
+            .create_synchronization_object2(self.c, &mut fence)
+            .unwrap();
+        (ctx.h_context, fence.h_sync_object)
+    }
+
+    /// D3DKMTSubmitCommand of `len` bytes at `commands` on `ctx`, then `fence` signalled to
+    /// `value` from the GPU behind it.
+    fn submit_and_signal(
+        &mut self,
+        ctx: D3dkmtHandle,
+        commands: u64,
+        len: u32,
+        fence: D3dkmtHandle,
+        value: u64,
+    ) {
+        let submit = SubmitCommand {
+            commands,
+            command_length: len,
+            broadcast_contexts: vec![ctx],
+        };
+        self.k.submit_command(self.c, &submit).unwrap();
+        let signal = SignalSynchronizationObjectFromGpu2 {
+            broadcast_contexts: vec![ctx],
+            objects: vec![fence],
+            fence_value: value,
+        };
+        self.k
+            .signal_synchronization_object_from_gpu2(self.c, &signal)
+            .unwrap();
+    }
+
+    fn unlock(&mut self, h: D3dkmtHandle) {
+        let args = Unlock2 {
+            h_device: self.device,
+            h_allocation: h,
+        };
+        self.k.unlock2(self.c, &args).unwrap();
+    }
+
+    /// Lock2, a CPU write of `data` at offset 0, Unlock2.
+    fn write_through_lock(&mut self, h: D3dkmtHandle, data: &[u8]) {
+        let mut lock = Lock2 {
+            h_device: self.device,
+            h_allocation: h,
+            ..Default::default()
+        };
+        self.k.lock2(self.c, &mut lock).unwrap();
+        self.k.write_locked(self.c, h, 0, data).unwrap();
+        self.unlock(h);
+    }
+
     /// Destroys everything, stops, removes, unloads; asserts the verifier is clean.
     fn finish(mut self) {
         assert_eq!(self.counters().values[2], 0, "allocations live at the end");
@@ -175,58 +238,18 @@ fn a_client_allocates_maps_fills_copies_and_reads_back_every_byte() {
         )
         .unwrap();
         let cmd_bytes = enc.written().to_vec();
-        let mut lock = Lock2 {
-            h_device: t.device,
-            h_allocation: cmds,
-            ..Default::default()
-        };
-        t.k.lock2(t.c, &mut lock).unwrap();
-        t.k.write_locked(t.c, cmds, 0, &cmd_bytes).unwrap();
-        t.k.unlock2(
-            t.c,
-            &Unlock2 {
-                h_device: t.device,
-                h_allocation: cmds,
-            },
-        )
-        .unwrap();
-        let mut ctx = CreateContextVirtual {
-            h_device: t.device,
-            ..Default::default()
-        };
-        t.k.create_context_virtual(t.c, &mut ctx).unwrap();
-        let mut fence = CreateSynchronizationObject2 {
-            h_device: t.device,
-            ..Default::default()
-        };
-        t.k.create_synchronization_object2(t.c, &mut fence).unwrap();
+        t.write_through_lock(cmds, &cmd_bytes);
+        let (ctx, fence) = t.context_and_fence();
         let wait = WaitForSynchronizationObjectFromCpu {
             h_device: t.device,
-            objects: vec![fence.h_sync_object],
+            objects: vec![fence],
             fence_values: vec![1],
         };
         assert_eq!(
             t.k.wait_for_synchronization_object_from_cpu(t.c, &wait),
             Ok(kmt::WaitOutcome::TimedOut)
         );
-        t.k.submit_command(
-            t.c,
-            &SubmitCommand {
-                commands: base + 2 * N,
-                command_length: cmd_bytes.len() as u32,
-                broadcast_contexts: vec![ctx.h_context],
-            },
-        )
-        .unwrap();
-        t.k.signal_synchronization_object_from_gpu2(
-            t.c,
-            &SignalSynchronizationObjectFromGpu2 {
-                broadcast_contexts: vec![ctx.h_context],
-                objects: vec![fence.h_sync_object],
-                fence_value: 1,
-            },
-        )
-        .unwrap();
+        t.submit_and_signal(ctx, base + 2 * N, cmd_bytes.len() as u32, fence, 1);
         assert_eq!(
             t.k.wait_for_synchronization_object_from_cpu(t.c, &wait),
             Ok(kmt::WaitOutcome::Reached)
@@ -656,40 +679,9 @@ fn queue_fill_and_copy(
     enc.copy(Target::Virtual(base + N), Target::Virtual(base), N)
         .unwrap();
     let cmd_bytes = enc.written().to_vec();
-    let mut lock = Lock2 {
-        h_device: t.device,
-        h_allocation: cmds,
-        ..Default::default()
-    };
-    t.k.lock2(t.c, &mut lock).unwrap();
-    t.k.write_locked(t.c, cmds, 0, &cmd_bytes).unwrap();
-    t.k.unlock2(
-        t.c,
-        &Unlock2 {
-            h_device: t.device,
-            h_allocation: cmds,
-        },
-    )
-    .unwrap();
+    t.write_through_lock(cmds, &cmd_bytes);
     t.k.hold_submissions(true).unwrap();
-    t.k.submit_command(
-        t.c,
-        &SubmitCommand {
-            commands: base + 2 * N,
-            command_length: cmd_bytes.len() as u32,
-            broadcast_contexts: vec![ctx],
-        },
-    )
-    .unwrap();
-    t.k.signal_synchronization_object_from_gpu2(
-        t.c,
-        &SignalSynchronizationObjectFromGpu2 {
-            broadcast_contexts: vec![ctx],
-            objects: vec![fence],
-            fence_value: value,
-        },
-    )
-    .unwrap();
+    t.submit_and_signal(ctx, base + 2 * N, cmd_bytes.len() as u32, fence, value);
     assert_eq!(
         t.k.held_work(),
         2,
@@ -744,15 +736,7 @@ impl Client {
         for (i, b) in got.iter().enumerate() {
             assert_eq!(*b, word[i % 4], "byte {i:#x}");
         }
-        self.k
-            .unlock2(
-                self.c,
-                &Unlock2 {
-                    h_device: self.device,
-                    h_allocation: h,
-                },
-            )
-            .unwrap();
+        self.unlock(h);
     }
 
     fn fence_wait(&mut self, fence: D3dkmtHandle, value: u64) -> Result<kmt::WaitOutcome, i32> {
@@ -776,17 +760,7 @@ impl Client {
 fn destroying_an_allocation_queued_work_uses_defers_until_the_work_ran() {
     for config in support::machines() {
         let mut t = start(config);
-        let mut ctx = CreateContextVirtual {
-            h_device: t.device,
-            ..Default::default()
-        };
-        t.k.create_context_virtual(t.c, &mut ctx).unwrap();
-        let mut fence = CreateSynchronizationObject2 {
-            h_device: t.device,
-            ..Default::default()
-        };
-        t.k.create_synchronization_object2(t.c, &mut fence).unwrap();
-        let (ctx, fence) = (ctx.h_context, fence.h_sync_object);
+        let (ctx, fence) = t.context_and_fence();
         let inv = Err(sys::STATUS_INVALID_PARAMETER);
         let faults = |t: &mut Client| t.k.vidmm().stats().device_faults;
 
