@@ -14,10 +14,11 @@
 //!   sample does (Learn says 0; reference §8 item 7 records the disagreement).
 //!
 //! * PHYSICAL_MEMORY_CAPS / IOMMU_CAPS (the DMA remapping opt-in, asked before StartDevice):
-//!   the device reaches every address up to [`HIGHEST_DEVICE_ADDRESS`]; IOMMU isolation
-//!   supported and not required, as DRIVERCAPS says; **DmaRemappingSupported = 0** for now: the
-//!   driver still gets its memory through the WDDM 2.4 callbacks, which Learn says a remapping
-//!   driver must not use. It becomes 1 with the 3.0 memory path (issue 16).
+//!   the device reaches every address below its 40-bit limit ([`HIGHEST_DEVICE_ADDRESS`],
+//!   `rgpu_hw::regs::DMA_ADDRESS_BITS`); IOMMU isolation supported and not required, as
+//!   DRIVERCAPS says; **DmaRemappingSupported = 1**: when Dxgkrnl asks this before StartDevice
+//!   and the interface is WDDM 3.0 or newer, the adapter's own memory comes from physical
+//!   memory objects and ADLs, not from the WDDM 2.4 callbacks (`crate::adapter::memory`).
 //!
 //! The request arrives decoded ([`dxgk::query::Request`]): its output writers enforce the size
 //! rules (DRIVERCAPS in any size a shipped Windows passes, the rest in full), so this module
@@ -44,8 +45,9 @@ pub const SYSTEM_MEMORY_SEGMENT_ID: u32 = SEGMENT_COUNT + 1;
 pub const APERTURE_SEGMENT_SIZE: usize = 1 << 30;
 /// Paging buffer size VidMm allocates for rgpu.
 pub const PAGING_BUFFER_SIZE: u32 = 64 * 1024;
-/// Highest logical address the device can reach (52-bit PTE address field).
-pub const HIGHEST_DEVICE_ADDRESS: i64 = (1 << 52) - 1;
+/// Highest logical address the device can reach: its DMA address width (40 bits, narrower than
+/// the 52-bit PTE address field; docs/rgpu-device.md).
+pub const HIGHEST_DEVICE_ADDRESS: i64 = (1 << rgpu_hw::regs::DMA_ADDRESS_BITS) - 1;
 
 /// `DXGK_WDDMVERSION` for a negotiated DXGKDDI_INTERFACE_VERSION.
 pub fn wddm_version(interface: u32) -> DXGK_WDDMVERSION {
@@ -159,14 +161,14 @@ pub fn physical_memory_caps() -> DXGK_PHYSICAL_MEMORY_CAPS {
     }
 }
 
-/// DXGK_IOMMU_CAPS: the isolation bits as DRIVERCAPS declares them (Learn: they must match);
-/// no DMA remapping yet (see the module docs).
+/// DXGK_IOMMU_CAPS: the isolation bits as DRIVERCAPS declares them (Learn: they must match) and
+/// DMA remapping supported (see the module docs).
 pub fn iommu_caps() -> DXGK_IOMMU_CAPS {
     let mm = driver_caps(dxgk_sys::DXGKDDI_INTERFACE_VERSION).MemoryManagementCaps;
     let mut caps = DXGK_IOMMU_CAPS::default();
     caps.set_IommuIsolationSupported(mm.IoMmuSecureModeSupported());
     caps.set_IommuIsolationRequired(mm.IoMmuSecureModeRequired());
-    caps.set_DmaRemappingSupported(0);
+    caps.set_DmaRemappingSupported(1);
     caps
 }
 

@@ -273,7 +273,7 @@ fn unknown_and_legacy_segment_queries_are_not_supported() {
 }
 
 #[test]
-fn remapping_caps_match_drivercaps_and_do_not_opt_in_yet() {
+fn remapping_caps_match_drivercaps_and_opt_in_to_dma_remapping() {
     // Asked before StartDevice: the interface may still be unknown (0).
     for interface in [0, sys::DXGKDDI_INTERFACE_VERSION_WDDM3_1] {
         let mut out = vec![0xAAu8; size_of::<sys::DXGK_DRIVERCAPS>()];
@@ -297,7 +297,11 @@ fn remapping_caps_match_drivercaps_and_do_not_opt_in_yet() {
             c.IommuIsolationRequired(),
             d.MemoryManagementCaps.IoMmuSecureModeRequired()
         );
-        assert_eq!(c.DmaRemappingSupported(), 0, "2.4 memory path: no opt-in");
+        assert_eq!(
+            c.DmaRemappingSupported(),
+            1,
+            "the WDDM 3.0 memory path exists"
+        );
         assert_eq!(c.Reserved(), 0);
         let mut out = vec![0xAAu8; size_of::<sys::DXGK_PHYSICAL_MEMORY_CAPS>()];
         query(

@@ -80,6 +80,7 @@ impl Client {
             &DestroyAllocation2 {
                 h_device: self.device,
                 allocations: vec![h],
+                flags: Default::default(),
             },
         )
     }
@@ -120,6 +121,69 @@ impl Client {
             ..Default::default()
         };
         self.k.map_gpu_virtual_address(self.c, &mut mp)
+    }
+
+    /// A virtual context on node 0 and a monitored fence at 0 on the client's device.
+    fn context_and_fence(&mut self) -> (D3dkmtHandle, D3dkmtHandle) {
+        let mut ctx = CreateContextVirtual {
+            h_device: self.device,
+            ..Default::default()
+        };
+        self.k.create_context_virtual(self.c, &mut ctx).unwrap();
+        let mut fence = CreateSynchronizationObject2 {
+            h_device: self.device,
+            ..Default::default()
+        };
+        self.k
+            .create_synchronization_object2(self.c, &mut fence)
+            .unwrap();
+        (ctx.h_context, fence.h_sync_object)
+    }
+
+    /// D3DKMTSubmitCommand of `len` bytes at `commands` on `ctx`, then `fence` signalled to
+    /// `value` from the GPU behind it.
+    fn submit_and_signal(
+        &mut self,
+        ctx: D3dkmtHandle,
+        commands: u64,
+        len: u32,
+        fence: D3dkmtHandle,
+        value: u64,
+    ) {
+        let submit = SubmitCommand {
+            commands,
+            command_length: len,
+            broadcast_contexts: vec![ctx],
+        };
+        self.k.submit_command(self.c, &submit).unwrap();
+        let signal = SignalSynchronizationObjectFromGpu2 {
+            broadcast_contexts: vec![ctx],
+            objects: vec![fence],
+            fence_value: value,
+        };
+        self.k
+            .signal_synchronization_object_from_gpu2(self.c, &signal)
+            .unwrap();
+    }
+
+    fn unlock(&mut self, h: D3dkmtHandle) {
+        let args = Unlock2 {
+            h_device: self.device,
+            h_allocation: h,
+        };
+        self.k.unlock2(self.c, &args).unwrap();
+    }
+
+    /// Lock2, a CPU write of `data` at offset 0, Unlock2.
+    fn write_through_lock(&mut self, h: D3dkmtHandle, data: &[u8]) {
+        let mut lock = Lock2 {
+            h_device: self.device,
+            h_allocation: h,
+            ..Default::default()
+        };
+        self.k.lock2(self.c, &mut lock).unwrap();
+        self.k.write_locked(self.c, h, 0, data).unwrap();
+        self.unlock(h);
     }
 
     /// Destroys everything, stops, removes, unloads; asserts the verifier is clean.
@@ -174,58 +238,18 @@ fn a_client_allocates_maps_fills_copies_and_reads_back_every_byte() {
         )
         .unwrap();
         let cmd_bytes = enc.written().to_vec();
-        let mut lock = Lock2 {
-            h_device: t.device,
-            h_allocation: cmds,
-            ..Default::default()
-        };
-        t.k.lock2(t.c, &mut lock).unwrap();
-        t.k.write_locked(t.c, cmds, 0, &cmd_bytes).unwrap();
-        t.k.unlock2(
-            t.c,
-            &Unlock2 {
-                h_device: t.device,
-                h_allocation: cmds,
-            },
-        )
-        .unwrap();
-        let mut ctx = CreateContextVirtual {
-            h_device: t.device,
-            ..Default::default()
-        };
-        t.k.create_context_virtual(t.c, &mut ctx).unwrap();
-        let mut fence = CreateSynchronizationObject2 {
-            h_device: t.device,
-            ..Default::default()
-        };
-        t.k.create_synchronization_object2(t.c, &mut fence).unwrap();
+        t.write_through_lock(cmds, &cmd_bytes);
+        let (ctx, fence) = t.context_and_fence();
         let wait = WaitForSynchronizationObjectFromCpu {
             h_device: t.device,
-            objects: vec![fence.h_sync_object],
+            objects: vec![fence],
             fence_values: vec![1],
         };
         assert_eq!(
             t.k.wait_for_synchronization_object_from_cpu(t.c, &wait),
             Ok(kmt::WaitOutcome::TimedOut)
         );
-        t.k.submit_command(
-            t.c,
-            &SubmitCommand {
-                commands: base + 2 * N,
-                command_length: cmd_bytes.len() as u32,
-                broadcast_contexts: vec![ctx.h_context],
-            },
-        )
-        .unwrap();
-        t.k.signal_synchronization_object_from_gpu2(
-            t.c,
-            &SignalSynchronizationObjectFromGpu2 {
-                broadcast_contexts: vec![ctx.h_context],
-                objects: vec![fence.h_sync_object],
-                fence_value: 1,
-            },
-        )
-        .unwrap();
+        t.submit_and_signal(ctx, base + 2 * N, cmd_bytes.len() as u32, fence, 1);
         assert_eq!(
             t.k.wait_for_synchronization_object_from_cpu(t.c, &wait),
             Ok(kmt::WaitOutcome::Reached)
@@ -363,6 +387,7 @@ fn foreign_stale_and_misused_handles_are_refused() {
         let foreign = DestroyAllocation2 {
             h_device: t.device,
             allocations: vec![a],
+            flags: Default::default(),
         };
         assert_eq!(t.k.destroy_allocation2(other, &foreign), inv);
         let mut lock = Lock2 {
@@ -398,7 +423,8 @@ fn foreign_stale_and_misused_handles_are_refused() {
                 other,
                 &DestroyAllocation2 {
                     h_device: other_device,
-                    allocations: vec![a]
+                    allocations: vec![a],
+                    flags: Default::default(),
                 }
             ),
             inv
@@ -433,7 +459,8 @@ fn foreign_stale_and_misused_handles_are_refused() {
                 t.c,
                 &DestroyAllocation2 {
                     h_device: t.device,
-                    allocations: vec![s, s]
+                    allocations: vec![s, s],
+                    flags: Default::default(),
                 }
             ),
             inv
@@ -446,6 +473,7 @@ fn foreign_stale_and_misused_handles_are_refused() {
             &DestroyAllocation2 {
                 h_device: other_device,
                 allocations: vec![theirs],
+                flags: Default::default(),
             },
         )
         .unwrap();
@@ -529,6 +557,7 @@ fn a_shared_allocation_is_opened_by_a_second_process_and_outlives_its_creator_ha
             &DestroyAllocation2 {
                 h_device: b_device,
                 allocations: vec![theirs],
+                flags: Default::default(),
             },
         )
         .unwrap();
@@ -623,6 +652,196 @@ fn allocations_a_process_leaves_behind_are_destroyed_at_exit() {
         assert_eq!(t.counters().values[2], 3);
         t.k.destroy_client(b).unwrap();
         assert_eq!(t.counters().values[0..5], [3, 3, 0, 0, 0]);
+        t.finish();
+    }
+}
+
+/// A FILL of `src` and a COPY of it into `dst`, queued (held by the scheduler) on `ctx`, with
+/// `fence` signalled to `value` behind it.
+fn queue_fill_and_copy(
+    t: &mut Client,
+    ctx: D3dkmtHandle,
+    fence: D3dkmtHandle,
+    value: u64,
+    pattern: u32,
+) -> Queued {
+    const N: u64 = QUEUED_BYTES;
+    let src = t.create(&buffer(N)).unwrap();
+    let dst = t.create(&staging(N)).unwrap();
+    let cmds = t.create(&staging(4096)).unwrap();
+    let base = t.reserve(1 << 20);
+    t.map(src, base).unwrap();
+    t.map(dst, base + N).unwrap();
+    t.map(cmds, base + 2 * N).unwrap();
+    let mut bytes = vec![0u8; 64];
+    let mut enc = Encoder::new(&mut bytes);
+    enc.fill(Target::Virtual(base), N, pattern).unwrap();
+    enc.copy(Target::Virtual(base + N), Target::Virtual(base), N)
+        .unwrap();
+    let cmd_bytes = enc.written().to_vec();
+    t.write_through_lock(cmds, &cmd_bytes);
+    t.k.hold_submissions(true).unwrap();
+    t.submit_and_signal(ctx, base + 2 * N, cmd_bytes.len() as u32, fence, value);
+    assert_eq!(
+        t.k.held_work(),
+        2,
+        "the submission and its signal are queued"
+    );
+    Queued {
+        src,
+        dst,
+        cmds,
+        src_va: base,
+    }
+}
+
+struct Queued {
+    src: D3dkmtHandle,
+    dst: D3dkmtHandle,
+    cmds: D3dkmtHandle,
+    src_va: u64,
+}
+
+const QUEUED_BYTES: u64 = 64 * 1024;
+
+impl Client {
+    fn destroy_with(
+        &mut self,
+        h: D3dkmtHandle,
+        flags: kmt::DestroyAllocation2Flags,
+    ) -> Result<(), i32> {
+        self.k.destroy_allocation2(
+            self.c,
+            &DestroyAllocation2 {
+                h_device: self.device,
+                allocations: vec![h],
+                flags,
+            },
+        )
+    }
+
+    /// Every byte of `h` (a staging allocation) is `pattern`.
+    fn assert_filled(&mut self, h: D3dkmtHandle, pattern: u32) {
+        let mut lock = Lock2 {
+            h_device: self.device,
+            h_allocation: h,
+            ..Default::default()
+        };
+        self.k.lock2(self.c, &mut lock).unwrap();
+        let got = self
+            .k
+            .read_locked(self.c, h, 0, QUEUED_BYTES as usize)
+            .unwrap();
+        let word = pattern.to_le_bytes();
+        for (i, b) in got.iter().enumerate() {
+            assert_eq!(*b, word[i % 4], "byte {i:#x}");
+        }
+        self.unlock(h);
+    }
+
+    fn fence_wait(&mut self, fence: D3dkmtHandle, value: u64) -> Result<kmt::WaitOutcome, i32> {
+        let wait = WaitForSynchronizationObjectFromCpu {
+            h_device: self.device,
+            objects: vec![fence],
+            fence_values: vec![value],
+        };
+        self.k
+            .wait_for_synchronization_object_from_cpu(self.c, &wait)
+    }
+}
+
+/// D3DKMTDestroyAllocation2 of an allocation that queued GPU work still reads and writes
+/// (Learn, D3DDDICB_DESTROYALLOCATION2FLAGS): by default the destruction waits for that work
+/// (the handle is gone at once, the memory and its GPU VA stay until the work ran);
+/// SynchronousDestroy waits before returning; AssumeNotInUse destroys at once, and the queued
+/// work then faults on the device — which is why the default must defer. The device never
+/// faults in the first two, nothing leaks, the verifier stays clean.
+#[test]
+fn destroying_an_allocation_queued_work_uses_defers_until_the_work_ran() {
+    for config in support::machines() {
+        let mut t = start(config);
+        let (ctx, fence) = t.context_and_fence();
+        let inv = Err(sys::STATUS_INVALID_PARAMETER);
+        let faults = |t: &mut Client| t.k.vidmm().stats().device_faults;
+
+        // Default flags: deferred. The destroyed (and still mapped) source is filled and
+        // copied by the work queued before the destroy.
+        let q = queue_fill_and_copy(&mut t, ctx, fence, 1, 0xD1E5_0001);
+        let before = t.counters();
+        t.destroy_with(q.src, Default::default()).unwrap();
+        assert_eq!((t.k.held_work(), t.k.deferred_destructions()), (2, 1));
+        assert_eq!(t.destroy(q.src), inv, "the handle is gone at once");
+        let mut lock = Lock2 {
+            h_device: t.device,
+            h_allocation: q.src,
+            ..Default::default()
+        };
+        assert_eq!(t.k.lock2(t.c, &mut lock), inv);
+        let after = t.counters();
+        assert_eq!(
+            (after.values[1], after.values[2]),
+            (before.values[1], before.values[2]),
+            "DxgkDdiDestroyAllocation not called yet: {after:?}"
+        );
+        let other = t.create(&staging(4096)).unwrap();
+        assert_eq!(t.map(other, q.src_va), inv, "its GPU VA is still mapped");
+        assert_eq!(t.fence_wait(fence, 1), Ok(kmt::WaitOutcome::Reached));
+        assert_eq!((t.k.held_work(), t.k.deferred_destructions()), (0, 0));
+        let after = t.counters();
+        assert_eq!(
+            after.values[1],
+            before.values[1] + 1,
+            "destroyed after the work: {after:?}"
+        );
+        t.assert_filled(q.dst, 0xD1E5_0001);
+        t.map(other, q.src_va).unwrap();
+        assert_eq!(faults(&mut t), 0);
+
+        // SynchronousDestroy: the call itself waits for the work and the reclamation.
+        let q2 = queue_fill_and_copy(&mut t, ctx, fence, 2, 0xD1E5_0002);
+        let before = t.counters();
+        t.destroy_with(
+            q2.src,
+            kmt::DestroyAllocation2Flags {
+                synchronous_destroy: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!((t.k.held_work(), t.k.deferred_destructions()), (0, 0));
+        assert_eq!(
+            t.k.fence_value(t.c, fence),
+            Ok(2),
+            "the work ran before the return"
+        );
+        assert_eq!(t.counters().values[1], before.values[1] + 1);
+        t.assert_filled(q2.dst, 0xD1E5_0002);
+        assert_eq!(faults(&mut t), 0);
+
+        // AssumeNotInUse: destroyed and unmapped at once, under the queued work, which
+        // faults when it runs (the client's bug); the adapter recovers.
+        let q3 = queue_fill_and_copy(&mut t, ctx, fence, 3, 0xD1E5_0003);
+        t.destroy_with(
+            q3.src,
+            kmt::DestroyAllocation2Flags {
+                assume_not_in_use: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!((t.k.held_work(), t.k.deferred_destructions()), (2, 0));
+        assert_eq!(
+            t.fence_wait(fence, 3),
+            Err(sys::STATUS_GRAPHICS_GPU_EXCEPTION_ON_DEVICE)
+        );
+        assert_eq!(faults(&mut t), 1, "the queued FILL hit the unmapped VA");
+        t.k.hold_submissions(false).unwrap();
+
+        for h in [q.dst, q.cmds, q2.dst, q2.cmds, q3.dst, q3.cmds, other] {
+            t.destroy(h).unwrap();
+        }
+        assert!(t.m.iommu_faults().is_empty(), "{:?}", t.m.iommu_faults());
+        assert_eq!(t.k.live_allocations(), 0);
         t.finish();
     }
 }

@@ -82,9 +82,26 @@ fn start_answer_the_start_queries_stop_remove_unload_on_2_4_and_3_1() {
                 .map(<[_]>::len),
             Some(0)
         );
-        // Ring + fence page are IOMMU-mapped device memory; the GART is CPU-only.
-        assert_eq!(m.live_iommu_mappings(), 2);
-        assert_eq!(m.live_mdl_allocations(), 3);
+        // Ring + fence page are device-visible memory; the GART is CPU-only. WDDM 3.x (the
+        // remapping opt-in accepted): physical memory objects, ADLs for the two device pages.
+        let remapping = expected_version >= sys::DXGKDDI_INTERFACE_VERSION_WDDM3_0;
+        let pmo = |m: &Machine| {
+            [
+                "DxgkCbCreatePhysicalMemoryObject",
+                "DxgkCbAllocateAdl",
+                "DxgkCbFreeAdl",
+                "DxgkCbDestroyPhysicalMemoryObject",
+            ]
+            .map(|c| m.callback_calls(c))
+        };
+        if remapping {
+            assert_eq!(pmo(&m), [3, 2, 0, 0]);
+            assert_eq!((m.live_iommu_mappings(), m.live_mdl_allocations()), (0, 0));
+        } else {
+            assert_eq!(pmo(&m), [0; 4]);
+            assert_eq!(m.live_iommu_mappings(), 2);
+            assert_eq!(m.live_mdl_allocations(), 3);
+        }
         assert!(m.debug_contains("rgpu: started: interface"));
 
         assert_eq!(m.stop_adapter(id), sys::STATUS_SUCCESS);
@@ -93,6 +110,9 @@ fn start_answer_the_start_queries_stop_remove_unload_on_2_4_and_3_1() {
             (0, 0),
             "stop releases everything"
         );
+        if remapping {
+            assert_eq!(pmo(&m), [3, 2, 2, 3], "stop releases every object and ADL");
+        }
         assert!(
             m.debug_contains("stopped: page pool trimmed 2 page(s)"),
             "ring and fence page went back to the pool, which StopDevice trims"

@@ -3,6 +3,7 @@
 //! path, the aperture GART, and refusal of malformed input. The device side is tested in the
 //! end-to-end suites.
 
+use dxgk::device_memory::{MemoryPath, SystemMemory};
 use dxgk::handle::ProcessHandle;
 use dxgk::interface::DxgkInterface;
 use dxgk::irql::Passive;
@@ -374,9 +375,10 @@ fn aperture_pages_translate_through_the_gart_and_unmapped_ones_are_refused() {
             unsafe { DxgkInterface::copy_from(&raw, sys::DXGKDDI_INTERFACE_VERSION_WDDM2_4) }
                 .unwrap();
         let passive = Passive::check().unwrap();
-        let gart = MdlPages::allocate(
+        let gart = SystemMemory::allocate_cpu_only(
             &iface,
             &passive,
+            MemoryPath::Mdl,
             APERTURE_PAGES * 8,
             sys::DXGK_MEMORY_CACHING_TYPE_CACHED,
         )
@@ -471,6 +473,78 @@ fn aperture_pages_translate_through_the_gart_and_unmapped_ones_are_refused() {
 }
 
 #[test]
+fn map_aperture_segment2_maps_contiguous_and_page_list_adls_from_their_offset() {
+    use dxgk::pmo::{Adl, Backing, Contiguity, PhysicalMemoryObject};
+    with_machine(|m| {
+        let raw = m.interface_for_tests(sys::DXGKDDI_INTERFACE_VERSION_WDDM3_1);
+        // SAFETY: a valid interface from the simulator.
+        let iface =
+            unsafe { DxgkInterface::copy_from(&raw, sys::DXGKDDI_INTERFACE_VERSION_WDDM2_4) }
+                .unwrap();
+        let passive = Passive::check().unwrap();
+        let cached = sys::DXGK_MEMORY_CACHING_TYPE_CACHED;
+        let gart = SystemMemory::allocate_cpu_only(
+            &iface,
+            &passive,
+            MemoryPath::Adl,
+            APERTURE_PAGES * 8,
+            cached,
+        )
+        .unwrap();
+        let aperture = Aperture::new(gart).unwrap();
+        let ctx = PagingContext {
+            aperture: Some(&aperture),
+            asid_of: None,
+        };
+        // VidMm's memory for an allocation: 4 pages, as a contiguous ADL and as a page list.
+        let object =
+            PhysicalMemoryObject::create(&iface, &passive, 4 * 4096, cached, Backing::ANYWHERE)
+                .unwrap();
+        for contiguity in [Contiguity::Require, Contiguity::Any] {
+            let adl = Adl::allocate(&iface, &passive, &object, 0, 4 * 4096, contiguity).unwrap();
+            assert_eq!(adl.is_contiguous(), contiguity == Contiguity::Require);
+            let pages: Vec<u64> = (0..4).map(|i| adl.page_number(i).unwrap()).collect();
+            let mut dma = vec![0u8; 64];
+            let mut a = args(sys::DXGK_OPERATION_MAP_APERTURE_SEGMENT2, &mut dma);
+            // SAFETY: the ADL Dxgkrnl keeps valid while `adl` lives; plain data copy.
+            a.u.MapApertureSegment2.Adl = unsafe { adl.as_raw().read() };
+            a.u.MapApertureSegment2.SegmentId = rgpu::caps::APERTURE_SEGMENT_ID;
+            a.u.MapApertureSegment2.OffsetInPages = 200;
+            a.u.MapApertureSegment2.NumberOfPages = 3;
+            a.u.MapApertureSegment2.AdlOffset = 1;
+            let mut flags = sys::DXGK_MAPAPERTUREFLAGS::default();
+            flags.set_CacheCoherent(1);
+            a.u.MapApertureSegment2.Flags = flags;
+            // SAFETY: a valid ADL and buffers.
+            unsafe { ctx.build_raw(&mut a) }.unwrap();
+            assert_eq!(a.DmaSize, 64, "a GART update needs no DMA");
+            assert_eq!(
+                (200..203).map(|p| aperture.lookup(p)).collect::<Vec<_>>(),
+                pages[1..].iter().map(|&p| Some(p)).collect::<Vec<_>>(),
+                "{contiguity:?}: aperture pages 200.. → ADL pages 1.."
+            );
+            // More pages than the ADL holds after AdlOffset: refused before anything changes.
+            a.u.MapApertureSegment2.OffsetInPages = 300;
+            a.u.MapApertureSegment2.NumberOfPages = 4;
+            // SAFETY: as above.
+            let r = unsafe { ctx.build_raw(&mut a) };
+            assert_eq!(r, Err(NtError::INVALID_PARAMETER));
+            assert_eq!(aperture.lookup(300), None);
+            // UNMAP points the pages at VidMm's dummy page, as for the MDL operation.
+            let mut u = args(sys::DXGK_OPERATION_UNMAP_APERTURE_SEGMENT, &mut dma);
+            u.u.UnmapApertureSegment.SegmentId = rgpu::caps::APERTURE_SEGMENT_ID;
+            u.u.UnmapApertureSegment.OffsetInPages = 200;
+            u.u.UnmapApertureSegment.NumberOfPages = 3;
+            u.u.UnmapApertureSegment.DummyPage = sys::LARGE_INTEGER { QuadPart: 0x7000 };
+            // SAFETY: valid buffers.
+            unsafe { ctx.build_raw(&mut u) }.unwrap();
+            assert_eq!(aperture.lookup(201), Some(7));
+        }
+        assert!(m.debug_contains("AdlOffset 1 + 4 pages past the ADL's 4 pages"));
+    });
+}
+
+#[test]
 fn operations_excluded_by_the_caps_are_refused() {
     with_machine(|m| {
         let ctx = PagingContext {
@@ -482,7 +556,6 @@ fn operations_excluded_by_the_caps_are_refused() {
             sys::DXGK_OPERATION_READ_PHYSICAL,
             sys::DXGK_OPERATION_WRITE_PHYSICAL,
             sys::DXGK_OPERATION_SPECIAL_LOCK_TRANSFER,
-            sys::DXGK_OPERATION_MAP_APERTURE_SEGMENT2,
             sys::DXGK_BUILDPAGINGBUFFER_OPERATION(99),
         ] {
             let mut a = args(op, &mut dma);

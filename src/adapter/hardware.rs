@@ -8,9 +8,9 @@ use crate::ddi::AdapterContext;
 use crate::soft::engine::Engine;
 use crate::soft::memory::{PageEntry, Pages};
 use crate::soft::{Registers, SoftDevice};
+use dxgk::device_memory::{MemoryPath, SystemMemory};
 use dxgk::interface::{DxgkInterface, StartInfo};
 use dxgk::irql::Passive;
-use dxgk::memory::{DeviceMemory, MdlPages};
 use dxgk::page_pool::PagePool;
 use dxgk::pool::{Pool, PoolBox};
 use dxgk::sync::SpinLock;
@@ -41,10 +41,10 @@ pub struct Started {
     pub(super) engine: Option<Engine>,
     pub(super) aperture: Aperture,
     /// The fence write-back page (from `pool`; `None` only while being returned at stop).
-    pub(super) fence: Option<DeviceMemory>,
+    pub(super) fence: Option<SystemMemory>,
     /// The ring page (from `pool`; `None` only while being returned at stop). Outside the
     /// ring's lock: the soft engine reads it while a submission holds that lock.
-    pub(super) ring_page: Option<DeviceMemory>,
+    pub(super) ring_page: Option<SystemMemory>,
     pub(super) ring: SpinLock<Ring>,
     /// The register interface: the mapped BAR (or, in soft mode, the in-driver model).
     pub(super) mmio: Registers,
@@ -52,6 +52,8 @@ pub struct Started {
     /// min(Dxgkrnl's interface, the newest rgpu supports).
     interface_version: u32,
     device_version: u32,
+    /// Where the adapter's own memory comes from (WDDM 2.4 MDLs or 3.0 remapping).
+    memory_path: MemoryPath,
     /// Reset the device when dropped (false after a surprise removal, or once stop did it).
     pub(super) quiesce_on_drop: bool,
     /// IOMMU-mapped pages for the ring and the fence page, kept for reuse across resets and
@@ -72,6 +74,7 @@ impl Started {
     /// Acquires the device for StartDevice (PASSIVE_LEVEL): finds and maps the register BAR,
     /// identifies and resets the device, allocates the ring, fence page and GART, programs the
     /// ring. On failure everything acquired so far is released (and the device reset).
+    /// Memory comes from `path` ([`super::memory::select`]).
     ///
     /// Without a register BAR (a root-enumerated device) the adapter runs soft rgpu: the
     /// registers are the in-driver model (from `nonpaged`) and its engine thread, which reaches the
@@ -80,6 +83,7 @@ impl Started {
         iface: DxgkInterface,
         info: StartInfo,
         passive: &Passive,
+        path: MemoryPath,
         nonpaged: &Pool,
         context: AdapterContext,
     ) -> NtResult<Self> {
@@ -122,6 +126,7 @@ impl Started {
 
         let pool = PagePool::new(
             &iface,
+            path,
             dxgk_sys::DXGK_MEMORY_CACHING_TYPE_CACHED,
             POOL_PAGES,
         );
@@ -131,9 +136,10 @@ impl Started {
         let fence = pool.get(passive).inspect_err(|e| {
             rgpu_log!(error, "StartDevice: fence page allocation failed: {}", e)
         })?;
-        let gart = MdlPages::allocate(
+        let gart = SystemMemory::allocate_cpu_only(
             &iface,
             passive,
+            path,
             APERTURE_PAGES * 8,
             dxgk_sys::DXGK_MEMORY_CACHING_TYPE_CACHED,
         )
@@ -154,6 +160,7 @@ impl Started {
             iface,
             interface_version,
             device_version,
+            memory_path: path,
             quiesce_on_drop: true,
             pool,
         };
@@ -187,6 +194,11 @@ impl Started {
         self.interface_version
     }
 
+    /// Where the adapter's own memory comes from.
+    pub fn memory_path(&self) -> MemoryPath {
+        self.memory_path
+    }
+
     /// The VERSION register read at start.
     pub fn device_version(&self) -> u32 {
         self.device_version
@@ -207,7 +219,7 @@ impl Started {
             if let Some(logical) = mem.page_address(0) {
                 pages.register(PageEntry {
                     logical: logical.0,
-                    view: mem.pages().shared(),
+                    view: mem.shared(),
                     offset: 0,
                 });
             }

@@ -18,6 +18,7 @@
 pub mod address_space;
 pub mod hardware;
 pub mod interrupt;
+pub mod memory;
 pub mod ring;
 
 use core::sync::atomic::{AtomicBool, Ordering};
@@ -60,6 +61,8 @@ pub struct Adapter {
     removed: AtomicBool,
     /// True while the adapter is in a low-power state (D1–D3).
     powered_down: AtomicBool,
+    /// Whether rgpu told Dxgkrnl before StartDevice that it supports DMA remapping.
+    pub remapping: memory::RemappingOptIn,
     started: Option<Started>,
 }
 
@@ -75,6 +78,7 @@ impl Adapter {
             fences: Fences::default(),
             removed: AtomicBool::new(false),
             powered_down: AtomicBool::new(false),
+            remapping: memory::RemappingOptIn::default(),
             started: None,
         }
     }
@@ -109,8 +113,17 @@ impl Adapter {
             rgpu_log!(error, "StartDevice: adapter already started");
             return Err(NtError::INVALID_DEVICE_STATE);
         }
+        let version = iface
+            .version()
+            .min(crate::version::NEWEST_INTERFACE_VERSION);
+        let (path, reason) = memory::select(&iface, version, self.remapping.offered());
+        rgpu_log!(
+            info,
+            "StartDevice: memory: {}",
+            memory::describe(path, reason)
+        );
         self.started = Some(Started::bring_up(
-            iface, info, &passive, &self.pool, context,
+            iface, info, &passive, path, &self.pool, context,
         )?);
         Ok(())
     }

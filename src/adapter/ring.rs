@@ -3,7 +3,7 @@
 //! Submissions are serialized by the GPU scheduler per node; the ring's lock keeps ResetEngine
 //! and RestartFromTimeout consistent with them.
 
-use dxgk::memory::DeviceMemory;
+use dxgk::device_memory::SystemMemory;
 use dxgk::{NtError, NtResult};
 use rgpu_hw::regs;
 use rgpu_hw::ring::{RingEntry, ENTRY_SIZE};
@@ -25,10 +25,10 @@ pub struct Ring {
 impl Ring {
     /// Empties the ring in `mem` (enabling it zeroes the device's head and tail) and returns
     /// its logical address.
-    pub fn reset(&mut self, mem: Option<&DeviceMemory>) -> NtResult<u64> {
+    pub fn reset(&mut self, mem: Option<&SystemMemory>) -> NtResult<u64> {
         self.tail = 0;
         let mem = mem.ok_or(NtError::INVALID_DEVICE_STATE)?;
-        mem.pages().shared().fill(0, RING_BYTES, 0)?;
+        mem.shared().fill(0, RING_BYTES, 0)?;
         Ok(mem
             .page_address(0)
             .ok_or(NtError::INSUFFICIENT_RESOURCES)?
@@ -39,7 +39,7 @@ impl Ring {
     /// it at [`Ring::doorbell`]). STATUS_DEVICE_NOT_READY when the ring is full.
     pub fn push(
         &mut self,
-        mem: Option<&DeviceMemory>,
+        mem: Option<&SystemMemory>,
         mmio: &Registers,
         entry: &RingEntry,
     ) -> NtResult<()> {
@@ -52,7 +52,6 @@ impl Ring {
         }
         let at = self.tail as usize;
         mem.ok_or(NtError::INVALID_DEVICE_STATE)?
-            .pages()
             .shared()
             .write(at, &entry.encode())?;
         self.tail = next;

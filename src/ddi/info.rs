@@ -22,8 +22,16 @@ pub(super) unsafe extern "system" fn ddi_query_adapter_info(
         let version = a.interface_version();
         // SAFETY: the buffers are Dxgkrnl's, valid for the sizes it passes, for this call.
         let request = unsafe { Request::decode(raw, version) };
+        let iommu_caps = ty == sys::DXGKQAITYPE_IOMMU_CAPS.0;
         request
             .and_then(|request| crate::caps::answer(version, request))
+            .inspect(|()| {
+                // The DMA remapping opt-in: only an answer given before StartDevice counts.
+                if iommu_caps && a.started().is_none() {
+                    a.remapping
+                        .record(crate::caps::iommu_caps().DmaRemappingSupported() != 0);
+                }
+            })
             .inspect_err(|e| {
                 // Dxgkrnl probes optional types: NOT_SUPPORTED is an answer, not an error.
                 if *e != NtError::NOT_SUPPORTED {

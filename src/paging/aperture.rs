@@ -1,7 +1,7 @@
 //! The aperture segment's GART: which logical page each aperture page stands for, kept by the
 //! driver in CPU-only memory and filled by MAP/UNMAP_APERTURE_SEGMENT from VidMm's MDLs.
 
-use dxgk::memory::MdlPages;
+use dxgk::device_memory::SystemMemory;
 use dxgk::sync::SpinLock;
 use dxgk::{NtError, NtResult};
 
@@ -14,7 +14,7 @@ pub const APERTURE_PAGES: usize = APERTURE_SEGMENT_SIZE / PAGE as usize;
 /// The aperture segment's translation table (a GART kept by the driver): aperture page →
 /// logical page + 1 (0 = unmapped). CPU-only memory; the device never reads it.
 pub struct Aperture {
-    table: SpinLock<MdlPages>,
+    table: SpinLock<SystemMemory>,
 }
 
 /// Why the GART could not be updated.
@@ -35,7 +35,7 @@ pub enum ApertureError {
 
 impl Aperture {
     /// Wraps a table of at least `APERTURE_PAGES * 8` zeroed bytes.
-    pub fn new(table: MdlPages) -> NtResult<Self> {
+    pub fn new(table: SystemMemory) -> NtResult<Self> {
         if table.len() < APERTURE_PAGES * 8 {
             return Err(NtError::INVALID_PARAMETER);
         }

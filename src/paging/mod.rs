@@ -15,12 +15,12 @@
 //!
 //! Addresses: a DXGK_PTE's page number is a logical page when its `Segment` is 0 or the implicit
 //! system-memory segment; for the aperture segment it indexes rgpu's GART ([`Aperture`]), which
-//! MAP/UNMAP_APERTURE_SEGMENT fill from VidMm's MDLs — so the driver never computes a device
+//! MAP/UNMAP_APERTURE_SEGMENT fill from VidMm's MDLs (MAP_APERTURE_SEGMENT2: from its ADLs,
+//! for an adapter that opted in to DMA remapping) — so the driver never computes a device
 //! address itself.
 //!
 //! Operations that cannot occur with rgpu's caps (READ/WRITE_PHYSICAL: no memory segments;
-//! SPECIAL_LOCK_TRANSFER: no swizzling; MAP_APERTURE_SEGMENT2: MapAperture2Supported is not
-//! declared) return STATUS_NOT_SUPPORTED and log — VidMm treats that as fatal, which is right
+//! SPECIAL_LOCK_TRANSFER: no swizzling) return STATUS_NOT_SUPPORTED and log — VidMm treats that as fatal, which is right
 //! for an operation the caps exclude.
 //!
 //! Page sizes (64 KiB-page leaf tables): see [`pte`].
@@ -305,6 +305,7 @@ impl PagingContext<'_> {
             )),
             Op::CopyPageTableEntries(c) => ops::copy_page_table_entries(&c, start, enc),
             Op::MapApertureSegment(m) => self.map_aperture(&m).map(|()| Progress::Done),
+            Op::MapApertureSegment2(m) => self.map_aperture2(&m).map(|()| Progress::Done),
             Op::UnmapApertureSegment(u) => self.unmap_aperture(&u).map(|()| Progress::Done),
             // Nothing for the device to do: no content to discard in system memory, no
             // residency bookkeeping (no AccessedPhysically allocations), no context
@@ -313,10 +314,9 @@ impl PagingContext<'_> {
             | Op::NotifyResidency(_)
             | Op::UpdateContextAllocation(_)
             | Op::InitContextResource(_) => Ok(Progress::Done),
-            Op::ReadPhysical(_)
-            | Op::WritePhysical(_)
-            | Op::SpecialLockTransfer
-            | Op::MapApertureSegment2 => Err(PagingError::NotSupported(op.operation())),
+            Op::ReadPhysical(_) | Op::WritePhysical(_) | Op::SpecialLockTransfer => {
+                Err(PagingError::NotSupported(op.operation()))
+            }
         }
     }
 }

@@ -3,8 +3,8 @@
 //! which `dxgk::paging::DmaBuffer::finish` owns.
 
 use dxgk::paging::{
-    CopyPageTableEntries, Fill, MapApertureSegment, Operation, Progress, Transfer, TransferSide,
-    UnmapApertureSegment, UpdateMode, UpdatePageTable, VirtualFill,
+    CopyPageTableEntries, Fill, MapApertureSegment, MapApertureSegment2, Operation, Progress,
+    Transfer, TransferSide, UnmapApertureSegment, UpdateMode, UpdatePageTable, VirtualFill,
 };
 use dxgk_sys::DXGK_PTE;
 use rgpu_hw::cmd::{CmdError, Encoder, Target};
@@ -282,13 +282,7 @@ impl PagingContext<'_> {
 
     /// MAP_APERTURE_SEGMENT: point aperture pages at the MDL's pages.
     pub(super) fn map_aperture(&self, m: &MapApertureSegment<'_>) -> Result<(), PagingError> {
-        let aperture = self.aperture.ok_or(PagingError::NoAperture)?;
-        if m.segment_id != APERTURE_SEGMENT_ID {
-            return Err(PagingError::Segment {
-                op: Operation::MapApertureSegment,
-                id: m.segment_id,
-            });
-        }
+        let aperture = self.aperture_segment(Operation::MapApertureSegment, m.segment_id)?;
         let pfns = m.mdl_pages().ok_or(PagingError::MdlPage {
             page: u64::from(m.mdl_offset) + m.pages as u64,
             pages: m.mdl.page_count(),
@@ -298,16 +292,34 @@ impl PagingContext<'_> {
             .map_err(PagingError::Aperture)
     }
 
+    /// MAP_APERTURE_SEGMENT2 (DMA remapping): point aperture pages at the ADL's device pages
+    /// from `AdlOffset` — contiguous or a page list, the decode checked that they are there.
+    /// The GART is CPU memory (no DMA, nothing to resume), the CPU-visible address needs no
+    /// mapping of rgpu's own, and CacheCoherent changes nothing: the device snoops.
+    pub(super) fn map_aperture2(&self, m: &MapApertureSegment2<'_>) -> Result<(), PagingError> {
+        let aperture = self.aperture_segment(Operation::MapApertureSegment2, m.segment_id)?;
+        aperture
+            .map(m.offset_in_pages, m.pages, m.adl_pages())
+            .map_err(PagingError::Aperture)
+    }
+
+    /// The GART, if `segment_id` is the aperture segment `op` must address.
+    fn aperture_segment(
+        &self,
+        op: Operation,
+        segment_id: u32,
+    ) -> Result<&super::Aperture, PagingError> {
+        let aperture = self.aperture.ok_or(PagingError::NoAperture)?;
+        if segment_id != APERTURE_SEGMENT_ID {
+            return Err(PagingError::Segment { op, id: segment_id });
+        }
+        Ok(aperture)
+    }
+
     /// UNMAP_APERTURE_SEGMENT: point the pages at VidMm's dummy page (they must stay
     /// accessible).
     pub(super) fn unmap_aperture(&self, u: &UnmapApertureSegment) -> Result<(), PagingError> {
-        let aperture = self.aperture.ok_or(PagingError::NoAperture)?;
-        if u.segment_id != APERTURE_SEGMENT_ID {
-            return Err(PagingError::Segment {
-                op: Operation::UnmapApertureSegment,
-                id: u.segment_id,
-            });
-        }
+        let aperture = self.aperture_segment(Operation::UnmapApertureSegment, u.segment_id)?;
         let dummy = u.dummy_page as u64 >> 12;
         aperture
             .map(u.offset_in_pages, u.pages, core::iter::repeat(dummy))

@@ -714,7 +714,6 @@ fn must_be_refused(op: sys::DXGK_BUILDPAGINGBUFFER_OPERATION) -> bool {
             sys::DXGK_OPERATION_READ_PHYSICAL,
             sys::DXGK_OPERATION_WRITE_PHYSICAL,
             sys::DXGK_OPERATION_SPECIAL_LOCK_TRANSFER,
-            sys::DXGK_OPERATION_MAP_APERTURE_SEGMENT2,
         ]
         .contains(&op)
 }
@@ -1583,6 +1582,7 @@ pub fn run_decode(input: &DecodeInput) -> DecodeOutcome {
     };
     let mut entries: Vec<sys::DXGK_PTE> = Vec::new();
     let mut ranges: Vec<sys::DXGK_BUILDPAGINGBUFFER_COPY_RANGE> = Vec::new();
+    let mut adl_pages: Vec<sys::DXGK_PAGE_NUMBER> = Vec::new();
     let mut private = Guarded::new(0, 0);
     let mut table = Guarded::new(max_entries as usize * 8, TABLE_FILL);
     // Each arm rewrites pointer fields of the member the code names: writes only.
@@ -1620,6 +1620,20 @@ pub fn run_decode(input: &DecodeInput) -> DecodeOutcome {
         if t.Destination.SegmentId == 0 {
             a.u.Transfer.Destination.u.pMdl = mdl_ptr(&mut mdls[1]);
         }
+    } else if op == sys::DXGK_OPERATION_MAP_APERTURE_SEGMENT2
+        // SAFETY: plain data.
+        && unsafe { a.u.MapApertureSegment2.Adl.Flags }.Contiguous() == 0
+    {
+        // A page list: PageCount entries (bounded by the harness) at Pages, or NULL.
+        // SAFETY: plain data.
+        let n = unsafe { a.u.MapApertureSegment2.Adl.PageCount }.min(MAX_ARRAY as u32);
+        adl_pages.resize(n as usize, 0x1234);
+        a.u.MapApertureSegment2.Adl.PageCount = n;
+        a.u.MapApertureSegment2.Adl.u.Pages = if null_ptr {
+            core::ptr::null()
+        } else {
+            adl_pages.as_ptr()
+        };
     } else if op == sys::DXGK_OPERATION_COPY_PAGE_TABLE_ENTRIES {
         // Nothing bounds NumRanges for the decode to check: it stays what the harness holds.
         // SAFETY: plain data.

@@ -195,6 +195,7 @@ fn allocation(fx: &mut UserFixture, bytes: &[u8]) -> Outcome {
                 &kmt::DestroyAllocation2 {
                     h_device: device,
                     allocations: vec![h],
+                    flags: Default::default(),
                 },
             )
             .expect("destroy");

@@ -29,6 +29,10 @@ pub struct MachineConfig {
     pub has_pool2: bool,
     /// How the IOMMU maps device addresses.
     pub iommu: IommuMode,
+    /// Physical address where installed memory starts (0: low memory). Pages come from
+    /// `[base, base + 2 × PHYSICAL_MEMORY_LIMIT)` (Mm leaves a free frame between
+    /// allocations); e.g. 1 TiB puts every page above a 40-bit device's reach.
+    pub physical_base: u64,
 }
 
 impl MachineConfig {
@@ -39,6 +43,7 @@ impl MachineConfig {
             max_interface_version: dxgk_sys::DXGKDDI_INTERFACE_VERSION_WDDM2_4,
             has_pool2: false,
             iommu: IommuMode::Identity,
+            physical_base: 0,
         }
     }
 
@@ -49,6 +54,7 @@ impl MachineConfig {
             max_interface_version: dxgk_sys::DXGKDDI_INTERFACE_VERSION_WDDM2_3,
             has_pool2: false,
             iommu: IommuMode::Identity,
+            physical_base: 0,
         }
     }
 
@@ -59,6 +65,7 @@ impl MachineConfig {
             max_interface_version: dxgk_sys::DXGKDDI_INTERFACE_VERSION_WDDM3_1,
             has_pool2: true,
             iommu: IommuMode::Remapped,
+            physical_base: 0,
         }
     }
 
@@ -66,6 +73,20 @@ impl MachineConfig {
     pub fn with_iommu(mut self, mode: IommuMode) -> Self {
         self.iommu = mode;
         self
+    }
+
+    /// The same machine with installed memory starting at physical address `base` (page
+    /// aligned down).
+    pub fn with_physical_base(mut self, base: u64) -> Self {
+        self.physical_base = base & !(crate::memory::PAGE as u64 - 1);
+        self
+    }
+
+    /// The highest physical address of installed memory: what Dxgkrnl compares with an
+    /// adapter's DXGK_PHYSICAL_MEMORY_CAPS.HighestVisibleAddress.
+    pub fn highest_physical_address(&self) -> u64 {
+        let first = (crate::memory::FIRST_PHYSICAL_PFN << 12).max(self.physical_base);
+        first + 2 * crate::memory::PHYSICAL_MEMORY_LIMIT as u64 - 1
     }
 }
 
@@ -168,6 +189,7 @@ impl Machine {
     /// A fresh machine: empty pool, no driver loaded.
     pub fn new(config: MachineConfig) -> Self {
         crate::ntoskrnl::debug::install_print_hook();
+        let first_pfn = config.physical_base >> 12;
         Self {
             state: Arc::new(MachineState {
                 config,
@@ -176,7 +198,11 @@ impl Machine {
                 findings: RankedMutex::new(LockRank::Findings, Vec::new()),
                 port: RankedMutex::new(LockRank::Port, PortState::default()),
                 dxgk_memory: RankedMutex::new(LockRank::DxgkMemory, CallbackMemory::default()),
-                mem: RankedMutex::new(LockRank::Mem, MemState::default()),
+                mem: RankedMutex::new(LockRank::Mem, {
+                    let mut mem = MemState::default();
+                    mem.mm.start_at(first_pfn);
+                    mem
+                }),
                 faults: RankedMutex::new(LockRank::Faults, FaultState::default()),
                 calls: RankedMutex::new(LockRank::Calls, HashMap::new()),
                 kernel: RankedMutex::new(LockRank::Kernel, KernelState::default()),

@@ -8,6 +8,7 @@ pub mod allocation;
 pub mod args;
 pub mod debug;
 pub mod device;
+pub mod device_memory;
 pub mod escape;
 pub mod handle;
 pub mod interface;

@@ -280,44 +280,105 @@ impl MdlPages {
     /// The pages as memory shared with a device engine: reads and writes through `&self`, so a
     /// software engine thread and the driver can both reach them (the soft rgpu engine).
     pub fn shared(&self) -> SharedPages<'_> {
-        SharedPages { pages: self }
+        SharedPages {
+            source: Source::Mdl(self),
+        }
     }
 }
 
-/// [`MdlPages`] seen as DMA-shared memory: every access is a raw-pointer copy into the system
+/// Driver memory seen as DMA-shared memory: every access is a raw-pointer copy into its system
 /// mapping, taking `&self`, never a slice that spans memory another thread may write. Accesses
 /// from different threads to the same bytes race the way a device's DMA races the CPU: order
 /// them through the device protocol (doorbell, fences), as for hardware.
 #[derive(Clone, Copy)]
 pub struct SharedPages<'a> {
-    pages: &'a MdlPages,
+    source: Source<'a>,
 }
 
-// SAFETY: every access through a SharedPages is a raw-pointer copy into the pages' nonpaged
-// system mapping, valid from any thread for `'a`; no reference to the bytes is ever formed.
+#[derive(Clone, Copy)]
+enum Source<'a> {
+    /// MDL pages mapped chunk by chunk.
+    Mdl(&'a MdlPages),
+    /// One mapping of `len` bytes at `base` (a physical memory object's), alive for `'a`.
+    Flat {
+        base: NonNull<u8>,
+        len: usize,
+        _life: core::marker::PhantomData<&'a [u8]>,
+    },
+}
+
+// SAFETY: every access through a SharedPages is a raw-pointer copy into a nonpaged system
+// mapping, valid from any thread for `'a`; no reference to the bytes is ever formed.
 unsafe impl Send for SharedPages<'_> {}
 // SAFETY: as above.
 unsafe impl Sync for SharedPages<'_> {}
 
-impl SharedPages<'_> {
-    /// Bytes covered.
-    pub fn len(&self) -> usize {
-        self.pages.total
+impl<'a> SharedPages<'a> {
+    /// A view of the `len` mapped bytes at `base`.
+    ///
+    /// # Safety
+    /// `base` must start `len` bytes of nonpaged system mapping that stay mapped for `'a`,
+    /// with write provenance (not derived from a shared reference).
+    pub(crate) unsafe fn from_raw(base: NonNull<u8>, len: usize) -> Self {
+        Self {
+            source: Source::Flat {
+                base,
+                len,
+                _life: core::marker::PhantomData,
+            },
+        }
     }
 
-    /// True for no bytes (never: MdlPages hold at least one page).
+    /// Bytes covered.
+    pub fn len(&self) -> usize {
+        match self.source {
+            Source::Mdl(p) => p.total,
+            Source::Flat { len, .. } => len,
+        }
+    }
+
+    /// True for no bytes (never: driver memory holds at least one page).
     pub fn is_empty(&self) -> bool {
-        self.pages.total == 0
+        self.len() == 0
+    }
+
+    /// Runs `f(pointer, n, done)` over the bytes `[offset, offset + len)`, piece by piece;
+    /// STATUS_INVALID_PARAMETER (and no call) when out of range.
+    fn for_range(
+        &self,
+        offset: usize,
+        len: usize,
+        mut f: impl FnMut(*mut u8, usize, usize),
+    ) -> NtResult<()> {
+        match self.source {
+            Source::Mdl(p) => p.for_range(offset, len, f),
+            Source::Flat {
+                base, len: total, ..
+            } => {
+                if offset.checked_add(len).is_none_or(|e| e > total) {
+                    return Err(NtError::INVALID_PARAMETER);
+                }
+                // SAFETY: `offset + len <= total`: inside the mapping.
+                let p = unsafe { base.as_ptr().add(offset) };
+                f(p, len, 0);
+                Ok(())
+            }
+        }
     }
 
     /// Copies bytes at `offset` into `out`; STATUS_INVALID_PARAMETER out of range (nothing read).
     pub fn read(&self, offset: usize, out: &mut [u8]) -> NtResult<()> {
-        self.pages.read(offset, out)
+        let len = out.len();
+        self.for_range(offset, len, |src, n, done| {
+            let dst = &mut out[done..done + n];
+            // SAFETY: `src` has `n` readable bytes in the live mapping; a raw copy.
+            unsafe { core::ptr::copy_nonoverlapping(src, dst.as_mut_ptr(), n) }
+        })
     }
 
     /// Copies `data` to `offset`; STATUS_INVALID_PARAMETER out of range (nothing written).
     pub fn write(&self, offset: usize, data: &[u8]) -> NtResult<()> {
-        self.pages.for_range(offset, data.len(), |dst, n, done| {
+        self.for_range(offset, data.len(), |dst, n, done| {
             let src = &data[done..done + n];
             // SAFETY: `dst` has `n` writable bytes in the live mapping (for_range); a raw copy,
             // no reference to the destination is formed (see the type's race note).
@@ -327,7 +388,7 @@ impl SharedPages<'_> {
 
     /// Fills `[offset, offset + len)` with `byte`.
     pub fn fill(&self, offset: usize, len: usize, byte: u8) -> NtResult<()> {
-        self.pages.for_range(offset, len, |dst, n, _| {
+        self.for_range(offset, len, |dst, n, _| {
             // SAFETY: `dst` has `n` writable bytes in the live mapping (for_range).
             unsafe { core::ptr::write_bytes(dst, byte, n) }
         })

@@ -1,7 +1,8 @@
 //! [`PagePool`]: IOMMU-mapped pages kept for reuse (cf. Linux TTM's `ttm_pool`).
 //!
 //! Device-visible pages are expensive to make: `DxgkCbAllocatePagesForMdl` plus
-//! `DxgkCbMapMdlToIoMmu`, both PASSIVE_LEVEL round trips into Dxgkrnl. A pool keeps returned
+//! `DxgkCbMapMdlToIoMmu` (or, with DMA remapping, `DxgkCbCreatePhysicalMemoryObject`,
+//! `DxgkCbMapPhysicalMemory` and `DxgkCbAllocateAdl`), all PASSIVE_LEVEL round trips into Dxgkrnl. A pool keeps returned
 //! pages mapped so that steady-state users make no Dxgkrnl calls at all, and so that pages can
 //! be handed out at DISPATCH_LEVEL (from the free list only).
 //!
@@ -11,11 +12,13 @@
 //!   the pool frees everything, so everything is returned before RemoveDevice.
 //! * Counted: [`PoolStats`] says how many Dxgkrnl round trips were made and saved.
 //!
-//! Pages are single 4 KiB [`DeviceMemory`] blocks; users that need more take several.
+//! Pages are single 4 KiB [`SystemMemory`] blocks from the pool's [`MemoryPath`] (WDDM 2.4 MDL
+//! pages, or WDDM 3.0 physical memory objects with ADLs); users that need more take several.
 
+use crate::device_memory::{MemoryPath, SystemMemory};
 use crate::interface::DxgkInterface;
 use crate::irql::Passive;
-use crate::memory::{DeviceMemory, PAGE_SIZE};
+use crate::memory::PAGE_SIZE;
 use crate::sync::SpinLock;
 use crate::{NtError, NtResult};
 
@@ -25,7 +28,8 @@ pub const MAX_CAPACITY: usize = 64;
 /// Counters of a [`PagePool`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PoolStats {
-    /// Pages allocated and mapped through Dxgkrnl (each is two round trips).
+    /// Pages allocated and mapped through Dxgkrnl (two round trips each on the MDL path, three
+    /// on the ADL path).
     pub allocated: u64,
     /// Pages unmapped and freed through Dxgkrnl.
     pub freed: u64,
@@ -38,7 +42,7 @@ pub struct PoolStats {
 }
 
 struct State {
-    free: [Option<DeviceMemory>; MAX_CAPACITY],
+    free: [Option<SystemMemory>; MAX_CAPACITY],
     idle: usize,
     stats: PoolStats,
 }
@@ -46,6 +50,7 @@ struct State {
 /// A bounded pool of zeroed, IOMMU-mapped 4 KiB pages.
 pub struct PagePool {
     iface: DxgkInterface,
+    path: MemoryPath,
     cache: dxgk_sys::DXGK_MEMORY_CACHING_TYPE,
     capacity: usize,
     state: SpinLock<State>,
@@ -60,14 +65,16 @@ impl core::fmt::Debug for PagePool {
 }
 
 impl PagePool {
-    /// An empty pool keeping at most `capacity` (≤ [`MAX_CAPACITY`]) pages.
+    /// An empty pool keeping at most `capacity` (≤ [`MAX_CAPACITY`]) pages from `path`.
     pub fn new(
         iface: &DxgkInterface,
+        path: MemoryPath,
         cache: dxgk_sys::DXGK_MEMORY_CACHING_TYPE,
         capacity: usize,
     ) -> Self {
         Self {
             iface: *iface,
+            path,
             cache,
             capacity: capacity.min(MAX_CAPACITY),
             state: SpinLock::new(State {
@@ -76,6 +83,11 @@ impl PagePool {
                 stats: PoolStats::default(),
             }),
         }
+    }
+
+    /// Where the pool's pages come from.
+    pub fn path(&self) -> MemoryPath {
+        self.path
     }
 
     /// How many pages the pool keeps at most.
@@ -94,7 +106,7 @@ impl PagePool {
 
     /// A zeroed page from the free list, without calling Dxgkrnl: usable at DISPATCH_LEVEL.
     /// `None` when the free list is empty.
-    pub fn try_get(&self) -> Option<DeviceMemory> {
+    pub fn try_get(&self) -> Option<SystemMemory> {
         let mut s = self.state.lock();
         if s.idle == 0 {
             return None;
@@ -108,23 +120,24 @@ impl PagePool {
 
     /// A zeroed page: from the free list if possible, otherwise newly allocated and mapped
     /// (PASSIVE_LEVEL).
-    pub fn get(&self, passive: &Passive) -> NtResult<DeviceMemory> {
+    pub fn get(&self, passive: &Passive) -> NtResult<SystemMemory> {
         if let Some(p) = self.try_get() {
             return Ok(p);
         }
         self.state.lock().stats.misses += 1;
-        let page = DeviceMemory::allocate(&self.iface, passive, PAGE_SIZE, self.cache)?;
+        let page = SystemMemory::allocate(&self.iface, passive, self.path, PAGE_SIZE, self.cache)?;
         self.state.lock().stats.allocated += 1;
         Ok(page)
     }
 
     /// Gives a page back: it is zeroed and kept, or freed when the pool is full (freeing needs
-    /// PASSIVE_LEVEL, hence the token). Pages of other sizes are refused.
-    pub fn put(&self, _passive: &Passive, mut page: DeviceMemory) -> NtResult<()> {
-        if page.pages().len() != PAGE_SIZE {
+    /// PASSIVE_LEVEL, hence the token). Pages of other sizes, of the other path or CPU-only are
+    /// refused with STATUS_INVALID_PARAMETER (the page is freed).
+    pub fn put(&self, _passive: &Passive, mut page: SystemMemory) -> NtResult<()> {
+        if page.len() != PAGE_SIZE || page.path() != self.path || !page.is_device_visible() {
             return Err(NtError::INVALID_PARAMETER);
         }
-        page.pages_mut().fill(0, PAGE_SIZE, 0)?;
+        page.fill(0, PAGE_SIZE, 0)?;
         let overflow = {
             let mut s = self.state.lock();
             if s.idle < self.capacity {

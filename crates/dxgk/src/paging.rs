@@ -175,6 +175,15 @@ pub enum DecodeError {
         /// Pages the MDL spans.
         mdl_pages: usize,
     },
+    /// MAP_APERTURE_SEGMENT2 maps more pages than its ADL holds after `AdlOffset`.
+    AdlTooShort {
+        /// AdlOffset.
+        adl_offset: u32,
+        /// NumberOfPages.
+        pages: usize,
+        /// Adl.PageCount.
+        adl_pages: usize,
+    },
     /// FLUSH_TLB's `EndVirtualAddress` is below its `StartVirtualAddress`.
     FlushRange {
         /// StartVirtualAddress.
@@ -210,6 +219,14 @@ impl fmt::Display for DecodeError {
             } => write!(
                 f,
                 "MdlOffset {mdl_offset} + {pages} pages past the MDL's {mdl_pages} pages"
+            ),
+            DecodeError::AdlTooShort {
+                adl_offset,
+                pages,
+                adl_pages,
+            } => write!(
+                f,
+                "AdlOffset {adl_offset} + {pages} pages past the ADL's {adl_pages} pages"
             ),
             DecodeError::FlushRange { start, end } => {
                 write!(
@@ -288,9 +305,8 @@ pub enum Op<'a> {
     NotifyResidency(NotifyResidency),
     /// SIGNAL_MONITORED_FENCE.
     SignalMonitoredFence(SignalMonitoredFence),
-    /// MAP_APERTURE_SEGMENT2: payload not decoded (ADLs, for DMA-remapping drivers that
-    /// declare MapAperture2Supported; such a driver needs the decode added here).
-    MapApertureSegment2,
+    /// MAP_APERTURE_SEGMENT2 (DMA-remapping drivers): as MAP_APERTURE_SEGMENT, from an ADL.
+    MapApertureSegment2(MapApertureSegment2<'a>),
 }
 
 impl Op<'_> {
@@ -314,7 +330,7 @@ impl Op<'_> {
             Op::CopyPageTableEntries(_) => Operation::CopyPageTableEntries,
             Op::NotifyResidency(_) => Operation::NotifyResidency,
             Op::SignalMonitoredFence(_) => Operation::SignalMonitoredFence,
-            Op::MapApertureSegment2 => Operation::MapApertureSegment2,
+            Op::MapApertureSegment2(_) => Operation::MapApertureSegment2,
         }
     }
 }
@@ -421,6 +437,75 @@ impl<'a> MapApertureSegment<'a> {
     pub fn mdl_pages(&self) -> Option<Pfns<'a>> {
         self.mdl
             .pfns_from(usize::try_from(self.mdl_offset).ok()?, self.pages)
+    }
+}
+
+/// The device pages of a DXGK_ADL as VidMm passed it: one contiguous run or a page list. The
+/// page numbers may be logical (remapped) addresses: never CPU-map them.
+#[derive(Clone, Copy, Debug)]
+pub enum AdlView<'a> {
+    /// `Flags.Contiguous`: `pages` pages from `BasePageNumber`.
+    Contiguous {
+        /// BasePageNumber.
+        base: u64,
+        /// PageCount.
+        pages: usize,
+    },
+    /// `Pages[PageCount]`.
+    Pages(&'a [sys::DXGK_PAGE_NUMBER]),
+}
+
+impl AdlView<'_> {
+    /// PageCount.
+    pub fn page_count(&self) -> usize {
+        match *self {
+            AdlView::Contiguous { pages, .. } => pages,
+            AdlView::Pages(p) => p.len(),
+        }
+    }
+
+    /// Device page number of page `i`, None past the end (or if a contiguous run wraps).
+    pub fn page(&self, i: usize) -> Option<u64> {
+        match *self {
+            AdlView::Contiguous { base, pages } if i < pages => base.checked_add(i as u64),
+            AdlView::Contiguous { .. } => None,
+            AdlView::Pages(p) => p.get(i).map(|&n| n as u64),
+        }
+    }
+}
+
+/// MAP_APERTURE_SEGMENT2: point `pages` aperture pages at the ADL's pages from `adl_offset`.
+///
+/// As decoded, `adl_offset + pages` ≤ the ADL's page count and `offset_in_pages + pages` does
+/// not overflow.
+#[derive(Clone, Copy, Debug)]
+pub struct MapApertureSegment2<'a> {
+    /// hDevice.
+    pub device: Option<DeviceHandle>,
+    /// hAllocation (None for DMA buffers).
+    pub allocation: Option<AllocationHandle>,
+    /// SegmentId.
+    pub segment_id: u32,
+    /// OffsetInPages: first aperture page.
+    pub offset_in_pages: usize,
+    /// NumberOfPages.
+    pub pages: usize,
+    /// Adl.
+    pub adl: AdlView<'a>,
+    /// AdlOffset: first ADL page, in pages.
+    pub adl_offset: u32,
+    /// Flags.CacheCoherent.
+    pub cache_coherent: bool,
+    /// CpuVisibleAddress as an address (non-zero only for MapApertureCpuVisible allocations;
+    /// never dereferenced by the decode).
+    pub cpu_visible_address: usize,
+}
+
+impl MapApertureSegment2<'_> {
+    /// The device page numbers to map, in order (`pages` of them).
+    pub fn adl_pages(&self) -> impl Iterator<Item = u64> + '_ {
+        let first = self.adl_offset as usize;
+        (first..first + self.pages).filter_map(|i| self.adl.page(i))
     }
 }
 
@@ -1162,7 +1247,50 @@ unsafe fn decode_op<'a>(
                 value: s.MonitoredFenceValue,
             })
         }
-        Operation::MapApertureSegment2 => Op::MapApertureSegment2,
+        Operation::MapApertureSegment2 => {
+            // SAFETY: the member the operation names.
+            let m = unsafe { a.u.MapApertureSegment2 };
+            pages_end(
+                m.OffsetInPages,
+                m.NumberOfPages,
+                "OffsetInPages + NumberOfPages",
+            )?;
+            let count = m.Adl.PageCount as usize;
+            let adl = if m.Adl.Flags.Contiguous() != 0 {
+                // SAFETY: the Contiguous flag selects the BasePageNumber arm (plain data).
+                let base = unsafe { m.Adl.u.BasePageNumber } as u64;
+                base.checked_add(count as u64)
+                    .ok_or(DecodeError::Overflow("Adl.BasePageNumber + PageCount"))?;
+                AdlView::Contiguous { base, pages: count }
+            } else {
+                // SAFETY: a page list: `Pages` points at PageCount entries per the caller.
+                let list = unsafe { m.Adl.u.Pages };
+                // SAFETY: as above; `array` checks NULL and alignment.
+                AdlView::Pages(unsafe { array(list, count, "Adl.Pages") }?)
+            };
+            let holds = usize::try_from(m.AdlOffset)
+                .ok()
+                .and_then(|o| o.checked_add(m.NumberOfPages))
+                .ok_or(DecodeError::Overflow("AdlOffset + NumberOfPages"))?;
+            if holds > count {
+                return Err(DecodeError::AdlTooShort {
+                    adl_offset: m.AdlOffset,
+                    pages: m.NumberOfPages,
+                    adl_pages: count,
+                });
+            }
+            Op::MapApertureSegment2(MapApertureSegment2 {
+                device: DeviceHandle::from_raw(m.hDevice),
+                allocation: handle(m.hAllocation),
+                segment_id: m.SegmentId,
+                offset_in_pages: m.OffsetInPages,
+                pages: m.NumberOfPages,
+                adl,
+                adl_offset: m.AdlOffset,
+                cache_coherent: m.Flags.CacheCoherent() != 0,
+                cpu_visible_address: m.CpuVisibleAddress as usize,
+            })
+        }
     })
 }
 

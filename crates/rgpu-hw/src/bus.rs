@@ -110,18 +110,30 @@ pub trait DmaBus {
         len: usize,
         scratch: &mut [u8],
     ) -> Result<(), (usize, DmaFault, bool)> {
-        let mut done = 0;
-        while done < len {
-            const PAGE: u64 = 4096;
-            let to_boundary = |a: u64| (PAGE - a.wrapping_add(done as u64) % PAGE) as usize;
-            let n = (len - done).min(to_boundary(src)).min(to_boundary(dst));
-            let at = |a: u64| a.wrapping_add(done as u64);
-            self.copy(at(dst), at(src), n, scratch)
-                .map_err(|(f, write)| (done, f, write))?;
-            done += n;
-        }
-        Ok(())
+        copy_pieces_one_by_one(self, dst, src, len, scratch)
     }
+}
+
+/// [`DmaBus::copy_pieces`] as the sequence of [`DmaBus::copy`] calls it stands for (the
+/// default implementation, also for buses that must see every piece).
+pub fn copy_pieces_one_by_one<B: DmaBus + ?Sized>(
+    bus: &mut B,
+    dst: u64,
+    src: u64,
+    len: usize,
+    scratch: &mut [u8],
+) -> Result<(), (usize, DmaFault, bool)> {
+    let mut done = 0;
+    while done < len {
+        const PAGE: u64 = 4096;
+        let to_boundary = |a: u64| (PAGE - a.wrapping_add(done as u64) % PAGE) as usize;
+        let n = (len - done).min(to_boundary(src)).min(to_boundary(dst));
+        let at = |a: u64| a.wrapping_add(done as u64);
+        bus.copy(at(dst), at(src), n, scratch)
+            .map_err(|(f, write)| (done, f, write))?;
+        done += n;
+    }
+    Ok(())
 }
 
 impl<B: DmaBus + ?Sized> DmaBus for &mut B {
@@ -153,5 +165,76 @@ impl<B: DmaBus + ?Sized> DmaBus for &mut B {
         scratch: &mut [u8],
     ) -> Result<(), (usize, DmaFault, bool)> {
         (**self).copy_pieces(dst, src, len, scratch)
+    }
+}
+
+/// The device's address decoder: forwards transactions entirely below `limit` (the
+/// [`crate::regs::DMA_ADDRESS_LIMIT`] in the model) and refuses any other one with a
+/// [`DmaFaultKind::BusError`] at its first unreachable byte, without touching memory — the
+/// device has only `DMA_ADDRESS_BITS` address lines.
+#[derive(Debug)]
+pub struct AddressLimit<B> {
+    inner: B,
+    limit: u64,
+}
+
+impl<B: DmaBus> AddressLimit<B> {
+    /// `inner` seen through `limit` address lines' worth of logical space.
+    pub fn new(inner: B, limit: u64) -> Self {
+        Self { inner, limit }
+    }
+
+    fn check(&self, addr: u64, len: usize) -> Result<(), DmaFault> {
+        let end = addr.checked_add(len as u64);
+        if matches!(end, Some(e) if e <= self.limit) {
+            return Ok(());
+        }
+        Err(DmaFault {
+            logical_addr: addr.max(self.limit),
+            kind: DmaFaultKind::BusError,
+        })
+    }
+}
+
+impl<B: DmaBus> DmaBus for AddressLimit<B> {
+    fn read(
+        &mut self,
+        logical_addr: u64,
+        buf: &mut [u8],
+        source: DmaSource,
+    ) -> Result<(), DmaFault> {
+        self.check(logical_addr, buf.len())?;
+        self.inner.read(logical_addr, buf, source)
+    }
+
+    fn write(&mut self, logical_addr: u64, data: &[u8], source: DmaSource) -> Result<(), DmaFault> {
+        self.check(logical_addr, data.len())?;
+        self.inner.write(logical_addr, data, source)
+    }
+
+    fn copy(
+        &mut self,
+        dst: u64,
+        src: u64,
+        len: usize,
+        scratch: &mut [u8],
+    ) -> Result<(), (DmaFault, bool)> {
+        self.check(src, len).map_err(|f| (f, false))?;
+        self.check(dst, len).map_err(|f| (f, true))?;
+        self.inner.copy(dst, src, len, scratch)
+    }
+
+    fn copy_pieces(
+        &mut self,
+        dst: u64,
+        src: u64,
+        len: usize,
+        scratch: &mut [u8],
+    ) -> Result<(), (usize, DmaFault, bool)> {
+        if self.check(src, len).is_ok() && self.check(dst, len).is_ok() {
+            return self.inner.copy_pieces(dst, src, len, scratch);
+        }
+        // Some piece is out of reach: issue them one by one so the ones before it happen.
+        copy_pieces_one_by_one(self, dst, src, len, scratch)
     }
 }

@@ -420,6 +420,8 @@ impl Device {
     /// spending at most `budget` work units (one per command, and one per ≤ 4 KiB chunk of a
     /// FILL/COPY, which resumes where it stopped on the next call). Deterministic; never panics.
     pub fn run(&mut self, bus: &mut impl DmaBus, budget: u32) -> RunOutcome {
+        // Every transaction goes through the device's DMA_ADDRESS_BITS address lines.
+        let bus = &mut crate::bus::AddressLimit::new(bus, DMA_ADDRESS_LIMIT);
         let Device {
             st,
             cmd_buf,

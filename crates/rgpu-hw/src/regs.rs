@@ -98,6 +98,13 @@ pub const VERSION_MINOR: u16 = 0;
 /// Value of `VERSION`.
 pub const VERSION_VALUE: u32 = ((VERSION_MAJOR as u32) << 16) | VERSION_MINOR as u32;
 
+/// Width of the device's DMA (logical) addresses: a transaction that touches an address at or
+/// above `1 << DMA_ADDRESS_BITS` (1 TiB) is not issued and faults as a bus error (spec §4).
+/// The driver reports `2^40 − 1` as DXGK_PHYSICAL_MEMORY_CAPS.HighestVisibleAddress.
+pub const DMA_ADDRESS_BITS: u32 = 40;
+/// First logical address the device cannot reach.
+pub const DMA_ADDRESS_LIMIT: u64 = 1 << DMA_ADDRESS_BITS;
+
 /// `CAPS[7:0]`: number of virtual-address bits.
 pub const CAPS_VA_BITS_MASK: u32 = 0xFF;
 /// `CAPS[11:8]`: number of page-table levels.

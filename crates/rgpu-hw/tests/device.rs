@@ -761,7 +761,7 @@ fn iommu_faults_are_reported_and_write_nothing() {
     // 1. A logical FILL into an unmapped logical page.
     let mut r = Rig::new();
     r.dev.mmio_write(INT_ENABLE, INT_MASK);
-    let hole = 0xDEAD_0000_0000u64;
+    let hole = 0xDE_AD00_0000u64; // below the 40-bit DMA limit: an IOMMU fault, not a bus error
     r.submit(0, |e| {
         e.fill(Target::Logical(hole + 8), 64, 0x5A5A_5A5A).unwrap();
     });
@@ -1268,4 +1268,52 @@ fn long_fill_resumes_across_runs() {
         "the next command ran after the FILL finished"
     );
     assert_eq!(r.dev.stats().commands, 2);
+}
+
+#[test]
+fn the_device_has_40_address_lines_an_access_at_or_above_the_limit_is_a_bus_error() {
+    use rgpu_hw::bus::AddressLimit;
+    assert_eq!((DMA_ADDRESS_BITS, DMA_ADDRESS_LIMIT), (40, 1 << 40));
+    let mut mem = MemBus {
+        pages: BTreeMap::new(),
+        log: Vec::new(),
+    };
+    let below = DMA_ADDRESS_LIMIT - PAGE_SIZE;
+    mem.map(below, false);
+    // The page at the limit is mapped in the IOMMU, yet the device cannot address it.
+    mem.map(DMA_ADDRESS_LIMIT, false);
+    let mut bus = AddressLimit::new(&mut mem, DMA_ADDRESS_LIMIT);
+    bus.write(below + 4092, &[1, 2, 3, 4], DmaSource::Write)
+        .unwrap();
+    let fault = bus
+        .write(DMA_ADDRESS_LIMIT, &[9], DmaSource::Write)
+        .unwrap_err();
+    assert_eq!(
+        fault,
+        DmaFault {
+            logical_addr: DMA_ADDRESS_LIMIT,
+            kind: DmaFaultKind::BusError
+        }
+    );
+    let mut b = [0u8; 4];
+    assert!(bus
+        .read(DMA_ADDRESS_LIMIT + 8, &mut b, DmaSource::Read)
+        .is_err());
+    // A copy whose destination is out of reach faults on the write side and moves nothing.
+    let mut scratch = [0u8; 4096];
+    let (_, write) = bus
+        .copy(DMA_ADDRESS_LIMIT, below + 4092, 4, &mut scratch)
+        .unwrap_err();
+    assert!(write);
+    // Pieces below the limit are copied before the one that faults.
+    let (done, _, write) = bus
+        .copy_pieces(below + 4094, below, 4, &mut scratch)
+        .unwrap_err();
+    assert_eq!((done, write), (2, true));
+    assert_eq!(
+        mem.peek(DMA_ADDRESS_LIMIT, 1),
+        [0],
+        "nothing written above the limit"
+    );
+    assert_eq!(mem.peek(below + 4094, 2), [0, 0]);
 }

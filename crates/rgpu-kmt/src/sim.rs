@@ -330,6 +330,7 @@ impl Kmt for SimKmt {
         let args = fe::DestroyAllocation2 {
             h_device: device.0,
             allocations: allocations.iter().map(|a| a.0).collect(),
+            flags: Default::default(),
         };
         self.fe(CALL)?
             .destroy_allocation2(c, &args)

@@ -85,6 +85,11 @@ pub struct RunArgs {
     /// IOMMU mode [default: identity below 3.0, remapped from 3.0 on].
     #[arg(long, value_enum)]
     pub iommu: Option<Iommu>,
+    /// Installs the machine's memory at physical address SIZE and up (e.g. 1T: above the rgpu
+    /// device's 40-bit reach; suffixes K, M, G, T). Without DMA remapping the adapter is then
+    /// refused at start.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub phys_above: Option<u64>,
     /// Fault injection: fail the N-th failable kernel call or callback (1 = the first).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub fail_nth: Option<u64>,
@@ -147,6 +152,27 @@ impl Interface {
     }
 }
 
+/// `1T`, `512G`, `4096`: a byte count with an optional binary K/M/G/T suffix.
+fn parse_size(s: &str) -> Result<u64, String> {
+    let (digits, shift) = match s.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let shift = match c.to_ascii_uppercase() {
+                'K' => 10,
+                'M' => 20,
+                'G' => 30,
+                'T' => 40,
+                _ => return Err(format!("unknown size suffix {c:?} (K, M, G or T)")),
+            };
+            (&s[..i], shift)
+        }
+        _ => (s, 0),
+    };
+    let n: u64 = digits.parse().map_err(|e| format!("{s:?}: {e}"))?;
+    n.checked_shl(shift)
+        .filter(|v| v >> shift == n)
+        .ok_or_else(|| format!("{s:?} does not fit in 64 bits"))
+}
+
 /// The machine `--interface` and `--iommu` describe.
 pub fn machine_config(interface: Interface, iommu: Option<Iommu>) -> MachineConfig {
     let (version, name, has_pool2) = interface.machine();
@@ -161,6 +187,7 @@ pub fn machine_config(interface: Interface, iommu: Option<Iommu>) -> MachineConf
         max_interface_version: version,
         has_pool2,
         iommu: mode,
+        physical_base: 0,
     }
 }
 
@@ -172,7 +199,8 @@ fn main() -> ExitCode {
 }
 
 fn run(args: &RunArgs) -> ExitCode {
-    let config = machine_config(args.interface, args.iommu);
+    let config =
+        machine_config(args.interface, args.iommu).with_physical_base(args.phys_above.unwrap_or(0));
     let show_progress = !args.quiet && std::io::stderr().is_terminal();
     let outcome = scenario::run(config, args.size, args.fail_nth, show_progress);
     let rep = report::Report::new(&outcome);

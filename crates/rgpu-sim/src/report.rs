@@ -336,6 +336,21 @@ impl<'a> Report<'a> {
 
         // ---- IOMMU ----
         let _ = writeln!(w, "\nIOMMU");
+        let count = |name: &str| o.calls.iter().find(|(n, _)| *n == name).map_or(0, |x| x.1);
+        let (objects, adls, mdls) = (
+            count("DxgkCbCreatePhysicalMemoryObject"),
+            count("DxgkCbAllocateAdl"),
+            count("DxgkCbAllocatePagesForMdl"),
+        );
+        let path = match (objects, mdls) {
+            (0, 0) => "none allocated".to_string(),
+            (o, 0) => {
+                format!("WDDM 3.0 DMA remapping ({o} physical memory object(s), {adls} ADL(s))")
+            }
+            (0, m) => format!("WDDM 2.4 ({m} DxgkCbAllocatePagesForMdl)"),
+            (o, m) => format!("both: {o} physical memory object(s) and {m} MDL allocation(s)"),
+        };
+        let _ = writeln!(w, "  driver memory:  {path}");
         let _ = writeln!(
             w,
             "  driver mappings (DxgkCbMapMdlToIoMmu): peak {}, at the end {}",

@@ -75,8 +75,12 @@ fn the_default_scenario_small_passes_and_reports_every_section() {
         "DxgkDdiBuildPagingBuffer",
         "DxgkDdiSubmitCommandVirtual",
         "Callbacks (DxgkCb*)",
-        "DxgkCbMapMdlToIoMmu",
-        "driver mappings (DxgkCbMapMdlToIoMmu): peak 2, at the end 0",
+        "DxgkCbCreatePhysicalMemoryObject         3",
+        "DxgkCbAllocateAdl                        2",
+        "DxgkCbFreeAdl                            2",
+        "DxgkCbDestroyPhysicalMemoryObject        3",
+        "driver memory:  WDDM 3.0 DMA remapping (3 physical memory object(s), 2 ADL(s))",
+        "driver mappings (DxgkCbMapMdlToIoMmu): peak 0, at the end 0",
         "at the end 0",
         "paging operations (BuildPagingBuffer calls):",
         "multipass resumes:",
@@ -93,6 +97,41 @@ fn the_default_scenario_small_passes_and_reports_every_section() {
     assert!(number_after(&out, "commands:") > 0, "{out}");
     assert!(number_after(&out, "bytes copied:") > 0, "{out}");
     assert_eq!(number_after(&out, "faults:"), 0, "{out}");
+}
+
+#[test]
+fn interface_2_7_uses_the_2_4_callbacks_and_memory_above_the_gpu_reach_needs_remapping() {
+    let o = rgpu_sim(&["run", "--size", "small", "--interface", "2.7"]);
+    let out = stdout(&o);
+    assert!(o.status.success(), "{out}");
+    for needle in [
+        "DxgkCbAllocatePagesForMdl                3",
+        "DxgkCbMapMdlToIoMmu                      2",
+        "driver memory:  WDDM 2.4 (3 DxgkCbAllocatePagesForMdl)",
+        "Verifier: clean (0 findings)",
+    ] {
+        assert!(out.contains(needle), "missing {needle:?} in:\n{out}");
+    }
+    assert!(!out.contains("DxgkCbCreatePhysicalMemoryObject"), "{out}");
+
+    // Installed memory at 1 TiB and up: remapped 3.1 passes, 2.7 is refused at start.
+    let o = rgpu_sim(&["run", "--size", "small", "--phys-above", "1T"]);
+    let out = stdout(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(out.contains("every byte matches"), "{out}");
+    assert!(!out.contains("DxgkCbAllocatePagesForMdl"), "{out}");
+    let o = rgpu_sim(&[
+        "run",
+        "--size",
+        "small",
+        "--phys-above",
+        "1T",
+        "--interface",
+        "2.7",
+    ]);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(out.contains("returned 0xc00000bb"), "{out}");
 }
 
 #[test]

@@ -20,7 +20,7 @@ use crate::memory::{
     free_mdl, invalid, leak, mdl_checksum, mdl_pfns, mdl_span, misuse, HandleKind, Handles, Region,
     MAX_MDL_BYTES, MM_DONT_ZERO_ALLOCATION, PAGE,
 };
-use crate::verifier::{driver_call_site, Finding};
+use crate::verifier::{driver_call_site, Finding, Rule};
 
 pub(crate) struct MdlAlloc {
     adapter: AdapterId,
@@ -70,12 +70,35 @@ fn unknown_handle(handles: &Handles, h: usize, expected: HandleKind) -> String {
     }
 }
 
+/// Learn: for a driver that supports DMA remapping the WDDM 2.4 memory callbacks "are
+/// deprecated and can't be used". Reported (the call still proceeds) when Dxgkrnl accepted
+/// remapping for `adapter` before StartDevice.
+fn check_not_remapping(m: &MachineState, adapter: AdapterId, call: &'static str) {
+    let remapping = m
+        .port()
+        .adapters
+        .get(adapter.0 as usize)
+        .is_some_and(|a| a.info.dma_remapping);
+    if remapping {
+        m.report(Finding::here(
+            Rule::MdlMisuse,
+            call,
+            format!(
+                "{call} on an adapter that opted in to WDDM 3.0 DMA remapping \
+                 (DmaRemappingSupported accepted before StartDevice): use physical memory \
+                 objects and ADLs"
+            ),
+        ));
+    }
+}
+
 pub(crate) fn allocate_pages_for_mdl(
     m: &MachineState,
     adapter: AdapterId,
     args: &mut dxgk_sys::DXGKARGCB_ALLOCATEPAGESFORMDL,
 ) -> i32 {
     const CALL: &str = "DxgkCbAllocatePagesForMdl";
+    check_not_remapping(m, adapter, CALL);
     let total = args.TotalBytes;
     if total == 0 || total > MAX_MDL_BYTES {
         invalid(
@@ -199,6 +222,7 @@ pub(crate) fn map_mdl_to_iommu(
     args: &mut dxgk_sys::DXGKARGCB_MAPMDLTOIOMMU,
 ) -> i32 {
     const CALL: &str = "DxgkCbMapMdlToIoMmu";
+    check_not_remapping(m, adapter, CALL);
     let mdl = args.pMdl;
     if mdl.is_null() {
         invalid(m, CALL, "NULL pMdl");

@@ -460,6 +460,12 @@ impl Machine {
         *port.adapters[id.0 as usize].interface
     }
 
+    /// A copy of the DXGKRNL_INTERFACE adapter `id` got at its last StartDevice (for tests that
+    /// act as a misbehaving driver on a real adapter).
+    pub fn adapter_interface(&self, id: AdapterId) -> DXGKRNL_INTERFACE {
+        *self.state.port().adapters[id.0 as usize].interface
+    }
+
     /// The adapter a DXGKRNL_INTERFACE DeviceHandle designates.
     pub fn adapter_of(&self, device_handle: HANDLE) -> Option<AdapterId> {
         adapter_of_handle(&self.state, device_handle)

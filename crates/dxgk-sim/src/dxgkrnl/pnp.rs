@@ -117,6 +117,15 @@ pub struct AdapterInfo {
     pub hardware_reserved_ranges: Option<Vec<DXGK_PHYSICAL_MEMORY_RANGE>>,
     /// QueryAdapterInfo types asked at start, in order.
     pub queries: Vec<i32>,
+    /// DXGK_PHYSICAL_MEMORY_CAPS.HighestVisibleAddress, asked after AddDevice, before
+    /// StartDevice (interface ≥ WDDM 2.9).
+    pub highest_visible_address: Option<i64>,
+    /// DXGK_IOMMU_CAPS (raw bits), asked with the above.
+    pub iommu_caps: Option<u32>,
+    /// Dxgkrnl accepted DMA remapping for this adapter: WDDM 3.0 or newer and the driver
+    /// answered `DmaRemappingSupported`. Such a driver must not use the WDDM 2.4 memory
+    /// callbacks ([`crate::Rule::MdlMisuse`]).
+    pub dma_remapping: bool,
 }
 
 impl std::fmt::Debug for AdapterInfo {
@@ -430,8 +439,99 @@ fn start(m: &MachineState, id: AdapterId) -> NTSTATUS {
     ) {
         return fail_start(m, id, false, dxgk_sys::STATUS_UNSUCCESSFUL);
     }
+    // The DMA remapping opt-in: Windows asks both caps after AddDevice, before StartDevice.
+    if let Err(s) = remapping_queries(m, id, dd.Version.min(m.config.max_interface_version)) {
+        return fail_start(m, id, false, s);
+    }
     start_device(m, id, &d, ctx)
 }
+
+/// DXGKQAITYPE_PHYSICAL_MEMORY_CAPS and DXGKQAITYPE_IOMMU_CAPS, asked before StartDevice on an
+/// interface ≥ WDDM 2.9 (the types exist from 2.9; remapping is accepted from WDDM 3.0).
+/// STATUS_NOT_SUPPORTED is an answer (no remapping); any other failure fails the start.
+fn remapping_queries(m: &MachineState, id: AdapterId, version: u32) -> Result<(), NTSTATUS> {
+    if version < dxgk_sys::DXGKDDI_INTERFACE_VERSION_WDDM2_9 {
+        return Ok(());
+    }
+    let q = Qai { id };
+    let optional = |r: Result<Vec<u8>, NTSTATUS>| match r {
+        Ok(v) => Ok(Some(v)),
+        Err(s) if s == dxgk_sys::STATUS_NOT_SUPPORTED => Ok(None),
+        Err(s) => Err(s),
+    };
+    let size = std::mem::size_of::<dxgk_sys::DXGK_PHYSICAL_MEMORY_CAPS>();
+    let phys = optional(q.call(
+        m,
+        dxgk_sys::DXGKQAITYPE_PHYSICAL_MEMORY_CAPS,
+        &mut [],
+        &vec![0u8; size],
+    ))?
+    .map(|b| {
+        // SAFETY: LARGE_INTEGER is plain data; any bit pattern is valid.
+        unsafe {
+            from_bytes::<dxgk_sys::DXGK_PHYSICAL_MEMORY_CAPS>(&b)
+                .HighestVisibleAddress
+                .QuadPart
+        }
+    });
+    let size = std::mem::size_of::<dxgk_sys::DXGK_IOMMU_CAPS>();
+    let iommu = optional(q.call(
+        m,
+        dxgk_sys::DXGKQAITYPE_IOMMU_CAPS,
+        &mut [],
+        &vec![0u8; size],
+    ))?
+    .map(|b| u32::from_le_bytes(b[..4].try_into().expect("4 bytes")));
+    // Remapping needs an IOMMU that remaps (identity mode has none to offer).
+    let remapping = version >= dxgk_sys::DXGKDDI_INTERFACE_VERSION_WDDM3_0
+        && m.config.iommu == crate::IommuMode::Remapped
+        && iommu.is_some_and(|c| c & IOMMU_CAPS_DMA_REMAPPING_SUPPORTED != 0);
+    let mut port = m.port();
+    let a = &mut port.adapters[id.0 as usize];
+    a.info.highest_visible_address = phys;
+    a.info.iommu_caps = iommu;
+    a.info.dma_remapping = remapping;
+    Ok(())
+}
+
+/// Dxgkrnl's refusal of an adapter that cannot reach installed memory: the GPU's highest
+/// visible address (PHYSICAL_MEMORY_CAPS, else DRIVERCAPS.HighestAcceptableAddress) is below
+/// the highest installed physical address and DMA remapping was not accepted (with remapping,
+/// logical addresses are allocated inside the GPU's reach instead). STATUS_NOT_SUPPORTED and a
+/// `dxgkrnl:` debug line saying why.
+fn check_reach(m: &MachineState, id: AdapterId) -> Result<(), NTSTATUS> {
+    let (visible, remapping) = {
+        let port = m.port();
+        let info = &port.adapters[id.0 as usize].info;
+        let from_caps = info.driver_caps.map(|c| {
+            // SAFETY: LARGE_INTEGER is plain data; any bit pattern is valid.
+            unsafe { c.HighestAcceptableAddress.QuadPart }
+        });
+        (
+            info.highest_visible_address.or(from_caps),
+            info.dma_remapping,
+        )
+    };
+    let installed = m.config.highest_physical_address();
+    let Some(visible) = visible.filter(|&v| v > 0) else {
+        return Ok(());
+    };
+    if remapping || visible as u64 >= installed {
+        return Ok(());
+    }
+    m.debug_print(crate::machine::DebugLine {
+        component: 0,
+        level: 0,
+        text: format!(
+            "dxgkrnl: adapter refused: the GPU reaches up to {visible:#x}, installed memory up to \
+             {installed:#x}, and DMA remapping was not accepted\n"
+        ),
+    });
+    Err(dxgk_sys::STATUS_NOT_SUPPORTED)
+}
+
+/// DXGK_IOMMU_CAPS bit 2.
+const IOMMU_CAPS_DMA_REMAPPING_SUPPORTED: u32 = 1 << 2;
 
 /// DxgkDdiStartDevice and the start queries, for an added or stopped adapter.
 fn start_device(m: &MachineState, id: AdapterId, d: &Ddis, ctx: PVOID) -> NTSTATUS {
@@ -481,7 +581,7 @@ fn start_device(m: &MachineState, id: AdapterId, d: &Ddis, ctx: PVOID) -> NTSTAT
         a.info.number_of_video_present_sources = sources;
         a.info.number_of_children = children;
     }
-    match start_queries(m, id, d) {
+    match start_queries(m, id, d).and_then(|()| check_reach(m, id)) {
         Ok(()) => {
             m.port().adapters[id.0 as usize].state = PnpState::Started;
             dxgk_sys::STATUS_SUCCESS

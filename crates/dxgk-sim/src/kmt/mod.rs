@@ -14,10 +14,10 @@
 //! | [`Kmt::create_device`] | DxgkDdiCreateProcess (first device of a process), DxgkDdiCreateDevice, and VidMm's root page table ([`Vidmm::create_process`]) |
 //! | [`Kmt::create_allocation2`] | DxgkDdiCreateAllocation; the driver's DXGK_ALLOCATIONINFO is checked as Dxgkrnl does and decides placement; backing from VidMm; DxgkDdiOpenAllocation (`Create`) for the creating device |
 //! | [`Kmt::open_resource`] | DxgkCbGetHandleData-visible handle, DxgkDdiOpenAllocation on the opening device |
-//! | [`Kmt::destroy_allocation2`] | unmap every GPU VA mapping, DxgkDdiCloseAllocation per device; with the last reference DxgkDdiDestroyAllocation and VidMm frees the backing |
+//! | [`Kmt::destroy_allocation2`] | unmap every GPU VA mapping, DxgkDdiCloseAllocation per device; with the last reference DxgkDdiDestroyAllocation and VidMm frees the backing — deferred while queued work of the device may still use it (see below) |
 //! | [`Kmt::map_gpu_virtual_address`], [`Kmt::free_gpu_virtual_address`] | UPDATE_PAGE_TABLE + FLUSH_TLB through DxgkDdiBuildPagingBuffer ([`Vidmm::map`] / [`Vidmm::unmap`]) |
 //! | [`Kmt::evict`] | PTE invalidation through paging buffers, backing released ([`Vidmm::evict`]) |
-//! | [`Kmt::submit_command`] | DxgkDdiSubmitCommandVirtual on the device's context, waited for |
+//! | [`Kmt::submit_command`] | DxgkDdiSubmitCommandVirtual on the device's context, waited for (or held in the scheduler's queue: see below) |
 //! | [`Kmt::escape`] | DxgkDdiEscape with a kernel copy of the buffer, copied back on success |
 //!
 //! # Handles
@@ -32,14 +32,37 @@
 //!
 //! * One device and one context per process (the VidMm process model); a second is
 //!   STATUS_NOT_SUPPORTED.
-//! * Everything is synchronous: a submission completes before `submit_command` returns, so a
-//!   monitored fence signalled after it is reached at once and no allocation is ever in flight.
+//! * Submissions are synchronous by default: a submission completes before `submit_command`
+//!   returns. [`Kmt::hold_submissions`] makes them asynchronous instead (below).
 //! * Placement: VidMm here backs allocations with system memory only. An allocation whose
 //!   segment sets include the implicit system-memory segment is placed there (even when the
 //!   driver prefers the aperture); one that allows only other segments is STATUS_NOT_SUPPORTED.
 //! * MakeResident of an evicted allocation is STATUS_NOT_SUPPORTED (this VidMm cannot restore
 //!   contents); of a resident one it is a no-op.
 //! * Maps are whole allocations at offset 0.
+//!
+//! # Work in flight: held submissions and deferred destruction
+//!
+//! With [`Kmt::hold_submissions`] on, the GPU scheduler keeps each D3DKMTSubmitCommand (and a
+//! D3DKMTSignalSynchronizationObjectFromGpu2 queued behind it) in its software queue and
+//! returns at once: the work is in flight, not yet given to the driver. Paging operations are
+//! not queued behind it, so anything that unmapped or freed memory the queued work uses would
+//! make it fault when it runs. The queue is released to the device in order (each submission
+//! through DxgkDdiSubmitCommandVirtual, waited for) when something needs it done:
+//! a CPU wait on a fence a queued signal would reach, D3DKMTLock2, D3DKMTEvict,
+//! D3DKMTFreeGpuVirtualAddress, a synchronous destroy, device destruction, turning the hold
+//! off, or [`Kmt::run_gpu`] (the scheduler getting to it).
+//!
+//! D3DKMTDestroyAllocation2 follows D3DDDICB_DESTROYALLOCATION2FLAGS (Learn):
+//! * `AssumeNotInUse` clear (the default): work queued before the call may still access the
+//!   allocation, so its destruction is deferred until that work finishes. The handle is gone
+//!   at once (a second destroy, a Lock2 or a map of it is STATUS_INVALID_PARAMETER), but its GPU
+//!   VA mappings stay and the driver sees DxgkDdiCloseAllocation / DxgkDdiDestroyAllocation and
+//!   VidMm frees the backing only after the queued work ran.
+//! * `SynchronousDestroy`: the call waits for that work and the reclamation before it returns.
+//! * `AssumeNotInUse` set: the pending work is ignored and the allocation destroyed at once;
+//!   queued work that still uses it then faults on the device (the client's bug, and what the
+//!   GPU would do).
 //!
 //! Locks: the front end holds none of its own; it takes `port` (rank 30) only for the handle
 //! table DxgkCbGetHandleData reads, never across a DDI call (see [`crate::lock_order`]).
@@ -129,6 +152,15 @@ pub struct CreateAllocation2 {
     pub h_global_share: D3dkmtHandle,
 }
 
+/// D3DDDICB_DESTROYALLOCATION2FLAGS (see the module documentation).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DestroyAllocation2Flags {
+    /// `AssumeNotInUse`: ignore pending work of the device and destroy at once.
+    pub assume_not_in_use: bool,
+    /// `SynchronousDestroy`: return only once the memory is reclaimed.
+    pub synchronous_destroy: bool,
+}
+
 /// D3DKMT_DESTROYALLOCATION2.
 #[derive(Clone, Debug, Default)]
 pub struct DestroyAllocation2 {
@@ -136,6 +168,8 @@ pub struct DestroyAllocation2 {
     pub h_device: D3dkmtHandle,
     /// `phAllocationList`.
     pub allocations: Vec<D3dkmtHandle>,
+    /// `Flags`.
+    pub flags: DestroyAllocation2Flags,
 }
 
 /// D3DDDI_OPENALLOCATIONINFO2 (out).
@@ -376,6 +410,41 @@ struct Mapping {
     handle: D3dkmtHandle,
 }
 
+/// Work the GPU scheduler holds (see the module documentation).
+enum HeldWork {
+    Submit {
+        process: ProcessId,
+        commands: u64,
+        length: u32,
+    },
+    Signal {
+        objects: Vec<D3dkmtHandle>,
+        value: u64,
+    },
+}
+
+struct Held {
+    seq: u64,
+    device: D3dkmtHandle,
+    work: HeldWork,
+}
+
+/// An allocation handle destroyed while queued work of its device may use it: the rest of
+/// its destruction runs once the queue is released past `after`.
+struct Deferred {
+    after: u64,
+    c: ClientId,
+    detached: Detached,
+}
+
+/// What destroying one allocation handle still has to do once the handle is gone.
+struct Detached {
+    h: D3dkmtHandle,
+    global: u32,
+    opened: HANDLE,
+    process: ProcessId,
+}
+
 /// The D3DKMT front end of one started adapter. See the module documentation.
 pub struct Kmt {
     v: Vidmm,
@@ -387,6 +456,10 @@ pub struct Kmt {
     shares: HashMap<D3dkmtHandle, Vec<u32>>,
     reservations: Vec<(ClientId, u64, u64)>,
     mappings: Vec<Mapping>,
+    hold: bool,
+    held: std::collections::VecDeque<Held>,
+    next_seq: u64,
+    deferred: Vec<Deferred>,
 }
 
 fn vidmm_status(e: VidmmError) -> NTSTATUS {
@@ -422,7 +495,110 @@ impl Kmt {
             shares: HashMap::new(),
             reservations: Vec::new(),
             mappings: Vec::new(),
+            hold: false,
+            held: std::collections::VecDeque::new(),
+            next_seq: 1,
+            deferred: Vec::new(),
         }
+    }
+
+    // ---- the GPU scheduler's queue -------------------------------------------------------
+
+    /// Holds submissions (and GPU signals queued behind them) in the scheduler's queue
+    /// instead of running them before `submit_command` returns (see the module
+    /// documentation). Turning it off releases what is held.
+    pub fn hold_submissions(&mut self, on: bool) -> KmtResult<()> {
+        self.hold = on;
+        if on {
+            Ok(())
+        } else {
+            self.run_gpu()
+        }
+    }
+
+    /// Entries the scheduler holds (submissions and queued signals).
+    pub fn held_work(&self) -> usize {
+        self.held.len()
+    }
+
+    /// Allocation handles destroyed whose destruction waits for queued work.
+    pub fn deferred_destructions(&self) -> usize {
+        self.deferred.len()
+    }
+
+    /// Releases everything the scheduler holds to the device, in order, and finishes the
+    /// destructions that waited for it.
+    pub fn run_gpu(&mut self) -> KmtResult<()> {
+        let last = self.next_seq;
+        self.release_through(last)
+    }
+
+    /// Releases held work with sequence numbers up to `seq` (each submission waited for),
+    /// then runs every deferred destruction that no longer waits. Keeps going after an error
+    /// (a faulted submission) and returns the first.
+    fn release_through(&mut self, seq: u64) -> KmtResult<()> {
+        let mut r = Ok(());
+        while self.held.front().is_some_and(|h| h.seq <= seq) {
+            let Some(h) = self.held.pop_front() else {
+                break;
+            };
+            let x = match h.work {
+                HeldWork::Submit {
+                    process,
+                    commands,
+                    length,
+                } => self
+                    .v
+                    .submit_user(process, commands, length)
+                    .map_err(vidmm_status),
+                HeldWork::Signal { objects, value } => {
+                    self.set_fences(&objects, value);
+                    Ok(())
+                }
+            };
+            r = r.and(x);
+        }
+        let done = self.held.front().map_or(u64::MAX, |h| h.seq);
+        let (ready, waiting): (Vec<Deferred>, Vec<Deferred>) = std::mem::take(&mut self.deferred)
+            .into_iter()
+            .partition(|d| d.after < done);
+        self.deferred = waiting;
+        for d in ready {
+            r = r.and(self.finish_destroy(d.detached));
+        }
+        r
+    }
+
+    /// The sequence number of the last held entry of `device`, if any.
+    fn held_by(&self, device: D3dkmtHandle) -> Option<u64> {
+        self.held
+            .iter()
+            .rev()
+            .find(|h| h.device == device)
+            .map(|h| h.seq)
+    }
+
+    /// Releases held work up to the last entry of any device of client `c` (and the
+    /// destructions waiting for it).
+    fn release_client(&mut self, c: ClientId) -> KmtResult<()> {
+        let last = self
+            .held
+            .iter()
+            .filter(|h| self.objects.get(&h.device).is_some_and(|e| e.owner == c))
+            .map(|h| h.seq)
+            .max();
+        let deferred = self.deferred.iter().any(|d| d.c == c);
+        match last {
+            Some(s) => self.release_through(s),
+            None if deferred => self.release_through(0),
+            None => Ok(()),
+        }
+    }
+
+    fn queue(&mut self, device: D3dkmtHandle, work: HeldWork) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.held.push_back(Held { seq, device, work });
     }
 
     /// The VidMm underneath (paging operations a client cannot ask for directly — fills,
@@ -543,6 +719,11 @@ impl Kmt {
     /// fences), then its address space and DDI objects.
     pub fn destroy_device(&mut self, c: ClientId, h_device: D3dkmtHandle) -> KmtResult<()> {
         let process = self.device_of(c, h_device)?;
+        // Dxgkrnl waits for the device's queued work (and the destructions behind it).
+        let mut first_error = match self.held_by(h_device) {
+            Some(seq) => self.release_through(seq),
+            None => Ok(()),
+        };
         let owned: Vec<D3dkmtHandle> = self
             .objects
             .iter()
@@ -554,7 +735,6 @@ impl Kmt {
             })
             .map(|(h, _)| *h)
             .collect();
-        let mut first_error = Ok(());
         for h in owned {
             let r = if matches!(self.objects[&h].object, Object::Allocation { .. }) {
                 self.destroy_one(c, h_device, h)
@@ -864,9 +1044,39 @@ impl Kmt {
         self.shares.retain(|_, l| !l.is_empty());
     }
 
-    fn destroy_one(&mut self, c: ClientId, device: D3dkmtHandle, h: D3dkmtHandle) -> KmtResult<()> {
+    /// Removes allocation handle `h` of `device` from the handle table (the client can no
+    /// longer name it); what is left of its destruction is [`Kmt::finish_destroy`].
+    fn detach(
+        &mut self,
+        c: ClientId,
+        device: D3dkmtHandle,
+        h: D3dkmtHandle,
+    ) -> KmtResult<Detached> {
         let (global, opened) = self.allocation_of(c, device, h)?;
         let process = self.device_of(c, device)?;
+        self.objects.remove(&h);
+        Ok(Detached {
+            h,
+            global,
+            opened,
+            process,
+        })
+    }
+
+    fn destroy_one(&mut self, c: ClientId, device: D3dkmtHandle, h: D3dkmtHandle) -> KmtResult<()> {
+        let d = self.detach(c, device, h)?;
+        self.finish_destroy(d)
+    }
+
+    /// The handle's GPU VA mappings released, DxgkDdiCloseAllocation on its device and, with
+    /// the last reference, DxgkDdiDestroyAllocation and the backing freed.
+    fn finish_destroy(&mut self, d: Detached) -> KmtResult<()> {
+        let Detached {
+            h,
+            global,
+            opened,
+            process,
+        } = d;
         // Dxgkrnl releases the handle's GPU VA mappings first.
         let maps: Vec<(ProcessId, u64)> = self
             .mappings
@@ -882,7 +1092,6 @@ impl Kmt {
             }
         }
         self.mappings.retain(|m| m.handle != h);
-        self.objects.remove(&h);
         r = r.and(self.close_on_device(process, &[opened]));
         let u = self.allocations.get_mut(&global).expect("allocation");
         u.refs -= 1;
@@ -895,7 +1104,9 @@ impl Kmt {
     }
 
     /// D3DKMTDestroyAllocation2: every handle is checked before any is destroyed; then each
-    /// is unmapped, closed on its device and, with the last reference, destroyed.
+    /// is unmapped, closed on its device and, with the last reference, destroyed — after the
+    /// device's queued work when that may still use it, as `flags` say (see the module
+    /// documentation).
     pub fn destroy_allocation2(&mut self, c: ClientId, args: &DestroyAllocation2) -> KmtResult<()> {
         self.device_of(c, args.h_device)?;
         if args.allocations.is_empty() {
@@ -907,9 +1118,28 @@ impl Kmt {
                 return Err(INVALID);
             }
         }
+        let busy = self
+            .held_by(args.h_device)
+            .filter(|_| !args.flags.assume_not_in_use);
         let mut r = Ok(());
-        for &h in &args.allocations {
-            r = r.and(self.destroy_one(c, args.h_device, h));
+        match busy {
+            Some(seq) if args.flags.synchronous_destroy => {
+                r = self.release_through(seq);
+                for &h in &args.allocations {
+                    r = r.and(self.destroy_one(c, args.h_device, h));
+                }
+            }
+            Some(after) => {
+                for &h in &args.allocations {
+                    let detached = self.detach(c, args.h_device, h)?;
+                    self.deferred.push(Deferred { after, c, detached });
+                }
+            }
+            None => {
+                for &h in &args.allocations {
+                    r = r.and(self.destroy_one(c, args.h_device, h));
+                }
+            }
         }
         r
     }
@@ -1063,6 +1293,8 @@ impl Kmt {
         args: &FreeGpuVirtualAddress,
     ) -> KmtResult<()> {
         self.adapter_of(c, args.h_adapter)?;
+        // The mappings are not taken from under queued work.
+        self.release_client(c)?;
         let at = self
             .reservations
             .iter()
@@ -1107,6 +1339,8 @@ impl Kmt {
         for &h in &args.allocations {
             globals.push(self.allocation_of(c, args.h_device, h)?.0);
         }
+        // Nothing is evicted from under queued work.
+        self.release_client(c)?;
         let mut trimmed = 0;
         for g in globals {
             let u = &self.allocations[&g];
@@ -1174,9 +1408,32 @@ impl Kmt {
         if args.command_length == 0 || !args.command_length.is_multiple_of(4) {
             return Err(INVALID);
         }
+        if self.hold {
+            self.queue(
+                device,
+                HeldWork::Submit {
+                    process,
+                    commands: args.commands,
+                    length: args.command_length,
+                },
+            );
+            return Ok(());
+        }
         self.v
             .submit_user(process, args.commands, args.command_length)
             .map_err(vidmm_status)
+    }
+
+    fn set_fences(&mut self, objects: &[D3dkmtHandle], to: u64) {
+        for h in objects {
+            if let Some(Entry {
+                object: Object::Fence { value },
+                ..
+            }) = self.objects.get_mut(h)
+            {
+                *value = (*value).max(to);
+            }
+        }
     }
 
     /// D3DKMTCreateSynchronizationObject2 (monitored fence).
@@ -1211,15 +1468,16 @@ impl Kmt {
     }
 
     /// D3DKMTSignalSynchronizationObjectFromGpu2: the fences take `fence_value` once the
-    /// contexts' work is done (at once here: submissions are synchronous). A value below the
-    /// current one is STATUS_INVALID_PARAMETER (monitored fences only grow).
+    /// contexts' work is done (at once when none is held; otherwise queued behind it). A value
+    /// below the current one is STATUS_INVALID_PARAMETER (monitored fences only grow).
     pub fn signal_synchronization_object_from_gpu2(
         &mut self,
         c: ClientId,
         args: &SignalSynchronizationObjectFromGpu2,
     ) -> KmtResult<()> {
+        let mut devices = Vec::new();
         for &ctx in &args.broadcast_contexts {
-            self.context_device(c, ctx)?;
+            devices.push(self.context_device(c, ctx)?);
         }
         for &h in &args.objects {
             match self.entry(c, h)? {
@@ -1227,23 +1485,25 @@ impl Kmt {
                 _ => return Err(INVALID),
             }
         }
-        for &h in &args.objects {
-            if let Some(Entry {
-                object: Object::Fence { value },
-                ..
-            }) = self.objects.get_mut(&h)
-            {
-                *value = args.fence_value;
-            }
+        match devices.into_iter().find(|d| self.held_by(*d).is_some()) {
+            Some(device) => self.queue(
+                device,
+                HeldWork::Signal {
+                    objects: args.objects.clone(),
+                    value: args.fence_value,
+                },
+            ),
+            None => self.set_fences(&args.objects, args.fence_value),
         }
         Ok(())
     }
 
     /// D3DKMTWaitForSynchronizationObjectFromCpu: [`WaitOutcome::Reached`] when every fence has
-    /// reached its value, [`WaitOutcome::TimedOut`] (STATUS_TIMEOUT) otherwise — nothing pending
-    /// could signal it.
+    /// reached its value — releasing held work up to the last queued signal of these fences if
+    /// that is what it waits for — and [`WaitOutcome::TimedOut`] (STATUS_TIMEOUT) when nothing
+    /// pending could signal it.
     pub fn wait_for_synchronization_object_from_cpu(
-        &self,
+        &mut self,
         c: ClientId,
         args: &WaitForSynchronizationObjectFromCpu,
     ) -> KmtResult<WaitOutcome> {
@@ -1251,14 +1511,31 @@ impl Kmt {
         if args.objects.len() != args.fence_values.len() || args.objects.is_empty() {
             return Err(INVALID);
         }
-        let mut reached = true;
-        for (&h, &want) in args.objects.iter().zip(&args.fence_values) {
-            match self.entry(c, h)? {
-                Object::Fence { value } => reached &= *value >= want,
-                _ => return Err(INVALID),
+        let reached = |k: &Self| -> KmtResult<bool> {
+            let mut all = true;
+            for (&h, &want) in args.objects.iter().zip(&args.fence_values) {
+                match k.entry(c, h)? {
+                    Object::Fence { value } => all &= *value >= want,
+                    _ => return Err(INVALID),
+                }
+            }
+            Ok(all)
+        };
+        if !reached(self)? {
+            let last_signal = self
+                .held
+                .iter()
+                .filter(|h| {
+                    matches!(&h.work, HeldWork::Signal { objects, .. }
+                        if objects.iter().any(|o| args.objects.contains(o)))
+                })
+                .map(|h| h.seq)
+                .max();
+            if let Some(seq) = last_signal {
+                self.release_through(seq)?;
             }
         }
-        Ok(if reached {
+        Ok(if reached(self)? {
             WaitOutcome::Reached
         } else {
             WaitOutcome::TimedOut
@@ -1300,6 +1577,8 @@ impl Kmt {
     /// resident and not locked already; anything else is STATUS_INVALID_PARAMETER.
     pub fn lock2(&mut self, c: ClientId, args: &mut Lock2) -> KmtResult<()> {
         let (g, _) = self.allocation_of(c, args.h_device, args.h_allocation)?;
+        // Lock2 without DONOTWAIT waits until queued GPU work no longer uses the allocation.
+        self.release_client(c)?;
         if let Object::Allocation { locked: true, .. } = self.entry(c, args.h_allocation)? {
             return Err(INVALID);
         }

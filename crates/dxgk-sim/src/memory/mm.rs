@@ -43,6 +43,11 @@ pub(crate) struct Mm {
 }
 
 impl Mm {
+    /// Installed memory starts at `pfn` (at least [`FIRST_PHYSICAL_PFN`]).
+    pub(crate) fn start_at(&mut self, pfn: u64) {
+        self.next_pfn = self.next_pfn.max(pfn);
+    }
+
     /// Whether `pages` more pages fit in the machine's physical memory.
     fn fits(&self, pages: usize) -> bool {
         self.bytes_in_use + pages * PAGE <= PHYSICAL_MEMORY_LIMIT
