@@ -249,30 +249,17 @@ impl MdlPages {
 
     /// Copies `data` into the pages at `offset`.
     pub fn write(&mut self, offset: usize, data: &[u8]) -> NtResult<()> {
-        self.for_range(offset, data.len(), |dst, n, done| {
-            let src = &data[done..done + n];
-            // SAFETY: `dst` has `n` writable bytes in our mapping (for_range); `&mut self`
-            // excludes other CPU access through us.
-            unsafe { core::ptr::copy_nonoverlapping(src.as_ptr(), dst, n) }
-        })
+        self.shared().write(offset, data)
     }
 
     /// Copies bytes at `offset` out of the pages.
     pub fn read(&self, offset: usize, out: &mut [u8]) -> NtResult<()> {
-        let len = out.len();
-        self.for_range(offset, len, |src, n, done| {
-            let dst = &mut out[done..done + n];
-            // SAFETY: `src` has `n` readable bytes in our mapping; `dst` has room for `n`.
-            unsafe { core::ptr::copy_nonoverlapping(src, dst.as_mut_ptr(), n) }
-        })
+        self.shared().read(offset, out)
     }
 
     /// Fills `[offset, offset + len)` with `byte`.
     pub fn fill(&mut self, offset: usize, len: usize, byte: u8) -> NtResult<()> {
-        self.for_range(offset, len, |dst, n, _| {
-            // SAFETY: `dst` has `n` writable bytes in our mapping.
-            unsafe { core::ptr::write_bytes(dst, byte, n) }
-        })
+        self.shared().fill(offset, len, byte)
     }
 }
 
