@@ -437,6 +437,11 @@ extern "system" fn cb_synchronize_execution(
     // SAFETY: the driver's synchronize routine with the context it passed.
     let r = super::in_interrupt_of(id, || unsafe { routine(context) });
     set_irql(old);
+    drop(_held);
+    // As on Windows, a DPC the routine queued runs as soon as this CPU's IRQL drops below
+    // DISPATCH_LEVEL: here, on the caller's thread (a soft engine's), not at some later lock
+    // release on a thread that may be inside a PnP DDI.
+    crate::ntoskrnl::dpc::run_if_below_dispatch(&m);
     if !ret.is_null() {
         // SAFETY: non-null out pointer from the driver.
         unsafe { ret.write(r) };
