@@ -29,6 +29,7 @@
 //! `mem`, [`crate::lock_order`]); findings are reported after both are released.
 
 use std::collections::{HashMap, VecDeque};
+use std::ptr::NonNull;
 
 use dxgk_sys::{DXGK_ADL, PVOID};
 
@@ -53,13 +54,70 @@ struct Object {
 }
 
 /// Dxgkrnl's storage of one ADL: the DXGK_ADL the driver holds a pointer to, and its page array.
+///
+/// Both are heap blocks owned through raw pointers, never through a `Box` that moves: moving a
+/// `Box` asserts it is the only pointer to its block (Stacked Borrows retags it), which would
+/// invalidate the `pAdl` / `Pages` pointers the driver was handed (Miri found this as the
+/// driver's read of `*pAdl` after the record went into the map).
 struct AdlStorage {
-    adl: Box<DXGK_ADL>,
-    pages: Option<Box<[usize]>>,
+    /// From `Box::leak`; freed in `Drop`.
+    adl: NonNull<DXGK_ADL>,
+    /// From `Box::leak` (`adl.u.Pages` points at its first element); freed in `Drop`.
+    pages: Option<NonNull<[usize]>>,
 }
 
-// SAFETY: the only pointer inside is `adl.u.Pages`, into `pages`, which this value owns; it is
-// read by the driver through the DXGK_ADL, never through Rust references held across threads.
+impl AdlStorage {
+    /// Takes ownership of `adl` and `pages`, pointing a page-list ADL at its array.
+    fn new(adl: DXGK_ADL, pages: Option<Box<[usize]>>) -> Self {
+        let pages = pages.map(|p| NonNull::from(Box::leak(p)));
+        let adl = NonNull::from(Box::leak(Box::new(adl)));
+        let storage = AdlStorage { adl, pages };
+        if let Some(p) = storage.pages {
+            storage.edit(|a| a.u.Pages = p.cast::<usize>().as_ptr().cast_const());
+        }
+        storage
+    }
+
+    /// The address the driver gets as `pAdl`.
+    fn address(&self) -> usize {
+        self.adl.as_ptr() as usize
+    }
+
+    /// Edits the DXGK_ADL in place (the machine lock serializes this with every Dxgkrnl path;
+    /// the driver only reads it, and never after FreeAdl).
+    fn edit(&self, f: impl FnOnce(&mut DXGK_ADL)) {
+        // SAFETY: `adl` is a live block this value owns (from `Box::leak`); no reference to it
+        // outlives this call.
+        f(unsafe { &mut *self.adl.as_ptr() });
+    }
+
+    /// Poisons the ADL and its page array so a stale pointer reads addresses that fault.
+    fn poison(&mut self, page: usize) {
+        self.edit(|a| {
+            a.Flags.set_Contiguous(1);
+            a.u.BasePageNumber = page;
+        });
+        if let Some(p) = self.pages {
+            // SAFETY: `p` is a live block this value owns (from `Box::leak`); `&mut self`
+            // excludes any other Rust access to it while the slice lives.
+            unsafe { &mut *p.as_ptr() }.fill(page);
+        }
+    }
+}
+
+impl Drop for AdlStorage {
+    fn drop(&mut self) {
+        // SAFETY: from `Box::leak` in `new`, freed only here.
+        drop(unsafe { Box::from_raw(self.adl.as_ptr()) });
+        if let Some(p) = self.pages {
+            // SAFETY: from `Box::leak` in `new`, freed only here.
+            drop(unsafe { Box::from_raw(p.as_ptr()) });
+        }
+    }
+}
+
+// SAFETY: the blocks behind the pointers are owned by this value alone; the driver reads them
+// through the DXGK_ADL pointer, never through Rust references held across threads.
 unsafe impl Send for AdlStorage {}
 
 struct AdlRec {
@@ -104,11 +162,7 @@ pub(crate) struct PhysicalMemory {
 
 impl PhysicalMemory {
     fn quarantine(&mut self, ptr: usize, mut storage: AdlStorage, orphaned: bool, site: String) {
-        storage.adl.Flags.set_Contiguous(1);
-        storage.adl.u.BasePageNumber = FREED_ADL_PAGE as usize;
-        if let Some(p) = storage.pages.as_mut() {
-            p.fill(FREED_ADL_PAGE as usize);
-        }
+        storage.poison(FREED_ADL_PAGE as usize);
         self.freed.insert(
             ptr,
             Freed {
@@ -515,20 +569,19 @@ pub(crate) fn allocate_adl(m: &MachineState, args: &mut dxgk_sys::DXGKARGCB_ALLO
     };
     drop(mem);
     let contiguous = logical.windows(2).all(|w| w[1] == w[0] + 1);
-    let mut adl = Box::new(DXGK_ADL {
+    let mut adl = DXGK_ADL {
         PageCount: logical.len() as u32,
         ..Default::default()
-    });
+    };
     let mut pages = None;
     if contiguous {
         adl.Flags.set_Contiguous(1);
         adl.u.BasePageNumber = logical[0] as usize;
     } else {
-        let list: Box<[usize]> = logical.iter().map(|&l| l as usize).collect();
-        adl.u.Pages = list.as_ptr();
-        pages = Some(list);
+        pages = Some(logical.iter().map(|&l| l as usize).collect::<Box<[usize]>>());
     }
-    let ptr = &*adl as *const DXGK_ADL as usize;
+    let storage = AdlStorage::new(adl, pages);
+    let ptr = storage.address();
     cb.pmo.adls.insert(
         ptr,
         AdlRec {
@@ -537,7 +590,7 @@ pub(crate) fn allocate_adl(m: &MachineState, args: &mut dxgk_sys::DXGKARGCB_ALLO
             adapter,
             logical,
             physical: host.iter().map(|p| p.0).collect(),
-            storage: AdlStorage { adl, pages },
+            storage,
             site: driver_call_site(),
         },
     );
