@@ -845,3 +845,196 @@ fn destroying_an_allocation_queued_work_uses_defers_until_the_work_ran() {
         t.finish();
     }
 }
+
+impl Client {
+    /// Lock2, a CPU read of `len` bytes at offset 0, Unlock2.
+    fn read_through_lock(&mut self, h: D3dkmtHandle, len: usize) -> Result<Vec<u8>, i32> {
+        let mut lock = Lock2 {
+            h_device: self.device,
+            h_allocation: h,
+            ..Default::default()
+        };
+        self.k.lock2(self.c, &mut lock)?;
+        let got = self.k.read_locked(self.c, h, 0, len);
+        self.unlock(h);
+        got
+    }
+
+    /// A GPU COPY of `len` bytes from `src` to `dst` (GPU VAs), its command buffer written into
+    /// `cmds` (mapped at `cmds_va`), submitted on `ctx` and waited for through `fence` = `value`.
+    fn copy_on_gpu(
+        &mut self,
+        (ctx, fence, value): (D3dkmtHandle, D3dkmtHandle, u64),
+        (cmds, cmds_va): (D3dkmtHandle, u64),
+        dst: u64,
+        src: u64,
+        len: u64,
+    ) {
+        let mut bytes = vec![0u8; 64];
+        let mut enc = Encoder::new(&mut bytes);
+        enc.copy(Target::Virtual(dst), Target::Virtual(src), len)
+            .unwrap();
+        let cmd_bytes = enc.written().to_vec();
+        self.write_through_lock(cmds, &cmd_bytes);
+        self.submit_and_signal(ctx, cmds_va, cmd_bytes.len() as u32, fence, value);
+        let wait = WaitForSynchronizationObjectFromCpu {
+            h_device: self.device,
+            objects: vec![fence],
+            fence_values: vec![value],
+        };
+        assert_eq!(
+            self.k
+                .wait_for_synchronization_object_from_cpu(self.c, &wait),
+            Ok(kmt::WaitOutcome::Reached)
+        );
+    }
+
+    fn evict(&mut self, hs: &[D3dkmtHandle]) -> Result<u64, i32> {
+        let mut e = kmt::Evict {
+            h_device: self.device,
+            allocations: hs.to_vec(),
+            ..Default::default()
+        };
+        self.k.evict(self.c, &mut e)?;
+        Ok(e.num_bytes_to_trim)
+    }
+
+    fn make_resident(&mut self, hs: &[D3dkmtHandle]) -> Result<u64, i32> {
+        let mut r = kmt::MakeResident {
+            h_device: self.device,
+            allocations: hs.to_vec(),
+            ..Default::default()
+        };
+        self.k.make_resident(self.c, &mut r)?;
+        Ok(r.paging_fence_value)
+    }
+}
+
+/// Bytes no fill pattern produces: byte `i` of a `len`-byte run.
+fn pattern(len: u64, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31) ^ ((i >> 8) as u8) ^ seed)
+        .collect()
+}
+
+#[test]
+fn an_evicted_allocation_is_made_resident_with_its_contents_and_mappings_back() {
+    for config in support::machines() {
+        let mut t = start(config);
+        const N: u64 = 128 * 1024;
+        let src = t.create(&staging(N)).unwrap();
+        let dst = t.create(&staging(N)).unwrap();
+        let cmds = t.create(&staging(4096)).unwrap();
+        let base = t.reserve(1 << 20);
+        t.map(src, base).unwrap();
+        t.map(dst, base + N).unwrap();
+        t.map(cmds, base + 2 * N).unwrap();
+        let data = pattern(N, 0x5A);
+        t.write_through_lock(src, &data);
+
+        // Resident already: MakeResident changes nothing.
+        assert_eq!(t.make_resident(&[src]), Ok(0));
+        assert_eq!(t.evict(&[src]), Ok(N));
+        assert_eq!(
+            t.evict(&[src]),
+            Ok(0),
+            "evicting an evicted allocation trims nothing"
+        );
+        assert_eq!(
+            t.read_through_lock(src, 16),
+            Err(sys::STATUS_INVALID_PARAMETER),
+            "an evicted allocation has nothing to lock"
+        );
+
+        // A failed re-acquire: still evicted, nothing leaked, precise status.
+        let before = t.m.vidmm_allocations();
+        t.k.vidmm().fail_next_acquire();
+        assert_eq!(t.make_resident(&[src]), Err(sys::STATUS_NO_MEMORY));
+        assert_eq!(
+            t.m.vidmm_allocations(),
+            before,
+            "the failed make-resident leaked"
+        );
+        assert_eq!(
+            t.read_through_lock(src, 16),
+            Err(sys::STATUS_INVALID_PARAMETER)
+        );
+        let b = t.k.vidmm_allocation(t.c, t.device, src).unwrap();
+        assert!(!t.k.vidmm().is_resident(b).unwrap());
+
+        // Paged back in: synchronous, so the paging fence value is 0 (reached).
+        assert_eq!(t.make_resident(&[src, dst]), Ok(0));
+        assert!(t.k.vidmm().is_resident(b).unwrap());
+        assert_eq!(t.read_through_lock(src, N as usize).unwrap(), data);
+        // The GPU reads it through the mapping made before the eviction: PTEs restored.
+        let (ctx, fence) = t.context_and_fence();
+        t.copy_on_gpu((ctx, fence, 1), (cmds, base + 2 * N), base + N, base, N);
+        let got = t.read_through_lock(dst, N as usize).unwrap();
+        for (i, (g, w)) in got.iter().zip(&data).enumerate() {
+            assert_eq!(g, w, "byte {i:#x} copied from the re-resident allocation");
+        }
+
+        for h in [src, dst, cmds] {
+            t.destroy(h).unwrap();
+        }
+        assert_eq!(t.k.live_allocations(), 0);
+        t.finish();
+    }
+}
+
+#[test]
+fn a_partial_map_maps_exactly_its_range_and_out_of_range_is_refused() {
+    for config in support::machines() {
+        let mut t = start(config);
+        const N: u64 = 64 * 1024;
+        const PAGE: u64 = 4096;
+        let src = t.create(&staging(N)).unwrap();
+        let dst = t.create(&staging(N)).unwrap();
+        let cmds = t.create(&staging(PAGE)).unwrap();
+        let base = t.reserve(1 << 20);
+        let data = pattern(N, 0xA5);
+        t.write_through_lock(src, &data);
+        let mut partial = MapGpuVirtualAddress {
+            h_device: t.device,
+            base_address: base,
+            h_allocation: src,
+            ..Default::default()
+        };
+        for (offset, size) in [(0, 0), (14, 3), (16, 1), (u64::MAX, 2), (1, u64::MAX)] {
+            partial.offset_in_pages = offset;
+            partial.size_in_pages = size;
+            assert_eq!(
+                t.k.map_gpu_virtual_address(t.c, &mut partial),
+                Err(sys::STATUS_INVALID_PARAMETER),
+                "pages {offset}+{size} of a 16-page allocation"
+            );
+        }
+        // Pages 3..8 of src at `base`; the next page of the reservation stays free for a map.
+        partial.offset_in_pages = 3;
+        partial.size_in_pages = 5;
+        t.k.map_gpu_virtual_address(t.c, &mut partial).unwrap();
+        assert_eq!(partial.virtual_address, base);
+        t.map(cmds, base + 5 * PAGE).unwrap();
+        t.map(dst, base + N).unwrap();
+        let (ctx, fence) = t.context_and_fence();
+        t.copy_on_gpu(
+            (ctx, fence, 1),
+            (cmds, base + 5 * PAGE),
+            base + N,
+            base,
+            5 * PAGE,
+        );
+        let got = t.read_through_lock(dst, N as usize).unwrap();
+        let want = &data[(3 * PAGE) as usize..(8 * PAGE) as usize];
+        assert_eq!(&got[..want.len()], want, "the partial map shows pages 3..8");
+        assert!(
+            got[want.len()..].iter().all(|&b| b == 0),
+            "copied past the range"
+        );
+
+        for h in [src, dst, cmds] {
+            t.destroy(h).unwrap();
+        }
+        t.finish();
+    }
+}

@@ -551,6 +551,9 @@ enum Op {
     Evict {
         a: usize,
     },
+    MakeResident {
+        a: usize,
+    },
     UserCopy {
         p: usize,
         src: usize,
@@ -583,6 +586,7 @@ fn op() -> impl Strategy<Value = Op> {
             }
         ),
         a.clone().prop_map(|a| Op::Evict { a }),
+        a.clone().prop_map(|a| Op::MakeResident { a }),
         (p, a.clone(), a, 1u64..36864).prop_map(|(p, src, dst, len)| Op::UserCopy {
             p,
             src,
@@ -598,7 +602,12 @@ fn va_of(a: usize) -> u64 {
 
 /// The reference: bytes of each allocation (None once evicted) and what each process maps.
 struct Model {
+    /// Contents of resident allocations (None: evicted).
     mem: Vec<Option<Vec<u8>>>,
+    /// Contents an eviction paged out.
+    paged_out: Vec<Option<Vec<u8>>>,
+    /// Mapping recorded at `va_of(a)` in process `p` (kept across an eviction; the GPU reaches
+    /// it only while resident).
     mapped: [[bool; 3]; PROCS],
 }
 
@@ -630,6 +639,7 @@ fn run_ops(config: MachineConfig, ops: &[Op]) -> Result<(), TestCaseError> {
             .iter()
             .map(|&n| Some(vec![0u8; (n * 4096) as usize]))
             .collect(),
+        paged_out: vec![None; ALLOC_PAGES.len()],
         mapped: [[false; 3]; PROCS],
     };
     for op in ops {
@@ -699,13 +709,20 @@ fn run_ops(config: MachineConfig, ops: &[Op]) -> Result<(), TestCaseError> {
             }
             Op::Evict { a } => {
                 let r = v.evict(allocs[a]);
-                if model.mem[a].take().is_none() {
-                    prop_assert_eq!(r, Err(VidmmError::Evicted(allocs[a])));
-                } else {
-                    r.unwrap();
-                    for row in &mut model.mapped {
-                        row[a] = false;
+                match model.mem[a].take() {
+                    None => prop_assert_eq!(r, Err(VidmmError::Evicted(allocs[a]))),
+                    Some(bytes) => {
+                        r.unwrap();
+                        model.paged_out[a] = Some(bytes);
                     }
+                }
+            }
+            Op::MakeResident { a } => {
+                let r = v.make_resident(allocs[a]);
+                let paged_in = model.mem[a].is_none();
+                prop_assert_eq!(r, Ok(paged_in));
+                if paged_in {
+                    model.mem[a] = model.paged_out[a].take();
                 }
             }
             Op::UserCopy { p, src, dst, len } => {
@@ -724,7 +741,8 @@ fn run_ops(config: MachineConfig, ops: &[Op]) -> Result<(), TestCaseError> {
                     va_of(src),
                     len,
                 );
-                if model.mapped[p][src] && model.mapped[p][dst] {
+                let reaches = |a: usize| model.mapped[p][a] && model.mem[a].is_some();
+                if reaches(src) && reaches(dst) {
                     r.unwrap();
                     let chunk = model.mem[src].as_ref().unwrap()[..len as usize].to_vec();
                     model.mem[dst].as_mut().unwrap()[..len as usize].copy_from_slice(&chunk);

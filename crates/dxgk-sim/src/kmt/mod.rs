@@ -16,7 +16,8 @@
 //! | [`Kmt::open_resource`] | DxgkCbGetHandleData-visible handle, DxgkDdiOpenAllocation on the opening device |
 //! | [`Kmt::destroy_allocation2`] | unmap every GPU VA mapping, DxgkDdiCloseAllocation per device; with the last reference DxgkDdiDestroyAllocation and VidMm frees the backing — deferred while queued work of the device may still use it (see below) |
 //! | [`Kmt::map_gpu_virtual_address`], [`Kmt::free_gpu_virtual_address`] | UPDATE_PAGE_TABLE + FLUSH_TLB through DxgkDdiBuildPagingBuffer ([`Vidmm::map`] / [`Vidmm::unmap`]) |
-//! | [`Kmt::evict`] | PTE invalidation through paging buffers, backing released ([`Vidmm::evict`]) |
+//! | [`Kmt::evict`] | contents paged out (VIRTUAL_TRANSFER), PTE invalidation through paging buffers, backing released ([`Vidmm::evict`]) |
+//! | [`Kmt::make_resident`] | backing re-acquired, contents paged back in, mappings' PTEs rewritten + FLUSH_TLB ([`Vidmm::make_resident`]) |
 //! | [`Kmt::submit_command`] | DxgkDdiSubmitCommandVirtual on the device's context, waited for (or held in the scheduler's queue: see below) |
 //! | [`Kmt::escape`] | DxgkDdiEscape with a kernel copy of the buffer, copied back on success |
 //!
@@ -37,9 +38,9 @@
 //! * Placement: VidMm here backs allocations with system memory only. An allocation whose
 //!   segment sets include the implicit system-memory segment is placed there (even when the
 //!   driver prefers the aperture); one that allows only other segments is STATUS_NOT_SUPPORTED.
-//! * MakeResident of an evicted allocation is STATUS_NOT_SUPPORTED (this VidMm cannot restore
-//!   contents); of a resident one it is a no-op.
-//! * Maps are whole allocations at offset 0.
+//! * MakeResident is synchronous: the paging is done on return and `PagingFenceValue` is 0.
+//!   VidMm here pages an evicted allocation out to (and back in from) system memory even
+//!   though its backing already is system memory.
 //!
 //! # Work in flight: held submissions and deferred destruction
 //!
@@ -214,9 +215,9 @@ pub struct MapGpuVirtualAddress {
     pub base_address: u64,
     /// `hAllocation` (in).
     pub h_allocation: D3dkmtHandle,
-    /// `OffsetInPages` (in; must be 0).
+    /// `OffsetInPages` (in): the first 4 KiB page of the allocation mapped.
     pub offset_in_pages: u64,
-    /// `SizeInPages` (in; the whole allocation).
+    /// `SizeInPages` (in): pages mapped from there (≥ 1, within the allocation).
     pub size_in_pages: u64,
     /// `VirtualAddress` (out).
     pub virtual_address: u64,
@@ -1242,9 +1243,12 @@ impl Kmt {
         Ok(())
     }
 
-    /// D3DKMTMapGpuVirtualAddress: the whole allocation at `base_address`, inside one of the
-    /// caller's reservations and over no other mapping; PTEs written and the TLB flushed
-    /// through BuildPagingBuffer before it returns.
+    /// D3DKMTMapGpuVirtualAddress: pages `[offset_in_pages, offset_in_pages + size_in_pages)`
+    /// of the allocation at `base_address`, inside one of the caller's reservations and over no
+    /// other mapping (a range outside the allocation, or an empty one, is
+    /// STATUS_INVALID_PARAMETER); PTEs written and the TLB flushed through BuildPagingBuffer
+    /// before it returns. An evicted allocation is STATUS_INVALID_PARAMETER (make it resident
+    /// first).
     pub fn map_gpu_virtual_address(
         &mut self,
         c: ClientId,
@@ -1252,10 +1256,12 @@ impl Kmt {
     ) -> KmtResult<()> {
         let process = self.device_of(c, args.h_device)?;
         let (g, _) = self.allocation_of(c, args.h_device, args.h_allocation)?;
-        let bytes = self.allocations[&g].placement.size;
-        if args.offset_in_pages != 0 || args.size_in_pages != bytes / PAGE {
+        let pages = self.allocations[&g].placement.size / PAGE;
+        let (first, count) = (args.offset_in_pages, args.size_in_pages);
+        if count == 0 || first.checked_add(count).is_none_or(|e| e > pages) {
             return Err(INVALID);
         }
+        let bytes = count * PAGE;
         let (va, end) = (
             args.base_address,
             args.base_address.checked_add(bytes).ok_or(INVALID)?,
@@ -1272,7 +1278,9 @@ impl Kmt {
             return Err(INVALID);
         }
         let backing = self.allocations[&g].backing;
-        self.v.map(process, backing, va).map_err(vidmm_status)?;
+        self.v
+            .map_range(process, backing, va, first, count, true)
+            .map_err(vidmm_status)?;
         self.mappings.push(Mapping {
             owner: c,
             process,
@@ -1319,20 +1327,30 @@ impl Kmt {
 
     // ---- residency -----------------------------------------------------------------------
 
-    /// D3DKMTMakeResident (see the module's known gaps).
+    /// D3DKMTMakeResident: every evicted allocation of the list paged back in
+    /// ([`Vidmm::make_resident`]: backing re-acquired, contents transferred back, its GPU VA
+    /// mappings' PTEs rewritten and the TLB flushed, all through DxgkDdiBuildPagingBuffer);
+    /// a resident one is left as it is. The paging is synchronous, so `paging_fence_value` is
+    /// 0 (reached) on return. Every handle is checked before anything is paged in. On a failure
+    /// the allocations paged in before the failing one stay resident, the failing one and
+    /// those after it stay evicted with their contents, and the status says why (a backing
+    /// that cannot be had is STATUS_NO_MEMORY).
     pub fn make_resident(&mut self, c: ClientId, args: &mut MakeResident) -> KmtResult<()> {
         self.device_of(c, args.h_device)?;
+        let mut backings = Vec::new();
         for &h in &args.allocations {
             let (g, _) = self.allocation_of(c, args.h_device, h)?;
-            if self.v.logical_pages(self.allocations[&g].backing).is_err() {
-                return Err(dxgk_sys::STATUS_NOT_SUPPORTED);
-            }
+            backings.push(self.allocations[&g].backing);
+        }
+        for b in backings {
+            self.v.make_resident(b).map_err(vidmm_status)?;
         }
         args.paging_fence_value = 0;
         Ok(())
     }
 
-    /// D3DKMTEvict: every mapping's PTEs invalidated (TLB flushed), backing released.
+    /// D3DKMTEvict: contents paged out to system memory, every mapping's PTEs invalidated (TLB
+    /// flushed; the mappings stay and [`Kmt::make_resident`] restores them), backing released.
     pub fn evict(&mut self, c: ClientId, args: &mut Evict) -> KmtResult<()> {
         self.device_of(c, args.h_device)?;
         let mut globals = Vec::new();
@@ -1348,7 +1366,6 @@ impl Kmt {
                 trimmed += u.placement.size;
                 let backing = u.backing;
                 self.v.evict(backing).map_err(vidmm_status)?;
-                self.mappings.retain(|m| m.global != g);
             }
         }
         args.num_bytes_to_trim = trimmed;

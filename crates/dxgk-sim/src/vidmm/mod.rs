@@ -229,12 +229,15 @@ struct Process {
     hcontext: HANDLE,
     tables: HashMap<(usize, u64), Table>,
     /// (allocation, VA) pairs mapped in this process.
-    mappings: Vec<(AllocId, u64)>,
+    /// `(allocation, gpu_va, first page, pages)`: a range of an allocation mapped at a VA.
+    mappings: Vec<(AllocId, u64, u64, u64)>,
 }
 
 struct Allocation {
     bytes: u64,
     backing: Option<VidmmMemory>,
+    /// While evicted: the system-memory allocation its contents were paged out to.
+    paged_out: Option<AllocId>,
 }
 
 /// How a UPDATE_PAGE_TABLE walk writes its entries.
@@ -274,6 +277,8 @@ pub struct Vidmm {
     procs: Vec<Option<Process>>,
     allocs: HashMap<AllocId, Allocation>,
     next_alloc: u32,
+    /// [`Vidmm::fail_next_acquire`] is pending.
+    fail_acquire: bool,
     buffer: Option<VidmmMemory>,
     write_offset: u32,
     next_fence: u32,
@@ -389,6 +394,7 @@ impl Vidmm {
             procs: Vec::new(),
             allocs: HashMap::new(),
             next_alloc: 1,
+            fail_acquire: false,
             buffer: None,
             write_offset: 0,
             next_fence: 1,
@@ -1402,13 +1408,7 @@ impl Vidmm {
             return Err(bad("empty allocation"));
         }
         let pages = bytes.div_ceil(PAGE64) as usize;
-        let mem = if self.geo.entries_64k.is_some() && pages.is_multiple_of(PAGES_PER_64K) {
-            self.m
-                .vidmm_allocate_64k(self.id, pages, true)
-                .ok_or(VidmmError::OutOfMemory)?
-        } else {
-            self.vidmm_pages(pages, true)?
-        };
+        let mem = self.acquire(pages)?;
         let id = AllocId(self.next_alloc);
         self.next_alloc += 1;
         self.allocs.insert(
@@ -1416,9 +1416,32 @@ impl Vidmm {
             Allocation {
                 bytes: pages as u64 * PAGE64,
                 backing: Some(mem),
+                paged_out: None,
             },
         );
         Ok(id)
+    }
+
+    /// Backing for an allocation of `pages` pages: 64 KiB runs when the geometry has 64 KiB
+    /// PTEs and the size allows, else 4 KiB pages (the path [`Vidmm::allocate`] and
+    /// [`Vidmm::make_resident`] share). [`Vidmm::fail_next_acquire`] fails it once.
+    fn acquire(&mut self, pages: usize) -> VidmmResult<VidmmMemory> {
+        if std::mem::take(&mut self.fail_acquire) {
+            return Err(VidmmError::OutOfMemory);
+        }
+        if self.geo.entries_64k.is_some() && pages.is_multiple_of(PAGES_PER_64K) {
+            self.m
+                .vidmm_allocate_64k(self.id, pages, true)
+                .ok_or(VidmmError::OutOfMemory)
+        } else {
+            self.vidmm_pages(pages, true)
+        }
+    }
+
+    /// Makes the next backing acquisition ([`Vidmm::allocate`], [`Vidmm::make_resident`])
+    /// fail with [`VidmmError::OutOfMemory`], as a full segment would.
+    pub fn fail_next_acquire(&mut self) {
+        self.fail_acquire = true;
     }
 
     fn alloc_ref(&self, a: AllocId) -> VidmmResult<&Allocation> {
@@ -1459,16 +1482,67 @@ impl Vidmm {
         gpu_va: u64,
         flush_tlb: bool,
     ) -> VidmmResult<()> {
+        let pages = self.alloc_ref(a)?.bytes / PAGE64;
+        self.map_range(p, a, gpu_va, 0, pages, flush_tlb)
+    }
+
+    /// Maps pages `[first, first + pages)` of `a` at `gpu_va` in process `p` (a partial map):
+    /// UPDATE_PAGE_TABLE, then FLUSH_TLB unless `flush_tlb` is false. A range outside the
+    /// allocation is [`VidmmError::InvalidArgument`].
+    pub fn map_range(
+        &mut self,
+        p: ProcessId,
+        a: AllocId,
+        gpu_va: u64,
+        first: u64,
+        pages: u64,
+        flush_tlb: bool,
+    ) -> VidmmResult<()> {
         let i = self.user(p)?;
-        let pages: Vec<Option<u64>> = self
-            .backing(a)?
-            .logical_pages()
-            .iter()
-            .map(|&l| Some(l))
-            .collect();
-        self.map_logical(p, gpu_va, &pages, flush_tlb)?;
-        self.proc_mut(i).mappings.push((a, gpu_va));
+        let total = self.alloc_ref(a)?.bytes / PAGE64;
+        if pages == 0 || first.checked_add(pages).is_none_or(|e| e > total) {
+            return Err(bad(format!(
+                "{a:?}: pages {first}+{pages} outside its {total} pages"
+            )));
+        }
+        let ptes = self.range_ptes(a, first, pages)?;
+        self.map_logical(p, gpu_va, &ptes, flush_tlb)?;
+        self.proc_mut(i).mappings.push((a, gpu_va, first, pages));
         Ok(())
+    }
+
+    /// The PTE targets of pages `[first, first + pages)` of resident `a`.
+    fn range_ptes(&self, a: AllocId, first: u64, pages: u64) -> VidmmResult<Vec<Option<u64>>> {
+        Ok(
+            self.backing(a)?.logical_pages()[first as usize..(first + pages) as usize]
+                .iter()
+                .map(|&l| Some(l))
+                .collect(),
+        )
+    }
+
+    /// Every mapping of `a`: `(process index, gpu_va, first page, pages)`.
+    fn mappings_of(&self, a: AllocId) -> Vec<(usize, u64, u64, u64)> {
+        (1..self.procs.len())
+            .filter_map(|i| self.procs[i].as_ref().map(|p| (i, p)))
+            .flat_map(|(i, p)| {
+                p.mappings
+                    .iter()
+                    .filter(move |m| m.0 == a)
+                    .map(move |m| (i, m.1, m.2, m.3))
+            })
+            .collect()
+    }
+
+    /// Writes the leaf PTEs of `pages` pages at `gpu_va` of process index `i` to `ptes` (or
+    /// invalidates them with `None`) and flushes the TLB, in one paging batch.
+    fn rewrite(&mut self, i: usize, gpu_va: u64, ptes: &[Option<u64>]) -> VidmmResult<()> {
+        let end = gpu_va + ptes.len() as u64 * PAGE64;
+        self.paging_batch(|v| {
+            v.write_leaves(i, gpu_va, ptes)?;
+            v.flush_tlb(i, gpu_va, end)?;
+            v.submit_paging()
+        })
     }
 
     /// Writes leaf PTEs of process `p` for `[gpu_va, gpu_va + 4 KiB × pages.len())` directly:
@@ -1503,50 +1577,99 @@ impl Vidmm {
             .proc_ref(i)
             .mappings
             .iter()
-            .position(|&m| m == (a, gpu_va))
+            .position(|&m| (m.0, m.1) == (a, gpu_va))
             .ok_or_else(|| bad(format!("{a:?} is not mapped at {gpu_va:#x} in {p:?}")))?;
-        let pages = self.alloc_ref(a)?.bytes / PAGE64;
-        self.proc_mut(i).mappings.remove(at);
-        let invalid = vec![None; pages as usize];
-        self.paging_batch(|v| {
-            v.write_leaves(i, gpu_va, &invalid)?;
-            v.flush_tlb(i, gpu_va, gpu_va + pages * PAGE64)?;
-            v.submit_paging()
-        })
+        let pages = self.proc_mut(i).mappings.remove(at).3;
+        self.rewrite(i, gpu_va, &vec![None; pages as usize])
     }
 
-    /// Evicts `a`: every mapping in every process invalidated (with FLUSH_TLB), then the backing
-    /// is released (unmapped from the IOMMU and freed). The allocation stays, without backing.
+    /// Whether `a` has backing (is resident).
+    pub fn is_resident(&self, a: AllocId) -> VidmmResult<bool> {
+        Ok(self.alloc_ref(a)?.backing.is_some())
+    }
+
+    /// Evicts `a` as VidMm does: its contents are paged out (VIRTUAL_TRANSFER) to a
+    /// system-memory allocation, every mapping in every process has its PTEs invalidated (with
+    /// FLUSH_TLB) but stays recorded, and the backing is released (unmapped from the IOMMU and
+    /// freed). The allocation stays, without backing, until [`Vidmm::make_resident`]. If the
+    /// page-out target cannot be had or the transfer fails, nothing changed.
     pub fn evict(&mut self, a: AllocId) -> VidmmResult<()> {
         self.backing(a)?;
-        for i in 1..self.procs.len() {
-            let Some(p) = &self.procs[i] else { continue };
-            let vas: Vec<u64> = p
-                .mappings
-                .iter()
-                .filter(|m| m.0 == a)
-                .map(|m| m.1)
-                .collect();
-            for va in vas {
-                self.unmap(ProcessId(i), a, va)?;
-            }
+        let bytes = self.alloc_ref(a)?.bytes;
+        let staging = self.allocate(bytes)?;
+        if let Err(e) = self.transfer(a, staging, bytes) {
+            self.release(staging);
+            return Err(e);
         }
-        let mem = self
-            .allocs
-            .get_mut(&a)
-            .and_then(|x| x.backing.take())
-            .ok_or(VidmmError::Evicted(a))?;
-        self.m.vidmm_free(mem);
+        for (i, va, _, pages) in self.mappings_of(a) {
+            self.rewrite(i, va, &vec![None; pages as usize])?;
+        }
+        if let Some(x) = self.allocs.get_mut(&a) {
+            if let Some(mem) = x.backing.take() {
+                self.m.vidmm_free(mem);
+            }
+            x.paged_out = Some(staging);
+        }
         Ok(())
     }
 
-    /// Frees `a` (evicting it first if it still has backing).
-    pub fn free(&mut self, a: AllocId) -> VidmmResult<()> {
-        if self.alloc_ref(a)?.backing.is_some() {
-            self.evict(a)?;
+    /// Makes evicted `a` resident again as VidMm does: new backing through the same path it
+    /// was first made resident by, the paged-out contents transferred back (VIRTUAL_TRANSFER),
+    /// then every recorded mapping's PTEs rewritten (UPDATE_PAGE_TABLE + FLUSH_TLB). Returns
+    /// whether anything was paged in (false: `a` was resident). Synchronous: the paging work
+    /// is done on return. If the backing cannot be acquired or the transfer fails, `a` stays
+    /// evicted with its paged-out contents and nothing is leaked.
+    pub fn make_resident(&mut self, a: AllocId) -> VidmmResult<bool> {
+        let x = self.alloc_ref(a)?;
+        if x.backing.is_some() {
+            return Ok(false);
         }
-        self.allocs.remove(&a);
-        Ok(())
+        let (bytes, staging) = (x.bytes, x.paged_out);
+        let staging = staging.ok_or_else(|| bad(format!("{a:?} has no paged-out contents")))?;
+        let mem = self.acquire((bytes / PAGE64) as usize)?;
+        if let Some(x) = self.allocs.get_mut(&a) {
+            x.backing = Some(mem);
+        }
+        if let Err(e) = self.transfer(staging, a, bytes) {
+            if let Some(mem) = self.allocs.get_mut(&a).and_then(|x| x.backing.take()) {
+                self.m.vidmm_free(mem);
+            }
+            return Err(e);
+        }
+        if let Some(x) = self.allocs.get_mut(&a) {
+            x.paged_out = None;
+        }
+        self.release(staging);
+        for (i, va, first, pages) in self.mappings_of(a) {
+            let ptes = self.range_ptes(a, first, pages)?;
+            self.rewrite(i, va, &ptes)?;
+        }
+        Ok(true)
+    }
+
+    /// Drops allocation `a` and frees its backing, with no paging work (for an allocation
+    /// nothing maps, like a page-out target).
+    fn release(&mut self, a: AllocId) {
+        if let Some(x) = self.allocs.remove(&a) {
+            if let Some(mem) = x.backing {
+                self.m.vidmm_free(mem);
+            }
+            if let Some(staging) = x.paged_out {
+                self.release(staging);
+            }
+        }
+    }
+
+    /// Frees `a`: every mapping still recorded is unmapped (PTEs invalidated, TLB flushed),
+    /// then its backing (or paged-out contents) freed.
+    pub fn free(&mut self, a: AllocId) -> VidmmResult<()> {
+        self.alloc_ref(a)?;
+        let mut r = Ok(());
+        for (i, va, _, _) in self.mappings_of(a) {
+            r = r.and(self.unmap(ProcessId(i), a, va));
+        }
+        self.release(a);
+        r
     }
 
     fn check_range(&self, a: AllocId, offset: u64, size: u64) -> VidmmResult<()> {
