@@ -89,5 +89,12 @@ if ($state -and $state.TestSigningEnabledByKit) {
     Write-Host 'left as it was (install.ps1 did not turn it on)'
 }
 
+Write-Step 'Crash dump settings'
+if ($state -and ($state.PSObject.Properties.Name -contains 'CrashControlBefore')) {
+    & (Join-Path $PSScriptRoot 'crashdump.ps1') -Restore
+} else {
+    Write-Host 'left as they were (crashdump.ps1 -Enable did not change them)'
+}
+
 if (Test-Path $RgpuStatePath) { Remove-Item -Path $RgpuStatePath }
 Write-Warning 'Reboot to finish (Driver Verifier and boot settings change at boot).'
