@@ -67,6 +67,44 @@ function Invoke-Native {
     return $code
 }
 
+# Runs a native program and returns @{ Output = its stdout and stderr lines; ExitCode }, whatever
+# the exit code (the caller judges it). Like Invoke-Native, keeps Windows PowerShell 5.1 from
+# turning native stderr into terminating errors.
+function Invoke-NativeCapture {
+    param(
+        [Parameter(Mandatory)] [string]$FilePath,
+        [string[]]$ArgumentList = @()
+    )
+    $previous = $ErrorActionPreference
+    $ErrorActionPreference = 'Continue'
+    try {
+        $output = @(& $FilePath @ArgumentList 2>&1 | ForEach-Object { "$_" })
+        $code = $LASTEXITCODE
+    } finally {
+        $ErrorActionPreference = $previous
+    }
+    return @{ Output = $output; ExitCode = $code }
+}
+
+# The kit's state (state.json) with every property the scripts use, added when missing (another
+# script may have written the file first).
+function Read-RgpuStateComplete {
+    $state = Read-RgpuState
+    if ($null -eq $state) { $state = [pscustomobject]@{} }
+    $defaults = [ordered]@{
+        TestSigningEnabledByKit = $false
+        CertificateThumbprints  = @()
+        CreatedDevices          = @()
+        VerifierEnabledByKit    = $false
+    }
+    foreach ($name in $defaults.Keys) {
+        if (-not ($state.PSObject.Properties.Name -contains $name)) {
+            $state | Add-Member -NotePropertyName $name -NotePropertyValue $defaults[$name]
+        }
+    }
+    return $state
+}
+
 # A WDK tool (devgen.exe, devcon.exe, inf2cat.exe, signtool.exe): from PATH, else from the
 # newest x64 folder under the installed WDK's Tools or bin directories. $null if absent.
 function Find-WdkTool([string]$Name) {

@@ -67,8 +67,7 @@ function Read-CrashControl {
 switch ($PSCmdlet.ParameterSetName) {
     'Enable' {
         Write-Step 'Kernel memory dump on bugcheck'
-        $state = Read-RgpuState
-        if ($null -eq $state) { $state = [pscustomobject]@{} }
+        $state = Read-RgpuStateComplete
         if (-not ($state.PSObject.Properties.Name -contains 'CrashControlBefore')) {
             $state | Add-Member -NotePropertyName CrashControlBefore -NotePropertyValue ([pscustomobject](Read-CrashControl))
             Write-RgpuState $state
@@ -90,7 +89,8 @@ switch ($PSCmdlet.ParameterSetName) {
             if ($null -eq $p.Value) {
                 Remove-ItemProperty -Path $crashControl -Name $p.Name -ErrorAction SilentlyContinue
             } else {
-                Set-ItemProperty -Path $crashControl -Name $p.Name -Value $p.Value
+                $type = if ($p.Name -eq 'DumpFile') { 'ExpandString' } else { 'DWord' }
+                Set-ItemProperty -Path $crashControl -Name $p.Name -Value $p.Value -Type $type
             }
         }
         $state.PSObject.Properties.Remove('CrashControlBefore')

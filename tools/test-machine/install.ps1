@@ -82,15 +82,7 @@ if (-not $CertificatePath) {
     $CertificatePath = $certs[0].FullName
 }
 
-$state = Read-RgpuState
-if ($null -eq $state) {
-    $state = [pscustomobject]@{
-        TestSigningEnabledByKit = $false
-        CertificateThumbprints  = @()
-        CreatedDevices          = @()
-        VerifierEnabledByKit    = $false
-    }
-}
+$state = Read-RgpuStateComplete
 
 Write-Step '1. Test signing'
 if (Test-TestSigningActive) {

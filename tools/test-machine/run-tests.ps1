@@ -135,8 +135,9 @@ if ($Suites -contains 'Selftest') {
     if (-not (Test-Path $kmt)) { throw "$kmt not found: is $PackageDir an rgpu package?" }
     foreach ($command in 'info', 'selftest') {
         $log = Join-Path $OutDir "rgpu-kmt-$command.log"
-        $output = & $kmt $command 2>&1
-        $code = $LASTEXITCODE
+        $run = Invoke-NativeCapture -FilePath $kmt -ArgumentList @($command)
+        $output = $run.Output
+        $code = $run.ExitCode
         $output | Set-Content -Path $log -Encoding UTF8
         foreach ($line in $output) { Write-Host "  $line" }
         $last = [string](@($output) | Select-Object -Last 1)
@@ -175,8 +176,9 @@ if ($devfund.Count -gt 0) {
         Write-Host "> te.exe $($arguments -join ' ')"
         Push-Location $devfundDir
         try {
-            $output = & $te @arguments 2>&1
-            $code = $LASTEXITCODE
+            $run = Invoke-NativeCapture -FilePath $te -ArgumentList $arguments
+            $output = $run.Output
+            $code = $run.ExitCode
         } finally {
             Pop-Location
         }

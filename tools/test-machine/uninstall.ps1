@@ -29,9 +29,11 @@ param(
 . (Join-Path $PSScriptRoot 'common.ps1')
 Assert-Administrator
 
-$state = Read-RgpuState
-if ($null -eq $state) {
+$state = $null
+if ($null -eq (Read-RgpuState)) {
     Write-Warning "No $RgpuStatePath: removing rgpu devices and packages, leaving test signing alone."
+} else {
+    $state = Read-RgpuStateComplete
 }
 
 Write-Step 'Devices'
