@@ -115,7 +115,8 @@ New-Item -ItemType Directory -Force -Path $OutDir | Out-Null
 $results = New-Object System.Collections.Generic.List[object]
 function Add-Result([string]$Suite, [string]$Test, [string]$Result, [string]$Detail, [string]$Log) {
     $results.Add([pscustomobject]@{ Suite = $Suite; Test = $Test; Result = $Result; Detail = $Detail; Log = $Log })
-    $color = switch ($Result) { 'PASS' { 'Green' } 'SKIP' { 'Yellow' } default { 'Red' } }
+    $color = 'Red'
+    if ($Result -eq 'PASS') { $color = 'Green' } elseif ($Result -eq 'SKIP') { $color = 'Yellow' }
     Write-Host ("{0,-5} {1}: {2}  {3}" -f $Result, $Suite, $Test, $Detail) -ForegroundColor $color
 }
 
@@ -203,7 +204,7 @@ if ($devfund.Count -gt 0) {
 
 Write-Step 'Summary'
 $results | ConvertTo-Json | Set-Content -Path (Join-Path $OutDir 'summary.json') -Encoding UTF8
-$results | Format-Table -AutoSize Result, Suite, Test, Detail | Out-String | Write-Host
+$results | Format-Table -AutoSize -Property @('Result', 'Suite', 'Test', 'Detail') | Out-String | Write-Host
 Write-Host "logs: $OutDir"
 $failed = @($results | Where-Object { $_.Result -eq 'FAIL' }).Count
 if ($failed -gt 0) {

@@ -51,7 +51,7 @@ foreach ($device in $devices) {
 Write-Step "Service $RgpuServiceName"
 $service = Get-CimInstance -ClassName Win32_SystemDriver -Filter "Name='$RgpuServiceName'" -ErrorAction SilentlyContinue
 if ($service) {
-    $service | Select-Object Name, State, StartMode, PathName | Format-List | Out-String | Write-Host
+    $service | Select-Object -Property @('Name', 'State', 'StartMode', 'PathName') | Format-List | Out-String | Write-Host
 } else {
     Write-Host 'not installed'
 }
