@@ -15,11 +15,17 @@ $RgpuHardwareIds = @($RgpuRootHardwareId, 'PCI\VEN_FFFE&DEV_52A0')
 $RgpuDriverFile = 'rgpu.sys'
 $RgpuInfName = 'rgpu.inf'
 $RgpuServiceName = 'rgpu'
-# Rule classes for `verifier /ruleclasses` (Windows 10 and 11): the /standard set (1 special pool,
-# 2 force IRQL checking, 4 pool tracking, 5 I/O verification, 6 deadlock detection, 8 DMA checking,
-# 9 security checks, 12 miscellaneous checks, 18 DDI compliance checking) plus 3, randomized low
-# resources simulation. The same as `verifier /flags 0x209BF` (/standard = 0x209BB, + 0x4).
-$RgpuVerifierRuleClasses = @('1', '2', '3', '4', '5', '6', '8', '9', '12', '18')
+# Rule classes for `verifier /ruleclasses` (Windows 10 and 11; Learn, "Driver Verifier Command
+# Syntax" and "Driver Verifier options and rule classes"): the /standard set — 1 special pool,
+# 2 force IRQL checking, 4 pool tracking, 5 I/O verification, 6 deadlock detection, 8 DMA
+# checking, 9 security checks, 12 miscellaneous checks, 18 DDI compliance checking — the same as
+# `verifier /standard` (/flags 0x209BB). install.ps1 -LowResources adds class 3, randomized low
+# resources simulation (/flags 0x209BF).
+$RgpuVerifierRuleClasses = @('1', '2', '4', '5', '6', '8', '9', '12', '18')
+$RgpuVerifierLowResourcesRuleClass = '3'
+# The driver description the INF gives the root-enumerated device (inf/rgpu.inx
+# rgpu.TestDeviceDesc); rgpu-kmt recognises the soft adapter by it.
+$RgpuRootDeviceDescription = 'rgpu render-only GPU (root-enumerated test device)'
 $RgpuStateDir = Join-Path $env:ProgramData 'rgpu-test-machine'
 $RgpuStatePath = Join-Path $RgpuStateDir 'state.json'
 $VerifierRegistryKey = 'HKLM:\SYSTEM\CurrentControlSet\Control\Session Manager\Memory Management'
@@ -61,6 +67,44 @@ function Invoke-Native {
     return $code
 }
 
+# Runs a native program and returns @{ Output = its stdout and stderr lines; ExitCode }, whatever
+# the exit code (the caller judges it). Like Invoke-Native, keeps Windows PowerShell 5.1 from
+# turning native stderr into terminating errors.
+function Invoke-NativeCapture {
+    param(
+        [Parameter(Mandatory)] [string]$FilePath,
+        [string[]]$ArgumentList = @()
+    )
+    $previous = $ErrorActionPreference
+    $ErrorActionPreference = 'Continue'
+    try {
+        $output = @(& $FilePath @ArgumentList 2>&1 | ForEach-Object { "$_" })
+        $code = $LASTEXITCODE
+    } finally {
+        $ErrorActionPreference = $previous
+    }
+    return @{ Output = $output; ExitCode = $code }
+}
+
+# The kit's state (state.json) with every property the scripts use, added when missing (another
+# script may have written the file first).
+function Read-RgpuStateComplete {
+    $state = Read-RgpuState
+    if ($null -eq $state) { $state = [pscustomobject]@{} }
+    $defaults = [ordered]@{
+        TestSigningEnabledByKit = $false
+        CertificateThumbprints  = @()
+        CreatedDevices          = @()
+        VerifierEnabledByKit    = $false
+    }
+    foreach ($name in $defaults.Keys) {
+        if (-not ($state.PSObject.Properties.Name -contains $name)) {
+            $state | Add-Member -NotePropertyName $name -NotePropertyValue $defaults[$name]
+        }
+    }
+    return $state
+}
+
 # A WDK tool (devgen.exe, devcon.exe, inf2cat.exe, signtool.exe): from PATH, else from the
 # newest x64 folder under the installed WDK's Tools or bin directories. $null if absent.
 function Find-WdkTool([string]$Name) {
@@ -77,6 +121,37 @@ function Find-WdkTool([string]$Name) {
             Select-Object -First 1
         if ($found) { return $found.FullName }
     }
+    return $null
+}
+
+# The root-enumerated test device (the soft rgpu): the single present ROOT\RGPU device node.
+# Throws when there is none or more than one (then pass -InstanceId to the caller).
+function Get-RgpuRootDevice {
+    $devices = @(Get-RgpuDevice | Where-Object { $_.Present -and @($_.HardwareID) -contains $RgpuRootHardwareId })
+    if ($devices.Count -eq 0) { throw "No present device with hardware ID $RgpuRootHardwareId: run install.ps1 first." }
+    if ($devices.Count -gt 1) { throw "More than one $RgpuRootHardwareId device ($(($devices | ForEach-Object { $_.InstanceId }) -join ', ')); pass -InstanceId." }
+    return $devices[0]
+}
+
+# te.exe (TAEF): from PATH, else from the WDK's Testing\Runtimes\TAEF\x64. $null if absent.
+function Find-TaefTool([string]$Name) {
+    $command = Get-Command $Name -ErrorAction SilentlyContinue
+    if ($command) { return $command.Source }
+    $kits = ${env:ProgramFiles(x86)}
+    if (-not $kits) { return $null }
+    $path = Join-Path $kits "Windows Kits\10\Testing\Runtimes\TAEF\x64\$Name"
+    if (Test-Path $path) { return $path }
+    return $null
+}
+
+# kd.exe (Debugging Tools for Windows): from PATH, else from Windows Kits\10\Debuggers\x64.
+function Find-DebuggerTool([string]$Name) {
+    $command = Get-Command $Name -ErrorAction SilentlyContinue
+    if ($command) { return $command.Source }
+    $kits = ${env:ProgramFiles(x86)}
+    if (-not $kits) { return $null }
+    $path = Join-Path $kits "Windows Kits\10\Debuggers\x64\$Name"
+    if (Test-Path $path) { return $path }
     return $null
 }
 

@@ -17,9 +17,10 @@
       5. Creates the root-enumerated test device ROOT\RGPU unless one exists: with devgen.exe
          (WDK for Windows 11 22H2 and later: `devgen /add /bus ROOT /hardwareid ROOT\RGPU`), else
          with devcon.exe (`devcon install rgpu.inf ROOT\RGPU`). pnputil cannot create a device.
-      6. Driver Verifier for rgpu.sys: /standard rule classes plus randomized low resources
-         simulation (`verifier /ruleclasses 1 2 3 4 5 6 8 9 12 18 /driver rgpu.sys`). Effective
-         after a reboot. Left alone when Verifier already verifies other drivers.
+      6. Driver Verifier for rgpu.sys: the /standard rule classes, DDI compliance checking
+         included (`verifier /ruleclasses 1 2 4 5 6 8 9 12 18 /driver rgpu.sys`); with
+         -LowResources also class 3, randomized low resources simulation. Effective after a
+         reboot. Left alone when Verifier already verifies other drivers.
       7. Prints status.ps1's report.
     What it changed is recorded in %ProgramData%\rgpu-test-machine\state.json for uninstall.ps1.
 
@@ -43,6 +44,12 @@
 .PARAMETER SkipVerifier
     Do not touch Driver Verifier.
 
+.PARAMETER LowResources
+    Also enable randomized low resources simulation (rule class 3): from 7 minutes after boot,
+    about 6 % of rgpu's pool allocations and other resource requests fail. Every failure must
+    give a clean NTSTATUS, never a bugcheck; expect rgpu-kmt selftest and DevFund runs to fail
+    now and then while it is on (a failed start, a refused allocation).
+
 .EXAMPLE
     .\install.ps1 -PackageDir C:\rgpu\package -PfxPath C:\rgpu\rgpu-test.pfx
 
@@ -57,7 +64,8 @@ param(
     [string]$PfxPath,
     [string]$PfxPassword = 'rgpu-test',
     [ValidateSet('Auto', 'DevGen', 'DevCon')] [string]$DeviceTool = 'Auto',
-    [switch]$SkipVerifier
+    [switch]$SkipVerifier,
+    [switch]$LowResources
 )
 
 . (Join-Path $PSScriptRoot 'common.ps1')
@@ -74,15 +82,7 @@ if (-not $CertificatePath) {
     $CertificatePath = $certs[0].FullName
 }
 
-$state = Read-RgpuState
-if ($null -eq $state) {
-    $state = [pscustomobject]@{
-        TestSigningEnabledByKit = $false
-        CertificateThumbprints  = @()
-        CreatedDevices          = @()
-        VerifierEnabledByKit    = $false
-    }
-}
+$state = Read-RgpuStateComplete
 
 Write-Step '1. Test signing'
 if (Test-TestSigningActive) {
@@ -162,11 +162,14 @@ if ($SkipVerifier) {
         Write-Warning "Driver Verifier already verifies $($others -join ' '); not changing its settings. Add rgpu.sys yourself."
     } else {
         # verifier.exe exits with 2 when the new settings need a reboot.
-        $arguments = @('/ruleclasses') + $RgpuVerifierRuleClasses + @('/driver', $RgpuDriverFile)
+        $classes = $RgpuVerifierRuleClasses
+        if ($LowResources) { $classes = @($classes) + $RgpuVerifierLowResourcesRuleClass }
+        $arguments = @('/ruleclasses') + $classes + @('/driver', $RgpuDriverFile)
         Invoke-Native -FilePath 'verifier.exe' -ArgumentList $arguments -AllowedExitCodes @(0, 2) | Out-Null
         $state.VerifierEnabledByKit = $true
         Write-RgpuState $state
-        Write-Warning 'Driver Verifier settings take effect after a reboot. Low resources simulation starts 7 minutes after boot.'
+        Write-Warning 'Driver Verifier settings take effect after a reboot.'
+        if ($LowResources) { Write-Warning 'Low resources simulation starts 7 minutes after boot.' }
     }
 }
 

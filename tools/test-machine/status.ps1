@@ -11,8 +11,9 @@
     is loaded and verified).
 
     Expected on a machine without rgpu hardware (root-enumerated ROOT\RGPU only): the device
-    has problem code 10 (CM_PROB_FAILED_START), the service is Stopped (the driver unloaded after
-    the failed start), and no bugcheck happened. See docs/testing-on-windows.md.
+    started in soft mode (no problem code, Status OK) and the service is Running. A device with
+    problem code 10 (CM_PROB_FAILED_START) failed its start: the NTSTATUS column says why. See
+    docs/testing-on-windows.md ("The soft rgpu on a test machine").
 
 .EXAMPLE
     .\status.ps1
@@ -50,7 +51,7 @@ foreach ($device in $devices) {
 Write-Step "Service $RgpuServiceName"
 $service = Get-CimInstance -ClassName Win32_SystemDriver -Filter "Name='$RgpuServiceName'" -ErrorAction SilentlyContinue
 if ($service) {
-    $service | Select-Object Name, State, StartMode, PathName | Format-List | Out-String | Write-Host
+    $service | Select-Object -Property @('Name', 'State', 'StartMode', 'PathName') | Format-List | Out-String | Write-Host
 } else {
     Write-Host 'not installed'
 }

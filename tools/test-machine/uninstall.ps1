@@ -29,9 +29,11 @@ param(
 . (Join-Path $PSScriptRoot 'common.ps1')
 Assert-Administrator
 
-$state = Read-RgpuState
-if ($null -eq $state) {
+$state = $null
+if ($null -eq (Read-RgpuState)) {
     Write-Warning "No $RgpuStatePath: removing rgpu devices and packages, leaving test signing alone."
+} else {
+    $state = Read-RgpuStateComplete
 }
 
 Write-Step 'Devices'
@@ -87,6 +89,13 @@ if ($state -and $state.TestSigningEnabledByKit) {
     Invoke-Native -FilePath 'bcdedit.exe' -ArgumentList @('/set', 'testsigning', 'off') | Out-Null
 } else {
     Write-Host 'left as it was (install.ps1 did not turn it on)'
+}
+
+Write-Step 'Crash dump settings'
+if ($state -and ($state.PSObject.Properties.Name -contains 'CrashControlBefore')) {
+    & (Join-Path $PSScriptRoot 'crashdump.ps1') -Restore
+} else {
+    Write-Host 'left as they were (crashdump.ps1 -Enable did not change them)'
 }
 
 if (Test-Path $RgpuStatePath) { Remove-Item -Path $RgpuStatePath }

@@ -34,6 +34,18 @@ pub const RGPU_PCI_VENDOR_ID: u32 = 0xFFFE;
 /// See [`RGPU_PCI_VENDOR_ID`].
 pub const RGPU_PCI_DEVICE_ID: u32 = 0x52A0;
 
+/// How every device description in `inf/rgpu.inx` begins (`rgpu.DeviceDesc`,
+/// `rgpu.TestDeviceDesc`): what D3DKMTQueryAdapterInfo(KMTQAITYPE_DRIVER_DESCRIPTION) returns
+/// for an rgpu adapter.
+///
+/// The root-enumerated `ROOT\RGPU` (the soft rgpu on a test machine) has no PCI configuration
+/// space, and what Windows reports as its PCI IDs is not documented; so a client also takes an
+/// adapter whose driver description starts with this as a candidate — and, like one with rgpu's
+/// PCI IDs, confirms it with the identity escape before using it. No escape is ever sent to an
+/// adapter that matches neither. The query exists from Windows 10 1903 on; on older systems
+/// only the PCI IDs identify rgpu.
+pub const RGPU_DRIVER_DESCRIPTION_PREFIX: &str = "rgpu render-only GPU";
+
 macro_rules! handles {
     ($($(#[$doc:meta])* $name:ident;)*) => {$(
         $(#[$doc])*
@@ -157,6 +169,9 @@ pub trait Kmt {
     fn open_adapter_from_luid(&mut self, luid: Luid) -> KmtResult<Adapter>;
     /// D3DKMTQueryAdapterInfo(KMTQAITYPE_PHYSICALADAPTERDEVICEIDS), physical adapter 0.
     fn query_device_ids(&mut self, adapter: Adapter) -> KmtResult<DeviceIds>;
+    /// D3DKMTQueryAdapterInfo(KMTQAITYPE_DRIVER_DESCRIPTION): the adapter's driver description
+    /// (the INF's device description), Windows 10 1903 and later.
+    fn query_driver_description(&mut self, adapter: Adapter) -> KmtResult<String>;
     /// D3DKMTCloseAdapter.
     fn close_adapter(&mut self, adapter: Adapter) -> KmtResult<()>;
 

@@ -179,8 +179,9 @@ impl fmt::Display for Verdict {
     }
 }
 
-/// Finds the rgpu adapter: the first enumerated adapter with rgpu's PCI IDs whose identity
-/// escape answers as rgpu. Every other enumerated adapter is closed again. `Err` is the
+/// Finds the rgpu adapter: the first enumerated adapter with rgpu's PCI IDs or, failing those,
+/// a driver description from rgpu's INF (the root-enumerated soft device; see
+/// [`crate::RGPU_DRIVER_DESCRIPTION_PREFIX`]) whose identity escape answers as rgpu. Every other enumerated adapter is closed again. `Err` is the
 /// "no rgpu adapter" explanation (what was found instead).
 pub fn find_rgpu<K: Kmt + ?Sized>(
     k: &mut K,
@@ -195,42 +196,28 @@ pub fn find_rgpu<K: Kmt + ?Sized>(
     let mut found = None;
     let mut others = Vec::new();
     for a in &adapters {
-        let ids = if found.is_none() {
-            k.query_device_ids(a.adapter)
-        } else {
-            Ok(Default::default())
-        };
-        match ids {
-            Ok(ids) if found.is_none() && ids.is_rgpu() => match identity(k, a.adapter) {
-                Ok(id) => found = Some((a.adapter, a.luid, id)),
+        if found.is_some() {
+            let _ = k.close_adapter(a.adapter);
+            continue;
+        }
+        match recognise(k, a.adapter) {
+            Ok(why) => match identity(k, a.adapter) {
+                Ok(id) => found = Some((a.adapter, a.luid, id, why)),
                 Err(e) => {
-                    others.push(format!("{} has rgpu's PCI IDs but {e}", a.luid));
+                    others.push(format!("{} has {why} but {e}", a.luid));
                     let _ = k.close_adapter(a.adapter);
                 }
             },
-            other => {
-                if found.is_none() {
-                    others.push(match other {
-                        Ok(ids) => {
-                            format!("{} is {:04x}:{:04x}", a.luid, ids.vendor_id, ids.device_id)
-                        }
-                        Err(e) => format!("{}: {e}", a.luid),
-                    });
-                }
+            Err(what) => {
+                others.push(format!("{} {what}", a.luid));
                 let _ = k.close_adapter(a.adapter);
             }
         }
     }
     match found {
-        Some(f) => {
-            let _ = writeln!(
-                log,
-                "  adapter {} (rgpu {:04x}:{:04x})",
-                f.1,
-                crate::RGPU_PCI_VENDOR_ID,
-                crate::RGPU_PCI_DEVICE_ID
-            );
-            Ok(f)
+        Some((adapter, luid, id, why)) => {
+            let _ = writeln!(log, "  adapter {luid} ({why})");
+            Ok((adapter, luid, id))
         }
         None => Err(format!(
             "{} adapter(s), none is rgpu: {}",
@@ -238,6 +225,35 @@ pub fn find_rgpu<K: Kmt + ?Sized>(
             others.join("; ")
         )),
     }
+}
+
+/// Whether `adapter` may be rgpu's, and by what: rgpu's PCI IDs, or else a driver description
+/// from rgpu's INF ([`crate::RGPU_DRIVER_DESCRIPTION_PREFIX`]: the root-enumerated soft
+/// device). `Err` says what the adapter is instead; nothing is sent to such an adapter.
+fn recognise<K: Kmt + ?Sized>(k: &mut K, adapter: Adapter) -> Result<String, String> {
+    let ids = k.query_device_ids(adapter);
+    if let Ok(ids) = &ids {
+        if ids.is_rgpu() {
+            return Ok(format!(
+                "rgpu PCI IDs {:04x}:{:04x}",
+                ids.vendor_id, ids.device_id
+            ));
+        }
+    }
+    let description = k.query_driver_description(adapter);
+    if let Ok(d) = &description {
+        if d.starts_with(crate::RGPU_DRIVER_DESCRIPTION_PREFIX) {
+            return Ok(format!("driver description \"{d}\""));
+        }
+    }
+    let ids = match ids {
+        Ok(ids) => format!("is {:04x}:{:04x}", ids.vendor_id, ids.device_id),
+        Err(e) => format!("has no PCI IDs ({e})"),
+    };
+    Err(match description {
+        Ok(d) => format!("{ids}, \"{d}\""),
+        Err(e) => format!("{ids}, no driver description ({e})"),
+    })
 }
 
 /// The identity escape, checked: version, rgpu's ID register value, started.

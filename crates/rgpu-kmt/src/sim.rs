@@ -14,7 +14,8 @@
 //!
 //! * The simulated Dxgkrnl has no QueryAdapterInfo: [`Kmt::query_device_ids`] answers with the
 //!   PCI IDs the rgpu INF binds ([`crate::RGPU_PCI_VENDOR_ID`]), which is what the simulated
-//!   machine's adapter stands for.
+//!   machine's adapter stands for, and [`Kmt::query_driver_description`] with that device's
+//!   description from `inf/rgpu.inx` ([`SIM_DRIVER_DESCRIPTION`]).
 //! * Everything is synchronous (the front end's own gaps, see `dxgk_sim::kmt`): a wait on a
 //!   fence nothing will signal times out at once.
 
@@ -32,6 +33,10 @@ use crate::{
     KmtError, KmtResult, Luid, Opened, Status, Wait, RGPU_PCI_DEVICE_ID, RGPU_PCI_VENDOR_ID,
     STATUS_INVALID_PARAMETER,
 };
+
+/// The driver description the simulated adapter reports: `rgpu.DeviceDesc` of `inf/rgpu.inx`,
+/// the PCI device the simulated adapter stands for.
+pub const SIM_DRIVER_DESCRIPTION: &str = "rgpu render-only GPU";
 
 /// Which simulated machine to boot.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -240,6 +245,12 @@ impl Kmt for SimKmt {
             device_id: RGPU_PCI_DEVICE_ID,
             revision_id: 0,
         })
+    }
+
+    fn query_driver_description(&mut self, adapter: Adapter) -> KmtResult<String> {
+        // No QueryAdapterInfo in the simulated Dxgkrnl (module documentation, known gaps).
+        self.owner("D3DKMTQueryAdapterInfo", adapter.0)?;
+        Ok(SIM_DRIVER_DESCRIPTION.to_owned())
     }
 
     fn close_adapter(&mut self, adapter: Adapter) -> KmtResult<()> {

@@ -340,6 +340,24 @@ impl Kmt for WinKmt {
         })
     }
 
+    fn query_driver_description(&mut self, adapter: Adapter) -> KmtResult<String> {
+        // 8 KiB of UTF-16: on the heap, not the stack.
+        let mut description = Box::new(d3d::D3DKMT_DRIVER_DESCRIPTION::default());
+        let mut args = d3d::D3DKMT_QUERYADAPTERINFO {
+            hAdapter: adapter.0,
+            Type: d3d::KMTQAITYPE_DRIVER_DESCRIPTION,
+            pPrivateDriverData: (&mut *description as *mut d3d::D3DKMT_DRIVER_DESCRIPTION).cast(),
+            PrivateDriverDataSize: size_of::<d3d::D3DKMT_DRIVER_DESCRIPTION>() as u32,
+        };
+        // SAFETY: a valid block whose output buffer (`description`, of the stated size) lives
+        // across the call.
+        let s = unsafe { d3d::D3DKMTQueryAdapterInfo(&mut args) };
+        check("D3DKMTQueryAdapterInfo", s)?;
+        let text = &description.DriverDescription;
+        let end = text.iter().position(|&c| c == 0).unwrap_or(text.len());
+        Ok(String::from_utf16_lossy(&text[..end]))
+    }
+
     fn close_adapter(&mut self, adapter: Adapter) -> KmtResult<()> {
         let args = d3d::D3DKMT_CLOSEADAPTER {
             hAdapter: adapter.0,

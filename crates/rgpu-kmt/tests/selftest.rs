@@ -84,6 +84,7 @@ struct Faulty {
     inner: SimKmt,
     fault: Fault,
     reads: u32,
+    escapes: u32,
 }
 
 #[derive(Clone, Copy)]
@@ -94,8 +95,11 @@ enum Fault {
     NeverSignal,
     /// Every CPU wait reports the fences reached.
     WaitNeverWaits,
-    /// The adapter's PCI IDs are some other vendor's.
+    /// The adapter's PCI IDs and driver description are some other vendor's.
     NotRgpu,
+    /// The adapter has no PCI IDs (Windows' answer for a root-enumerated device is not
+    /// documented: here zeros) and reports this driver description.
+    RootEnumerated(&'static str),
 }
 
 impl Kmt for Faulty {
@@ -116,7 +120,16 @@ impl Kmt for Faulty {
                 device_id: 0x8c,
                 ..ids
             },
+            Fault::RootEnumerated(_) => DeviceIds::default(),
             _ => ids,
+        })
+    }
+    fn query_driver_description(&mut self, adapter: Adapter) -> KmtResult<String> {
+        let d = self.inner.query_driver_description(adapter)?;
+        Ok(match self.fault {
+            Fault::NotRgpu => "Microsoft Basic Render Driver".to_owned(),
+            Fault::RootEnumerated(d) => d.to_owned(),
+            _ => d,
         })
     }
     fn close_adapter(&mut self, adapter: Adapter) -> KmtResult<()> {
@@ -202,6 +215,7 @@ impl Kmt for Faulty {
         self.inner.unlock2(d, a)
     }
     fn escape(&mut self, a: Adapter, d: Option<Device>, data: &mut [u8]) -> KmtResult<()> {
+        self.escapes += 1;
         self.inner.escape(a, d, data)
     }
 }
@@ -209,17 +223,24 @@ impl Kmt for Faulty {
 /// Runs the selftest (sizes 4 KiB and 64 KiB) with `fault`; returns the verdict after checking
 /// that the failed run still cleaned up (no leak, verifier clean).
 fn faulty(fault: Fault) -> Verdict {
+    faulty_run(fault).0
+}
+
+/// [`faulty`], also returning the log and how many escapes reached the adapter.
+fn faulty_run(fault: Fault) -> (Verdict, String, u32) {
     let mut k = Faulty {
         inner: boot(IommuMode::Remapped),
         fault,
         reads: 0,
+        escapes: 0,
     };
     let opts = Options {
         sizes: vec![4096, 64 * 1024],
     };
-    let (v, _) = run(&mut k, &opts);
+    let (v, log) = run(&mut k, &opts);
+    let escapes = k.escapes;
     assert_clean(k.inner);
-    v
+    (v, log, escapes)
 }
 
 #[test]
@@ -289,11 +310,53 @@ fn a_wait_that_returns_before_the_fence_is_signalled_is_caught() {
 
 #[test]
 fn an_adapter_without_rgpu_pci_ids_is_not_used() {
-    let v = faulty(Fault::NotRgpu);
+    let (v, _, escapes) = faulty_run(Fault::NotRgpu);
     assert_eq!(v.exit_code(), EXIT_NO_ADAPTER);
     assert!(
-        v.to_string().contains("none is rgpu") && v.to_string().contains("1414:008c"),
+        v.to_string().contains("none is rgpu")
+            && v.to_string().contains("1414:008c")
+            && v.to_string().contains("\"Microsoft Basic Render Driver\""),
         "{v}"
+    );
+    assert_eq!(escapes, 0, "no escape may reach another vendor's adapter");
+}
+
+#[test]
+fn a_root_enumerated_adapter_is_recognised_by_its_inf_description_then_the_identity_escape() {
+    // The INF's description of ROOT\RGPU (checked against inf/rgpu.inx below).
+    let root = "rgpu render-only GPU (root-enumerated test device)";
+    let (v, log, escapes) = faulty_run(Fault::RootEnumerated(root));
+    assert_eq!(v.exit_code(), 0, "{v}\n{log}");
+    assert!(
+        log.contains(&format!("(driver description \"{root}\")")),
+        "{log}"
+    );
+    assert!(escapes > 0);
+
+    // Without rgpu's PCI IDs, another description is not rgpu, and gets no escape.
+    let (v, _, escapes) = faulty_run(Fault::RootEnumerated("Microsoft Basic Render Driver"));
+    assert_eq!(v.exit_code(), EXIT_NO_ADAPTER, "{v}");
+    assert!(v.to_string().contains("is 0000:0000"), "{v}");
+    assert_eq!(escapes, 0);
+}
+
+#[test]
+fn every_inf_device_description_starts_with_the_prefix_clients_match() {
+    let inf = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../inf/rgpu.inx"))
+        .unwrap();
+    let descriptions: Vec<&str> = inf
+        .lines()
+        .filter(|l| l.trim_start().starts_with("rgpu.") && l.contains("DeviceDesc"))
+        .filter_map(|l| l.split('"').nth(1))
+        .collect();
+    assert_eq!(descriptions.len(), 2, "{descriptions:?}");
+    for d in descriptions {
+        assert!(d.starts_with(RGPU_DRIVER_DESCRIPTION_PREFIX), "{d}");
+    }
+    assert!(inf.contains("rgpu render-only GPU (root-enumerated test device)"));
+    assert_eq!(
+        rgpu_kmt::sim::SIM_DRIVER_DESCRIPTION,
+        "rgpu render-only GPU"
     );
 }
 
