@@ -690,7 +690,12 @@ pub(crate) fn vidmm_adl(
         adl.Flags.set_Contiguous(1);
         adl.u.BasePageNumber = logical[0] as usize;
     } else {
-        pages = Some(logical.iter().map(|&l| l as usize).collect::<Box<[usize]>>());
+        pages = Some(
+            logical
+                .iter()
+                .map(|&l| l as usize)
+                .collect::<Box<[usize]>>(),
+        );
     }
     let storage = AdlStorage::new(adl, pages);
     let ptr = storage.address();

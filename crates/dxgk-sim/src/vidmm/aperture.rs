@@ -120,10 +120,7 @@ impl VidmmMdl {
     /// An MDL listing `pfns` (1 ..= [`MDL_MAX_PAGES`] of them).
     pub(super) fn new(pfns: &[u64]) -> Self {
         let pages = pfns.len();
-        assert!(
-            (1..=MDL_MAX_PAGES).contains(&pages),
-            "MDL of {pages} pages"
-        );
+        assert!((1..=MDL_MAX_PAGES).contains(&pages), "MDL of {pages} pages");
         let mdl = alloc_mdl(pages);
         let header = MDL {
             Next: std::ptr::null_mut(),

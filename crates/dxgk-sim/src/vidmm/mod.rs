@@ -243,9 +243,10 @@ fn is_64k_group(group: &[Option<Target>]) -> bool {
         Some(first) => {
             first.segment == 0
                 && first.page.is_multiple_of(PAGES_PER_64K as u64)
-                && group.iter().enumerate().all(|(i, &s)| {
-                    s == Some(Target::system(first.page + i as u64))
-                })
+                && group
+                    .iter()
+                    .enumerate()
+                    .all(|(i, &s)| s == Some(Target::system(first.page + i as u64)))
         }
     }
 }
@@ -451,8 +452,11 @@ fn aperture_segments(
             };
             // SAFETY: `raw` holds `size` bytes; DXGK_SEGMENTDESCRIPTOR4 is plain data (integers
             // and a union of integers), valid for every bit pattern; read unaligned.
-            let d: dxgk_sys::DXGK_SEGMENTDESCRIPTOR4 =
-                unsafe { raw.as_ptr().cast::<dxgk_sys::DXGK_SEGMENTDESCRIPTOR4>().read_unaligned() };
+            let d: dxgk_sys::DXGK_SEGMENTDESCRIPTOR4 = unsafe {
+                raw.as_ptr()
+                    .cast::<dxgk_sys::DXGK_SEGMENTDESCRIPTOR4>()
+                    .read_unaligned()
+            };
             if d.Flags.Aperture() != 0 {
                 out.push(ApertureSegment::new(
                     i as u32 + 1,
@@ -1070,7 +1074,12 @@ impl Vidmm {
     /// UNMAP_APERTURE_SEGMENT of `[first, first + pages)` of `segment`, submitted. For negative
     /// tests: a range no MAP operation mapped is a [`Rule::MdlMisuse`] finding (nothing
     /// reaches the driver).
-    pub fn unmap_aperture_range(&mut self, segment: u32, first: u64, pages: u64) -> VidmmResult<()> {
+    pub fn unmap_aperture_range(
+        &mut self,
+        segment: u32,
+        first: u64,
+        pages: u64,
+    ) -> VidmmResult<()> {
         self.paging_batch(|v| {
             v.build_unmap_aperture(segment, first, pages, std::ptr::null_mut())?;
             v.submit_paging()
