@@ -1,7 +1,8 @@
 //! rgpu's paging driven end to end as Windows drives it: dxgk-sim's VidMm ([`dxgk_sim::Vidmm`])
 //! creates the system paging process (page tables initialized with CPU_VIRTUAL updates and a
 //! NULL DMA buffer), user processes with their own roots, allocations in system memory behind
-//! the IOMMU, and asks the REAL driver's DxgkDdiBuildPagingBuffer for every page-table update,
+//! the IOMMU or in rgpu's aperture segment (MAP_APERTURE_SEGMENT / MAP_APERTURE_SEGMENT2), and
+//! asks the REAL driver's DxgkDdiBuildPagingBuffer for every page-table update,
 //! TLB flush, fill and transfer; the rgpu device model executes the paging buffers. Both IOMMU
 //! modes: WDDM 2.4 isolation (identity) and WDDM 3.x DMA remapping.
 

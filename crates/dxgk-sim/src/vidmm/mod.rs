@@ -1,5 +1,6 @@
 //! The VidMm side of GpuMmu paging, as Windows drives a miniport: the system paging process and
-//! its context, user processes with their own page tables, allocations in system memory, and
+//! its context, user processes with their own page tables, allocations in system memory or in
+//! the driver's aperture segments, and
 //! every page-table update, TLB flush, fill and transfer going through
 //! DxgkDdiBuildPagingBuffer into paging buffers submitted with DxgkDdiSubmitCommandVirtual.
 //!
@@ -37,6 +38,14 @@
 //!   updates the level-1 entry and flushes the TLB for the region (Learn: "Support for 64KB
 //!   pages"). VidMm keeps its own copy of what each leaf table maps, since the driver's
 //!   format is opaque to it.
+//! * **Aperture segments** (QuerySegment descriptors with `Flags.Aperture`; see `aperture.rs`
+//!   and docs/memory.md): an allocation placed in one ([`Vidmm::allocate_placed`]) gets an
+//!   aperture range, MAP_APERTURE_SEGMENT (MDLs, no DMA remapping) or MAP_APERTURE_SEGMENT2
+//!   (an ADL, DMA remapping) before its PTEs are written — which then name the aperture
+//!   segment and page — and UNMAP_APERTURE_SEGMENT at free and eviction (MakeResident maps a
+//!   new range). The paging buffer lives in `PagingBufferSegmentId` when that is an aperture.
+//!   Fills and transfers map aperture allocations in the scratch window through aperture PTEs
+//!   too, so every device access to them goes through the driver's aperture translation.
 //! * **Paging buffers**: one VidMm-owned buffer of [`VidmmConfig::dma_buffer_size`] bytes.
 //!   Operations append to it; on STATUS_GRAPHICS_INSUFFICIENT_DMA_BUFFER the buffer is
 //!   submitted (system context, new SubmissionFenceId), waited for, and the same operation is
