@@ -18,7 +18,7 @@ const KIB: u64 = 1024;
 const MIB: u64 = 1024 * KIB;
 
 mod support;
-use support::{boot, long_fill, machines};
+use support::{boot, boot_with, long_fill, machines};
 
 fn shutdown(m: &Machine, id: AdapterId, vidmm: Vidmm) {
     vidmm.destroy().expect("VidMm teardown");
@@ -974,25 +974,45 @@ static ORIGINAL_BPB: std::sync::OnceLock<sys::PFN_DXGKDDI_BUILDPAGINGBUFFER> =
 /// `CpuVisibleAddress` of every MAP_APERTURE_SEGMENT2 the spy saw (non-NULL or not).
 static SEEN_CPU_VISIBLE: std::sync::Mutex<Vec<bool>> = std::sync::Mutex::new(Vec::new());
 
+/// rgpu's DxgkDdiQueryAdapterInfo (kept in [`ORIGINAL_QAI`]), then `edit` on its answer when
+/// the query is of type `ty`, whose output is a `T`.
+///
+/// # Safety
+/// As DxgkDdiQueryAdapterInfo; `T` must be the output type of `ty`.
+unsafe fn qai_rewriting<T>(
+    h: sys::HANDLE,
+    q: *const sys::DXGKARG_QUERYADAPTERINFO,
+    ty: sys::DXGK_QUERYADAPTERINFOTYPE,
+    edit: impl FnOnce(&mut T),
+) -> sys::NTSTATUS {
+    let original = ORIGINAL_QAI.get().expect("installed");
+    // SAFETY: forwarded as Dxgkrnl called it (caller).
+    let status = unsafe { original(h, q) };
+    // SAFETY: Dxgkrnl's argument block, valid for the call.
+    let q = unsafe { &*q };
+    if status == 0 && q.Type == ty {
+        let out = q.pOutputData.cast::<T>();
+        // SAFETY: the output buffer of type `T` (caller) the driver just filled.
+        let mut v = unsafe { out.read_unaligned() };
+        edit(&mut v);
+        // SAFETY: as above.
+        unsafe { out.write_unaligned(v) };
+    }
+    status
+}
+
 /// rgpu's DxgkDdiQueryAdapterInfo, with MapAperture2Supported cleared from DRIVERCAPS.
 unsafe extern "system" fn qai_without_map_aperture2(
     h: sys::HANDLE,
     q: *const sys::DXGKARG_QUERYADAPTERINFO,
 ) -> sys::NTSTATUS {
-    let original = ORIGINAL_QAI.get().expect("installed");
-    // SAFETY: forwarded as Dxgkrnl called it.
-    let status = unsafe { original(h, q) };
-    // SAFETY: Dxgkrnl's argument block, valid for the call.
-    let q = unsafe { &*q };
-    if status == 0 && q.Type == sys::DXGKQAITYPE_DRIVERCAPS {
-        let caps = q.pOutputData.cast::<sys::DXGK_DRIVERCAPS>();
-        // SAFETY: the DRIVERCAPS output buffer the driver just filled.
-        let mut c = unsafe { caps.read_unaligned() };
-        c.MemoryManagementCaps.set_MapAperture2Supported(0);
-        // SAFETY: as above.
-        unsafe { caps.write_unaligned(c) };
+    let ty = sys::DXGKQAITYPE_DRIVERCAPS;
+    // SAFETY: as Dxgkrnl called us; DRIVERCAPS answers a DXGK_DRIVERCAPS.
+    unsafe {
+        qai_rewriting(h, q, ty, |c: &mut sys::DXGK_DRIVERCAPS| {
+            c.MemoryManagementCaps.set_MapAperture2Supported(0)
+        })
     }
-    status
 }
 
 /// rgpu's DxgkDdiBuildPagingBuffer, recording MAP_APERTURE_SEGMENT2's CpuVisibleAddress.
@@ -1010,24 +1030,6 @@ unsafe extern "system" fn bpb_spy(
     let original = ORIGINAL_BPB.get().expect("installed");
     // SAFETY: forwarded as VidMm called it.
     unsafe { original(h, a) }
-}
-
-/// Loads rgpu, lets `edit` interpose on its DDI table, then adds and starts an adapter.
-fn boot_with(
-    config: MachineConfig,
-    edit: impl FnOnce(&mut sys::DRIVER_INITIALIZATION_DATA),
-) -> (Machine, AdapterId) {
-    let m = Machine::new(config);
-    assert_eq!(m.load_driver(rgpu::ddi::DriverEntry), sys::STATUS_SUCCESS);
-    assert!(m.edit_registered_driver(edit));
-    let id = m.add_adapter(support::rgpu_adapter());
-    assert_eq!(
-        m.start_adapter(id),
-        sys::STATUS_SUCCESS,
-        "{:?}",
-        m.findings()
-    );
-    (m, id)
 }
 
 /// Learn (IOMMU DMA remapping; DXGK_BUILDPAGINGBUFFER_MAPAPERTURESEGMENT2): a remapping driver
@@ -1083,21 +1085,14 @@ unsafe extern "system" fn qai_tables_in_aperture(
     h: sys::HANDLE,
     q: *const sys::DXGKARG_QUERYADAPTERINFO,
 ) -> sys::NTSTATUS {
-    let original = ORIGINAL_QAI.get().expect("installed");
-    // SAFETY: forwarded as Dxgkrnl called it.
-    let status = unsafe { original(h, q) };
-    // SAFETY: Dxgkrnl's argument block, valid for the call.
-    let q = unsafe { &*q };
-    if status == 0 && q.Type == sys::DXGKQAITYPE_PAGETABLELEVELDESC {
-        let d = q.pOutputData.cast::<sys::DXGK_PAGE_TABLE_LEVEL_DESC>();
-        // SAFETY: the level descriptor the driver just filled.
-        let mut desc = unsafe { d.read_unaligned() };
-        desc.PageTableSegmentId = APERTURE;
-        desc.PagingProcessPageTableSegmentId = APERTURE;
-        // SAFETY: as above.
-        unsafe { d.write_unaligned(desc) };
+    let ty = sys::DXGKQAITYPE_PAGETABLELEVELDESC;
+    // SAFETY: as Dxgkrnl called us; PAGETABLELEVELDESC answers a DXGK_PAGE_TABLE_LEVEL_DESC.
+    unsafe {
+        qai_rewriting(h, q, ty, |d: &mut sys::DXGK_PAGE_TABLE_LEVEL_DESC| {
+            d.PageTableSegmentId = APERTURE;
+            d.PagingProcessPageTableSegmentId = APERTURE;
+        })
     }
-    status
 }
 
 /// Page tables in the aperture (PageTableSegmentId = PagingProcessPageTableSegmentId = the

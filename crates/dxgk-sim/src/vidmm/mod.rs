@@ -1944,12 +1944,9 @@ impl Vidmm {
         }
         let aperture = self.apertures.iter().any(|a| a.id == spec.segment);
         if aperture && !self.is_aperture(spec.segment) {
-            let ApertureMode::Unavailable(why) = &self.aperture_mode else {
-                unreachable!("is_aperture is false only when unavailable");
-            };
             return Err(VidmmError::Unsupported(format!(
-                "segment {}: {why}",
-                spec.segment
+                "segment {}: {:?}",
+                spec.segment, self.aperture_mode
             )));
         }
         let pages = spec.bytes.div_ceil(PAGE64) as usize;
