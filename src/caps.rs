@@ -1,7 +1,8 @@
 //! DxgkDdiQueryAdapterInfo: what rgpu declares to Dxgkrnl.
 //!
 //! rgpu is a render-only GpuMmu adapter with IOMMU isolation:
-//! * DRIVERCAPS: VirtualAddressingSupported + GpuMmuSupported + IoMmuSecureModeSupported, one
+//! * DRIVERCAPS: VirtualAddressingSupported + GpuMmuSupported + IoMmuSecureModeSupported
+//!   (+ MapAperture2Supported from interface 2.9: rgpu handles MAP_APERTURE_SEGMENT2), one
 //!   engine, no preemption (buffers run to completion; TDR handles hangs), WDDMVersion matching
 //!   the negotiated interface.
 //! * GPUMMUCAPS / PAGETABLELEVELDESC: the rgpu-hw page-table format — 4 levels of 512 × 8-byte
@@ -82,6 +83,11 @@ pub fn driver_caps(interface: u32) -> DXGK_DRIVERCAPS {
     caps.MemoryManagementCaps.set_VirtualAddressingSupported(1);
     caps.MemoryManagementCaps.set_GpuMmuSupported(1);
     caps.MemoryManagementCaps.set_IoMmuSecureModeSupported(1);
+    if interface >= dxgk_sys::DXGKDDI_INTERFACE_VERSION_WDDM2_9 {
+        // rgpu handles MAP_APERTURE_SEGMENT2 (the DMA-remapping aperture operation); with
+        // this bit VidMm may also pass a CPU-visible address in it (rgpu needs none).
+        caps.MemoryManagementCaps.set_MapAperture2Supported(1);
+    }
     caps.SchedulingCaps.set_MultiEngineAware(1);
     // Not PreemptionAware: the rgpu device cannot stop a ring mid-buffer or report where it
     // stopped, so VidSch does not preempt; buffers run to completion and a hang is handled by

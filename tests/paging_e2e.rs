@@ -1,13 +1,14 @@
 //! rgpu's paging driven end to end as Windows drives it: dxgk-sim's VidMm ([`dxgk_sim::Vidmm`])
 //! creates the system paging process (page tables initialized with CPU_VIRTUAL updates and a
 //! NULL DMA buffer), user processes with their own roots, allocations in system memory behind
-//! the IOMMU, and asks the REAL driver's DxgkDdiBuildPagingBuffer for every page-table update,
+//! the IOMMU or in rgpu's aperture segment (MAP_APERTURE_SEGMENT / MAP_APERTURE_SEGMENT2), and
+//! asks the REAL driver's DxgkDdiBuildPagingBuffer for every page-table update,
 //! TLB flush, fill and transfer; the rgpu device model executes the paging buffers. Both IOMMU
 //! modes: WDDM 2.4 isolation (identity) and WDDM 3.x DMA remapping.
 
 use dxgk_sim::{
-    AdapterId, AllocId, IommuMode, Machine, MachineConfig, ProcessId, Rule, Vidmm, VidmmConfig,
-    VidmmError,
+    AdapterId, AllocId, AllocSpec, ApertureMode, IommuMode, Machine, MachineConfig, ProcessId,
+    Rule, Vidmm, VidmmConfig, VidmmError,
 };
 use dxgk_sys as sys;
 use proptest::prelude::*;
@@ -17,7 +18,7 @@ const KIB: u64 = 1024;
 const MIB: u64 = 1024 * KIB;
 
 mod support;
-use support::{boot, long_fill, machines};
+use support::{boot, boot_with, long_fill, machines};
 
 fn shutdown(m: &Machine, id: AdapterId, vidmm: Vidmm) {
     vidmm.destroy().expect("VidMm teardown");
@@ -786,6 +787,458 @@ proptest! {
     }
 }
 
+// ---- the aperture segment ----------------------------------------------------------------------
+
+const APERTURE: u32 = rgpu::caps::APERTURE_SEGMENT_ID;
+
+fn in_aperture(bytes: u64) -> AllocSpec {
+    AllocSpec {
+        segment: APERTURE,
+        ..AllocSpec::system(bytes)
+    }
+}
+
+/// Whether the DXGK_ADL of aperture allocation `a` is one contiguous run.
+fn adl_is_contiguous(v: &Vidmm, a: AllocId) -> bool {
+    let adl = v.aperture_adl(a).expect("an ADL on the remapping path");
+    // SAFETY: a live ADL VidMm holds for `a` (Dxgkrnl's storage, freed only when `a` leaves
+    // the aperture).
+    let adl = unsafe { adl.read() };
+    adl.Flags.Contiguous() != 0
+}
+
+/// Aperture allocations on both memory paths (WDDM 2.4: MAP_APERTURE_SEGMENT with MDLs; 3.1
+/// remapped: MAP_APERTURE_SEGMENT2 with contiguous and page-list ADLs): every byte written by
+/// the device through the MMU → aperture → GART → IOMMU (VIRTUAL_FILL, VIRTUAL_TRANSFER and a
+/// user COPY), UNMAP_APERTURE_SEGMENT at evict and destroy, a new aperture range at
+/// MakeResident, with 4 KiB paging buffers (multipass).
+#[test]
+fn aperture_allocations_are_mapped_used_evicted_remapped_and_unmapped_on_both_paths() {
+    let mut runs = Vec::new();
+    for config in machines() {
+        let remapped = config.iommu == IommuMode::Remapped;
+        runs.push((config.clone(), true));
+        if remapped {
+            runs.push((config, false));
+        }
+    }
+    for (config, contiguous) in runs {
+        let name = format!("{} (contiguous ADLs: {contiguous})", config.name);
+        let remapped = config.iommu == IommuMode::Remapped;
+        let (m, id) = boot(config);
+        let cfg = VidmmConfig {
+            contiguous_adls: contiguous,
+            ..small_buffers()
+        };
+        let mut v = Vidmm::with_config(&m, id, cfg).expect("VidMm init");
+        let want = if remapped {
+            ApertureMode::Adl { cpu_visible: true }
+        } else {
+            ApertureMode::Mdl
+        };
+        assert_eq!(v.aperture_mode(), &want, "{name}");
+        // The paging buffer lives in the aperture (rgpu's PagingBufferSegmentId).
+        let buffer_pages = v.aperture_mapped_pages(APERTURE);
+        assert_eq!(buffer_pages, 1, "{name}: the 4 KiB paging buffer is mapped");
+        let p = v.create_process().unwrap();
+        let cmd = v.allocate(4096).unwrap();
+        v.map(p, cmd, CMD_VA).unwrap();
+        let size = 2 * MIB + 12 * KIB;
+        let a = v.allocate_placed(in_aperture(size)).unwrap();
+        let b = v.allocate(size).unwrap();
+        let c = v.allocate_placed(in_aperture(size)).unwrap();
+        assert_eq!((v.segment_of(a), v.segment_of(b)), (Ok(APERTURE), Ok(0)));
+        let pages = size / 4096;
+        assert_eq!(v.aperture_mapped_pages(APERTURE), buffer_pages + 2 * pages);
+        if remapped {
+            assert_eq!(adl_is_contiguous(&v, a), contiguous, "{name}: ADL form");
+        } else {
+            assert!(v.aperture_adl(a).is_none(), "{name}: MDL path, no ADL");
+        }
+        // Across a leaf table.
+        let (va, vb, vc) = (0x3FF0_0000, 0x100_3FF0_0000, 0x200_3FF0_0000);
+        v.map(p, a, va).unwrap();
+        v.map(p, b, vb).unwrap();
+        v.map(p, c, vc).unwrap();
+        v.fill(a, 0, size, 0x1357_9BDF).unwrap();
+        expect_pattern(&v, a, 0, size, 0x1357_9BDF, &format!("{name}: fill"));
+        v.transfer(a, b, size).unwrap();
+        expect_pattern(&v, b, 0, size, 0x1357_9BDF, &format!("{name}: transfer"));
+        v.fill(b, 4096 + 8, 100, 0xDEAD_BEEF).unwrap();
+        run_user_copy(&mut v, p, cmd, CMD_VA, vc, vb, size).unwrap();
+        expect_pattern(
+            &v,
+            c,
+            0,
+            4096 + 8,
+            0x1357_9BDF,
+            &format!("{name}: user copy"),
+        );
+        expect_pattern(&v, c, 4096 + 8, 100, 0xDEAD_BEEF, "user copy, middle");
+        expect_pattern(
+            &v,
+            c,
+            4096 + 108,
+            size - 4096 - 108,
+            0x1357_9BDF,
+            "user copy, end",
+        );
+        // Evict: paged out, PTEs invalidated, aperture range unmapped.
+        let unmaps = v.stats().aperture_unmaps;
+        v.evict(c).unwrap();
+        assert_eq!(v.stats().aperture_unmaps, unmaps + 1);
+        assert_eq!(v.aperture_mapped_pages(APERTURE), buffer_pages + pages);
+        assert_eq!(v.aperture_range(c), None);
+        // Something else takes c's old range; MakeResident maps c somewhere new.
+        let d = v.allocate_placed(in_aperture(size)).unwrap();
+        assert!(v.make_resident(c).unwrap());
+        let (_, first, n) = v.aperture_range(c).unwrap();
+        assert_eq!(n, pages);
+        assert_ne!(Some(first), v.aperture_range(d).map(|r| r.1));
+        expect_pattern(&v, c, 0, 4096 + 8, 0x1357_9BDF, "paged back in");
+        // Its GPU VA mapping now names the new aperture pages: the device reads it there.
+        run_user_copy(&mut v, p, cmd, CMD_VA, va, vc, size).unwrap();
+        expect_pattern(
+            &v,
+            a,
+            4096 + 8,
+            100,
+            0xDEAD_BEEF,
+            &format!("{name}: after remap"),
+        );
+        // Destroy: GPU VA unmapped, aperture range unmapped.
+        for x in [a, b, c, d] {
+            v.free(x).unwrap();
+        }
+        assert_eq!(v.aperture_mapped_pages(APERTURE), buffer_pages);
+        let s = v.stats();
+        println!("{name}: {s:?}");
+        assert!(
+            s.multipass_resumes > 0,
+            "4 KiB paging buffers force multipass"
+        );
+        let chunks = if remapped { 1 } else { pages.div_ceil(4089) };
+        assert_eq!(
+            s.aperture_maps,
+            1 + 4 * chunks,
+            "{name}: paging buffer + 4 mappings"
+        );
+        assert_eq!(s.aperture_unmaps, 4, "{name}: evict + 3 frees … and d");
+        assert_eq!((s.device_faults, s.resets), (0, 0));
+        shutdown(&m, id, v);
+        assert_eq!(m.live_adls(), 0, "{name}: every ADL freed");
+        m.assert_clean();
+    }
+}
+
+#[test]
+fn the_verifier_flags_an_adl_used_after_free_and_an_unmap_of_a_range_never_mapped() {
+    let config = MachineConfig::windows_11_22h2().with_iommu(IommuMode::Remapped);
+    let (m, id) = boot(config);
+    let mut v = Vidmm::new(&m, id).unwrap();
+    let a = v.allocate_placed(in_aperture(8192)).unwrap();
+    let adl = v.aperture_adl(a).unwrap();
+    v.map_aperture_adl(APERTURE, 900, adl, 1, 1)
+        .expect("a live ADL maps");
+    v.unmap_aperture_range(APERTURE, 900, 1)
+        .expect("a mapped range unmaps");
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+    // Evicting `a` frees its ADL; the stale pointer must not reach the driver again.
+    v.evict(a).unwrap();
+    assert!(v.map_aperture_adl(APERTURE, 900, adl, 0, 1).is_err());
+    let f = m.findings_of(Rule::MdlMisuse);
+    assert_eq!(f.len(), 1, "{f:?}");
+    assert!(
+        f[0].detail.contains("after DxgkCbFreeAdl"),
+        "{}",
+        f[0].detail
+    );
+    // Pages 900.. were unmapped already; 950 was never mapped.
+    for (first, pages) in [(900, 1), (950, 2)] {
+        assert!(v.unmap_aperture_range(APERTURE, first, pages).is_err());
+    }
+    let f = m.findings_of(Rule::MdlMisuse);
+    assert_eq!(f.len(), 3, "{f:?}");
+    assert!(f[1..]
+        .iter()
+        .all(|f| f.detail.contains("which no MAP_APERTURE_SEGMENT")));
+    v.destroy().unwrap();
+}
+
+// ---- interposing on the driver's DDIs ----
+
+static ORIGINAL_QAI: std::sync::OnceLock<sys::PFN_DXGKDDI_QUERYADAPTERINFO> =
+    std::sync::OnceLock::new();
+static ORIGINAL_BPB: std::sync::OnceLock<sys::PFN_DXGKDDI_BUILDPAGINGBUFFER> =
+    std::sync::OnceLock::new();
+/// `CpuVisibleAddress` of every MAP_APERTURE_SEGMENT2 the spy saw (non-NULL or not).
+static SEEN_CPU_VISIBLE: std::sync::Mutex<Vec<bool>> = std::sync::Mutex::new(Vec::new());
+
+/// rgpu's DxgkDdiQueryAdapterInfo (kept in [`ORIGINAL_QAI`]), then `edit` on its answer when
+/// the query is of type `ty`, whose output is a `T`.
+///
+/// # Safety
+/// As DxgkDdiQueryAdapterInfo; `T` must be the output type of `ty`.
+unsafe fn qai_rewriting<T>(
+    h: sys::HANDLE,
+    q: *const sys::DXGKARG_QUERYADAPTERINFO,
+    ty: sys::DXGK_QUERYADAPTERINFOTYPE,
+    edit: impl FnOnce(&mut T),
+) -> sys::NTSTATUS {
+    let original = ORIGINAL_QAI.get().expect("installed");
+    // SAFETY: forwarded as Dxgkrnl called it (caller).
+    let status = unsafe { original(h, q) };
+    // SAFETY: Dxgkrnl's argument block, valid for the call.
+    let q = unsafe { &*q };
+    if status == 0 && q.Type == ty {
+        let out = q.pOutputData.cast::<T>();
+        // SAFETY: the output buffer of type `T` (caller) the driver just filled.
+        let mut v = unsafe { out.read_unaligned() };
+        edit(&mut v);
+        // SAFETY: as above.
+        unsafe { out.write_unaligned(v) };
+    }
+    status
+}
+
+/// rgpu's DxgkDdiQueryAdapterInfo, with MapAperture2Supported cleared from DRIVERCAPS.
+unsafe extern "system" fn qai_without_map_aperture2(
+    h: sys::HANDLE,
+    q: *const sys::DXGKARG_QUERYADAPTERINFO,
+) -> sys::NTSTATUS {
+    let ty = sys::DXGKQAITYPE_DRIVERCAPS;
+    // SAFETY: as Dxgkrnl called us; DRIVERCAPS answers a DXGK_DRIVERCAPS.
+    unsafe {
+        qai_rewriting(h, q, ty, |c: &mut sys::DXGK_DRIVERCAPS| {
+            c.MemoryManagementCaps.set_MapAperture2Supported(0)
+        })
+    }
+}
+
+/// rgpu's DxgkDdiBuildPagingBuffer, recording MAP_APERTURE_SEGMENT2's CpuVisibleAddress.
+unsafe extern "system" fn bpb_spy(
+    h: sys::HANDLE,
+    a: *mut sys::DXGKARG_BUILDPAGINGBUFFER,
+) -> sys::NTSTATUS {
+    // SAFETY: VidMm's argument block, valid for the call.
+    let args = unsafe { &*a };
+    if args.Operation == sys::DXGK_OPERATION_MAP_APERTURE_SEGMENT2 {
+        // SAFETY: the operation selects this member of the union.
+        let cpu = unsafe { args.u.MapApertureSegment2.CpuVisibleAddress };
+        SEEN_CPU_VISIBLE.lock().unwrap().push(!cpu.is_null());
+    }
+    let original = ORIGINAL_BPB.get().expect("installed");
+    // SAFETY: forwarded as VidMm called it.
+    unsafe { original(h, a) }
+}
+
+/// Learn (IOMMU DMA remapping; DXGK_BUILDPAGINGBUFFER_MAPAPERTURESEGMENT2): a remapping driver
+/// gets MAP_APERTURE_SEGMENT2; its CpuVisibleAddress is non-NULL only for an allocation with
+/// MapApertureCpuVisible (and AccessedPhysically) on a driver that declared
+/// MapAperture2Supported. Without the cap the operation is the same, with a NULL address.
+#[test]
+fn cpu_visible_address_needs_map_aperture2_supported_and_the_allocation_flag() {
+    for declared in [true, false] {
+        let config = MachineConfig::windows_11_22h2().with_iommu(IommuMode::Remapped);
+        let (m, id) = boot_with(config, |d| {
+            let _ = ORIGINAL_BPB.set(d.DxgkDdiBuildPagingBuffer.unwrap());
+            d.DxgkDdiBuildPagingBuffer = Some(bpb_spy);
+            if !declared {
+                let _ = ORIGINAL_QAI.set(d.DxgkDdiQueryAdapterInfo.unwrap());
+                d.DxgkDdiQueryAdapterInfo = Some(qai_without_map_aperture2);
+            }
+        });
+        let mut v = Vidmm::new(&m, id).unwrap();
+        assert_eq!(
+            v.aperture_mode(),
+            &ApertureMode::Adl {
+                cpu_visible: declared
+            }
+        );
+        SEEN_CPU_VISIBLE.lock().unwrap().clear();
+        let plain = v.allocate_placed(in_aperture(4096)).unwrap();
+        let visible = v
+            .allocate_placed(AllocSpec {
+                map_cpu_visible: true,
+                ..in_aperture(4096)
+            })
+            .unwrap();
+        assert_eq!(*SEEN_CPU_VISIBLE.lock().unwrap(), [false, declared]);
+        v.fill(visible, 0, 4096, 0x2468_ACE0).unwrap();
+        expect_pattern(
+            &v,
+            visible,
+            0,
+            4096,
+            0x2468_ACE0,
+            "the operation still maps",
+        );
+        v.free(plain).unwrap();
+        shutdown(&m, id, v);
+        m.assert_clean();
+    }
+}
+
+static ORIGINAL_BPB_MULTIPASS: std::sync::OnceLock<sys::PFN_DXGKDDI_BUILDPAGINGBUFFER> =
+    std::sync::OnceLock::new();
+/// The multipass spy acts only while armed (after VidMm's init).
+static MULTIPASS_ARMED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+/// Aperture operations the spy saw resumed with its MultipassOffset, by operation code.
+static RESUMED: std::sync::Mutex<Vec<i32>> = std::sync::Mutex::new(Vec::new());
+const SPY_MULTIPASS_OFFSET: u32 = 0xA9;
+
+/// rgpu's DxgkDdiBuildPagingBuffer behind a driver that needs two passes for every aperture
+/// operation: the first pass writes a NOP, records its progress in MultipassOffset and returns
+/// STATUS_GRAPHICS_INSUFFICIENT_DMA_BUFFER; the resumed call must come back with that offset.
+unsafe extern "system" fn bpb_two_pass_aperture(
+    h: sys::HANDLE,
+    a: *mut sys::DXGKARG_BUILDPAGINGBUFFER,
+) -> sys::NTSTATUS {
+    // SAFETY: VidMm's argument block, valid and exclusively ours for the call.
+    let args = unsafe { &mut *a };
+    let op = args.Operation;
+    let aperture_op = [
+        sys::DXGK_OPERATION_MAP_APERTURE_SEGMENT,
+        sys::DXGK_OPERATION_MAP_APERTURE_SEGMENT2,
+        sys::DXGK_OPERATION_UNMAP_APERTURE_SEGMENT,
+    ]
+    .contains(&op);
+    if aperture_op && MULTIPASS_ARMED.load(std::sync::atomic::Ordering::SeqCst) {
+        match args.MultipassOffset {
+            0 if args.DmaSize >= 4 => {
+                // SAFETY: VidMm's paging buffer has DmaSize bytes from pDmaBuffer.
+                let buf =
+                    unsafe { std::slice::from_raw_parts_mut(args.pDmaBuffer.cast::<u8>(), 4) };
+                let n = Encoder::new(buf).nop(1).expect("a 1-dword NOP fits");
+                // SAFETY: `n` ≤ DmaSize bytes on: still inside the buffer.
+                args.pDmaBuffer = unsafe { args.pDmaBuffer.cast::<u8>().add(n) }.cast();
+                args.MultipassOffset = SPY_MULTIPASS_OFFSET;
+                return sys::STATUS_GRAPHICS_INSUFFICIENT_DMA_BUFFER;
+            }
+            SPY_MULTIPASS_OFFSET => RESUMED.lock().unwrap().push(op.0),
+            _ => {}
+        }
+    }
+    let original = ORIGINAL_BPB_MULTIPASS.get().expect("installed");
+    // SAFETY: forwarded as VidMm called it.
+    unsafe { original(h, a) }
+}
+
+/// Aperture operations go through VidMm's multipass loop like any other: a driver that returns
+/// STATUS_GRAPHICS_INSUFFICIENT_DMA_BUFFER for MAP_APERTURE_SEGMENT(2) or
+/// UNMAP_APERTURE_SEGMENT gets its buffer submitted and the operation again with the preserved
+/// MultipassOffset (rgpu itself never needs a second pass: its GART is CPU memory).
+#[test]
+fn aperture_operations_resume_with_their_multipass_offset() {
+    for config in machines() {
+        let name = config.name.clone();
+        let remapped = config.iommu == IommuMode::Remapped;
+        let (m, id) = boot_with(config, |d| {
+            let _ = ORIGINAL_BPB_MULTIPASS.set(d.DxgkDdiBuildPagingBuffer.unwrap());
+            d.DxgkDdiBuildPagingBuffer = Some(bpb_two_pass_aperture);
+        });
+        let mut v = Vidmm::new(&m, id).unwrap();
+        RESUMED.lock().unwrap().clear();
+        MULTIPASS_ARMED.store(true, std::sync::atomic::Ordering::SeqCst);
+        let before = v.stats().multipass_resumes;
+        let p = v.create_process().unwrap();
+        let a = v.allocate_placed(in_aperture(3 * 4096)).unwrap();
+        v.map(p, a, 0x20_0000).unwrap();
+        v.fill(a, 0, 3 * 4096, 0x600D_CAFE).unwrap();
+        v.evict(a).unwrap();
+        v.make_resident(a).unwrap();
+        expect_pattern(
+            &v,
+            a,
+            0,
+            3 * 4096,
+            0x600D_CAFE,
+            &format!("{name}: paged back in"),
+        );
+        v.free(a).unwrap();
+        MULTIPASS_ARMED.store(false, std::sync::atomic::Ordering::SeqCst);
+        let map = if remapped {
+            sys::DXGK_OPERATION_MAP_APERTURE_SEGMENT2
+        } else {
+            sys::DXGK_OPERATION_MAP_APERTURE_SEGMENT
+        };
+        let unmap = sys::DXGK_OPERATION_UNMAP_APERTURE_SEGMENT;
+        assert_eq!(
+            *RESUMED.lock().unwrap(),
+            [map.0, unmap.0, map.0, unmap.0],
+            "{name}: map, evict, MakeResident, free — each resumed once"
+        );
+        assert_eq!(v.stats().multipass_resumes - before, 4);
+        shutdown(&m, id, v);
+        m.assert_clean();
+    }
+}
+
+/// rgpu's DxgkDdiQueryAdapterInfo, with every page-table level placed in the aperture segment
+/// (what a driver whose in-driver engine must see every page as an MDL answers).
+unsafe extern "system" fn qai_tables_in_aperture(
+    h: sys::HANDLE,
+    q: *const sys::DXGKARG_QUERYADAPTERINFO,
+) -> sys::NTSTATUS {
+    let ty = sys::DXGKQAITYPE_PAGETABLELEVELDESC;
+    // SAFETY: as Dxgkrnl called us; PAGETABLELEVELDESC answers a DXGK_PAGE_TABLE_LEVEL_DESC.
+    unsafe {
+        qai_rewriting(h, q, ty, |d: &mut sys::DXGK_PAGE_TABLE_LEVEL_DESC| {
+            d.PageTableSegmentId = APERTURE;
+            d.PagingProcessPageTableSegmentId = APERTURE;
+        })
+    }
+}
+
+/// Page tables in the aperture (PageTableSegmentId = PagingProcessPageTableSegmentId = the
+/// aperture, on both memory paths): each table is mapped into the aperture, parent entries,
+/// the page-table window and DxgkDdiSetRootPageTable name it by aperture segment + offset,
+/// CPU_VIRTUAL updates still get its CPU address; every byte still moves through the device.
+#[test]
+fn page_tables_in_the_aperture_segment_work_on_both_paths() {
+    for config in machines() {
+        let name = config.name.clone();
+        let (m, id) = boot_with(config, |d| {
+            let _ = ORIGINAL_QAI.set(d.DxgkDdiQueryAdapterInfo.unwrap());
+            d.DxgkDdiQueryAdapterInfo = Some(qai_tables_in_aperture);
+        });
+        let levels = m.adapter(id).info.page_table_levels.clone();
+        assert!(levels.iter().all(|l| l.PageTableSegmentId == APERTURE));
+        let mut v = Vidmm::with_config(&m, id, small_buffers()).expect("VidMm init");
+        let paging_tables = v.aperture_mapped_pages(APERTURE) - 1;
+        assert!(
+            paging_tables >= 4,
+            "{name}: the paging process's tables are in the aperture"
+        );
+        let p = v.create_process().unwrap();
+        let cmd = v.allocate(4096).unwrap();
+        v.map(p, cmd, CMD_VA).unwrap();
+        let size = 68 * KIB;
+        let a = v.allocate(size).unwrap();
+        let b = v.allocate_placed(in_aperture(size)).unwrap();
+        let (va, vb) = (0x1F_F000, 0x0100_001F_F000);
+        v.map(p, a, va).unwrap();
+        v.map(p, b, vb).unwrap();
+        let with_tables = v.aperture_mapped_pages(APERTURE);
+        v.fill(a, 0, size, 0x7E57_AB1E).unwrap();
+        run_user_copy(&mut v, p, cmd, CMD_VA, vb, va, size).unwrap();
+        expect_pattern(&v, b, 0, size, 0x7E57_AB1E, &format!("{name}: user copy"));
+        v.evict(b).unwrap();
+        v.make_resident(b).unwrap();
+        run_user_copy(&mut v, p, cmd, CMD_VA, va, vb, size).unwrap();
+        expect_pattern(&v, a, 0, size, 0x7E57_AB1E, &format!("{name}: after remap"));
+        assert_eq!(v.aperture_mapped_pages(APERTURE), with_tables);
+        v.free(b).unwrap();
+        // The process's tables leave the aperture with it.
+        v.destroy_process(p).unwrap();
+        assert_eq!(v.aperture_mapped_pages(APERTURE), 1 + paging_tables);
+        assert_eq!(v.stats().device_faults, 0);
+        shutdown(&m, id, v);
+        assert_eq!(m.live_adls(), 0);
+        m.assert_clean();
+    }
+}
+
 // ---- low resources ---------------------------------------------------------------------------
 
 fn paging_scenario(m: &Machine) -> i32 {
@@ -825,6 +1278,15 @@ fn paging_work(m: &Machine, id: AdapterId) -> Result<(), VidmmError> {
         v.transfer_at(a, 0, c, 0x8000, 3 * 4096)?;
         assert_eq!(v.read(c, 0x8000 + 8192, 4)?, 0x0BAD_F00Du32.to_le_bytes());
         v.unmap(p, a, 0x10_0000)?;
+        // An aperture allocation: mapped, filled through the aperture, evicted, made
+        // resident again.
+        let d = v.allocate_placed(in_aperture(2 * 4096))?;
+        v.map(p, d, 0x14_0000)?;
+        v.fill(d, 0, 2 * 4096, 0x0D15_EA5E)?;
+        v.evict(d)?;
+        v.make_resident(d)?;
+        assert_eq!(v.read(d, 4096, 4)?, 0x0D15_EA5Eu32.to_le_bytes());
+        v.free(d)?;
         Ok(())
     })();
     let d = v.destroy();

@@ -35,9 +35,12 @@
 //!   STATUS_NOT_SUPPORTED.
 //! * Submissions are synchronous by default: a submission completes before `submit_command`
 //!   returns. [`Kmt::hold_submissions`] makes them asynchronous instead (below).
-//! * Placement: VidMm here backs allocations with system memory only. An allocation whose
-//!   segment sets include the implicit system-memory segment is placed there (even when the
-//!   driver prefers the aperture); one that allows only other segments is STATUS_NOT_SUPPORTED.
+//! * Placement: the preferred segment when VidMm can place memory there (the implicit
+//!   system-memory segment, or an aperture segment [`Vidmm::is_aperture`] accepts), else the
+//!   implicit system-memory segment when the read set has it, else the first aperture segment
+//!   of the read set VidMm can map; an allocation VidMm can place nowhere is
+//!   STATUS_NOT_SUPPORTED (a limit of the simulator, no finding). VidMm never moves an allocation to another
+//!   segment (no memory segments; eviction only at D3DKMTEvict).
 //! * MakeResident is synchronous: the paging is done on return and `PagingFenceValue` is 0.
 //!   VidMm here pages an evicted allocation out to (and back in from) system memory even
 //!   though its backing already is system memory.
@@ -358,10 +361,13 @@ pub struct Placement {
     pub read_segments: u32,
     /// `SupportedWriteSegmentSet`.
     pub write_segments: u32,
-    /// The segment VidMm placed it in.
+    /// The segment VidMm placed it in (0 while none of its segments can hold it here).
     pub segment: u32,
     /// `Flags.CpuVisible`.
     pub cpu_visible: bool,
+    /// `Flags.MapApertureCpuVisible` and `Flags.AccessedPhysically`: MAP_APERTURE_SEGMENT2
+    /// passes a CPU-visible address (when the driver declared MapAperture2Supported).
+    pub map_aperture_cpu_visible: bool,
 }
 
 enum Object {
@@ -790,14 +796,28 @@ impl Kmt {
         }
         // SAFETY: the flags view of the union (every bit pattern is a valid u32).
         let flags = unsafe { info.u2.Flags };
+        // SAFETY: the same word through its WDDM 2.0 view (every bit pattern is valid).
+        let flags2 = unsafe { info.u2.FlagsWddm2 };
+        let usable = |s: u32| s == system || self.v.is_aperture(s);
+        let in_set = |s: u32| (1..=system).contains(&s) && read & (1 << (s - 1)) != 0;
+        let segment = if preferred != 0 && usable(preferred) {
+            preferred
+        } else if in_set(system) {
+            system
+        } else {
+            // 0: nothing this VidMm can map (the caller refuses it as not supported).
+            (1..system).find(|&s| in_set(s) && usable(s)).unwrap_or(0)
+        };
         Ok(Placement {
             size,
             alignment: info.Alignment,
             preferred_segment: preferred,
             read_segments: read,
             write_segments: write,
-            segment: system,
+            segment,
             cpu_visible: flags.CpuVisible() != 0,
+            map_aperture_cpu_visible: flags2.MapApertureCpuVisible() != 0
+                && flags2.AccessedPhysically() != 0,
         })
     }
 
@@ -963,10 +983,22 @@ impl Kmt {
                 return Err(INVALID);
             }
         };
+        // Only system memory and aperture segments are simulated: an allocation that fits
+        // neither is a limit of the simulator, not the driver's error.
+        if placed.iter().any(|p| p.segment == 0) {
+            let _ = self.destroy_on_adapter(&handles);
+            return Err(dxgk_sys::STATUS_NOT_SUPPORTED);
+        }
         // Backing, then Dxgkrnl's handles, then the creating device's open.
         let mut backings = Vec::new();
-        for p in &placed {
-            match self.v.allocate(p.size) {
+        for (p, &h_allocation) in placed.iter().zip(&handles) {
+            let spec = crate::vidmm::AllocSpec {
+                bytes: p.size,
+                segment: p.segment,
+                h_allocation,
+                map_cpu_visible: p.map_aperture_cpu_visible,
+            };
+            match self.v.allocate_placed(spec) {
                 Ok(b) => backings.push(b),
                 Err(e) => {
                     for b in backings {
