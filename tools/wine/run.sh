@@ -23,6 +23,9 @@
 #   all-live          HarnessRequireAllLive=1: the fully tightened step table (FAILs until
 #                     rgpu implements every step).
 #   negotiate-2.6     HarnessMaxInterface=WDDM 2.6: rgpu must walk down to 2.6 (PASS).
+#   soft              HarnessSoft=1: a root-enumerated adapter (empty resource list), so rgpu
+#                     starts in soft mode; its engine thread must answer fence-only requests
+#                     through SynchronizeExecution -> NotifyInterrupt -> DPC (PASS).
 #   shim-stall        default + HarnessShimStall=1: shims Wine's unimplemented
 #                     hal.dll!KeStallExecutionProcessor (diagnostic only; never in CI).
 #
@@ -87,7 +90,7 @@ echo "wine-run: fresh prefix in $(elapsed "$t")s"
 # Registry for one scenario: both services, no Group (rgpu's displib loads DXGKrnl into its own
 # winedevice process with ZwLoadDriver, as on Windows), harness values set or deleted.
 write_registry() {
-    local max="-" start="-" live="-" shim="-"
+    local max="-" start="-" live="-" shim="-" soft="-"
     case "$1" in
         default) ;;
         refuse-all) max="dword:00000000" ;;
@@ -96,6 +99,7 @@ write_registry() {
         all-live) live="dword:00000001" ;;
         negotiate-2.6) max="dword:0000b004" ;;
         shim-stall) shim="dword:00000001" ;;
+        soft) soft="dword:00000001" ;;
         *) echo "wine-run: unknown scenario $1" >&2; return 2 ;;
     esac
     [[ "${WINE_HARNESS_SHIM_STALL:-0}" == 1 ]] && shim="dword:00000001"
@@ -117,6 +121,7 @@ REGEDIT4
 "HarnessStartInterface"=$start
 "HarnessRequireAllLive"=$live
 "HarnessShimStall"=$shim
+"HarnessSoft"=$soft
 EOF
     # services.exe caches the service database: write while no wineserver runs (wine.md).
     WINEDEBUG=-all timeout 30 wineserver -k >/dev/null 2>&1 || true
@@ -128,6 +133,8 @@ EOF
 # Lines every complete run must report (one STEP line at least per DDI stage).
 required_steps=(DriverEntry DxgkInitialize AddDevice StartDevice QueryAdapterInfo
                 BuildPagingBuffer StopDevice RemoveDevice Unload)
+# ... and what the soft scenario must report on top.
+soft_steps=(SoftEngine/Start SoftEngine/Preempt#1 SoftEngine/Preempt#2)
 
 # Runs one scenario; prints its step table; returns 0 when the run PASSED.
 run_scenario() {
@@ -157,7 +164,9 @@ run_scenario() {
 
     ((rc_start == 0)) || problems+=("net start rgpu failed (rc=$rc_start): rgpu's DriverEntry did not succeed")
     ((rc_stop == 0)) || problems+=("net stop rgpu failed (rc=$rc_stop)")
-    for s in "${required_steps[@]}"; do
+    local required=("${required_steps[@]}")
+    [[ $name == soft ]] && required+=("${soft_steps[@]}")
+    for s in "${required[@]}"; do
         grep -qE "wine-dxgkrnl: STEP $s[ /]" "$log" || problems+=("missing STEP $s line")
     done
     if grep -qE "wine-dxgkrnl: STEP .* FAIL" "$log"; then problems+=("a step FAILED"); fi
@@ -180,7 +189,7 @@ if [[ $mode == one ]]; then
     run_scenario "$scenario" || status=1
 else
     # scenario:expected-result
-    for pair in default:pass negotiate-2.6:pass old-start-iface:pass refuse-all:fail old-port:fail; do
+    for pair in default:pass soft:pass negotiate-2.6:pass old-start-iface:pass refuse-all:fail old-port:fail; do
         name=${pair%%:*} want=${pair##*:}
         if run_scenario "$name"; then got=pass; else got=fail; fi
         if [[ $got == "$want" ]]; then

@@ -21,9 +21,8 @@ use core::sync::atomic::{AtomicU32, Ordering};
 use dxgk_sys::{
     BOOLEAN, CM_RESOURCE_LIST, DXGKARGCB_ALLOCATECONTIGUOUSMEMORY, DXGKARGCB_ALLOCATEPAGESFORMDL,
     DXGKARGCB_FREECONTIGUOUSMEMORY, DXGKARGCB_FREEPAGESFROMMDL, DXGKARGCB_MAPMDLTOIOMMU,
-    DXGKARGCB_NOTIFY_INTERRUPT_DATA, DXGKARGCB_UNMAPMDLFROMIOMMU, DXGKRNL_INTERFACE,
-    DXGK_DEVICE_INFO, GUID, HANDLE, LARGE_INTEGER, MDL, MEMORY_CACHING_TYPE, NTSTATUS,
-    PHYSICAL_ADDRESS, PKSYNCHRONIZE_ROUTINE, PULONG, PVOID, STATUS_INVALID_PARAMETER,
+    DXGKARGCB_UNMAPMDLFROMIOMMU, DXGKRNL_INTERFACE, DXGK_DEVICE_INFO, GUID, HANDLE, LARGE_INTEGER,
+    MDL, MEMORY_CACHING_TYPE, NTSTATUS, PHYSICAL_ADDRESS, PULONG, PVOID, STATUS_INVALID_PARAMETER,
     STATUS_NO_MEMORY, STATUS_SUCCESS, UCHAR, ULONG, USHORT,
 };
 use rgpu_hw::regs;
@@ -42,6 +41,8 @@ const MAX_ALLOCS: usize = 64;
 pub static ERRORS: AtomicU32 = AtomicU32::new(0);
 /// Callback calls, for the summary.
 pub static CALLS: AtomicU32 = AtomicU32::new(0);
+/// `DxgkCbMapMemory` calls (a soft adapter has no BAR to map).
+pub static MAP_MEMORY_CALLS: AtomicU32 = AtomicU32::new(0);
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -101,7 +102,7 @@ pub fn device_handle() -> HANDLE {
     (&ALLOCS as *const Global<Memory>).cast_mut().cast()
 }
 
-fn check_handle(h: HANDLE, who: &str) -> bool {
+pub(crate) fn check_handle(h: HANDLE, who: &str) -> bool {
     CALLS.fetch_add(1, Ordering::Relaxed);
     crate::device::tick();
     if h != device_handle() {
@@ -141,10 +142,16 @@ fn alloc_pages(bytes: usize) -> Option<(*mut u8, *mut u8)> {
 }
 
 /// Allocates and presets the MMIO block and the resource list. Called before StartDevice.
-pub fn prepare(miniport_device_context: PVOID) -> bool {
+/// `soft`: a root-enumerated device instead, whose translated resource list is empty (Count 0:
+/// no register BAR, no interrupt), as PnP gives it — rgpu then starts in soft mode.
+pub fn prepare(miniport_device_context: PVOID, soft: bool) -> bool {
     // SAFETY: short access; no call into rgpu is in progress.
     let m = unsafe { ALLOCS.get() };
     m.start_info_context = miniport_device_context;
+    if soft {
+        m.resources.Count = 0;
+        return true;
+    }
     if m.mmio.is_null() {
         let Some((_, mmio)) = alloc_pages(regs::BAR_SIZE as usize) else {
             return false;
@@ -198,12 +205,12 @@ pub fn interface(version: u32) -> DXGKRNL_INTERFACE {
         DxgkCbGetDeviceInformation: Some(get_device_information),
         DxgkCbMapMemory: Some(map_memory),
         DxgkCbUnmapMemory: Some(unmap_memory),
-        DxgkCbQueueDpc: Some(queue_dpc),
+        DxgkCbQueueDpc: Some(crate::interrupt::queue_dpc),
         DxgkCbReadDeviceSpace: Some(read_device_space),
         DxgkCbWriteDeviceSpace: Some(write_device_space),
-        DxgkCbSynchronizeExecution: Some(synchronize_execution),
-        DxgkCbNotifyInterrupt: Some(notify_interrupt),
-        DxgkCbNotifyDpc: Some(notify_dpc),
+        DxgkCbSynchronizeExecution: Some(crate::interrupt::synchronize_execution),
+        DxgkCbNotifyInterrupt: Some(crate::interrupt::notify_interrupt),
+        DxgkCbNotifyDpc: Some(crate::interrupt::notify_dpc),
         DxgkCbLogEtwEvent: Some(log_etw_event),
         DxgkCbAllocateContiguousMemory: Some(allocate_contiguous_memory),
         DxgkCbFreeContiguousMemory: Some(free_contiguous_memory),
@@ -257,6 +264,7 @@ unsafe extern "system" fn map_memory(
     _cache: MEMORY_CACHING_TYPE,
     va: *mut PVOID,
 ) -> NTSTATUS {
+    MAP_MEMORY_CALLS.fetch_add(1, Ordering::Relaxed);
     if !check_handle(h, "MapMemory") || va.is_null() {
         return STATUS_INVALID_PARAMETER;
     }
@@ -286,11 +294,6 @@ unsafe extern "system" fn map_memory(
 unsafe extern "system" fn unmap_memory(h: HANDLE, _va: PVOID) -> NTSTATUS {
     check_handle(h, "UnmapMemory");
     STATUS_SUCCESS
-}
-
-unsafe extern "system" fn queue_dpc(h: HANDLE) -> BOOLEAN {
-    check_handle(h, "QueueDpc");
-    1
 }
 
 unsafe extern "system" fn read_device_space(
@@ -328,36 +331,6 @@ unsafe extern "system" fn write_device_space(
         unsafe { *written = length };
     }
     STATUS_SUCCESS
-}
-
-unsafe extern "system" fn synchronize_execution(
-    h: HANDLE,
-    routine: PKSYNCHRONIZE_ROUTINE,
-    context: PVOID,
-    _message_number: ULONG,
-    ret: *mut BOOLEAN,
-) -> NTSTATUS {
-    if !check_handle(h, "SynchronizeExecution") {
-        return STATUS_INVALID_PARAMETER;
-    }
-    let Some(routine) = routine else {
-        return STATUS_INVALID_PARAMETER;
-    };
-    // SAFETY: rgpu's synchronize routine with its own context (no interrupt exists under Wine).
-    let r = unsafe { routine(context) };
-    if !ret.is_null() {
-        // SAFETY: optional out-pointer.
-        unsafe { *ret = r };
-    }
-    STATUS_SUCCESS
-}
-
-unsafe extern "system" fn notify_interrupt(h: HANDLE, _data: *mut DXGKARGCB_NOTIFY_INTERRUPT_DATA) {
-    check_handle(h, "NotifyInterrupt");
-}
-
-unsafe extern "system" fn notify_dpc(h: HANDLE) {
-    check_handle(h, "NotifyDpc");
 }
 
 unsafe extern "system" fn log_etw_event(

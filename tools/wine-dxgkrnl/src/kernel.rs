@@ -60,6 +60,8 @@ unsafe extern "system" {
         Length: ULONG,
         ResultLength: *mut ULONG,
     ) -> NTSTATUS;
+    /// The calling thread's id (the interrupt callbacks' "which thread is inside" check).
+    pub fn PsGetCurrentThreadId() -> HANDLE;
     pub fn ZwProtectVirtualMemory(
         ProcessHandle: HANDLE,
         BaseAddress: *mut PVOID,

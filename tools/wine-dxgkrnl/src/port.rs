@@ -48,6 +48,7 @@ pub static PORT: Global<Port> = Global::new(Port {
         start_interface: None,
         require_all_live: false,
         shim_stall: false,
+        soft: false,
     },
     pdo: ptr::null_mut(),
     miniport_driver: ptr::null_mut(),
@@ -89,11 +90,12 @@ pub unsafe extern "system" fn DriverEntry(
     // SAFETY: the registry path comes from the I/O manager.
     let settings = unsafe { crate::settings::read(registry_path) };
     say!(
-        "settings: max_interface={:?} start_interface={:?} require_all_live={} shim_stall={}",
+        "settings: max_interface={:?} start_interface={:?} require_all_live={} shim_stall={} soft={}",
         settings.max_interface,
         settings.start_interface,
         settings.require_all_live,
-        settings.shim_stall
+        settings.shim_stall,
+        settings.soft
     );
     // SAFETY: nothing else runs in the port yet.
     unsafe { PORT.get() }.settings = settings;

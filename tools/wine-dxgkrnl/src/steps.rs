@@ -99,7 +99,7 @@ impl core::fmt::Display for Why {
 }
 
 /// Reports one step; returns true when it ran successfully (live).
-fn record(name: &str, got: Got, detail: core::fmt::Arguments<'_>) -> bool {
+pub(crate) fn record(name: &str, got: Got, detail: core::fmt::Arguments<'_>) -> bool {
     crate::device::tick(); // control is back from rgpu: let the device catch up
     let expect = match got {
         Got::Blocked(_) if NEGATIVE_START.load(Ordering::Relaxed) => Expect::Pending,
@@ -167,7 +167,7 @@ fn record(name: &str, got: Got, detail: core::fmt::Arguments<'_>) -> bool {
 }
 
 /// A failed check inside a step: prints why, returns false.
-fn check(ok: bool, what: core::fmt::Arguments<'_>) -> bool {
+pub(crate) fn check(ok: bool, what: core::fmt::Arguments<'_>) -> bool {
     if !ok {
         say!("  check failed: {}", what);
     }
@@ -258,7 +258,8 @@ pub fn run_adapter_sequence() {
             format_args!(""),
         );
     } else if let Some(start) = init.DxgkDdiStartDevice {
-        callbacks::prepare(context);
+        callbacks::prepare(context, settings.soft);
+        crate::interrupt::prepare(init.DxgkDdiDpcRoutine, context);
         let iface_version = settings.start_interface.unwrap_or(version);
         let mut iface = callbacks::interface(iface_version);
         let mut start_info = DXGK_START_INFO {
@@ -365,6 +366,11 @@ pub fn run_adapter_sequence() {
             );
         }
         (true, Some(bpb)) => build_paging_buffer(bpb, context, &geometry),
+    }
+
+    // --- the soft engine (a root-enumerated adapter) -----------------------------------------
+    if settings.soft {
+        crate::soft::run(&init, context, started);
     }
 
     // --- StopDevice / RemoveDevice ---------------------------------------------------------
