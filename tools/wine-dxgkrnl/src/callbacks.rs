@@ -113,7 +113,7 @@ pub(crate) fn check_handle(h: HANDLE, who: &str) -> bool {
     true
 }
 
-fn pool_alloc(bytes: usize) -> *mut u8 {
+pub(crate) fn pool_alloc(bytes: usize) -> *mut u8 {
     // SAFETY: plain non-paged pool allocation.
     let p = unsafe { dxgk_sys::ExAllocatePoolWithTag(dxgk_sys::NonPagedPoolNx, bytes, TAG) }
         .cast::<u8>();
@@ -124,7 +124,7 @@ fn pool_alloc(bytes: usize) -> *mut u8 {
     p
 }
 
-fn pool_free(p: *mut u8) {
+pub(crate) fn pool_free(p: *mut u8) {
     if !p.is_null() {
         // SAFETY: `p` came from `pool_alloc` with TAG.
         unsafe { dxgk_sys::ExFreePoolWithTag(p.cast(), TAG) };
@@ -132,13 +132,57 @@ fn pool_free(p: *mut u8) {
 }
 
 /// Page-aligned pool memory: (raw block, aligned address).
-fn alloc_pages(bytes: usize) -> Option<(*mut u8, *mut u8)> {
+pub(crate) fn alloc_pages(bytes: usize) -> Option<(*mut u8, *mut u8)> {
     let raw = pool_alloc(bytes.checked_add(PAGE)?);
     if raw.is_null() {
         return None;
     }
     let aligned = raw.wrapping_add(raw.align_offset(PAGE));
     Some((raw, aligned))
+}
+
+/// An MDL in its own pool block describing `pages` pages at page-aligned `cpu`, mapped there
+/// (`MappedSystemVa`, `flags` | MDL_MAPPED_TO_SYSTEM_VA), with page numbers `pfn..pfn + pages`
+/// (tags of the port's choosing: logical addresses, never CPU ones). Built by hand, as
+/// MmInitializeMdl would: Wine's IoAllocateMdl sizes the PFN array with a 4-byte PFN_NUMBER
+/// (its wdm.h), so `Size` would be short and an 8-byte PFN array would overrun the block.
+/// Freed with [`free_mdl`].
+pub(crate) fn build_mdl(cpu: *mut u8, pages: usize, pfn: u64, flags: i16) -> Option<*mut MDL> {
+    let header = core::mem::size_of::<MDL>();
+    let size = header + pages * core::mem::size_of::<dxgk_sys::PFN_NUMBER>();
+    let bytes = u32::try_from(pages * PAGE).ok()?;
+    let mdl = pool_alloc(size).cast::<MDL>();
+    if mdl.is_null() || i16::try_from(size).is_err() {
+        pool_free(mdl.cast());
+        return None;
+    }
+    let header = MDL {
+        Next: core::ptr::null_mut(),
+        Size: size as i16,
+        MdlFlags: flags | dxgk_sys::MDL_MAPPED_TO_SYSTEM_VA,
+        Process: core::ptr::null_mut(),
+        MappedSystemVa: cpu.cast(),
+        StartVa: cpu.cast(),
+        ByteCount: bytes,
+        ByteOffset: 0,
+    };
+    // SAFETY: a fresh pool block of `size` >= size_of::<MDL>() bytes, 16-byte aligned.
+    unsafe { mdl.write(header) };
+    // SAFETY: the PFN array follows the header inside the block (`pages` slots).
+    let pfns = unsafe { dxgk_sys::MmGetMdlPfnArray(mdl) };
+    for i in 0..pages {
+        // SAFETY: `i` < pages: inside the block.
+        unsafe {
+            pfns.wrapping_add(i)
+                .write((pfn + i as u64) as dxgk_sys::PFN_NUMBER)
+        };
+    }
+    Some(mdl)
+}
+
+/// Frees an MDL from [`build_mdl`].
+pub(crate) fn free_mdl(mdl: *mut MDL) {
+    pool_free(mdl.cast());
 }
 
 /// Allocates and presets the MMIO block and the resource list. Called before StartDevice.
@@ -384,27 +428,13 @@ unsafe extern "system" fn allocate_pages_for_mdl(
     let Some((raw, cpu)) = alloc_pages(bytes) else {
         return STATUS_NO_MEMORY;
     };
-    // SAFETY: describes our own block; no IRP.
-    let mdl =
-        unsafe { dxgk_sys::IoAllocateMdl(cpu.cast(), bytes as u32, 0, 0, core::ptr::null_mut()) };
-    if mdl.is_null() {
+    // Wine cannot map MDLs (MmMapLockedPagesSpecifyCache is a stub), so it is handed out
+    // already mapped, as Dxgkrnl may.
+    let flags = dxgk_sys::MDL_MAPPED_TO_SYSTEM_VA | dxgk_sys::MDL_PAGES_LOCKED;
+    let Some(mdl) = build_mdl(cpu, pages, pfn, flags) else {
         pool_free(raw);
         return STATUS_NO_MEMORY;
-    }
-    // SAFETY: a full MDL from IoAllocateMdl (PFN array of `pages` entries follows the header).
-    let pfns = unsafe { dxgk_sys::MmGetMdlPfnArray(mdl) };
-    for i in 0..pages {
-        // SAFETY: `i` < pages, the MDL's PFN count for a page-aligned `bytes`-long range.
-        unsafe {
-            pfns.wrapping_add(i)
-                .write((pfn + i as u64) as dxgk_sys::PFN_NUMBER)
-        };
-    }
-    // SAFETY: our MDL; Wine cannot map MDLs (MmMapLockedPagesSpecifyCache is a stub), so it is
-    // handed out already mapped, as Dxgkrnl may.
-    unsafe { (*mdl).MdlFlags |= dxgk_sys::MDL_MAPPED_TO_SYSTEM_VA | dxgk_sys::MDL_PAGES_LOCKED };
-    // SAFETY: as above.
-    unsafe { (*mdl).MappedSystemVa = cpu.cast() };
+    };
     m.next_pfn = pfn + pages as u64 + 1; // one-page hole between allocations
     m.allocs[slot] = Alloc {
         kind: Kind::Pages,
@@ -439,8 +469,7 @@ unsafe extern "system" fn free_pages_from_mdl(
         ERRORS.fetch_add(1, Ordering::Relaxed);
         say!("callback FreePagesFromMdl: pages still mapped to the IOMMU");
     }
-    // SAFETY: the MDL this slot allocated with IoAllocateMdl.
-    unsafe { dxgk_sys::IoFreeMdl(m.allocs[i].mdl) };
+    free_mdl(m.allocs[i].mdl);
     pool_free(m.allocs[i].raw);
     m.allocs[i] = FREE;
     STATUS_SUCCESS

@@ -17,7 +17,7 @@
 //! while the engine thread writes it: atomics only.
 
 use core::cell::UnsafeCell;
-use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use dxgk_sys::{
     BOOLEAN, DXGKARGCB_NOTIFY_INTERRUPT_DATA, HANDLE, KSPIN_LOCK, NTSTATUS,
@@ -78,6 +78,8 @@ pub struct Notified {
     pub fence: u32,
     /// DmaPreempted.PreemptionFenceId.
     pub preemption_fence: u32,
+    /// DmaPageFaulted.FaultedVirtualAddress (a logical address with DXGK_PAGE_FAULT_IOMMU).
+    pub address: u64,
 }
 
 const LOG: usize = 32;
@@ -88,6 +90,9 @@ const ZERO: AtomicU32 = AtomicU32::new(0);
 static LOG_KIND: [AtomicU32; LOG] = [ZERO; LOG];
 static LOG_FENCE: [AtomicU32; LOG] = [ZERO; LOG];
 static LOG_PREEMPT: [AtomicU32; LOG] = [ZERO; LOG];
+#[allow(clippy::declare_interior_mutable_const)]
+const ZERO64: AtomicU64 = AtomicU64::new(0);
+static LOG_ADDR: [AtomicU64; LOG] = [ZERO64; LOG];
 
 fn current_thread() -> usize {
     // SAFETY: no preconditions.
@@ -112,6 +117,7 @@ pub fn notified(i: u32) -> Option<Notified> {
         kind: LOG_KIND[i].load(Ordering::Acquire) as i32,
         fence: LOG_FENCE[i].load(Ordering::Acquire),
         preemption_fence: LOG_PREEMPT[i].load(Ordering::Acquire),
+        address: LOG_ADDR[i].load(Ordering::Acquire),
     })
 }
 
@@ -198,6 +204,12 @@ pub unsafe extern "system" fn notify_interrupt(
     // SAFETY: the miniport's argument block, valid for the call.
     let d = unsafe { *data };
     let kind = d.InterruptType;
+    let address = if kind == dxgk_sys::DXGK_INTERRUPT_DMA_PAGE_FAULTED {
+        // SAFETY: the interrupt type names the union member (plain integers and a handle).
+        unsafe { d.u.DmaPageFaulted }.FaultedVirtualAddress
+    } else {
+        0
+    };
     let (fence, preemption_fence) = if kind == dxgk_sys::DXGK_INTERRUPT_DMA_COMPLETED {
         // SAFETY: the interrupt type names the union member (plain integers).
         (unsafe { d.u.DmaCompleted }.SubmissionFenceId, 0)
@@ -220,6 +232,7 @@ pub unsafe extern "system" fn notify_interrupt(
         LOG_KIND[i].store(kind.0 as u32, Ordering::Release);
         LOG_FENCE[i].store(fence, Ordering::Release);
         LOG_PREEMPT[i].store(preemption_fence, Ordering::Release);
+        LOG_ADDR[i].store(address, Ordering::Release);
     }
     NOTIFIED.store(i as u32 + 1, Ordering::Release);
 }

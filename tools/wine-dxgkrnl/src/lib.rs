@@ -44,6 +44,7 @@ mod settings;
 mod soft;
 mod state;
 mod steps;
+mod vidmm;
 mod wine_hook;
 
 pub use port::DriverEntry;

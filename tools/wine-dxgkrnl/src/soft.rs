@@ -32,7 +32,7 @@ fn sleep_ms(ms: u32) {
 }
 
 /// Polls `done` until it holds or [`WAIT_MS`] pass; returns whether it held.
-fn wait_for(done: impl Fn() -> bool) -> bool {
+pub(crate) fn wait_for(done: impl Fn() -> bool) -> bool {
     for _ in 0..WAIT_MS / POLL_MS {
         if done() {
             return true;
@@ -43,11 +43,16 @@ fn wait_for(done: impl Fn() -> bool) -> bool {
 }
 
 /// Runs the soft steps on the started adapter `context` (skipped when it did not start).
-pub fn run(init: &DRIVER_INITIALIZATION_DATA, context: PVOID, started: bool) {
+pub fn run(
+    init: &DRIVER_INITIALIZATION_DATA,
+    context: PVOID,
+    started: bool,
+    geometry: &crate::steps::Geometry,
+) {
     if !started {
         record(
             "SoftEngine",
-            Got::Blocked("adapter not started"),
+            Got::Blocked("adapter not started or its GpuMmu caps were not read"),
             format_args!(""),
         );
         return;
@@ -68,6 +73,18 @@ pub fn run(init: &DRIVER_INITIALIZATION_DATA, context: PVOID, started: bool) {
     for (n, fence) in [(1, 77u32), (2, 78)] {
         preempt(init, context, n, fence);
     }
+    let geo = crate::vidmm::Geometry {
+        levels: geometry.levels,
+        bits: geometry.bits,
+        paging_table_segment: geometry.paging_table_segment,
+    };
+    let verified = crate::vidmm::run(init, context, &geo);
+    // The one summary line CI checks (tools/wine/run.sh, .ci/run): bytes compared by the CPU
+    // after the soft engine ran the paging buffer (0 when any soft paging step failed).
+    say!(
+        "soft rgpu: {} bytes verified (Wine: rgpu.sys soft engine thread ran FILL_VIRTUAL + TRANSFER_VIRTUAL from a paging buffer in the aperture; DMA_COMPLETED through SynchronizeExecution and the DPC)",
+        verified
+    );
 }
 
 /// One fence-only request answered by the engine thread (see the module docs).

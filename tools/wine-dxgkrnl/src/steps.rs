@@ -370,7 +370,7 @@ pub fn run_adapter_sequence() {
 
     // --- the soft engine (a root-enumerated adapter) -----------------------------------------
     if settings.soft {
-        crate::soft::run(&init, context, started);
+        crate::soft::run(&init, context, started && geometry.valid, &geometry);
     }
 
     // --- StopDevice / RemoveDevice ---------------------------------------------------------
@@ -484,6 +484,7 @@ mod off {
     pub const MMU_LEVELS: usize = 16;
     // DXGK_PAGE_TABLE_LEVEL_DESC
     pub const LEVEL_INDEX_BITS: usize = 0;
+    pub const LEVEL_PAGING_SEGMENT: usize = 8;
     pub const LEVEL_SIZE: usize = 12;
     pub const LEVEL_ALIGNMENT: usize = 16;
     // DXGK_QUERYSEGMENTOUT4 (40 bytes) / DXGK_SEGMENTDESCRIPTOR4 (96 bytes)
@@ -501,12 +502,16 @@ mod off {
 }
 
 #[derive(Default)]
-struct Geometry {
+pub(crate) struct Geometry {
     valid: bool,
     update_mode: u32,
     va_bits: u32,
-    levels: u32,
+    pub(crate) levels: u32,
     paging_buffer_size: u32,
+    /// PageTableIndexBitCount per level, leaf first.
+    pub(crate) bits: [u32; 6],
+    /// PagingProcessPageTableSegmentId per level, leaf first.
+    pub(crate) paging_table_segment: [u32; 6],
 }
 
 #[repr(C, align(16))]
@@ -772,6 +777,12 @@ fn query_adapter_info(
         );
         let bits = out.u32(off::LEVEL_INDEX_BITS);
         bits_total += bits;
+        if let Some(slot) = geo.bits.get_mut(level as usize) {
+            *slot = bits;
+        }
+        if let Some(slot) = geo.paging_table_segment.get_mut(level as usize) {
+            *slot = out.u32(off::LEVEL_PAGING_SEGMENT);
+        }
         levels_ok &= qai_step("QueryAdapterInfo/PAGETABLELEVELDESC", st, &out, size, |b| {
             let sz = b.u32(off::LEVEL_SIZE);
             let al = b.u32(off::LEVEL_ALIGNMENT);
