@@ -591,7 +591,10 @@ impl Run<'_> {
             )
             && check(
                 result.is_some_and(|n| n.kind == s::DXGK_INTERRUPT_DMA_COMPLETED.0 && n.fence == FENCE),
-                format_args!("DMA_COMPLETED(fence {FENCE}), got {result:?}"),
+                format_args!(
+                    "DMA_COMPLETED(fence {FENCE}), got {result:?} (fault address {:#x})",
+                    result.map_or(0, |n| n.address)
+                ),
             );
         record(
             "SoftPaging/Complete",
