@@ -23,9 +23,12 @@
 #   all-live          HarnessRequireAllLive=1: the fully tightened step table (FAILs until
 #                     rgpu implements every step).
 #   negotiate-2.6     HarnessMaxInterface=WDDM 2.6: rgpu must walk down to 2.6 (PASS).
-#   soft              HarnessSoft=1: a root-enumerated adapter (empty resource list), so rgpu
-#                     starts in soft mode; its engine thread must answer fence-only requests
-#                     through SynchronizeExecution -> NotifyInterrupt -> DPC (PASS).
+#   soft              HarnessSoft=1: a root-enumerated adapter (PDO enumerator ROOT, empty
+#                     resource list), so rgpu starts in soft mode; its engine thread must answer
+#                     fence-only requests through SynchronizeExecution -> NotifyInterrupt -> DPC,
+#                     and run a paging buffer the port's mini VidMm built in the aperture (FILL +
+#                     TRANSFER), read back by the CPU: the run prints `soft rgpu: N bytes
+#                     verified` and PASSes only with N > 0.
 #   shim-stall        default + HarnessShimStall=1: shims Wine's unimplemented
 #                     hal.dll!KeStallExecutionProcessor (diagnostic only; never in CI).
 #
@@ -134,7 +137,10 @@ EOF
 required_steps=(DriverEntry DxgkInitialize AddDevice StartDevice QueryAdapterInfo
                 BuildPagingBuffer StopDevice RemoveDevice Unload)
 # ... and what the soft scenario must report on top.
-soft_steps=(SoftEngine/Start SoftEngine/Preempt#1 SoftEngine/Preempt#2)
+soft_steps=(SoftEngine/Start SoftEngine/Preempt#1 SoftEngine/Preempt#2 SoftPaging/Caps
+            SoftPaging/CreateProcess SoftPaging/Memory SoftPaging/MapAperture
+            SoftPaging/PageTables SoftPaging/BuildPagingBuffer SoftPaging/Complete
+            SoftPaging/ReadBack SoftPaging/Teardown)
 
 # Runs one scenario; prints its step table; returns 0 when the run PASSED.
 run_scenario() {
@@ -174,6 +180,17 @@ run_scenario() {
         problems+=("crash or unimplemented Wine export (see log lines above / $log)")
         grep -E "Unhandled|unimplemented|__wine_stub|KeBugCheck|timeout|crash" "$log" | head -5 | sed 's/^/    ! /'
     fi
+    if [[ $name == soft ]]; then
+        local line bytes
+        line=$(grep -oE "wine-dxgkrnl: soft rgpu: .*" "$log" | tail -1 | sed 's/^wine-dxgkrnl: //')
+        bytes=$(sed -nE 's/^soft rgpu: ([0-9]+) bytes verified.*/\1/p' <<<"$line")
+        if [[ -z $line ]]; then
+            problems+=("no 'soft rgpu:' line")
+        elif [[ -z $bytes || $bytes == 0 ]]; then
+            problems+=("soft rgpu verified 0 bytes")
+        fi
+        soft_line=$line
+    fi
     verdict=$(grep -oE "wine-dxgkrnl: VERDICT [A-Z]+" "$log" | awk '{print $3}' | tail -1)
     [[ "$verdict" == PASS ]] || problems+=("no VERDICT PASS (got '${verdict:-none}')")
     if ((${#problems[@]})); then
@@ -184,7 +201,7 @@ run_scenario() {
     return 0
 }
 
-status=0
+status=0 soft_line=
 if [[ $mode == one ]]; then
     run_scenario "$scenario" || status=1
 else
@@ -200,6 +217,8 @@ else
         fi
     done
 fi
+# The soft scenario's summary, unindented, for CI (.ci/run checks it).
+[[ -n $soft_line ]] && echo "$soft_line"
 ((keep)) && echo "wine-run: logs and prefix kept in $work"
 echo "wine-run: $([[ $status == 0 ]] && echo OK || echo FAILED) in $(elapsed "$t0")s"
 exit $status
