@@ -29,6 +29,8 @@
 #                     and run a paging buffer the port's mini VidMm built in the aperture (FILL +
 #                     TRANSFER), read back by the CPU: the run prints `soft rgpu: N bytes
 #                     verified` and PASSes only with N > 0.
+#   soft-fault        soft + HarnessSoftFault=1: the port leaves the allocation unmapped, the
+#                     engine page-faults, 0 bytes are verified -> the run must FAIL.
 #   shim-stall        default + HarnessShimStall=1: shims Wine's unimplemented
 #                     hal.dll!KeStallExecutionProcessor (diagnostic only; never in CI).
 #
@@ -93,7 +95,7 @@ echo "wine-run: fresh prefix in $(elapsed "$t")s"
 # Registry for one scenario: both services, no Group (rgpu's displib loads DXGKrnl into its own
 # winedevice process with ZwLoadDriver, as on Windows), harness values set or deleted.
 write_registry() {
-    local max="-" start="-" live="-" shim="-" soft="-"
+    local max="-" start="-" live="-" shim="-" soft="-" fault="-"
     case "$1" in
         default) ;;
         refuse-all) max="dword:00000000" ;;
@@ -103,6 +105,7 @@ write_registry() {
         negotiate-2.6) max="dword:0000b004" ;;
         shim-stall) shim="dword:00000001" ;;
         soft) soft="dword:00000001" ;;
+        soft-fault) soft="dword:00000001" fault="dword:00000001" ;;
         *) echo "wine-run: unknown scenario $1" >&2; return 2 ;;
     esac
     [[ "${WINE_HARNESS_SHIM_STALL:-0}" == 1 ]] && shim="dword:00000001"
@@ -125,6 +128,7 @@ REGEDIT4
 "HarnessRequireAllLive"=$live
 "HarnessShimStall"=$shim
 "HarnessSoft"=$soft
+"HarnessSoftFault"=$fault
 EOF
     # services.exe caches the service database: write while no wineserver runs (wine.md).
     WINEDEBUG=-all timeout 30 wineserver -k >/dev/null 2>&1 || true
@@ -171,7 +175,7 @@ run_scenario() {
     ((rc_start == 0)) || problems+=("net start rgpu failed (rc=$rc_start): rgpu's DriverEntry did not succeed")
     ((rc_stop == 0)) || problems+=("net stop rgpu failed (rc=$rc_stop)")
     local required=("${required_steps[@]}")
-    [[ $name == soft ]] && required+=("${soft_steps[@]}")
+    [[ $name == soft* ]] && required+=("${soft_steps[@]}")
     for s in "${required[@]}"; do
         grep -qE "wine-dxgkrnl: STEP $s[ /]" "$log" || problems+=("missing STEP $s line")
     done
@@ -180,7 +184,7 @@ run_scenario() {
         problems+=("crash or unimplemented Wine export (see log lines above / $log)")
         grep -E "Unhandled|unimplemented|__wine_stub|KeBugCheck|timeout|crash" "$log" | head -5 | sed 's/^/    ! /'
     fi
-    if [[ $name == soft ]]; then
+    if [[ $name == soft* ]]; then
         local line bytes
         line=$(grep -oE "wine-dxgkrnl: soft rgpu: .*" "$log" | tail -1 | sed 's/^wine-dxgkrnl: //')
         bytes=$(sed -nE 's/^soft rgpu: ([0-9]+) bytes verified.*/\1/p' <<<"$line")
@@ -189,7 +193,7 @@ run_scenario() {
         elif [[ -z $bytes || $bytes == 0 ]]; then
             problems+=("soft rgpu verified 0 bytes")
         fi
-        soft_line=$line
+        [[ $name == soft ]] && soft_line=$line
     fi
     verdict=$(grep -oE "wine-dxgkrnl: VERDICT [A-Z]+" "$log" | awk '{print $3}' | tail -1)
     [[ "$verdict" == PASS ]] || problems+=("no VERDICT PASS (got '${verdict:-none}')")
@@ -206,7 +210,7 @@ if [[ $mode == one ]]; then
     run_scenario "$scenario" || status=1
 else
     # scenario:expected-result
-    for pair in default:pass soft:pass negotiate-2.6:pass old-start-iface:pass refuse-all:fail old-port:fail; do
+    for pair in default:pass soft:pass negotiate-2.6:pass old-start-iface:pass refuse-all:fail old-port:fail soft-fault:fail; do
         name=${pair%%:*} want=${pair##*:}
         if run_scenario "$name"; then got=pass; else got=fail; fi
         if [[ $got == "$want" ]]; then

@@ -49,6 +49,7 @@ pub static PORT: Global<Port> = Global::new(Port {
         require_all_live: false,
         shim_stall: false,
         soft: false,
+        soft_fault: false,
     },
     pdo: ptr::null_mut(),
     miniport_driver: ptr::null_mut(),
@@ -90,12 +91,13 @@ pub unsafe extern "system" fn DriverEntry(
     // SAFETY: the registry path comes from the I/O manager.
     let settings = unsafe { crate::settings::read(registry_path) };
     say!(
-        "settings: max_interface={:?} start_interface={:?} require_all_live={} shim_stall={} soft={}",
+        "settings: max_interface={:?} start_interface={:?} require_all_live={} shim_stall={} soft={} soft_fault={}",
         settings.max_interface,
         settings.start_interface,
         settings.require_all_live,
         settings.shim_stall,
-        settings.soft
+        settings.soft,
+        settings.soft_fault
     );
     // SAFETY: nothing else runs in the port yet.
     unsafe { PORT.get() }.settings = settings;

@@ -81,10 +81,14 @@ pub fn run(
     let verified = crate::vidmm::run(init, context, &geo);
     // The one summary line CI checks (tools/wine/run.sh, .ci/run): bytes compared by the CPU
     // after the soft engine ran the paging buffer (0 when any soft paging step failed).
-    say!(
-        "soft rgpu: {} bytes verified (Wine: rgpu.sys soft engine thread ran FILL_VIRTUAL + TRANSFER_VIRTUAL from a paging buffer in the aperture; DMA_COMPLETED through SynchronizeExecution and the DPC)",
-        verified
-    );
+    if verified > 0 {
+        say!(
+            "soft rgpu: {} bytes verified (under Wine: rgpu.sys's soft engine thread ran FILL_VIRTUAL + TRANSFER_VIRTUAL from a paging buffer in the aperture, DMA_COMPLETED through SynchronizeExecution and the DPC, read back by the CPU)",
+            verified
+        );
+    } else {
+        say!("soft rgpu: 0 bytes verified (a SoftPaging step failed: see the STEP lines)");
+    }
 }
 
 /// One fence-only request answered by the engine thread (see the module docs).

@@ -477,20 +477,27 @@ impl Run<'_> {
             *p = page_pte(alloc_page + i);
         }
         let process = self.objects.process;
-        let st = self.build_op(|a| {
-            a.Operation = s::DXGK_OPERATION_UPDATE_PAGE_TABLE;
-            a.u.UpdatePageTable = s::DXGK_BUILDPAGINGBUFFER_UPDATEPAGETABLE {
-                PageTableLevel: 0,
-                pPageTableEntries: ptes.as_mut_ptr(),
-                StartIndex: ((ALLOC_VA >> 12) & 511) as u32,
-                NumPageTableEntries: ALLOC_PAGES as u32,
-                hProcess: process,
-                UpdateMode: s::DXGK_PAGETABLEUPDATE_GPU_VIRTUAL,
-                FirstPteVirtualAddress: ALLOC_VA,
-                ..Default::default()
-            };
-            a.u.UpdatePageTable.PageTableAddress.u.GpuVirtual = WINDOW_VA;
-        });
+        // HarnessSoftFault: the allocation stays unmapped, so the engine must fault on it.
+        let unmapped = crate::port::settings().soft_fault;
+        let st = if unmapped {
+            say!("  HarnessSoftFault: the allocation is left unmapped (the engine must fault)");
+            STATUS_SUCCESS
+        } else {
+            self.build_op(|a| {
+                a.Operation = s::DXGK_OPERATION_UPDATE_PAGE_TABLE;
+                a.u.UpdatePageTable = s::DXGK_BUILDPAGINGBUFFER_UPDATEPAGETABLE {
+                    PageTableLevel: 0,
+                    pPageTableEntries: ptes.as_mut_ptr(),
+                    StartIndex: ((ALLOC_VA >> 12) & 511) as u32,
+                    NumPageTableEntries: ALLOC_PAGES as u32,
+                    hProcess: process,
+                    UpdateMode: s::DXGK_PAGETABLEUPDATE_GPU_VIRTUAL,
+                    FirstPteVirtualAddress: ALLOC_VA,
+                    ..Default::default()
+                };
+                a.u.UpdatePageTable.PageTableAddress.u.GpuVirtual = WINDOW_VA;
+            })
+        };
         let mut ok = status_ok("UPDATE_PAGE_TABLE(GPU_VIRTUAL)", st);
         let st = self.build_op(|a| {
             a.Operation = s::DXGK_OPERATION_FLUSH_TLB;
