@@ -301,6 +301,11 @@ impl Adapter {
         Ok(())
     }
 
+    /// Soft rgpu's registry of aperture pages' CPU views (soft adapters, once started).
+    pub fn aperture_views(&self) -> Option<&dxgk::aperture_views::ApertureViews> {
+        self.started.as_ref().and_then(|s| s.views.as_ref())
+    }
+
     /// The GART, once started.
     pub fn aperture(&self) -> Option<&Aperture> {
         self.started.as_ref().map(|s| &s.aperture)
