@@ -57,12 +57,12 @@ impl VidmmPages {
 
 impl Drop for VidmmPages {
     fn drop(&mut self) {
-        let mut a = sys::DXGKARGCB_FREEPAGESFROMMDL {
+        let a = sys::DXGKARGCB_FREEPAGESFROMMDL {
             hMemoryHandle: self.handle,
         };
         let f = self.iface.DxgkCbFreePagesFromMdl.unwrap();
         // SAFETY: the handle from the allocation above, freed once.
-        unsafe { f(self.iface.DeviceHandle, &mut a) };
+        unsafe { f(self.iface.DeviceHandle, &a) };
     }
 }
 
