@@ -30,9 +30,7 @@ struct VidmmPages {
 impl VidmmPages {
     fn new(iface: sys::DXGKRNL_INTERFACE, pages: usize) -> Self {
         let mut a = sys::DXGKARGCB_ALLOCATEPAGESFORMDL {
-            HighAddress: sys::LARGE_INTEGER {
-                QuadPart: i64::MAX,
-            },
+            HighAddress: sys::LARGE_INTEGER { QuadPart: i64::MAX },
             TotalBytes: pages * 4096,
             CacheType: sys::DXGK_MEMORY_CACHING_TYPE_CACHED,
             ..Default::default()
