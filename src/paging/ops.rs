@@ -287,9 +287,20 @@ impl PagingContext<'_> {
             page: u64::from(m.mdl_offset) + m.pages as u64,
             pages: m.mdl.page_count(),
         })?;
+        if let Some(views) = self.views {
+            // Soft rgpu: the engine reaches these pages through the MDL's system VA.
+            views
+                .map_mdl(m.retained, m.mdl_offset as usize, pfns.clone())
+                .map_err(PagingError::Views)?;
+        }
         aperture
-            .map(m.offset_in_pages, m.pages, pfns)
+            .map(m.offset_in_pages, m.pages, pfns.clone())
             .map_err(PagingError::Aperture)
+            .inspect_err(|_| {
+                if let Some(views) = self.views {
+                    views.unmap(pfns);
+                }
+            })
     }
 
     /// MAP_APERTURE_SEGMENT2 (DMA remapping): point aperture pages at the ADL's device pages
@@ -298,9 +309,25 @@ impl PagingContext<'_> {
     /// mapping of rgpu's own, and CacheCoherent changes nothing: the device snoops.
     pub(super) fn map_aperture2(&self, m: &MapApertureSegment2<'_>) -> Result<(), PagingError> {
         let aperture = self.aperture_segment(Operation::MapApertureSegment2, m.segment_id)?;
+        if let Some(views) = self.views {
+            // Soft rgpu: the engine reaches these pages through CpuVisibleAddress (page
+            // AdlOffset + i of the allocation for ADL page AdlOffset + i).
+            let cpu = m.cpu_view.ok_or(PagingError::NoCpuView)?;
+            let first = m.adl_offset as usize;
+            // The decode checked that ADL pages first..first + pages exist.
+            let pages = (first..first + m.pages).map(move |i| m.adl.page(i).unwrap_or(u64::MAX));
+            views
+                .map_cpu(cpu, first, pages)
+                .map_err(PagingError::Views)?;
+        }
         aperture
             .map(m.offset_in_pages, m.pages, m.adl_pages())
             .map_err(PagingError::Aperture)
+            .inspect_err(|_| {
+                if let Some(views) = self.views {
+                    views.unmap(m.adl_pages());
+                }
+            })
     }
 
     /// The GART, if `segment_id` is the aperture segment `op` must address.
@@ -321,6 +348,13 @@ impl PagingContext<'_> {
     pub(super) fn unmap_aperture(&self, u: &UnmapApertureSegment) -> Result<(), PagingError> {
         let aperture = self.aperture_segment(Operation::UnmapApertureSegment, u.segment_id)?;
         let dummy = u.dummy_page as u64 >> 12;
+        if let Some(views) = self.views {
+            // The logical pages these aperture pages stood for leave the soft engine's reach.
+            let first = u.offset_in_pages as u64;
+            views.unmap(
+                (first..first.saturating_add(u.pages as u64)).filter_map(|p| aperture.lookup(p)),
+            );
+        }
         aperture
             .map(u.offset_in_pages, u.pages, core::iter::repeat(dummy))
             .map_err(PagingError::Aperture)

@@ -66,6 +66,16 @@ pub enum Iommu {
     Remapped,
 }
 
+/// Which rgpu the scenario runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Device {
+    /// A PCI device with the rgpu register BAR (the rgpu-hw model behind simulated MMIO).
+    Hardware,
+    /// A root-enumerated device with no resources: the driver runs soft rgpu (the model on its
+    /// own engine thread inside the driver).
+    Soft,
+}
+
 /// How much the scenario allocates.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Size {
@@ -93,6 +103,9 @@ pub struct RunArgs {
     /// Fault injection: fail the N-th failable kernel call or callback (1 = the first).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub fail_nth: Option<u64>,
+    /// The device the scenario runs on.
+    #[arg(long, value_enum, default_value = "hardware")]
+    pub device: Device,
     /// Scenario size.
     #[arg(long, value_enum, default_value = "default")]
     pub size: Size,
@@ -202,7 +215,7 @@ fn run(args: &RunArgs) -> ExitCode {
     let config =
         machine_config(args.interface, args.iommu).with_physical_base(args.phys_above.unwrap_or(0));
     let show_progress = !args.quiet && std::io::stderr().is_terminal();
-    let outcome = scenario::run(config, args.size, args.fail_nth, show_progress);
+    let outcome = scenario::run(config, args.device, args.size, args.fail_nth, show_progress);
     let rep = report::Report::new(&outcome);
     if args.quiet {
         println!("{}", rep.verdict_line());
