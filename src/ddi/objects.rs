@@ -142,10 +142,12 @@ pub(super) unsafe extern "system" fn ddi_set_root_page_table(
         // SAFETY: a live context from CreateContext; VidMm guarantees it is idle during the
         // call, so nothing else uses it.
         let ctx = unsafe { ctx.as_mut() };
-        let (root, entries) = (args.address, args.entries);
-        ctx.root = Some((root, entries));
         // SAFETY: Dxgkrnl passes the adapter handle from AddDevice.
-        unsafe { adapter(h_adapter) }?.set_root(ctx.asid, root, entries)
+        let adapter = unsafe { adapter(h_adapter) }?;
+        let root = adapter.root_address(args.segment, args.address)?;
+        let entries = args.entries;
+        ctx.root = Some((root, entries));
+        adapter.set_root(ctx.asid, root, entries)
     })();
     // The DDI returns nothing: a failure can only be logged.
     finish("SetRootPageTable", r);
