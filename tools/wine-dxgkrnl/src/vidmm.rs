@@ -542,7 +542,12 @@ impl Run<'_> {
             "SoftPaging/BuildPagingBuffer",
             if ok { Got::Done } else { Got::Failed },
             format_args!(
-                "UPDATE_PAGE_TABLE(GPU_VIRTUAL) of the allocation at {ALLOC_VA:#x}, FLUSH_TLB, FILL_VIRTUAL 8 KiB, TRANSFER_VIRTUAL 4 KiB: {} bytes",
+                "{} FLUSH_TLB, FILL_VIRTUAL 8 KiB, TRANSFER_VIRTUAL 4 KiB: {} bytes",
+                if unmapped {
+                    "(allocation left unmapped)"
+                } else {
+                    "UPDATE_PAGE_TABLE(GPU_VIRTUAL) of the allocation at 0x100000,"
+                },
                 self.cursor
             ),
         )
