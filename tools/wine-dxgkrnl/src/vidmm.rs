@@ -336,14 +336,19 @@ impl Run<'_> {
             .chain(self.alloc.iter())
     }
 
+    /// (first aperture page, pages, MDL) of every block (`mapped_only`: of the mapped ones), in
+    /// [`Run::blocks`] order; copied out so BuildPagingBuffer calls can follow.
+    fn spans(&self, mapped_only: bool) -> [Option<(usize, usize, *mut MDL)>; 9] {
+        let mut l = [None; 9];
+        let blocks = self.blocks().filter(|b| b.mapped || !mapped_only);
+        for (slot, b) in l.iter_mut().zip(blocks) {
+            *slot = Some((b.aperture_page, b.pages, b.mdl));
+        }
+        l
+    }
+
     fn map_all(&mut self) -> bool {
-        let list: [Option<(usize, usize, *mut MDL)>; 9] = {
-            let mut l = [None; 9];
-            for (slot, b) in l.iter_mut().zip(self.blocks()) {
-                *slot = Some((b.aperture_page, b.pages, b.mdl));
-            }
-            l
-        };
+        let list = self.spans(false);
         let mut ok = true;
         let mut pages = 0;
         for (i, (first, n, mdl)) in list.into_iter().flatten().enumerate() {
@@ -662,17 +667,11 @@ impl Run<'_> {
     /// Unmaps every mapped block and destroys the objects; the memory is freed on drop.
     fn teardown(&mut self) {
         let dummy = self.dummy.as_ref().map_or(0, |d| d.pfn << 12);
-        let list: [Option<(usize, usize)>; 9] = {
-            let mut l = [None; 9];
-            for (slot, b) in l.iter_mut().zip(self.blocks().filter(|b| b.mapped)) {
-                *slot = Some((b.aperture_page, b.pages));
-            }
-            l
-        };
+        let list = self.spans(true);
         let mut ok = true;
         // UNMAP encodes nothing; rewind so the whole buffer is available.
         self.cursor = 0;
-        for (first, n) in list.into_iter().flatten() {
+        for (first, n, _) in list.into_iter().flatten() {
             let st = self.build_op(|a| {
                 a.Operation = s::DXGK_OPERATION_UNMAP_APERTURE_SEGMENT;
                 a.u.UnmapApertureSegment = s::DXGKARG_BUILDPAGINGBUFFER_UnmapApertureSegment {
