@@ -83,6 +83,11 @@ pub fn driver_caps(interface: u32) -> DXGK_DRIVERCAPS {
     caps.MemoryManagementCaps.set_VirtualAddressingSupported(1);
     caps.MemoryManagementCaps.set_GpuMmuSupported(1);
     caps.MemoryManagementCaps.set_IoMmuSecureModeSupported(1);
+    if interface >= dxgk_sys::DXGKDDI_INTERFACE_VERSION_WDDM2_9 {
+        // rgpu handles MAP_APERTURE_SEGMENT2 (the DMA-remapping aperture operation); with
+        // this bit VidMm may also pass a CPU-visible address in it (rgpu needs none).
+        caps.MemoryManagementCaps.set_MapAperture2Supported(1);
+    }
     caps.SchedulingCaps.set_MultiEngineAware(1);
     // Not PreemptionAware: the rgpu device cannot stop a ring mid-buffer or report where it
     // stopped, so VidSch does not preempt; buffers run to completion and a hang is handled by

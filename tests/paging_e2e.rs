@@ -1,13 +1,14 @@
 //! rgpu's paging driven end to end as Windows drives it: dxgk-sim's VidMm ([`dxgk_sim::Vidmm`])
 //! creates the system paging process (page tables initialized with CPU_VIRTUAL updates and a
 //! NULL DMA buffer), user processes with their own roots, allocations in system memory behind
-//! the IOMMU, and asks the REAL driver's DxgkDdiBuildPagingBuffer for every page-table update,
+//! the IOMMU or in rgpu's aperture segment (MAP_APERTURE_SEGMENT / MAP_APERTURE_SEGMENT2), and
+//! asks the REAL driver's DxgkDdiBuildPagingBuffer for every page-table update,
 //! TLB flush, fill and transfer; the rgpu device model executes the paging buffers. Both IOMMU
 //! modes: WDDM 2.4 isolation (identity) and WDDM 3.x DMA remapping.
 
 use dxgk_sim::{
-    AdapterId, AllocId, IommuMode, Machine, MachineConfig, ProcessId, Rule, Vidmm, VidmmConfig,
-    VidmmError,
+    AdapterId, AllocId, AllocSpec, ApertureMode, IommuMode, Machine, MachineConfig, ProcessId,
+    Rule, Vidmm, VidmmConfig, VidmmError,
 };
 use dxgk_sys as sys;
 use proptest::prelude::*;
@@ -786,6 +787,296 @@ proptest! {
     }
 }
 
+// ---- the aperture segment ----------------------------------------------------------------------
+
+const APERTURE: u32 = rgpu::caps::APERTURE_SEGMENT_ID;
+
+fn in_aperture(bytes: u64) -> AllocSpec {
+    AllocSpec {
+        segment: APERTURE,
+        ..AllocSpec::system(bytes)
+    }
+}
+
+/// Whether the DXGK_ADL of aperture allocation `a` is one contiguous run.
+fn adl_is_contiguous(v: &Vidmm, a: AllocId) -> bool {
+    let adl = v.aperture_adl(a).expect("an ADL on the remapping path");
+    // SAFETY: a live ADL VidMm holds for `a` (Dxgkrnl's storage, freed only when `a` leaves
+    // the aperture).
+    let adl = unsafe { adl.read() };
+    adl.Flags.Contiguous() != 0
+}
+
+/// Aperture allocations on both memory paths (WDDM 2.4: MAP_APERTURE_SEGMENT with MDLs; 3.1
+/// remapped: MAP_APERTURE_SEGMENT2 with contiguous and page-list ADLs): every byte written by
+/// the device through the MMU → aperture → GART → IOMMU (VIRTUAL_FILL, VIRTUAL_TRANSFER and a
+/// user COPY), UNMAP_APERTURE_SEGMENT at evict and destroy, a new aperture range at
+/// MakeResident, with 4 KiB paging buffers (multipass).
+#[test]
+fn aperture_allocations_are_mapped_used_evicted_remapped_and_unmapped_on_both_paths() {
+    let mut runs = Vec::new();
+    for config in machines() {
+        let remapped = config.iommu == IommuMode::Remapped;
+        runs.push((config.clone(), true));
+        if remapped {
+            runs.push((config, false));
+        }
+    }
+    for (config, contiguous) in runs {
+        let name = format!("{} (contiguous ADLs: {contiguous})", config.name);
+        let remapped = config.iommu == IommuMode::Remapped;
+        let (m, id) = boot(config);
+        let cfg = VidmmConfig {
+            contiguous_adls: contiguous,
+            ..small_buffers()
+        };
+        let mut v = Vidmm::with_config(&m, id, cfg).expect("VidMm init");
+        let want = if remapped {
+            ApertureMode::Adl { cpu_visible: true }
+        } else {
+            ApertureMode::Mdl
+        };
+        assert_eq!(v.aperture_mode(), &want, "{name}");
+        // The paging buffer lives in the aperture (rgpu's PagingBufferSegmentId).
+        let buffer_pages = v.aperture_mapped_pages(APERTURE);
+        assert_eq!(buffer_pages, 1, "{name}: the 4 KiB paging buffer is mapped");
+        let p = v.create_process().unwrap();
+        let cmd = v.allocate(4096).unwrap();
+        v.map(p, cmd, CMD_VA).unwrap();
+        let size = 2 * MIB + 12 * KIB;
+        let a = v.allocate_placed(in_aperture(size)).unwrap();
+        let b = v.allocate(size).unwrap();
+        let c = v.allocate_placed(in_aperture(size)).unwrap();
+        assert_eq!((v.segment_of(a), v.segment_of(b)), (Ok(APERTURE), Ok(0)));
+        let pages = size / 4096;
+        assert_eq!(v.aperture_mapped_pages(APERTURE), buffer_pages + 2 * pages);
+        if remapped {
+            assert_eq!(adl_is_contiguous(&v, a), contiguous, "{name}: ADL form");
+        } else {
+            assert!(v.aperture_adl(a).is_none(), "{name}: MDL path, no ADL");
+        }
+        // Across a leaf table.
+        let (va, vb, vc) = (0x3FF0_0000, 0x100_3FF0_0000, 0x200_3FF0_0000);
+        v.map(p, a, va).unwrap();
+        v.map(p, b, vb).unwrap();
+        v.map(p, c, vc).unwrap();
+        v.fill(a, 0, size, 0x1357_9BDF).unwrap();
+        expect_pattern(&v, a, 0, size, 0x1357_9BDF, &format!("{name}: fill"));
+        v.transfer(a, b, size).unwrap();
+        expect_pattern(&v, b, 0, size, 0x1357_9BDF, &format!("{name}: transfer"));
+        v.fill(b, 4096 + 8, 100, 0xDEAD_BEEF).unwrap();
+        run_user_copy(&mut v, p, cmd, CMD_VA, vc, vb, size).unwrap();
+        expect_pattern(
+            &v,
+            c,
+            0,
+            4096 + 8,
+            0x1357_9BDF,
+            &format!("{name}: user copy"),
+        );
+        expect_pattern(&v, c, 4096 + 8, 100, 0xDEAD_BEEF, "user copy, middle");
+        expect_pattern(
+            &v,
+            c,
+            4096 + 108,
+            size - 4096 - 108,
+            0x1357_9BDF,
+            "user copy, end",
+        );
+        // Evict: paged out, PTEs invalidated, aperture range unmapped.
+        let unmaps = v.stats().aperture_unmaps;
+        v.evict(c).unwrap();
+        assert_eq!(v.stats().aperture_unmaps, unmaps + 1);
+        assert_eq!(v.aperture_mapped_pages(APERTURE), buffer_pages + pages);
+        assert_eq!(v.aperture_range(c), None);
+        // Something else takes c's old range; MakeResident maps c somewhere new.
+        let d = v.allocate_placed(in_aperture(size)).unwrap();
+        assert!(v.make_resident(c).unwrap());
+        let (_, first, n) = v.aperture_range(c).unwrap();
+        assert_eq!(n, pages);
+        assert_ne!(Some(first), v.aperture_range(d).map(|r| r.1));
+        expect_pattern(&v, c, 0, 4096 + 8, 0x1357_9BDF, "paged back in");
+        // Its GPU VA mapping now names the new aperture pages: the device reads it there.
+        run_user_copy(&mut v, p, cmd, CMD_VA, va, vc, size).unwrap();
+        expect_pattern(
+            &v,
+            a,
+            4096 + 8,
+            100,
+            0xDEAD_BEEF,
+            &format!("{name}: after remap"),
+        );
+        // Destroy: GPU VA unmapped, aperture range unmapped.
+        for x in [a, b, c, d] {
+            v.free(x).unwrap();
+        }
+        assert_eq!(v.aperture_mapped_pages(APERTURE), buffer_pages);
+        let s = v.stats();
+        println!("{name}: {s:?}");
+        assert!(
+            s.multipass_resumes > 0,
+            "4 KiB paging buffers force multipass"
+        );
+        let chunks = if remapped { 1 } else { pages.div_ceil(4089) };
+        assert_eq!(
+            s.aperture_maps,
+            1 + 4 * chunks,
+            "{name}: paging buffer + 4 mappings"
+        );
+        assert_eq!(s.aperture_unmaps, 4, "{name}: evict + 3 frees … and d");
+        assert_eq!((s.device_faults, s.resets), (0, 0));
+        shutdown(&m, id, v);
+        assert_eq!(m.live_adls(), 0, "{name}: every ADL freed");
+        m.assert_clean();
+    }
+}
+
+#[test]
+fn the_verifier_flags_an_adl_used_after_free_and_an_unmap_of_a_range_never_mapped() {
+    let config = MachineConfig::windows_11_22h2().with_iommu(IommuMode::Remapped);
+    let (m, id) = boot(config);
+    let mut v = Vidmm::new(&m, id).unwrap();
+    let a = v.allocate_placed(in_aperture(8192)).unwrap();
+    let adl = v.aperture_adl(a).unwrap();
+    v.map_aperture_adl(APERTURE, 900, adl, 1, 1)
+        .expect("a live ADL maps");
+    v.unmap_aperture_range(APERTURE, 900, 1)
+        .expect("a mapped range unmaps");
+    assert!(m.findings().is_empty(), "{:?}", m.findings());
+    // Evicting `a` frees its ADL; the stale pointer must not reach the driver again.
+    v.evict(a).unwrap();
+    assert!(v.map_aperture_adl(APERTURE, 900, adl, 0, 1).is_err());
+    let f = m.findings_of(Rule::MdlMisuse);
+    assert_eq!(f.len(), 1, "{f:?}");
+    assert!(
+        f[0].detail.contains("after DxgkCbFreeAdl"),
+        "{}",
+        f[0].detail
+    );
+    // Pages 900.. were unmapped already; 950 was never mapped.
+    for (first, pages) in [(900, 1), (950, 2)] {
+        assert!(v.unmap_aperture_range(APERTURE, first, pages).is_err());
+    }
+    let f = m.findings_of(Rule::MdlMisuse);
+    assert_eq!(f.len(), 3, "{f:?}");
+    assert!(f[1..]
+        .iter()
+        .all(|f| f.detail.contains("which no MAP_APERTURE_SEGMENT")));
+    v.destroy().unwrap();
+}
+
+// ---- interposing on the driver's DDIs ----
+
+static ORIGINAL_QAI: std::sync::OnceLock<sys::PFN_DXGKDDI_QUERYADAPTERINFO> =
+    std::sync::OnceLock::new();
+static ORIGINAL_BPB: std::sync::OnceLock<sys::PFN_DXGKDDI_BUILDPAGINGBUFFER> =
+    std::sync::OnceLock::new();
+/// `CpuVisibleAddress` of every MAP_APERTURE_SEGMENT2 the spy saw (non-NULL or not).
+static SEEN_CPU_VISIBLE: std::sync::Mutex<Vec<bool>> = std::sync::Mutex::new(Vec::new());
+
+/// rgpu's DxgkDdiQueryAdapterInfo, with MapAperture2Supported cleared from DRIVERCAPS.
+unsafe extern "system" fn qai_without_map_aperture2(
+    h: sys::HANDLE,
+    q: *const sys::DXGKARG_QUERYADAPTERINFO,
+) -> sys::NTSTATUS {
+    let original = ORIGINAL_QAI.get().expect("installed");
+    // SAFETY: forwarded as Dxgkrnl called it.
+    let status = unsafe { original(h, q) };
+    // SAFETY: Dxgkrnl's argument block, valid for the call.
+    let q = unsafe { &*q };
+    if status == 0 && q.Type == sys::DXGKQAITYPE_DRIVERCAPS {
+        let caps = q.pOutputData.cast::<sys::DXGK_DRIVERCAPS>();
+        // SAFETY: the DRIVERCAPS output buffer the driver just filled.
+        let mut c = unsafe { caps.read_unaligned() };
+        c.MemoryManagementCaps.set_MapAperture2Supported(0);
+        // SAFETY: as above.
+        unsafe { caps.write_unaligned(c) };
+    }
+    status
+}
+
+/// rgpu's DxgkDdiBuildPagingBuffer, recording MAP_APERTURE_SEGMENT2's CpuVisibleAddress.
+unsafe extern "system" fn bpb_spy(
+    h: sys::HANDLE,
+    a: *mut sys::DXGKARG_BUILDPAGINGBUFFER,
+) -> sys::NTSTATUS {
+    // SAFETY: VidMm's argument block, valid for the call.
+    let args = unsafe { &*a };
+    if args.Operation == sys::DXGK_OPERATION_MAP_APERTURE_SEGMENT2 {
+        // SAFETY: the operation selects this member of the union.
+        let cpu = unsafe { args.u.MapApertureSegment2.CpuVisibleAddress };
+        SEEN_CPU_VISIBLE.lock().unwrap().push(!cpu.is_null());
+    }
+    let original = ORIGINAL_BPB.get().expect("installed");
+    // SAFETY: forwarded as VidMm called it.
+    unsafe { original(h, a) }
+}
+
+/// Loads rgpu, lets `edit` interpose on its DDI table, then adds and starts an adapter.
+fn boot_with(
+    config: MachineConfig,
+    edit: impl FnOnce(&mut sys::DRIVER_INITIALIZATION_DATA),
+) -> (Machine, AdapterId) {
+    let m = Machine::new(config);
+    assert_eq!(m.load_driver(rgpu::ddi::DriverEntry), sys::STATUS_SUCCESS);
+    assert!(m.edit_registered_driver(edit));
+    let id = m.add_adapter(support::rgpu_adapter());
+    assert_eq!(
+        m.start_adapter(id),
+        sys::STATUS_SUCCESS,
+        "{:?}",
+        m.findings()
+    );
+    (m, id)
+}
+
+/// Learn (IOMMU DMA remapping; DXGK_BUILDPAGINGBUFFER_MAPAPERTURESEGMENT2): a remapping driver
+/// gets MAP_APERTURE_SEGMENT2; its CpuVisibleAddress is non-NULL only for an allocation with
+/// MapApertureCpuVisible (and AccessedPhysically) on a driver that declared
+/// MapAperture2Supported. Without the cap the operation is the same, with a NULL address.
+#[test]
+fn cpu_visible_address_needs_map_aperture2_supported_and_the_allocation_flag() {
+    for declared in [true, false] {
+        let config = MachineConfig::windows_11_22h2().with_iommu(IommuMode::Remapped);
+        let (m, id) = boot_with(config, |d| {
+            let _ = ORIGINAL_BPB.set(d.DxgkDdiBuildPagingBuffer.unwrap());
+            d.DxgkDdiBuildPagingBuffer = Some(bpb_spy);
+            if !declared {
+                let _ = ORIGINAL_QAI.set(d.DxgkDdiQueryAdapterInfo.unwrap());
+                d.DxgkDdiQueryAdapterInfo = Some(qai_without_map_aperture2);
+            }
+        });
+        let mut v = Vidmm::new(&m, id).unwrap();
+        assert_eq!(
+            v.aperture_mode(),
+            &ApertureMode::Adl {
+                cpu_visible: declared
+            }
+        );
+        SEEN_CPU_VISIBLE.lock().unwrap().clear();
+        let plain = v.allocate_placed(in_aperture(4096)).unwrap();
+        let visible = v
+            .allocate_placed(AllocSpec {
+                map_cpu_visible: true,
+                ..in_aperture(4096)
+            })
+            .unwrap();
+        assert_eq!(*SEEN_CPU_VISIBLE.lock().unwrap(), [false, declared]);
+        v.fill(visible, 0, 4096, 0x2468_ACE0).unwrap();
+        expect_pattern(
+            &v,
+            visible,
+            0,
+            4096,
+            0x2468_ACE0,
+            "the operation still maps",
+        );
+        v.free(plain).unwrap();
+        shutdown(&m, id, v);
+        m.assert_clean();
+    }
+}
+
 // ---- low resources ---------------------------------------------------------------------------
 
 fn paging_scenario(m: &Machine) -> i32 {
@@ -825,6 +1116,15 @@ fn paging_work(m: &Machine, id: AdapterId) -> Result<(), VidmmError> {
         v.transfer_at(a, 0, c, 0x8000, 3 * 4096)?;
         assert_eq!(v.read(c, 0x8000 + 8192, 4)?, 0x0BAD_F00Du32.to_le_bytes());
         v.unmap(p, a, 0x10_0000)?;
+        // An aperture allocation: mapped, filled through the aperture, evicted, made
+        // resident again.
+        let d = v.allocate_placed(in_aperture(2 * 4096))?;
+        v.map(p, d, 0x14_0000)?;
+        v.fill(d, 0, 2 * 4096, 0x0D15_EA5E)?;
+        v.evict(d)?;
+        v.make_resident(d)?;
+        assert_eq!(v.read(d, 4096, 4)?, 0x0D15_EA5Eu32.to_le_bytes());
+        v.free(d)?;
         Ok(())
     })();
     let d = v.destroy();

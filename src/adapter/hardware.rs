@@ -13,7 +13,7 @@ use dxgk::device_memory::{MemoryPath, SystemMemory};
 use dxgk::interface::{DxgkInterface, StartInfo};
 use dxgk::irql::Passive;
 use dxgk::page_pool::PagePool;
-use dxgk::pool::{Pool, PoolBox};
+use dxgk::pool::Pool;
 use dxgk::sync::SpinLock;
 use dxgk::{NtError, NtResult};
 use rgpu_hw::regs;
@@ -107,11 +107,9 @@ impl Started {
                     info,
                     "StartDevice: no register BAR in the translated resources: soft rgpu (the device model runs in the driver)"
                 );
-                Registers::Soft(
-                    PoolBox::try_new(nonpaged, crate::POOL_TAG, SoftDevice::new()).inspect_err(
-                        |e| rgpu_log!(error, "StartDevice: soft device allocation failed: {}", e),
-                    )?,
-                )
+                Registers::Soft(SoftDevice::new(nonpaged, crate::POOL_TAG).inspect_err(|e| {
+                    rgpu_log!(error, "StartDevice: soft device allocation failed: {}", e)
+                })?)
             }
             Some(bar) => {
                 if bar.length < regs::BAR_SIZE {

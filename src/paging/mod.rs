@@ -175,7 +175,7 @@ impl fmt::Display for PagingError {
             PagingError::Decode(e) => write!(f, "malformed arguments: {e}"),
             PagingError::NotSupported(op) => write!(
                 f,
-                "operation {} ({op:?}) cannot occur with rgpu's caps (no memory segments, no swizzling, no MapAperture2)",
+                "operation {} ({op:?}) cannot occur with rgpu's caps (no memory segments, no swizzling)",
                 op.raw().0
             ),
             PagingError::NoAperture => write!(f, "no aperture before StartDevice"),

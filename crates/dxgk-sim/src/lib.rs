@@ -84,4 +84,6 @@ pub use memory::{DomainId, IommuFaultKind};
 pub use trace::{TraceEvent, TraceValue, Track};
 pub use verifier::{Finding, Rule};
 pub use vidmm::VidmmMemory;
-pub use vidmm::{AllocId, ProcessId, Vidmm, VidmmConfig, VidmmError, VidmmStats};
+pub use vidmm::{
+    AllocId, AllocSpec, ApertureMode, ProcessId, Vidmm, VidmmConfig, VidmmError, VidmmStats,
+};

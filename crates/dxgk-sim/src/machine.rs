@@ -267,6 +267,25 @@ impl Machine {
         self.state.port().registered.as_deref().copied()
     }
 
+    /// Edits the DDI table the driver registered (Dxgkrnl's copy), for tests that interpose on
+    /// a DDI: e.g. a wrapper of DxgkDdiQueryAdapterInfo that changes an answer, or a spy on
+    /// DxgkDdiBuildPagingBuffer that records what VidMm passes, each forwarding to the
+    /// driver's own function (which the test keeps from [`Machine::registered_driver`]).
+    /// Affects adapters started and VidMm instances created afterwards. False if no driver
+    /// registered.
+    pub fn edit_registered_driver(
+        &self,
+        edit: impl FnOnce(&mut dxgk_sys::DRIVER_INITIALIZATION_DATA),
+    ) -> bool {
+        match self.state.port().registered.as_deref_mut() {
+            Some(d) => {
+                edit(d);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Every interface version the driver offered to DxgkInitialize, in order.
     pub fn offered_interface_versions(&self) -> Vec<u32> {
         self.state.port().offered_versions.clone()

@@ -27,7 +27,8 @@ pub enum Rule {
     IrqlTooLow,
     /// Memory-callback or MDL misuse: unknown or stale handle, double free / double unmap, free
     /// while mapped (IOMMU or system VA), an MDL changed while IOMMU-mapped, IoFreeMdl on a
-    /// Dxgkrnl MDL, unmap of a never-mapped VA.
+    /// Dxgkrnl MDL, unmap of a never-mapped VA, an ADL used after DxgkCbFreeAdl (also by a
+    /// paging operation), an UNMAP_APERTURE_SEGMENT of a range no MAP operation mapped.
     MdlMisuse,
     /// The device accessed a logical address the IOMMU does not map (or wrote a read-only page).
     IommuFault,

@@ -162,3 +162,36 @@ fn a_full_registry_refuses_whole_maps_and_drop_releases_what_is_left() {
     m.check_leaks();
     m.assert_clean();
 }
+
+#[test]
+fn pool_boxes_and_spin_locks_initialize_in_place_or_free_their_block() {
+    use dxgk::pool::PoolBox;
+    use dxgk::sync::SpinLock;
+    use dxgk::NtError;
+    let m = Machine::new(MachineConfig::windows_11_22h2());
+    m.enter(|| {
+        let pool = Pool::resolve();
+        let b = PoolBox::<SpinLock<[u64; 2048]>>::try_new_in_place(&pool, TAG, |slot| {
+            SpinLock::init_in_place(slot, |v| Ok(v.write([7; 2048])))
+        })
+        .unwrap();
+        assert!(b.lock().iter().all(|&x| x == 7));
+        drop(b);
+        // An `init` that fails, or returns some other value, leaves nothing allocated.
+        let e = PoolBox::<SpinLock<u64>>::try_new_in_place(&pool, TAG, |slot| {
+            SpinLock::init_in_place(slot, |_| Err(NtError::DEVICE_NOT_READY))
+        });
+        assert_eq!(e.err(), Some(NtError::DEVICE_NOT_READY));
+        let other = Box::leak(Box::new(5u64));
+        let e = PoolBox::<u64>::try_new_in_place(&pool, TAG, |_| Ok(other));
+        assert_eq!(e.err(), Some(NtError::INVALID_PARAMETER));
+    });
+    assert_eq!(
+        m.pool_allocation_count(),
+        3,
+        "every attempt allocated its block"
+    );
+    assert!(m.pool_in_use().is_empty(), "and freed it");
+    m.check_leaks();
+    m.assert_clean();
+}

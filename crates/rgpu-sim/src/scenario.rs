@@ -1,7 +1,9 @@
 //! The default scenario: load rgpu, add and start an adapter with the rgpu device model, three
 //! client processes (D3DKMT front end: adapter, device) each allocating through
 //! D3DKMTCreateAllocation2 → DxgkDdiCreateAllocation (rgpu-abi private data) and mapping a
-//! range of sizes, fills, VidMm transfers and a copy on
+//! range of sizes (every other destination asks for the aperture segment, so VidMm maps it with
+//! MAP_APERTURE_SEGMENT2 — MAP_APERTURE_SEGMENT without DMA remapping — and its PTEs name
+//! aperture pages), fills, VidMm transfers and a copy on
 //! the process's own context, every byte read back and compared with a host model, unmap and
 //! evict, process and VidMm teardown, stop, remove, unload. Every step is recorded; the first
 //! failing step ends the workload and the teardown that applies still runs (as Windows would
@@ -45,6 +47,11 @@ fn sizes(size: Size) -> Vec<(u64, u64)> {
         v.push((16 * MIB, 0x2_0000_0000));
     }
     v
+}
+
+/// Whether workload `ci` of process `pi` puts its destination in the aperture segment.
+fn aperture_dst(pi: usize, ci: usize) -> bool {
+    (pi + ci) % 2 == 1
 }
 
 /// The 256 MiB allocation of `--size large` (first process only).
@@ -266,13 +273,18 @@ impl Run {
 
     /// Allocates src + dst of `bytes` for process `pi`, maps both, fills src, transfers it to
     /// dst, fills part of dst, then copies dst back over src with a command buffer on the
-    /// process's own context (through its page tables).
+    /// process's own context (through its page tables). dst asks for the aperture segment
+    /// when `pi + ci` is odd ([`aperture_dst`]).
     fn workload(&mut self, pi: usize, ci: usize, bytes: u64, va: u64) -> StepResult {
         let p = self.procs[pi];
         let pattern = 0x5A00_0000 | (pi as u32) << 16 | (ci as u32) << 8 | 0x3C;
         let cmd = self.cmds[pi];
         let src = self.allocate(pi, rgpu_abi::AllocationData::buffer(bytes))?;
-        let dst = self.allocate(pi, rgpu_abi::AllocationData::buffer(bytes))?;
+        let mut dst_data = rgpu_abi::AllocationData::buffer(bytes);
+        if aperture_dst(pi, ci) {
+            dst_data.segment = rgpu_abi::SegmentPreference::Aperture;
+        }
+        let dst = self.allocate(pi, dst_data)?;
         let v = self.kmt()?.vidmm();
         let mut a = Alloc {
             id: src,
@@ -468,7 +480,12 @@ pub fn run(
     }
     for pi in 0..PROCS {
         for (ci, &(bytes, va)) in sizes.iter().enumerate() {
-            let name = format!("process {pi}: {} map/fill/transfer/copy", human(bytes));
+            let at = if aperture_dst(pi, ci) {
+                " (dst in the aperture)"
+            } else {
+                ""
+            };
+            let name = format!("process {pi}: {} map/fill/transfer/copy{at}", human(bytes));
             r.step("workload", name, false, |r| r.workload(pi, ci, bytes, va));
         }
     }

@@ -121,6 +121,7 @@ impl Drop for AdlStorage {
 unsafe impl Send for AdlStorage {}
 
 struct AdlRec {
+    /// The physical memory object (0: an ADL Dxgkrnl built for VidMm's own memory).
     object: usize,
     adapter_object: usize,
     adapter: AdapterId,
@@ -128,6 +129,9 @@ struct AdlRec {
     physical: Vec<u64>,
     storage: AdlStorage,
     site: String,
+    /// The ADL mapped its pages in the IOMMU (and unmaps them when freed); VidMm's own ADLs
+    /// describe memory that is mapped for its whole life.
+    owns_mapping: bool,
 }
 
 struct Freed {
@@ -597,6 +601,7 @@ pub(crate) fn allocate_adl(m: &MachineState, args: &mut dxgk_sys::DXGKARGCB_ALLO
             physical: host.iter().map(|p| p.0).collect(),
             storage,
             site: driver_call_site(),
+            owns_mapping: true,
         },
     );
     args.pAdl = ptr as *mut DXGK_ADL;
@@ -654,12 +659,71 @@ pub(crate) fn free_adl(m: &MachineState, args: &dxgk_sys::DXGKARGCB_FREE_ADL) {
         return;
     }
     let rec = cb.pmo.adls.remove(&p).expect("present");
-    let mut mem = m.mem();
-    mem.iommu
-        .domain(rec.adapter.domain(), m.config.iommu)
-        .unmap(&rec.logical);
-    drop(mem);
+    if rec.owns_mapping {
+        let mut mem = m.mem();
+        mem.iommu
+            .domain(rec.adapter.domain(), m.config.iommu)
+            .unmap(&rec.logical);
+    }
     cb.pmo.quarantine(p, rec.storage, false, rec.site);
+}
+
+/// Dxgkrnl's ADL for VidMm-owned memory already mapped in `adapter`'s IOMMU at `logical`
+/// (what VidMm passes in MAP_APERTURE_SEGMENT2): contiguous when the logical pages are, a page
+/// list otherwise. Registered like a driver's ADL (so [`check_adl`] and the quarantine apply)
+/// but owned by no physical memory object: only [`vidmm_free_adl`] frees it, and a driver
+/// DxgkCbFreeAdl of it is misuse. Returns the DXGK_ADL's address and a copy of it (what a
+/// paging operation carries inline).
+pub(crate) fn vidmm_adl(
+    m: &MachineState,
+    adapter: AdapterId,
+    logical: &[u64],
+    physical: &[u64],
+) -> (usize, DXGK_ADL) {
+    let contiguous = logical.windows(2).all(|w| w[1] == w[0] + 1);
+    let mut adl = DXGK_ADL {
+        PageCount: logical.len() as u32,
+        ..Default::default()
+    };
+    let mut pages = None;
+    if contiguous {
+        adl.Flags.set_Contiguous(1);
+        adl.u.BasePageNumber = logical[0] as usize;
+    } else {
+        pages = Some(
+            logical
+                .iter()
+                .map(|&l| l as usize)
+                .collect::<Box<[usize]>>(),
+        );
+    }
+    let storage = AdlStorage::new(adl, pages);
+    let ptr = storage.address();
+    let mut copy = DXGK_ADL::default();
+    storage.edit(|a| copy = *a);
+    m.dxgk_memory().pmo.adls.insert(
+        ptr,
+        AdlRec {
+            object: 0,
+            adapter_object: 0,
+            adapter,
+            logical: logical.to_vec(),
+            physical: physical.to_vec(),
+            storage,
+            site: "dxgk-sim VidMm".into(),
+            owns_mapping: false,
+        },
+    );
+    (ptr, copy)
+}
+
+/// Frees an ADL from [`vidmm_adl`] (quarantined and poisoned like any freed ADL).
+pub(crate) fn vidmm_free_adl(m: &MachineState, adl: usize) {
+    let mut cb = m.dxgk_memory();
+    if let Some(rec) = cb.pmo.adls.remove(&adl) {
+        debug_assert!(!rec.owns_mapping && rec.object == 0, "not a VidMm ADL");
+        cb.pmo.quarantine(adl, rec.storage, false, rec.site);
+    }
 }
 
 /// Physical memory objects, ADLs and CPU mappings still live (on `adapter`, or anywhere).
@@ -687,7 +751,8 @@ pub(crate) fn leak_findings(
         }
     }
     for (p, a) in &cb.pmo.adls {
-        if on(Some(a.adapter)) {
+        // VidMm's own ADLs are Dxgkrnl's memory, not the driver's (like `VidmmMemory`).
+        if a.object != 0 && on(Some(a.adapter)) {
             out.push(leak(
                 call,
                 format!(

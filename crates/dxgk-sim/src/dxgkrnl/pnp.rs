@@ -873,6 +873,13 @@ impl Machine {
         )
     }
 
+    /// The PDO of adapter `id`, for tests that call DxgkDdiAddDevice themselves (the driver may
+    /// ask PnP about it: `IoGetDeviceProperty` accepts only real PDOs).
+    pub fn pdo(&self, id: AdapterId) -> *mut dxgk_sys::DEVICE_OBJECT {
+        let mut port = self.state.port();
+        &mut *port.adapters[id.0 as usize].pdo
+    }
+
     /// AddDevice + StartDevice + the QueryAdapterInfo calls Windows makes at start. On failure
     /// the adapter is stopped (if it started) and removed, as Dxgkrnl does; the status is
     /// returned.

@@ -35,9 +35,12 @@
 //!   STATUS_NOT_SUPPORTED.
 //! * Submissions are synchronous by default: a submission completes before `submit_command`
 //!   returns. [`Kmt::hold_submissions`] makes them asynchronous instead (below).
-//! * Placement: VidMm here backs allocations with system memory only. An allocation whose
-//!   segment sets include the implicit system-memory segment is placed there (even when the
-//!   driver prefers the aperture); one that allows only other segments is STATUS_NOT_SUPPORTED.
+//! * Placement: the preferred segment when VidMm can place memory there (the implicit
+//!   system-memory segment, or an aperture segment [`Vidmm::is_aperture`] accepts), else the
+//!   implicit system-memory segment when the read set has it, else the first aperture segment
+//!   of the read set VidMm can map; an allocation VidMm can place nowhere is refused
+//!   (a finding and STATUS_INVALID_PARAMETER). VidMm never moves an allocation to another
+//!   segment (no memory segments; eviction only at D3DKMTEvict).
 //! * MakeResident is synchronous: the paging is done on return and `PagingFenceValue` is 0.
 //!   VidMm here pages an evicted allocation out to (and back in from) system memory even
 //!   though its backing already is system memory.
@@ -362,6 +365,9 @@ pub struct Placement {
     pub segment: u32,
     /// `Flags.CpuVisible`.
     pub cpu_visible: bool,
+    /// `Flags.MapApertureCpuVisible` and `Flags.AccessedPhysically`: MAP_APERTURE_SEGMENT2
+    /// passes a CPU-visible address (when the driver declared MapAperture2Supported).
+    pub map_aperture_cpu_visible: bool,
 }
 
 enum Object {
@@ -790,14 +796,33 @@ impl Kmt {
         }
         // SAFETY: the flags view of the union (every bit pattern is a valid u32).
         let flags = unsafe { info.u2.Flags };
+        // SAFETY: the same word through its WDDM 2.0 view (every bit pattern is valid).
+        let flags2 = unsafe { info.u2.FlagsWddm2 };
+        let usable = |s: u32| s == system || self.v.is_aperture(s);
+        let in_set = |s: u32| (1..=system).contains(&s) && read & (1 << (s - 1)) != 0;
+        let segment = if preferred != 0 && usable(preferred) {
+            preferred
+        } else if in_set(system) {
+            system
+        } else {
+            (1..system)
+                .find(|&s| in_set(s) && usable(s))
+                .ok_or_else(|| {
+                    format!(
+                        "no segment of SupportedReadSegmentSet {read:#x} can hold it here (only system memory and aperture segments are simulated)"
+                    )
+                })?
+        };
         Ok(Placement {
             size,
             alignment: info.Alignment,
             preferred_segment: preferred,
             read_segments: read,
             write_segments: write,
-            segment: system,
+            segment,
             cpu_visible: flags.CpuVisible() != 0,
+            map_aperture_cpu_visible: flags2.MapApertureCpuVisible() != 0
+                && flags2.AccessedPhysically() != 0,
         })
     }
 
@@ -965,8 +990,14 @@ impl Kmt {
         };
         // Backing, then Dxgkrnl's handles, then the creating device's open.
         let mut backings = Vec::new();
-        for p in &placed {
-            match self.v.allocate(p.size) {
+        for (p, &h_allocation) in placed.iter().zip(&handles) {
+            let spec = crate::vidmm::AllocSpec {
+                bytes: p.size,
+                segment: p.segment,
+                h_allocation,
+                map_cpu_visible: p.map_aperture_cpu_visible,
+            };
+            match self.v.allocate_placed(spec) {
                 Ok(b) => backings.push(b),
                 Err(e) => {
                     for b in backings {

@@ -465,6 +465,26 @@ pub extern "system" fn MmMapLockedPagesSpecifyCache(
                 return std::ptr::null_mut();
             }
         }
+    } else if h.MdlFlags & dxgk_sys::MDL_PAGES_LOCKED != 0 {
+        // An MDL the system built over locked pages (VidMm's MAP_APERTURE_SEGMENT MDLs): Mm maps
+        // any such MDL. Every PFN must be a live frame, host-contiguous (simulator limitation).
+        // SAFETY: the driver passes a valid MDL (its header was read above).
+        let span = unsafe { mdl_span(mdl) };
+        // SAFETY: as above.
+        let pfns = unsafe { mdl_pfns(mdl, span) };
+        let hosts: Option<Vec<usize>> = pfns.iter().map(|&p| mm.host_of_pfn(p)).collect();
+        match hosts {
+            Some(v) if v.windows(2).all(|w| w[1] == w[0] + PAGE) && !v.is_empty() => v[0],
+            _ => {
+                drop(mem);
+                misuse(
+                    &m,
+                    CALL,
+                    format!("{mdl:p}: locked-pages MDL whose PFNs are not live frames (or not host-contiguous: simulator limitation)"),
+                );
+                return std::ptr::null_mut();
+            }
+        }
     } else {
         drop(mem);
         misuse(&m, CALL, format!("{mdl:p} is not a live MDL"));

@@ -18,6 +18,8 @@ pub struct VidmmMemory {
     adapter: AdapterId,
     base: usize,
     logical: Vec<u64>,
+    /// Physical PFN of each page (what an MDL over it names).
+    physical: Vec<u64>,
 }
 
 impl VidmmMemory {
@@ -34,6 +36,17 @@ impl VidmmMemory {
     /// Logical page numbers of every page, in order.
     pub fn logical_pages(&self) -> &[u64] {
         &self.logical
+    }
+
+    /// Physical page numbers of every page, in order (what an MDL describing it lists; the
+    /// device may use them only where logical == physical).
+    pub fn physical_pages(&self) -> &[u64] {
+        &self.physical
+    }
+
+    /// Whether the logical pages form one contiguous run.
+    pub fn logically_contiguous(&self) -> bool {
+        self.logical.windows(2).all(|w| w[1] == w[0] + 1)
     }
 
     /// The CPU address of byte `offset` (valid until [`Machine::vidmm_free`]). What VidMm passes
@@ -67,6 +80,17 @@ impl VidmmMemory {
     }
 }
 
+/// How [`Machine::vidmm_allocate_runs`] lays pages out in the logical space.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Layout {
+    /// Scattered 4 KiB pages.
+    Pages,
+    /// Scattered 64 KiB-aligned runs of 16 pages.
+    Runs64K,
+    /// One logically contiguous range (remapped mode).
+    Contiguous,
+}
+
 impl Machine {
     /// Allocates `pages` pages of VidMm-owned memory mapped in `adapter`'s IOMMU ([`VidmmMemory`]).
     /// `zero`: zero-filled, else filled with [`crate::memory::FRESH_PAGE_FILL`]. None when the
@@ -77,7 +101,19 @@ impl Machine {
         pages: usize,
         zero: bool,
     ) -> Option<VidmmMemory> {
-        self.vidmm_allocate_runs(adapter, pages, zero, false)
+        self.vidmm_allocate_runs(adapter, pages, zero, Layout::Pages)
+    }
+
+    /// [`Machine::vidmm_allocate`] at one logically contiguous range (in
+    /// [`crate::IommuMode::Remapped`]; identity mode keeps the scattered physical pages): what
+    /// Dxgkrnl hands out to describe an allocation with a contiguous ADL.
+    pub fn vidmm_allocate_contiguous(
+        &self,
+        adapter: AdapterId,
+        pages: usize,
+        zero: bool,
+    ) -> Option<VidmmMemory> {
+        self.vidmm_allocate_runs(adapter, pages, zero, Layout::Contiguous)
     }
 
     /// [`Machine::vidmm_allocate`] in 64 KiB pages: `pages` (a multiple of [`PAGES_PER_64K`])
@@ -93,7 +129,7 @@ impl Machine {
             pages.is_multiple_of(PAGES_PER_64K),
             "64 KiB VidMm allocation of {pages} pages"
         );
-        self.vidmm_allocate_runs(adapter, pages, zero, true)
+        self.vidmm_allocate_runs(adapter, pages, zero, Layout::Runs64K)
     }
 
     fn vidmm_allocate_runs(
@@ -101,19 +137,24 @@ impl Machine {
         adapter: AdapterId,
         pages: usize,
         zero: bool,
-        large: bool,
+        layout: Layout,
     ) -> Option<VidmmMemory> {
         assert!(pages > 0, "empty VidMm allocation");
         let mut mem = self.state.mem();
-        let run = if large { PAGES_PER_64K as u64 } else { 1 };
+        let run = match layout {
+            Layout::Runs64K => PAGES_PER_64K as u64,
+            _ => 1,
+        };
         let (region, host) = mem
             .mm
             .allocate_scattered(pages, 0, u64::MAX >> 1, run, zero)?;
         let domain = adapter.domain();
-        let logical = mem
-            .iommu
-            .domain(domain, self.state.config.iommu)
-            .map_runs(&host, run);
+        let d = mem.iommu.domain(domain, self.state.config.iommu);
+        let logical = match layout {
+            Layout::Contiguous => d.map_contiguous(&host),
+            _ => d.map_runs(&host, run),
+        };
+        let physical = host.iter().map(|p| p.0).collect();
         drop(host);
         let h = mem.handles.issue(HandleKind::Kernel);
         let base = region.base;
@@ -130,6 +171,7 @@ impl Machine {
             adapter,
             base,
             logical,
+            physical,
         })
     }
 

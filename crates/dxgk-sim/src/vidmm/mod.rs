@@ -1,5 +1,6 @@
 //! The VidMm side of GpuMmu paging, as Windows drives a miniport: the system paging process and
-//! its context, user processes with their own page tables, allocations in system memory, and
+//! its context, user processes with their own page tables, allocations in system memory or in
+//! the driver's aperture segments, and
 //! every page-table update, TLB flush, fill and transfer going through
 //! DxgkDdiBuildPagingBuffer into paging buffers submitted with DxgkDdiSubmitCommandVirtual.
 //!
@@ -37,6 +38,14 @@
 //!   updates the level-1 entry and flushes the TLB for the region (Learn: "Support for 64KB
 //!   pages"). VidMm keeps its own copy of what each leaf table maps, since the driver's
 //!   format is opaque to it.
+//! * **Aperture segments** (QuerySegment descriptors with `Flags.Aperture`; see `aperture.rs`
+//!   and docs/memory.md): an allocation placed in one ([`Vidmm::allocate_placed`]) gets an
+//!   aperture range, MAP_APERTURE_SEGMENT (MDLs, no DMA remapping) or MAP_APERTURE_SEGMENT2
+//!   (an ADL, DMA remapping) before its PTEs are written — which then name the aperture
+//!   segment and page — and UNMAP_APERTURE_SEGMENT at free and eviction (MakeResident maps a
+//!   new range). The paging buffer lives in `PagingBufferSegmentId` when that is an aperture.
+//!   Fills and transfers map aperture allocations in the scratch window through aperture PTEs
+//!   too, so every device access to them goes through the driver's aperture translation.
 //! * **Paging buffers**: one VidMm-owned buffer of [`VidmmConfig::dma_buffer_size`] bytes.
 //!   Operations append to it; on STATUS_GRAPHICS_INSUFFICIENT_DMA_BUFFER the buffer is
 //!   submitted (system context, new SubmissionFenceId), waited for, and the same operation is
@@ -67,9 +76,12 @@ use crate::memory::{PAGE, PAGES_PER_64K};
 use crate::trace::{TraceResult, TraceValue, Track};
 use crate::verifier::{Finding, Rule};
 
+mod aperture;
 pub mod memory;
 mod pgtable;
 
+pub use aperture::ApertureMode;
+use aperture::{ApertureMapping, ApertureSegment, VidmmMdl, MDL_MAX_PAGES};
 pub use memory::VidmmMemory;
 use pgtable::{Geometry, TableRun};
 
@@ -97,6 +109,9 @@ pub struct VidmmConfig {
     pub max_service_rounds: u32,
     /// Use 64 KiB pages (see the module documentation) when the driver supports them.
     pub pages_64k: bool,
+    /// Back aperture allocations of a DMA-remapping adapter with one logically contiguous
+    /// range, so their ADL is contiguous (else scattered pages: a page-list ADL).
+    pub contiguous_adls: bool,
 }
 
 impl Default for VidmmConfig {
@@ -107,6 +122,7 @@ impl Default for VidmmConfig {
             page_table_slots: 8192,
             max_service_rounds: 4096,
             pages_64k: true,
+            contiguous_adls: true,
         }
     }
 }
@@ -182,14 +198,41 @@ pub struct VidmmStats {
     pub device_faults: u64,
     /// TDRs (ResetFromTimeout + RestartFromTimeout) performed.
     pub resets: u64,
+    /// MAP_APERTURE_SEGMENT / MAP_APERTURE_SEGMENT2 operations VidMm asked for (each chunk
+    /// one operation).
+    pub aperture_maps: u64,
+    /// UNMAP_APERTURE_SEGMENT operations.
+    pub aperture_unmaps: u64,
 }
 
 struct Table {
     mem: VidmmMemory,
+    /// The segment id VidMm names it by when it is in system memory (PageTableSegmentId or
+    /// PagingProcessPageTableSegmentId).
+    segment: u32,
+    /// Its aperture mapping, when the driver put page tables in an aperture segment.
+    aperture: Option<ApertureMapping>,
     /// VA in the paging process's page-table window.
     window_va: u64,
     /// For a user process's leaf table: its kind and what it maps.
     leaf: Option<LeafBook>,
+}
+
+/// What a PTE points at: a page of a segment (`segment` 0: a logical page of system memory;
+/// an aperture segment's id: a page of that aperture).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Target {
+    segment: u32,
+    page: u64,
+}
+
+impl Target {
+    fn system(logical_page: u64) -> Self {
+        Self {
+            segment: 0,
+            page: logical_page,
+        }
+    }
 }
 
 /// VidMm's record of one user-process leaf table.
@@ -197,27 +240,40 @@ struct Table {
 struct LeafBook {
     /// A 64 KiB-page table (else 4 KiB pages).
     pages_64k: bool,
-    /// The logical page each 4 KiB of the table's span maps (None = invalid).
-    slots: Vec<Option<u64>>,
+    /// What each 4 KiB of the table's span maps (None = invalid).
+    slots: Vec<Option<Target>>,
 }
 
-/// Can these 16 slots be one 64 KiB entry: all unmapped, or one aligned contiguous run?
-fn is_64k_group(group: &[Option<u64>]) -> bool {
+/// Can these 16 slots be one 64 KiB entry: all unmapped, or one aligned contiguous run of
+/// system memory (aperture pages are 4 KiB pages only)?
+fn is_64k_group(group: &[Option<Target>]) -> bool {
     match group.first().copied().flatten() {
         None => group.iter().all(Option::is_none),
         Some(first) => {
-            first.is_multiple_of(PAGES_PER_64K as u64)
+            first.segment == 0
+                && first.page.is_multiple_of(PAGES_PER_64K as u64)
                 && group
                     .iter()
                     .enumerate()
-                    .all(|(i, &s)| s == Some(first + i as u64))
+                    .all(|(i, &s)| s == Some(Target::system(first.page + i as u64)))
         }
     }
 }
 
 impl Table {
-    fn logical_page(&self) -> u64 {
-        self.mem.logical_page(0)
+    /// Where the table is: its logical page, or its aperture page when it lives in an
+    /// aperture segment.
+    fn address(&self) -> Target {
+        match &self.aperture {
+            Some(m) => Target {
+                segment: m.segment,
+                page: m.first,
+            },
+            None => Target {
+                segment: self.segment,
+                page: self.mem.logical_page(0),
+            },
+        }
     }
 }
 
@@ -238,6 +294,60 @@ struct Allocation {
     backing: Option<VidmmMemory>,
     /// While evicted: the system-memory allocation its contents were paged out to.
     paged_out: Option<AllocId>,
+    /// Where it is placed: 0 for the implicit system-memory segment, else an aperture
+    /// segment's id.
+    segment: u32,
+    /// The driver's `hAllocation` (NULL for VidMm's own allocations).
+    h_allocation: HANDLE,
+    /// Asks for a `CpuVisibleAddress` in MAP_APERTURE_SEGMENT2 (MapApertureCpuVisible and
+    /// AccessedPhysically).
+    map_cpu_visible: bool,
+    /// Its aperture range while resident in an aperture segment.
+    aperture: Option<ApertureMapping>,
+}
+
+/// What the aperture operations need of a [`VidmmMemory`] (copied, so VidMm can map memory it
+/// holds while it builds operations).
+struct PagesOf {
+    logical: Vec<u64>,
+    physical: Vec<u64>,
+    cpu: *mut u8,
+}
+
+impl PagesOf {
+    fn of(mem: &VidmmMemory) -> Self {
+        Self {
+            logical: mem.logical_pages().to_vec(),
+            physical: mem.physical_pages().to_vec(),
+            cpu: mem.cpu_address(0),
+        }
+    }
+}
+
+/// Where [`Vidmm::allocate_placed`] puts an allocation, from the driver's DXGK_ALLOCATIONINFO.
+#[derive(Clone, Copy, Debug)]
+pub struct AllocSpec {
+    /// Bytes (rounded up to 4 KiB).
+    pub bytes: u64,
+    /// The segment: an aperture segment's id, or anything else (0, the implicit
+    /// system-memory segment's id) for system memory.
+    pub segment: u32,
+    /// The driver's `hAllocation`, passed in the aperture operations.
+    pub h_allocation: HANDLE,
+    /// `Flags.MapApertureCpuVisible` and `Flags.AccessedPhysically` were both set.
+    pub map_cpu_visible: bool,
+}
+
+impl AllocSpec {
+    /// `bytes` of system memory, VidMm's own (no `hAllocation`).
+    pub fn system(bytes: u64) -> Self {
+        Self {
+            bytes,
+            segment: 0,
+            h_allocation: std::ptr::null_mut(),
+            map_cpu_visible: false,
+        }
+    }
 }
 
 /// How a UPDATE_PAGE_TABLE walk writes its entries.
@@ -291,10 +401,24 @@ pub struct Vidmm {
     /// The paging process's non-leaf tables as initialized (their contents never change: every
     /// table of the layout exists from the start), replayed by [`Vidmm::power_up`].
     paging_upper_tables: Vec<((usize, u64), Vec<DXGK_PTE>)>,
+    /// The driver's aperture segments.
+    apertures: Vec<ApertureSegment>,
+    /// How aperture ranges are mapped on this adapter.
+    aperture_mode: ApertureMode,
+    /// `PagingBufferSegmentId` from QuerySegment.
+    paging_buffer_segment: u32,
+    /// VidMm's dummy page: what UNMAP_APERTURE_SEGMENT points unmapped pages at.
+    dummy: Option<VidmmMemory>,
+    /// The paging buffer's aperture mapping, when it lives in an aperture segment.
+    buffer_aperture: Option<ApertureMapping>,
 }
 
 fn invalid_pte() -> DXGK_PTE {
     DXGK_PTE::default()
+}
+
+fn target_pte(t: Target) -> DXGK_PTE {
+    page_pte(t.page, t.segment)
 }
 
 fn page_pte(logical_page: u64, segment: u32) -> DXGK_PTE {
@@ -315,6 +439,60 @@ fn table_pte(logical_page: u64, segment: u32) -> DXGK_PTE {
 
 fn bad(msg: impl Into<String>) -> VidmmError {
     VidmmError::InvalidArgument(msg.into())
+}
+
+/// The aperture segments the driver described (QuerySegment descriptors with
+/// `Flags.Aperture`) and how VidMm can map them on this adapter ([`ApertureMode`]).
+fn aperture_segments(
+    m: &Machine,
+    info: &crate::dxgkrnl::AdapterInfo,
+) -> (Vec<ApertureSegment>, ApertureMode) {
+    let mut out = Vec::new();
+    if let Some(segs) = info.segments {
+        let stride = segs.SegmentDescriptorStride;
+        let size = std::mem::size_of::<dxgk_sys::DXGK_SEGMENTDESCRIPTOR4>();
+        for i in 0..segs.NbSegment as usize {
+            let Some(raw) = info
+                .segment_descriptors
+                .get(i * stride..i * stride + size)
+                .filter(|_| stride >= size)
+            else {
+                break;
+            };
+            // SAFETY: `raw` holds `size` bytes; DXGK_SEGMENTDESCRIPTOR4 is plain data (integers
+            // and a union of integers), valid for every bit pattern; read unaligned.
+            let d: dxgk_sys::DXGK_SEGMENTDESCRIPTOR4 = unsafe {
+                raw.as_ptr()
+                    .cast::<dxgk_sys::DXGK_SEGMENTDESCRIPTOR4>()
+                    .read_unaligned()
+            };
+            if d.Flags.Aperture() != 0 {
+                out.push(ApertureSegment::new(
+                    i as u32 + 1,
+                    d.Size as u64 / PAGE64,
+                    d.Flags.CacheCoherent() != 0,
+                ));
+            }
+        }
+    }
+    let map2 = info
+        .driver_caps
+        .is_some_and(|c| c.MemoryManagementCaps.MapAperture2Supported() != 0);
+    let mode = if out.is_empty() {
+        ApertureMode::Unavailable("the driver describes no aperture segment".into())
+    } else if info.dma_remapping {
+        ApertureMode::Adl { cpu_visible: map2 }
+    } else if m.state.config.iommu == crate::IommuMode::Remapped {
+        // Not a configuration Windows has: without DMA remapping its IOMMU maps 1:1, so an
+        // MDL's PFNs are device addresses. Here they are not, so VidMm keeps out of the
+        // aperture rather than hand the driver addresses the device cannot use.
+        ApertureMode::Unavailable(
+            "no DMA remapping, but the IOMMU remaps: MDL pages are not device addresses".into(),
+        )
+    } else {
+        ApertureMode::Mdl
+    };
+    (out, mode)
 }
 
 impl Vidmm {
@@ -383,6 +561,8 @@ impl Vidmm {
                 geo.va_bits
             )));
         }
+        let (apertures, aperture_mode) = aperture_segments(m, &view.info);
+        let paging_buffer_segment = view.info.segments.map_or(0, |s| s.PagingBufferSegmentId);
         let seen = m.interrupt_notifications(id).len();
         let mut v = Vidmm {
             m: m.clone(),
@@ -405,6 +585,11 @@ impl Vidmm {
             stats: VidmmStats::default(),
             destroyed: false,
             paging_upper_tables: Vec::new(),
+            apertures,
+            aperture_mode,
+            paging_buffer_segment,
+            dummy: None,
+            buffer_aperture: None,
         };
         match v.init_paging_process() {
             Ok(()) => Ok(v),
@@ -566,7 +751,7 @@ impl Vidmm {
         }
     }
 
-    fn set_root(&self, p: &Process, segment: u32) -> VidmmResult<()> {
+    fn set_root(&self, p: &Process) -> VidmmResult<()> {
         let f = self
             .ddi
             .DxgkDdiSetRootPageTable
@@ -577,8 +762,9 @@ impl Vidmm {
             NumEntries: self.geo.entries(self.geo.root()),
             ..Default::default()
         };
-        args.Address.SegmentId = segment;
-        args.Address.SegmentOffset = root.logical_page() << 12;
+        let at = root.address();
+        args.Address.SegmentId = at.segment;
+        args.Address.SegmentOffset = at.page << 12;
         let h = self.hadapter;
         // SAFETY: the miniport's DDI with its adapter handle and a valid argument block.
         self.call("DxgkDdiSetRootPageTable", || unsafe { f(h, &args) });
@@ -593,7 +779,8 @@ impl Vidmm {
             .ok_or(VidmmError::OutOfMemory)
     }
 
-    fn new_table(&mut self) -> VidmmResult<Table> {
+    /// A new page table of the paging process (`paging`) or a user process.
+    fn new_table(&mut self, paging: bool) -> VidmmResult<Table> {
         let slot = match self.free_slots.pop() {
             Some(s) => s,
             None if self.next_slot < self.config.page_table_slots => {
@@ -612,6 +799,12 @@ impl Vidmm {
         match self.vidmm_pages(1, false) {
             Ok(mem) => Ok(Table {
                 mem,
+                segment: if paging {
+                    self.geo.paging_table_segment
+                } else {
+                    self.geo.table_segment
+                },
+                aperture: None,
                 window_va: PT_WINDOW_BASE + slot * PAGE64,
                 leaf: None,
             }),
@@ -626,6 +819,280 @@ impl Vidmm {
         self.free_slots
             .push((t.window_va - PT_WINDOW_BASE) / PAGE64);
         self.m.vidmm_free(t.mem);
+    }
+
+    // ---- aperture segments ------------------------------------------------------------------
+
+    /// How this VidMm maps aperture ranges on its adapter.
+    pub fn aperture_mode(&self) -> &ApertureMode {
+        &self.aperture_mode
+    }
+
+    /// Whether `segment` is an aperture segment VidMm can place memory in.
+    pub fn is_aperture(&self, segment: u32) -> bool {
+        !matches!(self.aperture_mode, ApertureMode::Unavailable(_))
+            && self.apertures.iter().any(|a| a.id == segment)
+    }
+
+    fn aperture_seg(&mut self, segment: u32) -> VidmmResult<&mut ApertureSegment> {
+        self.apertures
+            .iter_mut()
+            .find(|a| a.id == segment)
+            .ok_or_else(|| bad(format!("segment {segment} is not an aperture segment")))
+    }
+
+    /// Pages mapped in aperture segment `segment` (Dxgkrnl's book).
+    pub fn aperture_mapped_pages(&self, segment: u32) -> u64 {
+        self.apertures
+            .iter()
+            .find(|a| a.id == segment)
+            .map_or(0, ApertureSegment::mapped_pages)
+    }
+
+    /// Maps the pages of `mem` into aperture segment `segment`: a range from its allocator,
+    /// then MAP_APERTURE_SEGMENT (one per MDL of at most [`MDL_MAX_PAGES`] pages) or
+    /// MAP_APERTURE_SEGMENT2 (one ADL) into the paging buffer; the caller submits. On failure
+    /// nothing stays allocated or mapped in the book.
+    fn map_aperture(
+        &mut self,
+        mem: &PagesOf,
+        segment: u32,
+        h_allocation: HANDLE,
+        map_cpu_visible: bool,
+    ) -> VidmmResult<ApertureMapping> {
+        let pages = mem.logical.len() as u64;
+        let seg = self.aperture_seg(segment)?;
+        let cache_coherent = seg.cache_coherent;
+        let first = seg.allocate(pages).ok_or(VidmmError::OutOfMemory)?;
+        let mut map = ApertureMapping {
+            segment,
+            first,
+            pages,
+            mdls: Vec::new(),
+            adl: None,
+        };
+        let mut flags = dxgk_sys::DXGK_MAPAPERTUREFLAGS::default();
+        flags.set_CacheCoherent(u32::from(cache_coherent));
+        let r = match self.aperture_mode.clone() {
+            ApertureMode::Mdl => {
+                let mut r = Ok(());
+                for (i, chunk) in mem.physical.chunks(MDL_MAX_PAGES).enumerate() {
+                    let mdl = VidmmMdl::new(chunk);
+                    let op = dxgk_sys::DXGKARG_BUILDPAGINGBUFFER_MapApertureSegment {
+                        hAllocation: h_allocation,
+                        SegmentId: segment,
+                        OffsetInPages: (first + (i * MDL_MAX_PAGES) as u64) as usize,
+                        NumberOfPages: chunk.len(),
+                        pMdl: mdl.as_ptr(),
+                        Flags: flags,
+                        MdlOffset: 0,
+                        ..Default::default()
+                    };
+                    map.mdls.push(mdl);
+                    self.stats.aperture_maps += 1;
+                    r = self.build(dxgk_sys::DXGK_OPERATION_MAP_APERTURE_SEGMENT, |a| {
+                        a.u.MapApertureSegment = op;
+                    });
+                    if r.is_err() {
+                        break;
+                    }
+                }
+                r
+            }
+            ApertureMode::Adl { cpu_visible } => {
+                let (ptr, adl) = crate::dxgkrnl::physical_memory::vidmm_adl(
+                    &self.m.state,
+                    self.id,
+                    &mem.logical,
+                    &mem.physical,
+                );
+                map.adl = Some(ptr);
+                // Learn: non-NULL only for an allocation created with MapApertureCpuVisible
+                // (and AccessedPhysically), and only if the driver declared
+                // MapAperture2Supported.
+                let cpu = if cpu_visible && map_cpu_visible {
+                    mem.cpu.cast()
+                } else {
+                    std::ptr::null_mut()
+                };
+                let op = dxgk_sys::DXGKARG_BUILDPAGINGBUFFER_MapApertureSegment2 {
+                    hAllocation: h_allocation,
+                    SegmentId: segment,
+                    OffsetInPages: first as usize,
+                    NumberOfPages: pages as usize,
+                    Adl: adl,
+                    Flags: flags,
+                    AdlOffset: 0,
+                    CpuVisibleAddress: cpu,
+                    ..Default::default()
+                };
+                self.build_map2(ptr, op)
+            }
+            ApertureMode::Unavailable(why) => Err(VidmmError::Unsupported(why)),
+        };
+        match r {
+            Ok(()) => {
+                if let Ok(seg) = self.aperture_seg(segment) {
+                    seg.mark_mapped(first, pages);
+                }
+                Ok(map)
+            }
+            Err(e) => {
+                self.drop_aperture(map);
+                Err(e)
+            }
+        }
+    }
+
+    /// MAP_APERTURE_SEGMENT2 carrying ADL `adl` (its address, for Dxgkrnl's check that it is
+    /// live: an ADL used after DxgkCbFreeAdl is a [`Rule::MdlMisuse`] finding and no operation
+    /// is built).
+    fn build_map2(
+        &mut self,
+        adl: usize,
+        op: dxgk_sys::DXGKARG_BUILDPAGINGBUFFER_MapApertureSegment2,
+    ) -> VidmmResult<()> {
+        const CALL: &str = "DxgkDdiBuildPagingBuffer";
+        if !crate::dxgkrnl::physical_memory::check_adl(&self.m.state, CALL, adl) {
+            return Err(bad(format!("ADL {adl:#x} is not live")));
+        }
+        self.stats.aperture_maps += 1;
+        self.build(dxgk_sys::DXGK_OPERATION_MAP_APERTURE_SEGMENT2, |a| {
+            a.u.MapApertureSegment2 = op;
+        })
+    }
+
+    /// UNMAP_APERTURE_SEGMENT of `[first, first + pages)` of `segment` (pointing them at the
+    /// dummy page) into the paging buffer. A range that no MAP operation mapped is a
+    /// [`Rule::MdlMisuse`] finding and no operation is built.
+    fn build_unmap_aperture(
+        &mut self,
+        segment: u32,
+        first: u64,
+        pages: u64,
+        h_allocation: HANDLE,
+    ) -> VidmmResult<()> {
+        if !self.aperture_seg(segment)?.take_mapped(first, pages) {
+            self.m.state.report(Finding::here(
+                Rule::MdlMisuse,
+                "DxgkDdiBuildPagingBuffer",
+                format!(
+                    "UNMAP_APERTURE_SEGMENT of pages {first}+{pages} of segment {segment}, which no MAP_APERTURE_SEGMENT(2) mapped"
+                ),
+            ));
+            return Err(bad(format!(
+                "aperture pages {first}+{pages} of segment {segment} are not mapped"
+            )));
+        }
+        let dummy = self.dummy_address()?;
+        let op = dxgk_sys::DXGKARG_BUILDPAGINGBUFFER_UnmapApertureSegment {
+            hAllocation: h_allocation,
+            SegmentId: segment,
+            OffsetInPages: first as usize,
+            NumberOfPages: pages as usize,
+            DummyPage: dxgk_sys::LARGE_INTEGER {
+                QuadPart: (dummy << 12) as i64,
+            },
+            ..Default::default()
+        };
+        self.stats.aperture_unmaps += 1;
+        self.build(dxgk_sys::DXGK_OPERATION_UNMAP_APERTURE_SEGMENT, |a| {
+            a.u.UnmapApertureSegment = op;
+        })
+    }
+
+    /// The logical page of VidMm's dummy page (allocated on first use, zeroed).
+    fn dummy_address(&mut self) -> VidmmResult<u64> {
+        if self.dummy.is_none() {
+            self.dummy = Some(self.vidmm_pages(1, true)?);
+        }
+        Ok(self.dummy.as_ref().map_or(0, |d| d.logical_page(0)))
+    }
+
+    /// Unmaps `map` (UNMAP_APERTURE_SEGMENT, submitted and waited for), then frees what its
+    /// MAP operations carried and its range.
+    fn unmap_aperture(&mut self, map: ApertureMapping, h_allocation: HANDLE) -> VidmmResult<()> {
+        let r = self.paging_batch(|v| {
+            v.build_unmap_aperture(map.segment, map.first, map.pages, h_allocation)?;
+            v.submit_paging()
+        });
+        self.drop_aperture(map);
+        r
+    }
+
+    /// Frees what `map`'s MAP operations carried (its ADL, its MDLs) and returns its range to
+    /// the segment, with no paging work.
+    fn drop_aperture(&mut self, map: ApertureMapping) {
+        if let Some(adl) = map.adl {
+            crate::dxgkrnl::physical_memory::vidmm_free_adl(&self.m.state, adl);
+        }
+        if let Ok(seg) = self.aperture_seg(map.segment) {
+            seg.take_mapped(map.first, map.pages);
+            seg.release(map.first, map.pages);
+        }
+    }
+
+    /// The ADL of resident aperture allocation `a` on the remapping path (what its
+    /// MAP_APERTURE_SEGMENT2 carried), for tests.
+    pub fn aperture_adl(&self, a: AllocId) -> Option<*const dxgk_sys::DXGK_ADL> {
+        let m = self.allocs.get(&a)?.aperture.as_ref()?;
+        m.adl.map(|p| p as *const dxgk_sys::DXGK_ADL)
+    }
+
+    /// `(segment, first page, pages)` of resident aperture allocation `a`.
+    pub fn aperture_range(&self, a: AllocId) -> Option<(u32, u64, u64)> {
+        let m = self.allocs.get(&a)?.aperture.as_ref()?;
+        Some((m.segment, m.first, m.pages))
+    }
+
+    /// MAP_APERTURE_SEGMENT2 of `pages` pages of ADL `adl` (from `adl_offset`) at aperture page
+    /// `first` of `segment`, submitted: an operation VidMm itself builds only from its own
+    /// live ADLs. For negative tests: an ADL used after DxgkCbFreeAdl is a
+    /// [`Rule::MdlMisuse`] finding (nothing reaches the driver). Not tracked in any
+    /// allocation's books.
+    pub fn map_aperture_adl(
+        &mut self,
+        segment: u32,
+        first: u64,
+        adl: *const dxgk_sys::DXGK_ADL,
+        adl_offset: u32,
+        pages: u64,
+    ) -> VidmmResult<()> {
+        const CALL: &str = "DxgkDdiBuildPagingBuffer";
+        if !crate::dxgkrnl::physical_memory::check_adl(&self.m.state, CALL, adl as usize) {
+            return Err(bad(format!("ADL {adl:p} is not live")));
+        }
+        // SAFETY: `adl` is a live ADL Dxgkrnl owns (checked above); its storage stays
+        // allocated until freed, which cannot happen during this read.
+        let copy = unsafe { adl.read() };
+        let op = dxgk_sys::DXGKARG_BUILDPAGINGBUFFER_MapApertureSegment2 {
+            SegmentId: segment,
+            OffsetInPages: first as usize,
+            NumberOfPages: pages as usize,
+            Adl: copy,
+            AdlOffset: adl_offset,
+            ..Default::default()
+        };
+        self.paging_batch(|v| {
+            v.build_map2(adl as usize, op)?;
+            v.aperture_seg(segment)?.mark_mapped(first, pages);
+            v.submit_paging()
+        })
+    }
+
+    /// UNMAP_APERTURE_SEGMENT of `[first, first + pages)` of `segment`, submitted. For negative
+    /// tests: a range no MAP operation mapped is a [`Rule::MdlMisuse`] finding (nothing
+    /// reaches the driver).
+    pub fn unmap_aperture_range(
+        &mut self,
+        segment: u32,
+        first: u64,
+        pages: u64,
+    ) -> VidmmResult<()> {
+        self.paging_batch(|v| {
+            v.build_unmap_aperture(segment, first, pages, std::ptr::null_mut())?;
+            v.submit_paging()
+        })
     }
 
     // ---- the system paging process ----------------------------------------------------------
@@ -663,10 +1130,29 @@ impl Vidmm {
         keys.sort();
         keys.dedup();
         for key in keys {
-            let t = self.new_table()?;
+            let t = self.new_table(true)?;
             self.proc_mut(0).tables.insert(key, t);
         }
         let buffer = self.vidmm_pages(layout[1].1 as usize / PAGE, true)?;
+        let pages = PagesOf::of(&buffer);
+        self.buffer = Some(buffer);
+        // The paging buffer in PagingBufferSegmentId when that is an aperture: mapped like a
+        // DMA buffer (no hAllocation) before the CPU_VIRTUAL updates that map it in the paging
+        // process translate its aperture pages.
+        let segment = self.paging_buffer_segment;
+        if self.is_aperture(segment) {
+            let map = self.map_aperture(&pages, segment, std::ptr::null_mut(), false)?;
+            self.buffer_aperture = Some(map);
+        }
+        let buffer_targets: Vec<Target> = (0..pages.logical.len() as u64)
+            .map(|i| match &self.buffer_aperture {
+                Some(m) => Target {
+                    segment: m.segment,
+                    page: m.first + i,
+                },
+                None => Target::system(pages.logical[i as usize]),
+            })
+            .collect();
         // The entries of every table, computed by VidMm, written by the driver with the CPU.
         let mut contents: HashMap<(usize, u64), Vec<DXGK_PTE>> = HashMap::new();
         let proc0 = self.procs[0].as_ref().expect("paging process");
@@ -685,30 +1171,21 @@ impl Vidmm {
             // The parent entry pointing at this table.
             if level < self.geo.root() {
                 let va = key * self.geo.table_span(level);
-                set(
-                    level + 1,
-                    va,
-                    table_pte(t.logical_page(), self.geo.paging_table_segment),
-                );
+                let at = t.address();
+                set(level + 1, va, table_pte(at.page, at.segment));
             }
             // The window mapping of this table.
-            set(
-                0,
-                t.window_va,
-                page_pte(t.logical_page(), self.geo.paging_table_segment),
-            );
+            set(0, t.window_va, target_pte(t.address()));
         }
-        for i in 0..buffer.pages() {
-            set(
-                0,
-                PAGING_BUFFER_BASE + i as u64 * PAGE64,
-                page_pte(buffer.logical_page(i), 0),
-            );
+        for (i, &t) in buffer_targets.iter().enumerate() {
+            set(0, PAGING_BUFFER_BASE + i as u64 * PAGE64, target_pte(t));
         }
-        self.buffer = Some(buffer);
         let mut order: Vec<_> = contents.into_iter().collect();
         order.sort_by_key(|(key, _)| *key);
         self.write_paging_tables(&order)?;
+        // Whatever the aperture mapping put in the paging buffer runs now that the paging
+        // process can run it.
+        self.submit_paging()?;
         self.paging_upper_tables = order
             .into_iter()
             .filter(|((level, _), _)| *level > 0)
@@ -772,7 +1249,7 @@ impl Vidmm {
             }
         }
         let p = self.procs[0].take().expect("paging process");
-        let r = self.set_root(&p, self.geo.paging_table_segment);
+        let r = self.set_root(&p);
         self.procs[0] = Some(p);
         r
     }
@@ -1126,13 +1603,9 @@ impl Vidmm {
             EndVirtualAddress: end,
             ..Default::default()
         };
-        f.RootPageTableAddress.SegmentId = if p == 0 {
-            self.geo.paging_table_segment
-        } else {
-            self.geo.table_segment
-        };
-        f.RootPageTableAddress.SegmentOffset =
-            proc_.tables[&(self.geo.root(), 0)].logical_page() << 12;
+        let root = proc_.tables[&(self.geo.root(), 0)].address();
+        f.RootPageTableAddress.SegmentId = root.segment;
+        f.RootPageTableAddress.SegmentOffset = root.page << 12;
         self.build(dxgk_sys::DXGK_OPERATION_FLUSH_TLB, |a| a.u.FlushTlb = f)
     }
 
@@ -1160,7 +1633,7 @@ impl Vidmm {
         }
         let mut created = Vec::new();
         for &key in &missing {
-            match self.new_table() {
+            match self.new_table(p == 0) {
                 Ok(mut t) => {
                     if key.0 == 0 && p != 0 {
                         t.leaf = Some(LeafBook {
@@ -1178,17 +1651,17 @@ impl Vidmm {
                 }
             }
         }
-        let window: Vec<(u64, u64)> = created
+        let window: Vec<(u64, Target)> = created
             .iter()
-            .map(|(_, t)| (t.window_va, t.logical_page()))
+            .map(|(_, t)| (t.window_va, t.address()))
             .collect();
         for (key, t) in created {
             self.proc_mut(p).tables.insert(key, t);
         }
         // 1. Map the new tables in the paging process's page-table window, flush its TLB.
         let (mut lo, mut hi) = (u64::MAX, 0);
-        for &(wva, page) in &window {
-            let pte = page_pte(page, self.geo.table_segment);
+        for &(wva, at) in &window {
+            let pte = target_pte(at);
             self.update_entries(0, 0, wva, Entries::Slice(&[pte]))?;
             lo = lo.min(wva);
             hi = hi.max(wva + PAGE64);
@@ -1215,9 +1688,9 @@ impl Vidmm {
             if level == self.geo.root() {
                 continue;
             }
-            let page = self.proc_ref(p).tables[&(level, key)].logical_page();
+            let at = self.proc_ref(p).tables[&(level, key)].address();
             let va = key * self.geo.table_span(level);
-            let pte = table_pte(page, self.geo.table_segment);
+            let pte = table_pte(at.page, at.segment);
             self.update_entries(p, level + 1, va, Entries::Slice(&[pte]))?;
         }
         Ok(())
@@ -1226,12 +1699,12 @@ impl Vidmm {
     /// Writes leaf entries of `p` for `[va, va + pages.len() pages)`: `Some(page)` maps that
     /// logical page, `None` invalidates. Appends to the paging buffer. In a user process, each
     /// leaf table is written in its kind, which may change (see the module documentation).
-    fn write_leaves(&mut self, p: usize, va: u64, pages: &[Option<u64>]) -> VidmmResult<()> {
+    fn write_leaves(&mut self, p: usize, va: u64, pages: &[Option<Target>]) -> VidmmResult<()> {
         if p == 0 {
             // The paging process maps its windows with 4 KiB pages.
             let ptes: Vec<DXGK_PTE> = pages
                 .iter()
-                .map(|pg| pg.map_or_else(invalid_pte, |l| page_pte(l, 0)))
+                .map(|pg| pg.map_or_else(invalid_pte, target_pte))
                 .collect();
             return self.update_entries(p, 0, va, Entries::Slice(&ptes));
         }
@@ -1248,7 +1721,7 @@ impl Vidmm {
         &mut self,
         p: usize,
         run: TableRun,
-        pages: &[Option<u64>],
+        pages: &[Option<Target>],
     ) -> VidmmResult<()> {
         let (key, va) = (run.table, run.va);
         let region = key.1 * self.geo.table_span(0);
@@ -1257,7 +1730,7 @@ impl Vidmm {
             .proc_ref(p)
             .tables
             .get(&key)
-            .and_then(|t| Some((t.logical_page(), t.leaf.clone()?)))
+            .and_then(|t| Some((t.address(), t.leaf.clone()?)))
             .ok_or_else(|| bad(format!("no leaf table for VA {va:#x}")))?;
         let mut slots = book.slots;
         slots[first..first + pages.len()].copy_from_slice(pages);
@@ -1269,7 +1742,7 @@ impl Vidmm {
             // Another kind: every entry in the new kind, the level-1 entry, and a flush of the
             // whole region (the device may cache the old kind of the table).
             self.write_leaf_entries(p, region, &slots, 0..slots.len(), pages_64k)?;
-            let mut link = table_pte(table_page, self.geo.table_segment);
+            let mut link = table_pte(table_page.page, table_page.segment);
             link.set_PageTablePageSize(u64::from(pages_64k));
             self.update_entries(p, 1, region, Entries::Slice(&[link]))?;
             self.flush_tlb(p, region, region + self.geo.table_span(0))?;
@@ -1292,11 +1765,11 @@ impl Vidmm {
         &mut self,
         p: usize,
         region: u64,
-        slots: &[Option<u64>],
+        slots: &[Option<Target>],
         range: std::ops::Range<usize>,
         pages_64k: bool,
     ) -> VidmmResult<()> {
-        let pte_of = |s: &Option<u64>| s.map_or_else(invalid_pte, |l| page_pte(l, 0));
+        let pte_of = |s: &Option<Target>| s.map_or_else(invalid_pte, target_pte);
         if !pages_64k {
             let ptes: Vec<DXGK_PTE> = slots[range.clone()].iter().map(pte_of).collect();
             return self.update_entries(
@@ -1347,7 +1820,7 @@ impl Vidmm {
             .and_then(|()| self.submit_paging());
         let r = r.and_then(|()| {
             let p = self.procs[i].take().expect("process");
-            let r = self.set_root(&p, self.geo.table_segment);
+            let r = self.set_root(&p);
             self.procs[i] = Some(p);
             r
         });
@@ -1404,30 +1877,122 @@ impl Vidmm {
     /// An allocation of `bytes` (rounded up to 4 KiB) of zeroed system memory, mapped in the
     /// adapter's IOMMU (VidMm-owned; see [`VidmmMemory`]).
     pub fn allocate(&mut self, bytes: u64) -> VidmmResult<AllocId> {
-        if bytes == 0 {
+        self.allocate_placed(AllocSpec::system(bytes))
+    }
+
+    /// An allocation placed as `spec` says: in system memory as [`Vidmm::allocate`], or in an
+    /// aperture segment — zeroed system memory (4 KiB pages; one logically contiguous range
+    /// on the remapping path when [`VidmmConfig::contiguous_adls`]) mapped into a range of the
+    /// aperture with MAP_APERTURE_SEGMENT / MAP_APERTURE_SEGMENT2 (submitted and waited for),
+    /// its PTEs then naming aperture pages. A segment VidMm cannot map
+    /// ([`Vidmm::is_aperture`] false) holds nothing: [`VidmmError::Unsupported`].
+    pub fn allocate_placed(&mut self, spec: AllocSpec) -> VidmmResult<AllocId> {
+        if spec.bytes == 0 {
             return Err(bad("empty allocation"));
         }
-        let pages = bytes.div_ceil(PAGE64) as usize;
-        let mem = self.acquire(pages)?;
+        let aperture = self.apertures.iter().any(|a| a.id == spec.segment);
+        if aperture && !self.is_aperture(spec.segment) {
+            let ApertureMode::Unavailable(why) = &self.aperture_mode else {
+                unreachable!("is_aperture is false only when unavailable");
+            };
+            return Err(VidmmError::Unsupported(format!(
+                "segment {}: {why}",
+                spec.segment
+            )));
+        }
+        let pages = spec.bytes.div_ceil(PAGE64) as usize;
+        let segment = if aperture { spec.segment } else { 0 };
         let id = AllocId(self.next_alloc);
         self.next_alloc += 1;
         self.allocs.insert(
             id,
             Allocation {
                 bytes: pages as u64 * PAGE64,
-                backing: Some(mem),
+                backing: None,
                 paged_out: None,
+                segment,
+                h_allocation: spec.h_allocation,
+                map_cpu_visible: spec.map_cpu_visible,
+                aperture: None,
             },
         );
+        if let Err(e) = self.back(id) {
+            self.allocs.remove(&id);
+            return Err(e);
+        }
         Ok(id)
+    }
+
+    /// Gives allocation `a` (without backing) new backing through [`Vidmm::acquire`] and, in an
+    /// aperture segment, its aperture mapping (submitted). On failure `a` stays without
+    /// backing and nothing leaks.
+    fn back(&mut self, a: AllocId) -> VidmmResult<()> {
+        let x = self.alloc_ref(a)?;
+        let (pages, segment, h, cpu) = (
+            (x.bytes / PAGE64) as usize,
+            x.segment,
+            x.h_allocation,
+            x.map_cpu_visible,
+        );
+        let mem = self.acquire(pages, segment != 0)?;
+        let mut map = None;
+        if segment != 0 {
+            let view = PagesOf::of(&mem);
+            let r = self.paging_batch(|v| {
+                let m = v.map_aperture(&view, segment, h, cpu)?;
+                map = Some(m);
+                v.submit_paging()
+            });
+            if let Err(e) = r {
+                if let Some(m) = map {
+                    self.drop_aperture(m);
+                }
+                self.m.vidmm_free(mem);
+                return Err(e);
+            }
+        }
+        if let Some(x) = self.allocs.get_mut(&a) {
+            x.backing = Some(mem);
+            x.aperture = map;
+        }
+        Ok(())
+    }
+
+    /// Takes `a`'s backing away: its aperture range unmapped (UNMAP_APERTURE_SEGMENT,
+    /// submitted) when it has one, then the memory freed. The allocation stays.
+    fn unback(&mut self, a: AllocId) -> VidmmResult<()> {
+        let Some(x) = self.allocs.get_mut(&a) else {
+            return Ok(());
+        };
+        let (map, mem, h) = (x.aperture.take(), x.backing.take(), x.h_allocation);
+        let r = match map {
+            Some(m) => self.unmap_aperture(m, h),
+            None => Ok(()),
+        };
+        if let Some(mem) = mem {
+            self.m.vidmm_free(mem);
+        }
+        r
     }
 
     /// Backing for an allocation of `pages` pages: 64 KiB runs when the geometry has 64 KiB
     /// PTEs and the size allows, else 4 KiB pages (the path [`Vidmm::allocate`] and
-    /// [`Vidmm::make_resident`] share). [`Vidmm::fail_next_acquire`] fails it once.
-    fn acquire(&mut self, pages: usize) -> VidmmResult<VidmmMemory> {
+    /// [`Vidmm::make_resident`] share); for the aperture (`aperture`) 4 KiB pages, logically
+    /// contiguous on the remapping path when [`VidmmConfig::contiguous_adls`].
+    /// [`Vidmm::fail_next_acquire`] fails it once.
+    fn acquire(&mut self, pages: usize, aperture: bool) -> VidmmResult<VidmmMemory> {
         if std::mem::take(&mut self.fail_acquire) {
             return Err(VidmmError::OutOfMemory);
+        }
+        if aperture {
+            let contiguous = self.config.contiguous_adls
+                && matches!(self.aperture_mode, ApertureMode::Adl { .. });
+            return if contiguous {
+                self.m.vidmm_allocate_contiguous(self.id, pages, true)
+            } else {
+                self.m.vidmm_allocate(self.id, pages, true)
+            }
+            .ok_or(VidmmError::OutOfMemory);
         }
         if self.geo.entries_64k.is_some() && pages.is_multiple_of(PAGES_PER_64K) {
             self.m
@@ -1506,19 +2071,27 @@ impl Vidmm {
             )));
         }
         let ptes = self.range_ptes(a, first, pages)?;
-        self.map_logical(p, gpu_va, &ptes, flush_tlb)?;
+        self.map_targets(i, gpu_va, &ptes, flush_tlb)?;
         self.proc_mut(i).mappings.push((a, gpu_va, first, pages));
         Ok(())
     }
 
-    /// The PTE targets of pages `[first, first + pages)` of resident `a`.
-    fn range_ptes(&self, a: AllocId, first: u64, pages: u64) -> VidmmResult<Vec<Option<u64>>> {
-        Ok(
-            self.backing(a)?.logical_pages()[first as usize..(first + pages) as usize]
-                .iter()
-                .map(|&l| Some(l))
-                .collect(),
-        )
+    /// The PTE targets of pages `[first, first + pages)` of resident `a`: its aperture pages
+    /// when it lives in an aperture segment, else its logical pages.
+    fn range_ptes(&self, a: AllocId, first: u64, pages: u64) -> VidmmResult<Vec<Option<Target>>> {
+        let x = self.alloc_ref(a)?;
+        let backing = self.backing(a)?;
+        Ok((first..first + pages)
+            .map(|i| {
+                Some(match &x.aperture {
+                    Some(m) => Target {
+                        segment: m.segment,
+                        page: m.first + i,
+                    },
+                    None => Target::system(backing.logical_page(i as usize)),
+                })
+            })
+            .collect())
     }
 
     /// Every mapping of `a`: `(process index, gpu_va, first page, pages)`.
@@ -1536,7 +2109,7 @@ impl Vidmm {
 
     /// Writes the leaf PTEs of `pages` pages at `gpu_va` of process index `i` to `ptes` (or
     /// invalidates them with `None`) and flushes the TLB, in one paging batch.
-    fn rewrite(&mut self, i: usize, gpu_va: u64, ptes: &[Option<u64>]) -> VidmmResult<()> {
+    fn rewrite(&mut self, i: usize, gpu_va: u64, ptes: &[Option<Target>]) -> VidmmResult<()> {
         let end = gpu_va + ptes.len() as u64 * PAGE64;
         self.paging_batch(|v| {
             v.write_leaves(i, gpu_va, ptes)?;
@@ -1558,6 +2131,18 @@ impl Vidmm {
         flush_tlb: bool,
     ) -> VidmmResult<()> {
         let i = self.user(p)?;
+        let pages: Vec<Option<Target>> = pages.iter().map(|p| p.map(Target::system)).collect();
+        self.map_targets(i, gpu_va, &pages, flush_tlb)
+    }
+
+    /// [`Vidmm::map_logical`] of process index `i` with PTE targets of any segment.
+    fn map_targets(
+        &mut self,
+        i: usize,
+        gpu_va: u64,
+        pages: &[Option<Target>],
+        flush_tlb: bool,
+    ) -> VidmmResult<()> {
         let len = pages.len() as u64 * PAGE64;
         self.check_va(gpu_va, len)?;
         self.paging_batch(|v| {
@@ -1605,16 +2190,14 @@ impl Vidmm {
             self.rewrite(i, va, &vec![None; pages as usize])?;
         }
         if let Some(x) = self.allocs.get_mut(&a) {
-            if let Some(mem) = x.backing.take() {
-                self.m.vidmm_free(mem);
-            }
             x.paged_out = Some(staging);
         }
-        Ok(())
+        self.unback(a)
     }
 
     /// Makes evicted `a` resident again as VidMm does: new backing through the same path it
-    /// was first made resident by, the paged-out contents transferred back (VIRTUAL_TRANSFER),
+    /// was first made resident by (in an aperture segment: a new aperture range, mapped with
+    /// MAP_APERTURE_SEGMENT(2)), the paged-out contents transferred back (VIRTUAL_TRANSFER),
     /// then every recorded mapping's PTEs rewritten (UPDATE_PAGE_TABLE + FLUSH_TLB). Returns
     /// whether anything was paged in (false: `a` was resident). Synchronous: the paging work
     /// is done on return. If the backing cannot be acquired or the transfer fails, `a` stays
@@ -1626,14 +2209,9 @@ impl Vidmm {
         }
         let (bytes, staging) = (x.bytes, x.paged_out);
         let staging = staging.ok_or_else(|| bad(format!("{a:?} has no paged-out contents")))?;
-        let mem = self.acquire((bytes / PAGE64) as usize)?;
-        if let Some(x) = self.allocs.get_mut(&a) {
-            x.backing = Some(mem);
-        }
+        self.back(a)?;
         if let Err(e) = self.transfer(staging, a, bytes) {
-            if let Some(mem) = self.allocs.get_mut(&a).and_then(|x| x.backing.take()) {
-                self.m.vidmm_free(mem);
-            }
+            let _ = self.unback(a);
             return Err(e);
         }
         if let Some(x) = self.allocs.get_mut(&a) {
@@ -1651,6 +2229,9 @@ impl Vidmm {
     /// nothing maps, like a page-out target).
     fn release(&mut self, a: AllocId) {
         if let Some(x) = self.allocs.remove(&a) {
+            if let Some(m) = x.aperture {
+                self.drop_aperture(m);
+            }
             if let Some(mem) = x.backing {
                 self.m.vidmm_free(mem);
             }
@@ -1661,15 +2242,23 @@ impl Vidmm {
     }
 
     /// Frees `a`: every mapping still recorded is unmapped (PTEs invalidated, TLB flushed),
-    /// then its backing (or paged-out contents) freed.
+    /// its aperture range unmapped (UNMAP_APERTURE_SEGMENT), then its backing (or paged-out
+    /// contents) freed.
     pub fn free(&mut self, a: AllocId) -> VidmmResult<()> {
         self.alloc_ref(a)?;
         let mut r = Ok(());
         for (i, va, _, _) in self.mappings_of(a) {
             r = r.and(self.unmap(ProcessId(i), a, va));
         }
+        r = r.and(self.unback(a));
         self.release(a);
         r
+    }
+
+    /// The segment `a` is placed in: 0 for the implicit system-memory segment, else an
+    /// aperture segment's id.
+    pub fn segment_of(&self, a: AllocId) -> VidmmResult<u32> {
+        Ok(self.alloc_ref(a)?.segment)
     }
 
     fn check_range(&self, a: AllocId, offset: u64, size: u64) -> VidmmResult<()> {
@@ -1693,11 +2282,7 @@ impl Vidmm {
     ) -> VidmmResult<(u64, u64)> {
         let first = offset / PAGE64;
         let last = (offset + size).div_ceil(PAGE64);
-        let pages: Vec<Option<u64>> = self.backing(a)?.logical_pages()
-            [first as usize..last as usize]
-            .iter()
-            .map(|&l| Some(l))
-            .collect();
+        let pages = self.range_ptes(a, first, last - first)?;
         self.write_leaves(0, scratch_va, &pages)?;
         Ok((scratch_va + offset % PAGE64, last - first))
     }
@@ -1841,14 +2426,25 @@ impl Vidmm {
             }
         }
         self.procs.clear();
+        if let Some(m) = self.buffer_aperture.take() {
+            self.drop_aperture(m);
+        }
         if let Some(b) = self.buffer.take() {
             self.m.vidmm_free(b);
         }
         let allocs: Vec<AllocId> = self.allocs.keys().copied().collect();
         for a in allocs {
-            if let Some(mem) = self.allocs.remove(&a).and_then(|x| x.backing) {
-                self.m.vidmm_free(mem);
+            if let Some(x) = self.allocs.remove(&a) {
+                if let Some(m) = x.aperture {
+                    self.drop_aperture(m);
+                }
+                if let Some(mem) = x.backing {
+                    self.m.vidmm_free(mem);
+                }
             }
+        }
+        if let Some(d) = self.dummy.take() {
+            self.m.vidmm_free(d);
         }
         r
     }
