@@ -1077,6 +1077,78 @@ fn cpu_visible_address_needs_map_aperture2_supported_and_the_allocation_flag() {
     }
 }
 
+/// rgpu's DxgkDdiQueryAdapterInfo, with every page-table level placed in the aperture segment
+/// (what a driver whose in-driver engine must see every page as an MDL answers).
+unsafe extern "system" fn qai_tables_in_aperture(
+    h: sys::HANDLE,
+    q: *const sys::DXGKARG_QUERYADAPTERINFO,
+) -> sys::NTSTATUS {
+    let original = ORIGINAL_QAI.get().expect("installed");
+    // SAFETY: forwarded as Dxgkrnl called it.
+    let status = unsafe { original(h, q) };
+    // SAFETY: Dxgkrnl's argument block, valid for the call.
+    let q = unsafe { &*q };
+    if status == 0 && q.Type == sys::DXGKQAITYPE_PAGETABLELEVELDESC {
+        let d = q.pOutputData.cast::<sys::DXGK_PAGE_TABLE_LEVEL_DESC>();
+        // SAFETY: the level descriptor the driver just filled.
+        let mut desc = unsafe { d.read_unaligned() };
+        desc.PageTableSegmentId = APERTURE;
+        desc.PagingProcessPageTableSegmentId = APERTURE;
+        // SAFETY: as above.
+        unsafe { d.write_unaligned(desc) };
+    }
+    status
+}
+
+/// Page tables in the aperture (PageTableSegmentId = PagingProcessPageTableSegmentId = the
+/// aperture, on both memory paths): each table is mapped into the aperture, parent entries,
+/// the page-table window and DxgkDdiSetRootPageTable name it by aperture segment + offset,
+/// CPU_VIRTUAL updates still get its CPU address; every byte still moves through the device.
+#[test]
+fn page_tables_in_the_aperture_segment_work_on_both_paths() {
+    for config in machines() {
+        let name = config.name.clone();
+        let (m, id) = boot_with(config, |d| {
+            let _ = ORIGINAL_QAI.set(d.DxgkDdiQueryAdapterInfo.unwrap());
+            d.DxgkDdiQueryAdapterInfo = Some(qai_tables_in_aperture);
+        });
+        let levels = m.adapter(id).info.page_table_levels.clone();
+        assert!(levels.iter().all(|l| l.PageTableSegmentId == APERTURE));
+        let mut v = Vidmm::with_config(&m, id, small_buffers()).expect("VidMm init");
+        let paging_tables = v.aperture_mapped_pages(APERTURE) - 1;
+        assert!(
+            paging_tables >= 4,
+            "{name}: the paging process's tables are in the aperture"
+        );
+        let p = v.create_process().unwrap();
+        let cmd = v.allocate(4096).unwrap();
+        v.map(p, cmd, CMD_VA).unwrap();
+        let size = 68 * KIB;
+        let a = v.allocate(size).unwrap();
+        let b = v.allocate_placed(in_aperture(size)).unwrap();
+        let (va, vb) = (0x1F_F000, 0x0100_001F_F000);
+        v.map(p, a, va).unwrap();
+        v.map(p, b, vb).unwrap();
+        let with_tables = v.aperture_mapped_pages(APERTURE);
+        v.fill(a, 0, size, 0x7E57_AB1E).unwrap();
+        run_user_copy(&mut v, p, cmd, CMD_VA, vb, va, size).unwrap();
+        expect_pattern(&v, b, 0, size, 0x7E57_AB1E, &format!("{name}: user copy"));
+        v.evict(b).unwrap();
+        v.make_resident(b).unwrap();
+        run_user_copy(&mut v, p, cmd, CMD_VA, va, vb, size).unwrap();
+        expect_pattern(&v, a, 0, size, 0x7E57_AB1E, &format!("{name}: after remap"));
+        assert_eq!(v.aperture_mapped_pages(APERTURE), with_tables);
+        v.free(b).unwrap();
+        // The process's tables leave the aperture with it.
+        v.destroy_process(p).unwrap();
+        assert_eq!(v.aperture_mapped_pages(APERTURE), 1 + paging_tables);
+        assert_eq!(v.stats().device_faults, 0);
+        shutdown(&m, id, v);
+        assert_eq!(m.live_adls(), 0);
+        m.assert_clean();
+    }
+}
+
 // ---- low resources ---------------------------------------------------------------------------
 
 fn paging_scenario(m: &Machine) -> i32 {

@@ -142,10 +142,14 @@ pub(super) unsafe extern "system" fn ddi_set_root_page_table(
         // SAFETY: a live context from CreateContext; VidMm guarantees it is idle during the
         // call, so nothing else uses it.
         let ctx = unsafe { ctx.as_mut() };
-        let (root, entries) = (args.address, args.entries);
-        ctx.root = Some((root, entries));
         // SAFETY: Dxgkrnl passes the adapter handle from AddDevice.
-        unsafe { adapter(h_adapter) }?.set_root(ctx.asid, root, entries)
+        let a = unsafe { adapter(h_adapter) }?;
+        // A root in the aperture segment is addressed by its aperture offset.
+        let root =
+            crate::paging::aperture::table_address(a.aperture(), args.segment, args.address)?;
+        let entries = args.entries;
+        ctx.root = Some((root, entries));
+        a.set_root(ctx.asid, root, entries)
     })();
     // The DDI returns nothing: a failure can only be logged.
     finish("SetRootPageTable", r);

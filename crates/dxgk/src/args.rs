@@ -141,6 +141,9 @@ impl CreateProcess<'_> {
 pub struct SetRootPageTable {
     /// `hContext`.
     pub context: Option<ContextHandle>,
+    /// `Address.SegmentId`: the segment the root table lives in (the driver's
+    /// PageTableSegmentId or PagingProcessPageTableSegmentId answer).
+    pub segment: u32,
     /// `Address.SegmentOffset`: the root table's address in its segment.
     pub address: u64,
     /// `NumEntries`.
@@ -157,6 +160,7 @@ impl SetRootPageTable {
         let raw = unsafe { raw.as_ref() }.ok_or(NtError::INVALID_PARAMETER)?;
         Ok(Self {
             context: ContextHandle::from_raw(raw.hContext),
+            segment: raw.Address.SegmentId,
             address: raw.Address.SegmentOffset,
             entries: raw.NumEntries,
         })
