@@ -18,7 +18,7 @@ const KIB: u64 = 1024;
 const MIB: u64 = 1024 * KIB;
 
 mod support;
-use support::{boot, long_fill, machines};
+use support::{boot, boot_soft, long_fill, machines, soft_machines};
 
 fn shutdown(m: &Machine, id: AdapterId, vidmm: Vidmm) {
     vidmm.destroy().expect("VidMm teardown");
@@ -1212,5 +1212,77 @@ fn a_paging_scenario_survives_every_low_resources_failure() {
             config.name, report.injection_points
         );
         assert!(report.injection_points > 0);
+    }
+}
+
+// ---- soft rgpu --------------------------------------------------------------------------------
+
+/// Paging on a soft adapter (a root-enumerated device: the driver runs the model on its own
+/// engine thread): every allocation, the paging buffer and the page tables live in the aperture,
+/// and the engine reaches each page through the MDL VidMm passed in MAP_APERTURE_SEGMENT
+/// (docs/soft-rgpu.md). VIRTUAL_FILL, VIRTUAL_TRANSFER and a user COPY move every byte, with
+/// 4 KiB paging buffers (multipass); VidMm's own system-memory allocation, which the driver
+/// never saw an MDL of, faults, and the TDR that follows leaves the adapter working. Both
+/// interface generations (both on the WDDM 2.4 MDL path: no remapping opt-in).
+#[test]
+fn a_soft_adapter_pages_through_the_aperture_and_faults_outside_it() {
+    for config in soft_machines() {
+        let name = config.name.clone();
+        let (m, id) = boot_soft(config);
+        assert!(m.debug_contains("soft rgpu"), "{name}: started soft");
+        assert!(
+            m.debug_contains("WDDM 2.4 MDL pages"),
+            "{name}: no remapping on a soft adapter"
+        );
+        let mut v = Vidmm::with_config(&m, id, small_buffers()).expect("VidMm init");
+        let p = v.create_process().expect("process");
+        let cmd = v.allocate_placed(in_aperture(4096)).unwrap();
+        v.map(p, cmd, CMD_VA).unwrap();
+        for (ci, &(size, va)) in [(4 * KIB, 0x20_0000u64), (2 * MIB + 12 * KIB, 0x3FFF_0000)]
+            .iter()
+            .enumerate()
+        {
+            let pattern = 0x50F7_0000 | (ci as u32) << 8 | 0x11;
+            let src = v.allocate_placed(in_aperture(size)).unwrap();
+            let dst = v.allocate_placed(in_aperture(size)).unwrap();
+            let dst2 = v.allocate_placed(in_aperture(size)).unwrap();
+            let (dst_va, dst2_va) = (va + 0x100_0000_0000, va + 0x200_0000_0000);
+            v.map(p, src, va).unwrap();
+            v.map(p, dst, dst_va).unwrap();
+            v.map(p, dst2, dst2_va).unwrap();
+            v.fill(src, 0, size, pattern).unwrap();
+            v.transfer(src, dst, size).unwrap();
+            expect_pattern(&v, dst, 0, size, pattern, &format!("{name}: transfer"));
+            run_user_copy(&mut v, p, cmd, CMD_VA, dst2_va, va, size).unwrap();
+            expect_pattern(&v, dst2, 0, size, pattern, &format!("{name}: user copy"));
+        }
+        assert!(v.stats().multipass_resumes > 0, "{name}: multipass");
+        // VidMm's own system memory: no MDL ever reached the driver, so the engine faults.
+        let foreign = v.allocate(4096).unwrap();
+        v.map(p, foreign, 0x7000_0000).unwrap();
+        let err = v.fill(foreign, 0, 4096, 0x1234_5678).unwrap_err();
+        assert!(
+            matches!(err, VidmmError::DeviceFault { .. }),
+            "{name}: expected a device fault, got {err:?}"
+        );
+        assert_eq!(
+            v.stats().resets,
+            1,
+            "{name}: the fault was recovered by a TDR"
+        );
+        // After the TDR the aperture still works.
+        let after = v.allocate_placed(in_aperture(8192)).unwrap();
+        v.map(p, after, 0x9000_0000).unwrap();
+        v.fill(after, 0, 8192, 0xC0DE_0001).unwrap();
+        expect_pattern(
+            &v,
+            after,
+            0,
+            8192,
+            0xC0DE_0001,
+            &format!("{name}: after TDR"),
+        );
+        shutdown(&m, id, v);
+        m.assert_clean();
     }
 }

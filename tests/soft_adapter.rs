@@ -8,22 +8,9 @@ use dxgk_sim::{AdapterId, InterruptNotification, Machine, PnpState};
 use dxgk_sys as sys;
 
 mod support;
-use support::machines;
+use support::{boot_soft, machines};
 
 /// Loads rgpu and starts one root-enumerated adapter.
-fn boot_soft(config: dxgk_sim::MachineConfig) -> (Machine, AdapterId) {
-    let m = Machine::new(config);
-    assert_eq!(m.load_driver(rgpu::ddi::DriverEntry), sys::STATUS_SUCCESS);
-    let id = m.add_root_adapter();
-    assert_eq!(
-        m.start_adapter(id),
-        sys::STATUS_SUCCESS,
-        "{:?}",
-        m.findings()
-    );
-    (m, id)
-}
-
 /// The driver's adapter behind `id`'s MiniportDeviceContext.
 fn adapter(m: &Machine, id: AdapterId) -> &rgpu::adapter::Adapter {
     let ctx = m.adapter(id).context as *const rgpu::adapter::Adapter;

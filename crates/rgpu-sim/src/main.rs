@@ -196,9 +196,7 @@ pub fn machine_config(interface: Interface, iommu: Option<Iommu>, device: Device
     let mode = match iommu {
         Some(Iommu::Identity) => IommuMode::Identity,
         Some(Iommu::Remapped) => IommuMode::Remapped,
-        None if device == Device::Hardware
-            && version >= sys::DXGKDDI_INTERFACE_VERSION_WDDM3_0 =>
-        {
+        None if device == Device::Hardware && version >= sys::DXGKDDI_INTERFACE_VERSION_WDDM3_0 => {
             IommuMode::Remapped
         }
         None => IommuMode::Identity,
@@ -220,8 +218,8 @@ fn main() -> ExitCode {
 }
 
 fn run(args: &RunArgs) -> ExitCode {
-    let config =
-        machine_config(args.interface, args.iommu, args.device).with_physical_base(args.phys_above.unwrap_or(0));
+    let config = machine_config(args.interface, args.iommu, args.device)
+        .with_physical_base(args.phys_above.unwrap_or(0));
     let show_progress = !args.quiet && std::io::stderr().is_terminal();
     let outcome = scenario::run(config, args.device, args.size, args.fail_nth, show_progress);
     let rep = report::Report::new(&outcome);

@@ -153,18 +153,12 @@ pub(crate) fn alloc_mdl(pages: usize) -> *mut MDL {
 }
 
 pub(crate) fn free_mdl(mdl: *mut MDL, pages: usize) {
-    // An MDL must not be freed while a driver still maps it to system VA (Mm: unmap first).
-    // The callers that free driver MDLs check this themselves; this catches the system's own
-    // MDLs (VidMm's MAP_APERTURE_SEGMENT MDLs) freed under a driver's mapping.
+    // A system mapping a driver made of an MDL the system owns (VidMm's MAP_APERTURE_SEGMENT
+    // MDLs, mapped with MmGetSystemAddressForMdlSafe) lives in the MDL and goes with it when
+    // its owner tears it down (as MmUnlockPages unmaps MDL_MAPPED_TO_SYSTEM_VA). The callers
+    // that free a driver's own MDLs check for live mappings themselves and report them.
     if let Some(m) = crate::machine::try_current() {
-        let va = m.mem().mm.take_sys_map_of(mdl as usize);
-        if let Some(va) = va {
-            misuse(
-                &m,
-                "MmUnmapLockedPages",
-                format!("MDL {mdl:p} freed while the driver still maps it to system VA {va:#x} (unmap before the pages go: for VidMm's MDLs, by the end of UNMAP_APERTURE_SEGMENT)"),
-            );
-        }
+        m.mem().mm.take_sys_map_of(mdl as usize);
     }
     let layout = Layout::from_size_align(MDL_HEADER + pages * 8, 16).expect("mdl layout");
     // SAFETY: allocated by `alloc_mdl(pages)`.
