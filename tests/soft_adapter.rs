@@ -8,22 +8,9 @@ use dxgk_sim::{AdapterId, InterruptNotification, Machine, PnpState};
 use dxgk_sys as sys;
 
 mod support;
-use support::machines;
+use support::{boot_soft, machines};
 
 /// Loads rgpu and starts one root-enumerated adapter.
-fn boot_soft(config: dxgk_sim::MachineConfig) -> (Machine, AdapterId) {
-    let m = Machine::new(config);
-    assert_eq!(m.load_driver(rgpu::ddi::DriverEntry), sys::STATUS_SUCCESS);
-    let id = m.add_root_adapter();
-    assert_eq!(
-        m.start_adapter(id),
-        sys::STATUS_SUCCESS,
-        "{:?}",
-        m.findings()
-    );
-    (m, id)
-}
-
 /// The driver's adapter behind `id`'s MiniportDeviceContext.
 fn adapter(m: &Machine, id: AdapterId) -> &rgpu::adapter::Adapter {
     let ctx = m.adapter(id).context as *const rgpu::adapter::Adapter;
@@ -322,7 +309,7 @@ fn a_root_page_table_in_the_aperture_is_programmed_at_the_logical_page_the_gart_
         let before = root_register();
         set_root((APERTURE_PAGE * 4096) as u64);
         assert_eq!(root_register(), before);
-        assert!(m.debug_contains("is not mapped"));
+        assert!(m.debug_contains("SetRootPageTable: "));
         // After MAP_APERTURE_SEGMENT the root at that aperture page is the MDL's page.
         let mut raw = [0u64; 8];
         let mut page = vec![0u8; 2 * 4096];

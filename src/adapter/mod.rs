@@ -293,29 +293,6 @@ impl Adapter {
         self.spaces.release(asid);
     }
 
-    /// The device (logical) address of a root page table VidMm names by segment and offset
-    /// (DxgkDdiSetRootPageTable): an offset in the aperture segment (where a soft adapter's
-    /// page tables live, docs/soft-rgpu.md) goes through the GART like an aperture PTE; any
-    /// other segment's offset is already a logical address. An aperture page that is not
-    /// mapped is STATUS_INVALID_PARAMETER.
-    pub fn root_address(&self, segment: u32, offset: u64) -> NtResult<u64> {
-        if segment != crate::caps::APERTURE_SEGMENT_ID {
-            return Ok(offset);
-        }
-        let page = self
-            .aperture()
-            .and_then(|gart| gart.lookup(offset >> 12))
-            .ok_or_else(|| {
-                rgpu_log!(
-                    error,
-                    "SetRootPageTable: aperture offset {:#x} is not mapped (MAP_APERTURE_SEGMENT first)",
-                    offset
-                );
-                NtError::INVALID_PARAMETER
-            })?;
-        Ok((page << 12) | (offset & 0xFFF))
-    }
-
     /// Programs ASID `asid`'s root table (DxgkDdiSetRootPageTable; the context is idle).
     pub fn set_root(&self, asid: u8, root: u64, entries: u32) -> NtResult<()> {
         let s = self.hardware().ok_or(NtError::INVALID_DEVICE_STATE)?;

@@ -143,11 +143,13 @@ pub(super) unsafe extern "system" fn ddi_set_root_page_table(
         // call, so nothing else uses it.
         let ctx = unsafe { ctx.as_mut() };
         // SAFETY: Dxgkrnl passes the adapter handle from AddDevice.
-        let adapter = unsafe { adapter(h_adapter) }?;
-        let root = adapter.root_address(args.segment, args.address)?;
+        let a = unsafe { adapter(h_adapter) }?;
+        // A root in the aperture segment is addressed by its aperture offset.
+        let root =
+            crate::paging::aperture::table_address(a.aperture(), args.segment, args.address)?;
         let entries = args.entries;
         ctx.root = Some((root, entries));
-        adapter.set_root(ctx.asid, root, entries)
+        a.set_root(ctx.asid, root, entries)
     })();
     // The DDI returns nothing: a failure can only be logged.
     finish("SetRootPageTable", r);

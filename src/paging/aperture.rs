@@ -6,7 +6,7 @@ use dxgk::sync::SpinLock;
 use dxgk::{NtError, NtResult};
 
 use super::PAGE;
-use crate::caps::APERTURE_SEGMENT_SIZE;
+use crate::caps::{APERTURE_SEGMENT_ID, APERTURE_SEGMENT_SIZE, SYSTEM_MEMORY_SEGMENT_ID};
 
 /// Number of pages in the aperture segment.
 pub const APERTURE_PAGES: usize = APERTURE_SEGMENT_SIZE / PAGE as usize;
@@ -31,6 +31,21 @@ pub enum ApertureError {
     PageNumber(u64),
     /// The table memory refused the write.
     Table(NtError),
+}
+
+/// The device (logical) address of byte `offset` of segment `segment` where VidMm placed a page
+/// table (DxgkDdiSetRootPageTable): through the GART for the aperture segment, as is for system
+/// memory. STATUS_INVALID_PARAMETER for an unmapped aperture page or an unknown segment.
+pub fn table_address(aperture: Option<&Aperture>, segment: u32, offset: u64) -> NtResult<u64> {
+    match segment {
+        APERTURE_SEGMENT_ID => aperture
+            .and_then(|a| a.lookup(offset / PAGE))
+            .and_then(|logical| logical.checked_mul(PAGE))
+            .map(|base| base | (offset % PAGE))
+            .ok_or(NtError::INVALID_PARAMETER),
+        0 | SYSTEM_MEMORY_SEGMENT_ID => Ok(offset),
+        _ => Err(NtError::INVALID_PARAMETER),
+    }
 }
 
 impl Aperture {

@@ -13,6 +13,7 @@ use rgpu_hw::pte::Pte;
 use super::pte::{convert, convert_repeat, translate_pte, Stores, TableKind};
 use super::{PagingContext, PagingError, PAGE};
 use crate::caps::APERTURE_SEGMENT_ID;
+use dxgk::aperture_views::ViewError;
 
 fn full(e: CmdError) -> bool {
     matches!(e, CmdError::BufferTooSmall { .. })
@@ -289,9 +290,22 @@ impl PagingContext<'_> {
         })?;
         if let Some(views) = self.views {
             // Soft rgpu: the engine reaches these pages through the MDL's system VA.
-            views
-                .map_mdl(m.retained, m.mdl_offset as usize, pfns.clone())
-                .map_err(PagingError::Views)?;
+            match views.map_mdl(m.retained, m.mdl_offset as usize, pfns.clone()) {
+                Ok(()) => {}
+                // Out of system VA or registry room: VidMm cannot take a failed MAP, so the
+                // pages stay without a CPU view and the engine faults on them (DMA_PAGE_FAULTED,
+                // then TDR), as a GPU would on a page its GART could not map.
+                Err(e @ (ViewError::Map(_) | ViewError::Full | ViewError::TooManyMdls)) => {
+                    rgpu_log!(
+                        error,
+                        "BuildPagingBuffer: soft rgpu: aperture pages {}+{} get no CPU view ({:?}); the engine will fault on them",
+                        m.offset_in_pages,
+                        m.pages,
+                        e
+                    );
+                }
+                Err(e) => return Err(PagingError::Views(e)),
+            }
         }
         aperture
             .map(m.offset_in_pages, m.pages, pfns.clone())

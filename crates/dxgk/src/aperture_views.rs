@@ -9,9 +9,9 @@
 //!   MdlMappingNoExecute)` that it releases with `MmUnmapLockedPages` when dropped.
 //! * [`ApertureViews`]: the registry logical page → CPU page, one nonpaged pool block sized at
 //!   creation (an open-addressed hash table, linear probing with backward-shift deletion, at most
-//!   half full), plus a table of the MDL system mappings it made ([`MAX_MDL_MAPPINGS`]). Every
-//!   access takes its spin lock and copies under it, so an unmap never pulls a page from under
-//!   a reader on another thread.
+//!   half full), plus a table of the MDL system mappings it made ([`MAX_MDL_MAPPINGS`]), each
+//!   released with the UNMAP of its last page. Every access takes its spin lock and copies under
+//!   it, so an unmap never pulls a page from under a reader on another thread.
 //!
 //! The pages stay registered across DDI calls: their validity rests on VidMm's contract, which
 //! the decode ([`crate::paging::BuildPagingBuffer::from_raw`]) states as part of its safety
@@ -569,29 +569,27 @@ fn first_byte(record: &MdlMapping, byte_offset: u32) -> NonNull<u8> {
     NonNull::new((record.va + byte_offset as usize) as *mut u8).unwrap_or(NonNull::dangling())
 }
 
-/// Unmaps a record's mapping if the registry made it.
+/// Unmaps a record's mapping if the registry made it (at the UNMAP of its last page).
 fn release(record: &MdlMapping) {
     if !record.ours {
         return;
     }
     let mdl = record.mdl as *mut MDL;
-    // SAFETY: the record was made from a valid MDL that VidMm keeps until this UNMAP (or, at
-    // drop, still holds mapped); ByteOffset is a plain field.
+    // SAFETY: the record was made from a valid MDL that VidMm keeps until this UNMAP returns;
+    // ByteOffset is a plain field.
     let offset = unsafe { (*mdl).ByteOffset };
     // SAFETY: the record's live mapping of this MDL, released once (the record is cleared).
     unsafe { unmap_raw(first_byte(record, offset), mdl) };
 }
 
 impl Drop for ApertureViews {
+    /// Frees the tables. Pages still registered are forgotten, and their MDLs are not touched:
+    /// they are VidMm's, and by StopDevice VidMm may have freed them without an UNMAP (its own
+    /// page tables and paging buffer go with the paging process). A system mapping the registry
+    /// made lives in its MDL (`MDL_MAPPED_TO_SYSTEM_VA`, `MappedSystemVa`) and is released with
+    /// it by the MDL's owner, as for any MDL a driver maps with MmGetSystemAddressForMdlSafe.
     fn drop(&mut self) {
         let t = self.tables.get_mut();
-        for i in 1..=MAX_MDL_MAPPINGS {
-            let record = t.map(i);
-            if record.mdl != 0 {
-                t.set_map(i, MdlMapping::default());
-                release(&record);
-            }
-        }
         // SAFETY: the block from `new` with `tag`, not used after this (invariant).
         unsafe { Pool::free(t.block, self.tag) };
     }

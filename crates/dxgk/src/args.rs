@@ -141,7 +141,8 @@ impl CreateProcess<'_> {
 pub struct SetRootPageTable {
     /// `hContext`.
     pub context: Option<ContextHandle>,
-    /// `Address.SegmentId`: the segment the root table is in (0: a logical address).
+    /// `Address.SegmentId`: the segment the root table lives in (the driver's
+    /// PageTableSegmentId or PagingProcessPageTableSegmentId answer).
     pub segment: u32,
     /// `Address.SegmentOffset`: the root table's address in its segment.
     pub address: u64,

@@ -137,7 +137,7 @@ fn mdl_pages_are_reachable_by_logical_page_only_while_registered() {
 }
 
 #[test]
-fn a_full_registry_refuses_whole_maps_and_drop_releases_what_is_left() {
+fn a_full_registry_refuses_whole_maps_and_drop_leaves_the_mdls_alone() {
     let m = Machine::new(MachineConfig::windows_10_1803());
     m.enter(|| {
         let iface = m.interface_for_tests(m.config().max_interface_version);
@@ -151,12 +151,17 @@ fn a_full_registry_refuses_whole_maps_and_drop_releases_what_is_left() {
             "the refused MAP's mapping was released"
         );
         register(&views, pages.mdl, 0, 2).unwrap();
-        // StopDevice without UNMAP: dropping the registry releases the mapping.
+        // StopDevice without UNMAP: the registry forgets the pages and never touches the MDL
+        // (VidMm may have freed it); the mapping stays in the MDL for its owner to release.
+        let unmaps = calls(&m, "MmUnmapLockedPages");
         drop(views);
-        assert_eq!(
-            calls(&m, "MmMapLockedPagesSpecifyCache"),
-            calls(&m, "MmUnmapLockedPages")
-        );
+        assert_eq!(calls(&m, "MmUnmapLockedPages"), unmaps);
+        // SAFETY: a live MDL from the simulator.
+        let h = unsafe { pages.mdl.read() };
+        assert_ne!(h.MdlFlags & sys::MDL_MAPPED_TO_SYSTEM_VA, 0);
+        // The owner tears its MDL down: the mapping goes first.
+        // SAFETY: the MDL's live system mapping, released once.
+        unsafe { sys::MmUnmapLockedPages(h.MappedSystemVa, pages.mdl) };
         drop(pages);
     });
     m.check_leaks();

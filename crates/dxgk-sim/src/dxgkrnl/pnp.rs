@@ -186,6 +186,9 @@ pub(crate) fn after_ddi(m: &MachineState, id: AdapterId) {
             .get(id.0 as usize)
             .and_then(|a| a.device.clone());
         let Some(dev) = dev else {
+            // No device model (a root-enumerated adapter): the "device" is whatever engine
+            // thread the driver runs; let it finish what the DDI started (soft rgpu).
+            crate::ntoskrnl::sync::wait_until_system_threads_quiescent(m);
             break;
         };
         let (ptr, len) = {

@@ -43,7 +43,10 @@
 //!   aperture range, MAP_APERTURE_SEGMENT (MDLs, no DMA remapping) or MAP_APERTURE_SEGMENT2
 //!   (an ADL, DMA remapping) before its PTEs are written — which then name the aperture
 //!   segment and page — and UNMAP_APERTURE_SEGMENT at free and eviction (MakeResident maps a
-//!   new range). The paging buffer lives in `PagingBufferSegmentId` when that is an aperture.
+//!   new range). The paging buffer lives in `PagingBufferSegmentId` when that is an aperture,
+//!   and page tables in `PageTableSegmentId` / `PagingProcessPageTableSegmentId` when those
+//!   are: each table is then mapped into the aperture and named by aperture segment + offset
+//!   (parent entries, window, FLUSH_TLB, SetRootPageTable).
 //!   Fills and transfers map aperture allocations in the scratch window through aperture PTEs
 //!   too, so every device access to them goes through the driver's aperture translation.
 //! * **Paging buffers**: one VidMm-owned buffer of [`VidmmConfig::dma_buffer_size`] bytes.
@@ -591,6 +594,20 @@ impl Vidmm {
             dummy: None,
             buffer_aperture: None,
         };
+        for (what, seg) in [
+            ("PageTableSegmentId", v.geo.table_segment),
+            (
+                "PagingProcessPageTableSegmentId",
+                v.geo.paging_table_segment,
+            ),
+        ] {
+            if v.apertures.iter().any(|a| a.id == seg) && !v.is_aperture(seg) {
+                return Err(VidmmError::Unsupported(format!(
+                    "{what} {seg} is an aperture segment VidMm cannot map here ({:?})",
+                    v.aperture_mode
+                )));
+            }
+        }
         match v.init_paging_process() {
             Ok(()) => Ok(v),
             Err(e) => {
@@ -794,31 +811,63 @@ impl Vidmm {
                 )))
             }
         };
+        let segment = if paging {
+            self.geo.paging_table_segment
+        } else {
+            self.geo.table_segment
+        };
         // Not zeroed: VidMm initializes every table through the driver, so a missing
         // initialization shows up as garbage entries.
-        match self.vidmm_pages(1, false) {
-            Ok(mem) => Ok(Table {
-                mem,
-                segment: if paging {
-                    self.geo.paging_table_segment
-                } else {
-                    self.geo.table_segment
-                },
-                aperture: None,
-                window_va: PT_WINDOW_BASE + slot * PAGE64,
-                leaf: None,
-            }),
+        let mem = match self.vidmm_pages(1, false) {
+            Ok(mem) => mem,
             Err(e) => {
                 self.free_slots.push(slot);
-                Err(e)
+                return Err(e);
+            }
+        };
+        // A table in an aperture segment is mapped like any aperture allocation (no
+        // hAllocation); the operation goes into the current paging batch, before the updates
+        // that name the table.
+        let mut aperture = None;
+        if self.is_aperture(segment) {
+            match self.map_aperture(&PagesOf::of(&mem), segment, std::ptr::null_mut(), false) {
+                Ok(m) => aperture = Some(m),
+                Err(e) => {
+                    self.free_slots.push(slot);
+                    self.m.vidmm_free(mem);
+                    return Err(e);
+                }
             }
         }
+        Ok(Table {
+            mem,
+            segment,
+            aperture,
+            window_va: PT_WINDOW_BASE + slot * PAGE64,
+            leaf: None,
+        })
     }
 
-    fn free_table(&mut self, t: Table) {
+    /// Frees a table nothing names any more: its aperture range (if any) unmapped
+    /// (UNMAP_APERTURE_SEGMENT, submitted; only forgotten during teardown or when `unmap` is
+    /// false, for a table whose creation is being undone), then its memory.
+    fn free_table_with(&mut self, t: Table, unmap: bool) -> VidmmResult<()> {
         self.free_slots
             .push((t.window_va - PT_WINDOW_BASE) / PAGE64);
+        let r = match t.aperture {
+            Some(m) if unmap && !self.destroyed => self.unmap_aperture(m, std::ptr::null_mut()),
+            Some(m) => {
+                self.drop_aperture(m);
+                Ok(())
+            }
+            None => Ok(()),
+        };
         self.m.vidmm_free(t.mem);
+        r
+    }
+
+    fn free_table(&mut self, t: Table) -> VidmmResult<()> {
+        self.free_table_with(t, true)
     }
 
     // ---- aperture segments ------------------------------------------------------------------
@@ -1129,10 +1178,6 @@ impl Vidmm {
         }
         keys.sort();
         keys.dedup();
-        for key in keys {
-            let t = self.new_table(true)?;
-            self.proc_mut(0).tables.insert(key, t);
-        }
         let buffer = self.vidmm_pages(layout[1].1 as usize / PAGE, true)?;
         let pages = PagesOf::of(&buffer);
         self.buffer = Some(buffer);
@@ -1143,6 +1188,12 @@ impl Vidmm {
         if self.is_aperture(segment) {
             let map = self.map_aperture(&pages, segment, std::ptr::null_mut(), false)?;
             self.buffer_aperture = Some(map);
+        }
+        // The tables after the buffer: in an aperture segment, each is mapped with an
+        // operation built into the paging buffer (and run once the paging process can run it).
+        for key in keys {
+            let t = self.new_table(true)?;
+            self.proc_mut(0).tables.insert(key, t);
         }
         let buffer_targets: Vec<Target> = (0..pages.logical.len() as u64)
             .map(|i| match &self.buffer_aperture {
@@ -1644,8 +1695,9 @@ impl Vidmm {
                     created.push((key, t));
                 }
                 Err(e) => {
+                    // The batch is discarded: the tables' MAP operations never ran.
                     for (_, t) in created {
-                        self.free_table(t);
+                        let _ = self.free_table_with(t, false);
                     }
                     return Err(e);
                 }
@@ -1869,7 +1921,7 @@ impl Vidmm {
         let p = self.procs[i].take().expect("process");
         self.destroy_objects(&p);
         for (_, t) in p.tables {
-            self.free_table(t);
+            r = r.and(self.free_table(t));
         }
         r
     }
@@ -2422,6 +2474,9 @@ impl Vidmm {
         if let Some(Some(p)) = self.procs.first_mut().map(Option::take) {
             self.destroy_objects(&p);
             for (_, t) in p.tables {
+                if let Some(m) = t.aperture {
+                    self.drop_aperture(m);
+                }
                 self.m.vidmm_free(t.mem);
             }
         }
