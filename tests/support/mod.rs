@@ -24,8 +24,18 @@ pub fn rgpu_adapter() -> AdapterConfig {
 
 /// Loads rgpu and starts one rgpu adapter, asserting both succeed.
 pub fn boot(config: MachineConfig) -> (Machine, AdapterId) {
+    boot_with(config, |_| {})
+}
+
+/// [`boot`], with `edit` interposing on the DDI table rgpu registered before the adapter is
+/// added ([`Machine::edit_registered_driver`]).
+pub fn boot_with(
+    config: MachineConfig,
+    edit: impl FnOnce(&mut sys::DRIVER_INITIALIZATION_DATA),
+) -> (Machine, AdapterId) {
     let m = Machine::new(config);
     assert_eq!(m.load_driver(rgpu::ddi::DriverEntry), sys::STATUS_SUCCESS);
+    assert!(m.edit_registered_driver(edit), "the driver registered");
     let id = m.add_adapter(rgpu_adapter());
     let status = m.start_adapter(id);
     assert_eq!(status, sys::STATUS_SUCCESS, "{:?}", m.findings());
