@@ -1387,13 +1387,7 @@ fn a_soft_adapter_pages_through_the_aperture_and_faults_outside_it() {
 fn every_injected_failure_in_a_soft_paging_run_is_clean() {
     let config = soft_machines().remove(0);
     let report = dxgk_sim::fault::systematic_on(config, |m| {
-        let status = m.load_driver(rgpu::ddi::DriverEntry);
-        if status < 0 {
-            return status;
-        }
-        let id = m.add_root_adapter();
-        let status = m.start_adapter(id);
-        if status >= 0 {
+        support::soft_sweep_run(m, |m, id| {
             // A small paging process (a 4 MiB scratch window: two leaf tables) keeps the
             // number of aperture-mapped page tables, hence injection points, small.
             let cfg = VidmmConfig {
@@ -1412,13 +1406,7 @@ fn every_injected_failure_in_a_soft_paging_run_is_clean() {
                 let _ = run;
                 let _ = v.destroy();
             }
-            m.stop_adapter(id);
-        }
-        if m.adapter(id).state != dxgk_sim::PnpState::Removed {
-            m.remove_adapter(id);
-        }
-        m.unload_driver();
-        status
+        })
     });
     println!("{}", report.summary().lines().next().unwrap_or(""));
     assert!(report.injection_points >= 10, "{}", report.injection_points);

@@ -53,6 +53,27 @@ pub fn boot_soft(config: MachineConfig) -> (Machine, AdapterId) {
     (m, id)
 }
 
+/// One run of a systematic fault-injection sweep over a soft adapter: load rgpu, add and start
+/// a root-enumerated adapter, run `work` if it started, stop, remove (unless the failed start
+/// already was undone by Dxgkrnl), unload. Returns the start status (or DriverEntry's).
+pub fn soft_sweep_run(m: &Machine, work: impl FnOnce(&Machine, AdapterId)) -> sys::NTSTATUS {
+    let status = m.load_driver(rgpu::ddi::DriverEntry);
+    if status < 0 {
+        return status;
+    }
+    let id = m.add_root_adapter();
+    let status = m.start_adapter(id);
+    if status >= 0 {
+        work(m, id);
+        m.stop_adapter(id);
+    }
+    if m.adapter(id).state != dxgk_sim::PnpState::Removed {
+        m.remove_adapter(id);
+    }
+    m.unload_driver();
+    status
+}
+
 /// The machines a soft adapter pages on: WDDM 2.4 and WDDM 3.1, both with the identity IOMMU
 /// (a soft adapter does not opt in to DMA remapping, so Dxgkrnl maps it 1:1).
 pub fn soft_machines() -> Vec<MachineConfig> {
