@@ -58,22 +58,10 @@ impl<'a> MdlSystemVa<'a> {
         let premapped = flags
             & (dxgk_sys::MDL_MAPPED_TO_SYSTEM_VA | dxgk_sys::MDL_SOURCE_IS_NONPAGED_POOL)
             != 0;
-        let va = if premapped {
-            // SAFETY: as above.
-            unsafe { (*raw).MappedSystemVa }
-        } else {
-            // SAFETY: the MDL describes locked pages (documented requirement); KernelMode, no
-            // requested address, no bugcheck on failure.
-            unsafe {
-                dxgk_sys::MmMapLockedPagesSpecifyCache(
-                    raw,
-                    dxgk_sys::KernelMode,
-                    dxgk_sys::MmCached,
-                    core::ptr::null_mut(),
-                    0,
-                    dxgk_sys::NormalPagePriority.0 as u32 | dxgk_sys::MdlMappingNoExecute,
-                )
-            }
+        // SAFETY: the MDL describes locked pages (documented requirement); the routine maps
+        // it (KernelMode, cached, no-execute) unless it is premapped.
+        let va = unsafe {
+            dxgk_sys::MmGetSystemAddressForMdlSafe(raw, dxgk_sys::NormalPagePriority.0 as u32)
         };
         let va = NonNull::new(va.cast::<u8>()).ok_or(NtError::INSUFFICIENT_RESOURCES)?;
         // INVARIANT: `va` maps the MDL's described bytes; `ours` iff we mapped it.
