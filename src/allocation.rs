@@ -89,17 +89,8 @@ pub fn describe(private: &[u8], soft: bool) -> Result<Allocation, NtError> {
     let bytes = data.size_bytes.div_ceil(PAGE_BYTES) * PAGE_BYTES;
     let size = usize::try_from(bytes).map_err(|_| NtError::INVALID_PARAMETER)?;
     let (preferred, sets) = match (data.segment, data.kind) {
-        _ if soft => {
-            if bytes > APERTURE_SEGMENT_SIZE as u64 {
-                rgpu_log!(
-                    error,
-                    "CreateAllocation: {} bytes do not fit the aperture (soft rgpu places every allocation there)",
-                    bytes
-                );
-                return Err(NtError::INVALID_PARAMETER);
-            }
-            (APERTURE_SEGMENT_ID, APERTURE_BIT)
-        }
+        // Soft rgpu: the engine reaches only pages that arrive with an MDL in the aperture.
+        _ if soft => (APERTURE_SEGMENT_ID, APERTURE_BIT),
         (SegmentPreference::SystemMemory, _)
         | (SegmentPreference::Any, AllocationKind::Buffer | AllocationKind::Staging) => {
             (SYSTEM_MEMORY_SEGMENT_ID, SYSTEM_BIT)
@@ -107,18 +98,21 @@ pub fn describe(private: &[u8], soft: bool) -> Result<Allocation, NtError> {
         (SegmentPreference::Any, AllocationKind::RingVisible) => {
             (SYSTEM_MEMORY_SEGMENT_ID, SYSTEM_BIT | APERTURE_BIT)
         }
-        (SegmentPreference::Aperture, _) => {
-            if bytes > APERTURE_SEGMENT_SIZE as u64 {
-                rgpu_log!(
-                    error,
-                    "CreateAllocation: {} bytes do not fit the aperture",
-                    bytes
-                );
-                return Err(NtError::INVALID_PARAMETER);
-            }
-            (APERTURE_SEGMENT_ID, SYSTEM_BIT | APERTURE_BIT)
-        }
+        (SegmentPreference::Aperture, _) => (APERTURE_SEGMENT_ID, SYSTEM_BIT | APERTURE_BIT),
     };
+    if preferred == APERTURE_SEGMENT_ID && bytes > APERTURE_SEGMENT_SIZE as u64 {
+        rgpu_log!(
+            error,
+            "CreateAllocation: {} bytes do not fit the aperture{}",
+            bytes,
+            if soft {
+                " (soft rgpu places every allocation there)"
+            } else {
+                ""
+            }
+        );
+        return Err(NtError::INVALID_PARAMETER);
+    }
     let natural = if bytes.is_multiple_of(LARGE_PAGE_BYTES) {
         LARGE_PAGE_BYTES
     } else {

@@ -1,7 +1,8 @@
 //! DxgkDdiQueryAdapterInfo: what rgpu declares to Dxgkrnl.
 //!
 //! rgpu is a render-only GpuMmu adapter with IOMMU isolation:
-//! * DRIVERCAPS: VirtualAddressingSupported + GpuMmuSupported + IoMmuSecureModeSupported, one
+//! * DRIVERCAPS: VirtualAddressingSupported + GpuMmuSupported + IoMmuSecureModeSupported
+//!   (+ MapAperture2Supported from interface 2.9: rgpu handles MAP_APERTURE_SEGMENT2), one
 //!   engine, no preemption (buffers run to completion; TDR handles hangs), WDDMVersion matching
 //!   the negotiated interface.
 //! * GPUMMUCAPS / PAGETABLELEVELDESC: the rgpu-hw page-table format — 4 levels of 512 × 8-byte

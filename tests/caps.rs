@@ -79,6 +79,9 @@ fn driver_caps_declare_gpummu_with_iommu_isolation_and_the_negotiated_wddm_versi
             (1, 1, 0)
         );
         assert_eq!(mm.IoMmuSecureModeSupported(), 1);
+        // MAP_APERTURE_SEGMENT2 is handled; the bit exists from 2.9.
+        let map2 = u32::from(interface >= sys::DXGKDDI_INTERFACE_VERSION_WDDM2_9);
+        assert_eq!(mm.MapAperture2Supported(), map2, "interface {interface:#x}");
         assert_eq!(c.GpuEngineTopology.NbAsymetricProcessingNodes, 1);
     }
 }

@@ -298,6 +298,72 @@ fn a_client_allocates_maps_fills_copies_and_reads_back_every_byte() {
     }
 }
 
+/// Placement follows the driver's DXGK_ALLOCATIONINFO: an allocation that prefers the aperture
+/// lives in it (MAP_APERTURE_SEGMENT or MAP_APERTURE_SEGMENT2), and the client's own FILL
+/// reaches it through the aperture; a ring-visible one prefers system memory and stays there.
+#[test]
+fn an_allocation_that_prefers_the_aperture_lives_there_and_the_device_reaches_it() {
+    for config in support::machines() {
+        let mut t = start(config);
+        // The paging buffer lives in the aperture already.
+        let buffer_pages = t.k.vidmm().aperture_mapped_pages(1);
+        let mut d = AllocationData::staging(8192);
+        d.segment = rgpu_abi::SegmentPreference::Aperture;
+        let ap = t.create(&d.encode()).unwrap();
+        let mut r = AllocationData::buffer(4096);
+        r.kind = AllocationKind::RingVisible;
+        let ring = t.create(&r.encode()).unwrap();
+        let cmds = t.create(&staging(4096)).unwrap();
+        let p = t.k.placement(t.c, t.device, ap).unwrap();
+        assert_eq!(
+            (p.preferred_segment, p.read_segments, p.segment),
+            (1, 0b11, 1)
+        );
+        let p = t.k.placement(t.c, t.device, ring).unwrap();
+        assert_eq!(
+            (p.read_segments, p.segment),
+            (0b11, 2),
+            "prefers system memory"
+        );
+        let a = t.k.vidmm_allocation(t.c, t.device, ap).unwrap();
+        assert_eq!(
+            t.k.vidmm().aperture_range(a).map(|r| (r.0, r.2)),
+            Some((1, 2))
+        );
+        let base = t.reserve(1 << 20);
+        t.map(ap, base).unwrap();
+        t.map(cmds, base + 0x10000).unwrap();
+        let mut bytes = vec![0u8; 64];
+        let mut enc = Encoder::new(&mut bytes);
+        enc.fill(Target::Virtual(base), 8192, 0xA9E7_0001).unwrap();
+        let cmd_bytes = enc.written().to_vec();
+        t.write_through_lock(cmds, &cmd_bytes);
+        let (ctx, fence) = t.context_and_fence();
+        t.submit_and_signal(ctx, base + 0x10000, cmd_bytes.len() as u32, fence, 1);
+        let mut lock = Lock2 {
+            h_device: t.device,
+            h_allocation: ap,
+            ..Default::default()
+        };
+        t.k.lock2(t.c, &mut lock).unwrap();
+        let got = t.k.read_locked(t.c, ap, 0, 8192).unwrap();
+        assert_eq!(got, 0xA9E7_0001u32.to_le_bytes().repeat(2048));
+        t.k.unlock2(
+            t.c,
+            &Unlock2 {
+                h_device: t.device,
+                h_allocation: ap,
+            },
+        )
+        .unwrap();
+        for h in [ap, ring, cmds] {
+            t.destroy(h).unwrap();
+        }
+        assert_eq!(t.k.vidmm().aperture_mapped_pages(1), buffer_pages);
+        t.finish();
+    }
+}
+
 #[test]
 fn bad_private_data_is_refused_precisely_and_creates_nothing() {
     for config in support::machines() {

@@ -18,7 +18,7 @@ const KIB: u64 = 1024;
 const MIB: u64 = 1024 * KIB;
 
 mod support;
-use support::{boot, boot_soft, long_fill, machines, soft_machines};
+use support::{boot, boot_soft, boot_with, long_fill, machines, soft_machines};
 
 fn shutdown(m: &Machine, id: AdapterId, vidmm: Vidmm) {
     vidmm.destroy().expect("VidMm teardown");
@@ -974,25 +974,45 @@ static ORIGINAL_BPB: std::sync::OnceLock<sys::PFN_DXGKDDI_BUILDPAGINGBUFFER> =
 /// `CpuVisibleAddress` of every MAP_APERTURE_SEGMENT2 the spy saw (non-NULL or not).
 static SEEN_CPU_VISIBLE: std::sync::Mutex<Vec<bool>> = std::sync::Mutex::new(Vec::new());
 
+/// rgpu's DxgkDdiQueryAdapterInfo (kept in [`ORIGINAL_QAI`]), then `edit` on its answer when
+/// the query is of type `ty`, whose output is a `T`.
+///
+/// # Safety
+/// As DxgkDdiQueryAdapterInfo; `T` must be the output type of `ty`.
+unsafe fn qai_rewriting<T>(
+    h: sys::HANDLE,
+    q: *const sys::DXGKARG_QUERYADAPTERINFO,
+    ty: sys::DXGK_QUERYADAPTERINFOTYPE,
+    edit: impl FnOnce(&mut T),
+) -> sys::NTSTATUS {
+    let original = ORIGINAL_QAI.get().expect("installed");
+    // SAFETY: forwarded as Dxgkrnl called it (caller).
+    let status = unsafe { original(h, q) };
+    // SAFETY: Dxgkrnl's argument block, valid for the call.
+    let q = unsafe { &*q };
+    if status == 0 && q.Type == ty {
+        let out = q.pOutputData.cast::<T>();
+        // SAFETY: the output buffer of type `T` (caller) the driver just filled.
+        let mut v = unsafe { out.read_unaligned() };
+        edit(&mut v);
+        // SAFETY: as above.
+        unsafe { out.write_unaligned(v) };
+    }
+    status
+}
+
 /// rgpu's DxgkDdiQueryAdapterInfo, with MapAperture2Supported cleared from DRIVERCAPS.
 unsafe extern "system" fn qai_without_map_aperture2(
     h: sys::HANDLE,
     q: *const sys::DXGKARG_QUERYADAPTERINFO,
 ) -> sys::NTSTATUS {
-    let original = ORIGINAL_QAI.get().expect("installed");
-    // SAFETY: forwarded as Dxgkrnl called it.
-    let status = unsafe { original(h, q) };
-    // SAFETY: Dxgkrnl's argument block, valid for the call.
-    let q = unsafe { &*q };
-    if status == 0 && q.Type == sys::DXGKQAITYPE_DRIVERCAPS {
-        let caps = q.pOutputData.cast::<sys::DXGK_DRIVERCAPS>();
-        // SAFETY: the DRIVERCAPS output buffer the driver just filled.
-        let mut c = unsafe { caps.read_unaligned() };
-        c.MemoryManagementCaps.set_MapAperture2Supported(0);
-        // SAFETY: as above.
-        unsafe { caps.write_unaligned(c) };
+    let ty = sys::DXGKQAITYPE_DRIVERCAPS;
+    // SAFETY: as Dxgkrnl called us; DRIVERCAPS answers a DXGK_DRIVERCAPS.
+    unsafe {
+        qai_rewriting(h, q, ty, |c: &mut sys::DXGK_DRIVERCAPS| {
+            c.MemoryManagementCaps.set_MapAperture2Supported(0)
+        })
     }
-    status
 }
 
 /// rgpu's DxgkDdiBuildPagingBuffer, recording MAP_APERTURE_SEGMENT2's CpuVisibleAddress.
@@ -1010,24 +1030,6 @@ unsafe extern "system" fn bpb_spy(
     let original = ORIGINAL_BPB.get().expect("installed");
     // SAFETY: forwarded as VidMm called it.
     unsafe { original(h, a) }
-}
-
-/// Loads rgpu, lets `edit` interpose on its DDI table, then adds and starts an adapter.
-fn boot_with(
-    config: MachineConfig,
-    edit: impl FnOnce(&mut sys::DRIVER_INITIALIZATION_DATA),
-) -> (Machine, AdapterId) {
-    let m = Machine::new(config);
-    assert_eq!(m.load_driver(rgpu::ddi::DriverEntry), sys::STATUS_SUCCESS);
-    assert!(m.edit_registered_driver(edit));
-    let id = m.add_adapter(support::rgpu_adapter());
-    assert_eq!(
-        m.start_adapter(id),
-        sys::STATUS_SUCCESS,
-        "{:?}",
-        m.findings()
-    );
-    (m, id)
 }
 
 /// Learn (IOMMU DMA remapping; DXGK_BUILDPAGINGBUFFER_MAPAPERTURESEGMENT2): a remapping driver
@@ -1077,27 +1079,115 @@ fn cpu_visible_address_needs_map_aperture2_supported_and_the_allocation_flag() {
     }
 }
 
+static ORIGINAL_BPB_MULTIPASS: std::sync::OnceLock<sys::PFN_DXGKDDI_BUILDPAGINGBUFFER> =
+    std::sync::OnceLock::new();
+/// The multipass spy acts only while armed (after VidMm's init).
+static MULTIPASS_ARMED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+/// Aperture operations the spy saw resumed with its MultipassOffset, by operation code.
+static RESUMED: std::sync::Mutex<Vec<i32>> = std::sync::Mutex::new(Vec::new());
+const SPY_MULTIPASS_OFFSET: u32 = 0xA9;
+
+/// rgpu's DxgkDdiBuildPagingBuffer behind a driver that needs two passes for every aperture
+/// operation: the first pass writes a NOP, records its progress in MultipassOffset and returns
+/// STATUS_GRAPHICS_INSUFFICIENT_DMA_BUFFER; the resumed call must come back with that offset.
+unsafe extern "system" fn bpb_two_pass_aperture(
+    h: sys::HANDLE,
+    a: *mut sys::DXGKARG_BUILDPAGINGBUFFER,
+) -> sys::NTSTATUS {
+    // SAFETY: VidMm's argument block, valid and exclusively ours for the call.
+    let args = unsafe { &mut *a };
+    let op = args.Operation;
+    let aperture_op = [
+        sys::DXGK_OPERATION_MAP_APERTURE_SEGMENT,
+        sys::DXGK_OPERATION_MAP_APERTURE_SEGMENT2,
+        sys::DXGK_OPERATION_UNMAP_APERTURE_SEGMENT,
+    ]
+    .contains(&op);
+    if aperture_op && MULTIPASS_ARMED.load(std::sync::atomic::Ordering::SeqCst) {
+        match args.MultipassOffset {
+            0 if args.DmaSize >= 4 => {
+                // SAFETY: VidMm's paging buffer has DmaSize bytes from pDmaBuffer.
+                let buf =
+                    unsafe { std::slice::from_raw_parts_mut(args.pDmaBuffer.cast::<u8>(), 4) };
+                let n = Encoder::new(buf).nop(1).expect("a 1-dword NOP fits");
+                // SAFETY: `n` ≤ DmaSize bytes on: still inside the buffer.
+                args.pDmaBuffer = unsafe { args.pDmaBuffer.cast::<u8>().add(n) }.cast();
+                args.MultipassOffset = SPY_MULTIPASS_OFFSET;
+                return sys::STATUS_GRAPHICS_INSUFFICIENT_DMA_BUFFER;
+            }
+            SPY_MULTIPASS_OFFSET => RESUMED.lock().unwrap().push(op.0),
+            _ => {}
+        }
+    }
+    let original = ORIGINAL_BPB_MULTIPASS.get().expect("installed");
+    // SAFETY: forwarded as VidMm called it.
+    unsafe { original(h, a) }
+}
+
+/// Aperture operations go through VidMm's multipass loop like any other: a driver that returns
+/// STATUS_GRAPHICS_INSUFFICIENT_DMA_BUFFER for MAP_APERTURE_SEGMENT(2) or
+/// UNMAP_APERTURE_SEGMENT gets its buffer submitted and the operation again with the preserved
+/// MultipassOffset (rgpu itself never needs a second pass: its GART is CPU memory).
+#[test]
+fn aperture_operations_resume_with_their_multipass_offset() {
+    for config in machines() {
+        let name = config.name.clone();
+        let remapped = config.iommu == IommuMode::Remapped;
+        let (m, id) = boot_with(config, |d| {
+            let _ = ORIGINAL_BPB_MULTIPASS.set(d.DxgkDdiBuildPagingBuffer.unwrap());
+            d.DxgkDdiBuildPagingBuffer = Some(bpb_two_pass_aperture);
+        });
+        let mut v = Vidmm::new(&m, id).unwrap();
+        RESUMED.lock().unwrap().clear();
+        MULTIPASS_ARMED.store(true, std::sync::atomic::Ordering::SeqCst);
+        let before = v.stats().multipass_resumes;
+        let p = v.create_process().unwrap();
+        let a = v.allocate_placed(in_aperture(3 * 4096)).unwrap();
+        v.map(p, a, 0x20_0000).unwrap();
+        v.fill(a, 0, 3 * 4096, 0x600D_CAFE).unwrap();
+        v.evict(a).unwrap();
+        v.make_resident(a).unwrap();
+        expect_pattern(
+            &v,
+            a,
+            0,
+            3 * 4096,
+            0x600D_CAFE,
+            &format!("{name}: paged back in"),
+        );
+        v.free(a).unwrap();
+        MULTIPASS_ARMED.store(false, std::sync::atomic::Ordering::SeqCst);
+        let map = if remapped {
+            sys::DXGK_OPERATION_MAP_APERTURE_SEGMENT2
+        } else {
+            sys::DXGK_OPERATION_MAP_APERTURE_SEGMENT
+        };
+        let unmap = sys::DXGK_OPERATION_UNMAP_APERTURE_SEGMENT;
+        assert_eq!(
+            *RESUMED.lock().unwrap(),
+            [map.0, unmap.0, map.0, unmap.0],
+            "{name}: map, evict, MakeResident, free — each resumed once"
+        );
+        assert_eq!(v.stats().multipass_resumes - before, 4);
+        shutdown(&m, id, v);
+        m.assert_clean();
+    }
+}
+
 /// rgpu's DxgkDdiQueryAdapterInfo, with every page-table level placed in the aperture segment
 /// (what a driver whose in-driver engine must see every page as an MDL answers).
 unsafe extern "system" fn qai_tables_in_aperture(
     h: sys::HANDLE,
     q: *const sys::DXGKARG_QUERYADAPTERINFO,
 ) -> sys::NTSTATUS {
-    let original = ORIGINAL_QAI.get().expect("installed");
-    // SAFETY: forwarded as Dxgkrnl called it.
-    let status = unsafe { original(h, q) };
-    // SAFETY: Dxgkrnl's argument block, valid for the call.
-    let q = unsafe { &*q };
-    if status == 0 && q.Type == sys::DXGKQAITYPE_PAGETABLELEVELDESC {
-        let d = q.pOutputData.cast::<sys::DXGK_PAGE_TABLE_LEVEL_DESC>();
-        // SAFETY: the level descriptor the driver just filled.
-        let mut desc = unsafe { d.read_unaligned() };
-        desc.PageTableSegmentId = APERTURE;
-        desc.PagingProcessPageTableSegmentId = APERTURE;
-        // SAFETY: as above.
-        unsafe { d.write_unaligned(desc) };
+    let ty = sys::DXGKQAITYPE_PAGETABLELEVELDESC;
+    // SAFETY: as Dxgkrnl called us; PAGETABLELEVELDESC answers a DXGK_PAGE_TABLE_LEVEL_DESC.
+    unsafe {
+        qai_rewriting(h, q, ty, |d: &mut sys::DXGK_PAGE_TABLE_LEVEL_DESC| {
+            d.PageTableSegmentId = APERTURE;
+            d.PagingProcessPageTableSegmentId = APERTURE;
+        })
     }
-    status
 }
 
 /// Page tables in the aperture (PageTableSegmentId = PagingProcessPageTableSegmentId = the
@@ -1297,13 +1387,7 @@ fn a_soft_adapter_pages_through_the_aperture_and_faults_outside_it() {
 fn every_injected_failure_in_a_soft_paging_run_is_clean() {
     let config = soft_machines().remove(0);
     let report = dxgk_sim::fault::systematic_on(config, |m| {
-        let status = m.load_driver(rgpu::ddi::DriverEntry);
-        if status < 0 {
-            return status;
-        }
-        let id = m.add_root_adapter();
-        let status = m.start_adapter(id);
-        if status >= 0 {
+        support::soft_sweep_run(m, |m, id| {
             // A small paging process (a 4 MiB scratch window: two leaf tables) keeps the
             // number of aperture-mapped page tables, hence injection points, small.
             let cfg = VidmmConfig {
@@ -1322,13 +1406,7 @@ fn every_injected_failure_in_a_soft_paging_run_is_clean() {
                 let _ = run;
                 let _ = v.destroy();
             }
-            m.stop_adapter(id);
-        }
-        if m.adapter(id).state != dxgk_sim::PnpState::Removed {
-            m.remove_adapter(id);
-        }
-        m.unload_driver();
-        status
+        })
     });
     println!("{}", report.summary().lines().next().unwrap_or(""));
     assert!(report.injection_points >= 10, "{}", report.injection_points);

@@ -173,23 +173,10 @@ fn every_injected_failure_while_a_soft_adapter_starts_runs_and_stops_is_a_clean_
     for config in machines() {
         let name = config.name.clone();
         let report = dxgk_sim::fault::systematic_on(config, |m| {
-            let status = m.load_driver(rgpu::ddi::DriverEntry);
-            if status < 0 {
-                return status;
-            }
-            let id = m.add_root_adapter();
-            let status = m.start_adapter(id);
-            if status >= 0 {
-                // A doorbell for the engine thread, then stop joins it.
+            // A doorbell for the engine thread, then stop joins it.
+            support::soft_sweep_run(m, |m, id| {
                 let _ = preempt(m, id, 3);
-                m.stop_adapter(id);
-            }
-            // A failed start is undone by Dxgkrnl itself (StopDevice + RemoveDevice).
-            if m.adapter(id).state != PnpState::Removed {
-                m.remove_adapter(id);
-            }
-            m.unload_driver();
-            status
+            })
         });
         println!("{name}: {}", report.summary().lines().next().unwrap_or(""));
         assert!(

@@ -24,8 +24,18 @@ pub fn rgpu_adapter() -> AdapterConfig {
 
 /// Loads rgpu and starts one rgpu adapter, asserting both succeed.
 pub fn boot(config: MachineConfig) -> (Machine, AdapterId) {
+    boot_with(config, |_| {})
+}
+
+/// [`boot`], with `edit` interposing on the DDI table rgpu registered before the adapter is
+/// added ([`Machine::edit_registered_driver`]).
+pub fn boot_with(
+    config: MachineConfig,
+    edit: impl FnOnce(&mut sys::DRIVER_INITIALIZATION_DATA),
+) -> (Machine, AdapterId) {
     let m = Machine::new(config);
     assert_eq!(m.load_driver(rgpu::ddi::DriverEntry), sys::STATUS_SUCCESS);
+    assert!(m.edit_registered_driver(edit), "the driver registered");
     let id = m.add_adapter(rgpu_adapter());
     let status = m.start_adapter(id);
     assert_eq!(status, sys::STATUS_SUCCESS, "{:?}", m.findings());
@@ -41,6 +51,27 @@ pub fn boot_soft(config: MachineConfig) -> (Machine, AdapterId) {
     let status = m.start_adapter(id);
     assert_eq!(status, sys::STATUS_SUCCESS, "{:?}", m.findings());
     (m, id)
+}
+
+/// One run of a systematic fault-injection sweep over a soft adapter: load rgpu, add and start
+/// a root-enumerated adapter, run `work` if it started, stop, remove (unless the failed start
+/// already was undone by Dxgkrnl), unload. Returns the start status (or DriverEntry's).
+pub fn soft_sweep_run(m: &Machine, work: impl FnOnce(&Machine, AdapterId)) -> sys::NTSTATUS {
+    let status = m.load_driver(rgpu::ddi::DriverEntry);
+    if status < 0 {
+        return status;
+    }
+    let id = m.add_root_adapter();
+    let status = m.start_adapter(id);
+    if status >= 0 {
+        work(m, id);
+        m.stop_adapter(id);
+    }
+    if m.adapter(id).state != dxgk_sim::PnpState::Removed {
+        m.remove_adapter(id);
+    }
+    m.unload_driver();
+    status
 }
 
 /// The machines a soft adapter pages on: WDDM 2.4 and WDDM 3.1, both with the identity IOMMU

@@ -58,22 +58,10 @@ impl<'a> MdlSystemVa<'a> {
         let premapped = flags
             & (dxgk_sys::MDL_MAPPED_TO_SYSTEM_VA | dxgk_sys::MDL_SOURCE_IS_NONPAGED_POOL)
             != 0;
-        let va = if premapped {
-            // SAFETY: as above.
-            unsafe { (*raw).MappedSystemVa }
-        } else {
-            // SAFETY: the MDL describes locked pages (documented requirement); KernelMode, no
-            // requested address, no bugcheck on failure.
-            unsafe {
-                dxgk_sys::MmMapLockedPagesSpecifyCache(
-                    raw,
-                    dxgk_sys::KernelMode,
-                    dxgk_sys::MmCached,
-                    core::ptr::null_mut(),
-                    0,
-                    dxgk_sys::NormalPagePriority.0 as u32 | dxgk_sys::MdlMappingNoExecute,
-                )
-            }
+        // SAFETY: the MDL describes locked pages (documented requirement); the routine maps
+        // it (KernelMode, cached, no-execute) unless it is premapped.
+        let va = unsafe {
+            dxgk_sys::MmGetSystemAddressForMdlSafe(raw, dxgk_sys::NormalPagePriority.0 as u32)
         };
         let va = NonNull::new(va.cast::<u8>()).ok_or(NtError::INSUFFICIENT_RESOURCES)?;
         // INVARIANT: `va` maps the MDL's described bytes; `ours` iff we mapped it.
@@ -284,6 +272,30 @@ impl Tables {
         }
     }
 
+    /// Inserts logical page `logical[i]` → `cpu(i)` for every page, or none: on an error the
+    /// pages inserted so far are removed again. Returns how many were inserted.
+    fn insert_all(
+        &mut self,
+        logical: impl Iterator<Item = u64> + Clone,
+        cpu: impl Fn(usize) -> usize,
+    ) -> Result<usize, ViewError> {
+        let mut done = 0;
+        for (i, page) in logical.clone().enumerate() {
+            let inserted = page
+                .checked_add(1)
+                .ok_or(ViewError::AlreadyMapped(page))
+                .and_then(|key| self.insert(key, cpu(i)));
+            if let Err(e) = inserted {
+                for page in logical.take(done) {
+                    self.remove(page + 1);
+                }
+                return Err(e);
+            }
+            done += 1;
+        }
+        Ok(done)
+    }
+
     /// Removes `key`; returns its slot's `cpu` word.
     fn remove(&mut self, key: u64) -> Option<usize> {
         let mut hole = self.find(key)?;
@@ -418,36 +430,19 @@ impl ApertureViews {
                 live: 0,
             }
         };
-        let mut done = 0;
-        let mut failed = None;
-        for (i, page) in logical.clone().enumerate() {
-            let cpu = record.va + (mdl_first + i) * PAGE;
-            match page.checked_add(1).ok_or(ViewError::AlreadyMapped(page)) {
-                Ok(k) => match t.insert(k, cpu | index) {
-                    Ok(()) => done += 1,
-                    Err(e) => {
-                        failed = Some(e);
-                        break;
-                    }
-                },
-                Err(e) => {
-                    failed = Some(e);
-                    break;
+        let base = record.va + mdl_first * PAGE;
+        let done = match t.insert_all(logical, |i| (base + i * PAGE) | index) {
+            Ok(done) => done,
+            Err(e) => {
+                let release = !existing && record.ours;
+                drop(t);
+                if release {
+                    // SAFETY: the mapping made above, unused by any slot now.
+                    unsafe { unmap_raw(first_byte(&record, view.byte_offset()), mdl.mdl.as_ptr()) };
                 }
+                return Err(e);
             }
-        }
-        if let Some(e) = failed {
-            for page in logical.take(done) {
-                t.remove(page + 1);
-            }
-            let release = !existing && record.ours;
-            drop(t);
-            if release {
-                // SAFETY: the mapping made above, unused by any slot now.
-                unsafe { unmap_raw(first_byte(&record, view.byte_offset()), mdl.mdl.as_ptr()) };
-            }
-            return Err(e);
-        }
+        };
         record.live += done as u32;
         t.set_map(index, record);
         Ok(())
@@ -472,29 +467,11 @@ impl ApertureViews {
         if end.is_none() {
             return Err(ViewError::CpuAddress(base));
         }
-        let mut t = self.tables.lock();
-        let mut done = 0;
-        let mut failed = None;
-        for (i, page) in logical.clone().enumerate() {
-            let key = page.checked_add(1);
-            match key.map(|k| t.insert(k, base + (first + i) * PAGE)) {
-                Some(Ok(())) => done += 1,
-                Some(Err(e)) => {
-                    failed = Some(e);
-                    break;
-                }
-                None => {
-                    failed = Some(ViewError::AlreadyMapped(page));
-                    break;
-                }
-            }
-        }
-        if let Some(e) = failed {
-            for page in logical.take(done) {
-                t.remove(page + 1);
-            }
-            return Err(e);
-        }
+        let base = base + first * PAGE;
+        self.tables
+            .lock()
+            .insert_all(logical, |i| base + i * PAGE)
+            .map(|_| ())?;
         Ok(())
     }
 

@@ -78,6 +78,28 @@ impl AdlStorage {
         storage
     }
 
+    /// An ADL of the logical pages `logical` (at least one): contiguous when they are one run,
+    /// a page list otherwise.
+    fn describing(logical: &[u64]) -> Self {
+        let mut adl = DXGK_ADL {
+            PageCount: logical.len() as u32,
+            ..Default::default()
+        };
+        let mut pages = None;
+        if logical.windows(2).all(|w| w[1] == w[0] + 1) {
+            adl.Flags.set_Contiguous(1);
+            adl.u.BasePageNumber = logical[0] as usize;
+        } else {
+            pages = Some(
+                logical
+                    .iter()
+                    .map(|&l| l as usize)
+                    .collect::<Box<[usize]>>(),
+            );
+        }
+        Self::new(adl, pages)
+    }
+
     /// The address the driver gets as `pAdl`.
     fn address(&self) -> usize {
         self.adl.as_ptr() as usize
@@ -572,24 +594,7 @@ pub(crate) fn allocate_adl(m: &MachineState, args: &mut dxgk_sys::DXGKARGCB_ALLO
         crate::IommuMode::Remapped => domain.map(&host),
     };
     drop(mem);
-    let contiguous = logical.windows(2).all(|w| w[1] == w[0] + 1);
-    let mut adl = DXGK_ADL {
-        PageCount: logical.len() as u32,
-        ..Default::default()
-    };
-    let mut pages = None;
-    if contiguous {
-        adl.Flags.set_Contiguous(1);
-        adl.u.BasePageNumber = logical[0] as usize;
-    } else {
-        pages = Some(
-            logical
-                .iter()
-                .map(|&l| l as usize)
-                .collect::<Box<[usize]>>(),
-        );
-    }
-    let storage = AdlStorage::new(adl, pages);
+    let storage = AdlStorage::describing(&logical);
     let ptr = storage.address();
     cb.pmo.adls.insert(
         ptr,
@@ -680,24 +685,7 @@ pub(crate) fn vidmm_adl(
     logical: &[u64],
     physical: &[u64],
 ) -> (usize, DXGK_ADL) {
-    let contiguous = logical.windows(2).all(|w| w[1] == w[0] + 1);
-    let mut adl = DXGK_ADL {
-        PageCount: logical.len() as u32,
-        ..Default::default()
-    };
-    let mut pages = None;
-    if contiguous {
-        adl.Flags.set_Contiguous(1);
-        adl.u.BasePageNumber = logical[0] as usize;
-    } else {
-        pages = Some(
-            logical
-                .iter()
-                .map(|&l| l as usize)
-                .collect::<Box<[usize]>>(),
-        );
-    }
-    let storage = AdlStorage::new(adl, pages);
+    let storage = AdlStorage::describing(logical);
     let ptr = storage.address();
     let mut copy = DXGK_ADL::default();
     storage.edit(|a| copy = *a);

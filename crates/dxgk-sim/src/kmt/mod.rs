@@ -38,8 +38,8 @@
 //! * Placement: the preferred segment when VidMm can place memory there (the implicit
 //!   system-memory segment, or an aperture segment [`Vidmm::is_aperture`] accepts), else the
 //!   implicit system-memory segment when the read set has it, else the first aperture segment
-//!   of the read set VidMm can map; an allocation VidMm can place nowhere is refused
-//!   (a finding and STATUS_INVALID_PARAMETER). VidMm never moves an allocation to another
+//!   of the read set VidMm can map; an allocation VidMm can place nowhere is
+//!   STATUS_NOT_SUPPORTED (a limit of the simulator, no finding). VidMm never moves an allocation to another
 //!   segment (no memory segments; eviction only at D3DKMTEvict).
 //! * MakeResident is synchronous: the paging is done on return and `PagingFenceValue` is 0.
 //!   VidMm here pages an evicted allocation out to (and back in from) system memory even
@@ -361,7 +361,7 @@ pub struct Placement {
     pub read_segments: u32,
     /// `SupportedWriteSegmentSet`.
     pub write_segments: u32,
-    /// The segment VidMm placed it in.
+    /// The segment VidMm placed it in (0 while none of its segments can hold it here).
     pub segment: u32,
     /// `Flags.CpuVisible`.
     pub cpu_visible: bool,
@@ -805,13 +805,8 @@ impl Kmt {
         } else if in_set(system) {
             system
         } else {
-            (1..system)
-                .find(|&s| in_set(s) && usable(s))
-                .ok_or_else(|| {
-                    format!(
-                        "no segment of SupportedReadSegmentSet {read:#x} can hold it here (only system memory and aperture segments are simulated)"
-                    )
-                })?
+            // 0: nothing this VidMm can map (the caller refuses it as not supported).
+            (1..system).find(|&s| in_set(s) && usable(s)).unwrap_or(0)
         };
         Ok(Placement {
             size,
@@ -988,6 +983,12 @@ impl Kmt {
                 return Err(INVALID);
             }
         };
+        // Only system memory and aperture segments are simulated: an allocation that fits
+        // neither is a limit of the simulator, not the driver's error.
+        if placed.iter().any(|p| p.segment == 0) {
+            let _ = self.destroy_on_adapter(&handles);
+            return Err(dxgk_sys::STATUS_NOT_SUPPORTED);
+        }
         // Backing, then Dxgkrnl's handles, then the creating device's open.
         let mut backings = Vec::new();
         for (p, &h_allocation) in placed.iter().zip(&handles) {

@@ -188,19 +188,7 @@ impl Mm {
         zero: bool,
     ) -> Option<(*mut MDL, Vec<(u64, usize)>)> {
         let (region, host) = self.allocate_scattered(pages, low, high, 1, zero)?;
-        let mdl = alloc_mdl(pages);
-        let header = MDL {
-            Next: std::ptr::null_mut(),
-            Size: (MDL_HEADER + pages * 8) as CSHORT,
-            MdlFlags: dxgk_sys::MDL_PAGES_LOCKED | dxgk_sys::MDL_ALLOCATED_FIXED_SIZE,
-            Process: std::ptr::null_mut(),
-            MappedSystemVa: std::ptr::null_mut(),
-            StartVa: std::ptr::null_mut(),
-            ByteCount: (pages * PAGE) as ULONG,
-            ByteOffset: 0,
-        };
-        // SAFETY: `mdl` is a fresh allocation with room for the header and `pages` PFNs.
-        unsafe { mdl.write(header) };
+        let mdl = alloc_locked_mdl(pages);
         self.pages_mdls.insert(
             mdl as usize,
             PagesMdl {
@@ -269,6 +257,25 @@ impl Mm {
 ///
 /// # Safety
 /// `mdl` must be a live MDL with room for `pfns.len()` PFNs.
+/// A fresh MDL of `pages` locked pages (no system VA, `StartVa` NULL, `ByteOffset` 0) whose PFN
+/// array the caller fills ([`write_pfn_array`]); freed with [`super::free_mdl`].
+pub(crate) fn alloc_locked_mdl(pages: usize) -> *mut MDL {
+    let mdl = alloc_mdl(pages);
+    let header = MDL {
+        Next: std::ptr::null_mut(),
+        Size: (MDL_HEADER + pages * 8) as CSHORT,
+        MdlFlags: dxgk_sys::MDL_PAGES_LOCKED | dxgk_sys::MDL_ALLOCATED_FIXED_SIZE,
+        Process: std::ptr::null_mut(),
+        MappedSystemVa: std::ptr::null_mut(),
+        StartVa: std::ptr::null_mut(),
+        ByteCount: (pages * PAGE) as ULONG,
+        ByteOffset: 0,
+    };
+    // SAFETY: `mdl` is a fresh allocation with room for the header and `pages` PFNs.
+    unsafe { mdl.write(header) };
+    mdl
+}
+
 pub(crate) unsafe fn write_pfn_array(mdl: *mut MDL, pfns: &[u64]) {
     // SAFETY: the caller guarantees a live MDL.
     let array = unsafe { dxgk_sys::MmGetMdlPfnArray(mdl) };

@@ -10,9 +10,10 @@
 
 use std::collections::BTreeMap;
 
-use dxgk_sys::{CSHORT, MDL, ULONG};
+use dxgk_sys::MDL;
 
-use crate::memory::{alloc_mdl, free_mdl, mm::write_pfn_array, MDL_HEADER, PAGE};
+use crate::memory::mm::{alloc_locked_mdl, write_pfn_array};
+use crate::memory::{free_mdl, MDL_HEADER};
 
 /// How VidMm maps aperture ranges on this adapter.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -121,19 +122,7 @@ impl VidmmMdl {
     pub(super) fn new(pfns: &[u64]) -> Self {
         let pages = pfns.len();
         assert!((1..=MDL_MAX_PAGES).contains(&pages), "MDL of {pages} pages");
-        let mdl = alloc_mdl(pages);
-        let header = MDL {
-            Next: std::ptr::null_mut(),
-            Size: (MDL_HEADER + pages * 8) as CSHORT,
-            MdlFlags: dxgk_sys::MDL_PAGES_LOCKED | dxgk_sys::MDL_ALLOCATED_FIXED_SIZE,
-            Process: std::ptr::null_mut(),
-            MappedSystemVa: std::ptr::null_mut(),
-            StartVa: std::ptr::null_mut(),
-            ByteCount: (pages * PAGE) as ULONG,
-            ByteOffset: 0,
-        };
-        // SAFETY: `mdl` is a fresh allocation with room for the header and `pages` PFNs.
-        unsafe { mdl.write(header) };
+        let mdl = alloc_locked_mdl(pages);
         // SAFETY: a live MDL with room for `pages` PFNs.
         unsafe { write_pfn_array(mdl, pfns) };
         Self { mdl, pages }

@@ -414,6 +414,8 @@ pub struct Vidmm {
     dummy: Option<VidmmMemory>,
     /// The paging buffer's aperture mapping, when it lives in an aperture segment.
     buffer_aperture: Option<ApertureMapping>,
+    /// The paging process can run paging buffers (its tables are written and its root set).
+    paging_ready: bool,
 }
 
 fn invalid_pte() -> DXGK_PTE {
@@ -593,6 +595,7 @@ impl Vidmm {
             paging_buffer_segment,
             dummy: None,
             buffer_aperture: None,
+            paging_ready: false,
         };
         for (what, seg) in [
             ("PageTableSegmentId", v.geo.table_segment),
@@ -1234,6 +1237,7 @@ impl Vidmm {
         let mut order: Vec<_> = contents.into_iter().collect();
         order.sort_by_key(|(key, _)| *key);
         self.write_paging_tables(&order)?;
+        self.paging_ready = true;
         // Whatever the aperture mapping put in the paging buffer runs now that the paging
         // process can run it.
         self.submit_paging()?;
@@ -1431,6 +1435,14 @@ impl Vidmm {
                 return Err(VidmmError::NoProgress {
                     operation: operation.0,
                 });
+            }
+            if !self.paging_ready {
+                // The aperture mappings of the paging buffer and the paging process's tables
+                // come before anything can run them.
+                return Err(VidmmError::Unsupported(format!(
+                    "a second pass of {} before the paging process can run a paging buffer",
+                    crate::trace::paging_operation_name(operation.0)
+                )));
             }
             multipass = args.MultipassOffset;
             self.submit_paging()?;
@@ -1944,12 +1956,9 @@ impl Vidmm {
         }
         let aperture = self.apertures.iter().any(|a| a.id == spec.segment);
         if aperture && !self.is_aperture(spec.segment) {
-            let ApertureMode::Unavailable(why) = &self.aperture_mode else {
-                unreachable!("is_aperture is false only when unavailable");
-            };
             return Err(VidmmError::Unsupported(format!(
-                "segment {}: {why}",
-                spec.segment
+                "segment {}: {:?}",
+                spec.segment, self.aperture_mode
             )));
         }
         let pages = spec.bytes.div_ceil(PAGE64) as usize;
