@@ -231,6 +231,7 @@ fn update_table(
 }
 
 const NO_AUX: PagingContext<'static> = PagingContext {
+    views: None,
     aperture: None,
     asid_of: None,
 };

@@ -74,10 +74,13 @@ pub fn abi_status(e: AbiError) -> NtError {
     }
 }
 
-/// Decodes one allocation's private data and decides its DXGK_ALLOCATIONINFO outputs.
-/// Errors: see [`abi_status`]; an aperture request larger than the aperture is
-/// STATUS_INVALID_PARAMETER.
-pub fn describe(private: &[u8]) -> Result<Allocation, NtError> {
+/// Decodes one allocation's private data and decides its DXGK_ALLOCATIONINFO outputs, for a
+/// hardware adapter (`soft` false) or a soft one (docs/soft-rgpu.md, the soft-mode memory
+/// contract: every allocation only in the aperture, AccessedPhysically, so that each page the
+/// engine reaches arrives with its MDL in MAP_APERTURE_SEGMENT).
+/// Errors: see [`abi_status`]; an aperture request (or, soft, any allocation) larger than the
+/// aperture is STATUS_INVALID_PARAMETER.
+pub fn describe(private: &[u8], soft: bool) -> Result<Allocation, NtError> {
     let data = AllocationData::decode(private).map_err(|e| {
         rgpu_log!(error, "CreateAllocation: bad private data: {:?}", e);
         abi_status(e)
@@ -86,6 +89,8 @@ pub fn describe(private: &[u8]) -> Result<Allocation, NtError> {
     let bytes = data.size_bytes.div_ceil(PAGE_BYTES) * PAGE_BYTES;
     let size = usize::try_from(bytes).map_err(|_| NtError::INVALID_PARAMETER)?;
     let (preferred, sets) = match (data.segment, data.kind) {
+        // Soft rgpu: the engine reaches only pages that arrive with an MDL in the aperture.
+        _ if soft => (APERTURE_SEGMENT_ID, APERTURE_BIT),
         (SegmentPreference::SystemMemory, _)
         | (SegmentPreference::Any, AllocationKind::Buffer | AllocationKind::Staging) => {
             (SYSTEM_MEMORY_SEGMENT_ID, SYSTEM_BIT)
@@ -93,18 +98,21 @@ pub fn describe(private: &[u8]) -> Result<Allocation, NtError> {
         (SegmentPreference::Any, AllocationKind::RingVisible) => {
             (SYSTEM_MEMORY_SEGMENT_ID, SYSTEM_BIT | APERTURE_BIT)
         }
-        (SegmentPreference::Aperture, _) => {
-            if bytes > APERTURE_SEGMENT_SIZE as u64 {
-                rgpu_log!(
-                    error,
-                    "CreateAllocation: {} bytes do not fit the aperture",
-                    bytes
-                );
-                return Err(NtError::INVALID_PARAMETER);
-            }
-            (APERTURE_SEGMENT_ID, SYSTEM_BIT | APERTURE_BIT)
-        }
+        (SegmentPreference::Aperture, _) => (APERTURE_SEGMENT_ID, SYSTEM_BIT | APERTURE_BIT),
     };
+    if preferred == APERTURE_SEGMENT_ID && bytes > APERTURE_SEGMENT_SIZE as u64 {
+        rgpu_log!(
+            error,
+            "CreateAllocation: {} bytes do not fit the aperture{}",
+            bytes,
+            if soft {
+                " (soft rgpu places every allocation there)"
+            } else {
+                ""
+            }
+        );
+        return Err(NtError::INVALID_PARAMETER);
+    }
     let natural = if bytes.is_multiple_of(LARGE_PAGE_BYTES) {
         LARGE_PAGE_BYTES
     } else {
@@ -121,6 +129,7 @@ pub fn describe(private: &[u8]) -> Result<Allocation, NtError> {
             eviction_segments: 0,
             cpu_visible: data.cpu_access.any(),
             cached: data.cpu_access.reads(),
+            accessed_physically: soft,
             priority: PRIORITY_NORMAL,
         },
     })
@@ -134,14 +143,49 @@ mod tests {
     // kernel seam").
     use dxgk_sim as _;
 
+    fn describe_hw(private: &[u8]) -> Result<Allocation, NtError> {
+        describe(private, false)
+    }
+
+    #[test]
+    fn on_a_soft_adapter_every_allocation_is_aperture_only_and_accessed_physically() {
+        for data in [
+            AllocationData::buffer(5000),
+            AllocationData::staging(128 * 1024),
+            AllocationData {
+                segment: SegmentPreference::SystemMemory,
+                ..AllocationData::buffer(4096)
+            },
+        ] {
+            let d = describe(&data.encode(), true).unwrap().description;
+            assert_eq!(
+                (d.preferred_segment, d.read_segments, d.write_segments),
+                (APERTURE_SEGMENT_ID, APERTURE_BIT, APERTURE_BIT),
+                "{data:?}"
+            );
+            assert!(d.accessed_physically);
+        }
+        let big = AllocationData::buffer(APERTURE_SEGMENT_SIZE as u64 + 4096);
+        assert_eq!(
+            describe(&big.encode(), true).err(),
+            Some(NtError::INVALID_PARAMETER)
+        );
+        assert!(
+            !describe_hw(&AllocationData::buffer(4096).encode())
+                .unwrap()
+                .description
+                .accessed_physically
+        );
+    }
+
     #[test]
     fn kinds_map_to_segments_sizes_and_flags() {
-        let a = describe(&AllocationData::buffer(5000).encode()).unwrap();
+        let a = describe_hw(&AllocationData::buffer(5000).encode()).unwrap();
         let d = a.description;
         assert_eq!((d.size, d.alignment), (8192, 4096));
         assert_eq!((d.preferred_segment, d.read_segments), (2, 0b10));
         assert!(!d.cpu_visible);
-        let s = describe(&AllocationData::staging(128 * 1024).encode()).unwrap();
+        let s = describe_hw(&AllocationData::staging(128 * 1024).encode()).unwrap();
         assert_eq!(s.description.alignment, 64 * 1024);
         assert!(s.description.cpu_visible && s.description.cached);
         let mut r = AllocationData::buffer(4096);
@@ -149,13 +193,13 @@ mod tests {
         r.segment = SegmentPreference::Aperture;
         r.cpu_access = CpuAccess::WRITE;
         r.alignment = 1 << 20;
-        let d = describe(&r.encode()).unwrap().description;
+        let d = describe_hw(&r.encode()).unwrap().description;
         assert_eq!((d.preferred_segment, d.read_segments), (1, 0b11));
         assert_eq!(d.alignment, 1 << 20);
         assert!(d.cpu_visible && !d.cached);
         r.size_bytes = 2 << 30;
         assert_eq!(
-            describe(&r.encode()).err(),
+            describe_hw(&r.encode()).err(),
             Some(NtError::INVALID_PARAMETER)
         );
     }
@@ -163,13 +207,16 @@ mod tests {
     #[test]
     fn bad_private_data_gets_the_documented_status() {
         let good = AllocationData::buffer(4096).encode();
-        assert_eq!(describe(&[]).err(), Some(NtError::BUFFER_TOO_SMALL));
-        assert_eq!(describe(&good[..40]).err(), Some(NtError::BUFFER_TOO_SMALL));
+        assert_eq!(describe_hw(&[]).err(), Some(NtError::BUFFER_TOO_SMALL));
+        assert_eq!(
+            describe_hw(&good[..40]).err(),
+            Some(NtError::BUFFER_TOO_SMALL)
+        );
         let mut v2 = good;
         v2[0] = 2;
-        assert_eq!(describe(&v2).err(), Some(NtError::REVISION_MISMATCH));
+        assert_eq!(describe_hw(&v2).err(), Some(NtError::REVISION_MISMATCH));
         let mut k = good;
         k[8] = 9;
-        assert_eq!(describe(&k).err(), Some(NtError::INVALID_PARAMETER));
+        assert_eq!(describe_hw(&k).err(), Some(NtError::INVALID_PARAMETER));
     }
 }

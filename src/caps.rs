@@ -12,7 +12,8 @@
 //!   GART-like table rgpu fills from the MDLs VidMm passes in MAP/UNMAP_APERTURE_SEGMENT, so
 //!   every page the device can reach is one the driver has seen as an MDL. Page tables live in
 //!   the implicit system-memory segment, id `NbSegment + 1` = 2, as Microsoft's compute-only
-//!   sample does (Learn says 0; reference §8 item 7 records the disagreement).
+//!   sample does (Learn says 0; reference §8 item 7 records the disagreement). On a soft
+//!   adapter page tables live in the aperture ([`page_table_segment`], docs/soft-rgpu.md).
 //!
 //! * PHYSICAL_MEMORY_CAPS / IOMMU_CAPS (the DMA remapping opt-in, asked before StartDevice):
 //!   the device reaches every address below its 40-bit limit ([`HIGHEST_DEVICE_ADDRESS`],
@@ -124,12 +125,23 @@ pub fn gpummu_caps(interface: u32) -> DXGK_GPUMMUCAPS {
     caps
 }
 
+/// The segment page tables live in: the implicit system-memory segment on hardware, the
+/// aperture on a soft adapter (docs/soft-rgpu.md: the soft engine can only reach pages that
+/// arrive with an MDL in MAP_APERTURE_SEGMENT).
+pub fn page_table_segment(soft: bool) -> u32 {
+    if soft {
+        APERTURE_SEGMENT_ID
+    } else {
+        SYSTEM_MEMORY_SEGMENT_ID
+    }
+}
+
 /// DXGK_PAGE_TABLE_LEVEL_DESC for `level` (0 = leaf); None past the root.
-pub fn page_table_level(level: u32) -> Option<DXGK_PAGE_TABLE_LEVEL_DESC> {
+pub fn page_table_level(level: u32, soft: bool) -> Option<DXGK_PAGE_TABLE_LEVEL_DESC> {
     (level < pte::LEVELS as u32).then_some(DXGK_PAGE_TABLE_LEVEL_DESC {
         PageTableIndexBitCount: pte::INDEX_BITS,
-        PageTableSegmentId: SYSTEM_MEMORY_SEGMENT_ID,
-        PagingProcessPageTableSegmentId: SYSTEM_MEMORY_SEGMENT_ID,
+        PageTableSegmentId: page_table_segment(soft),
+        PagingProcessPageTableSegmentId: page_table_segment(soft),
         PageTableSizeInBytes: pte::TABLE_SIZE as UINT,
         PageTableAlignmentInBytes: pte::TABLE_SIZE as UINT,
     })
@@ -168,20 +180,24 @@ pub fn physical_memory_caps() -> DXGK_PHYSICAL_MEMORY_CAPS {
 }
 
 /// DXGK_IOMMU_CAPS: the isolation bits as DRIVERCAPS declares them (Learn: they must match) and
-/// DMA remapping supported (see the module docs).
-pub fn iommu_caps() -> DXGK_IOMMU_CAPS {
+/// DMA remapping supported (see the module docs) — except on a soft (root-enumerated) adapter:
+/// with remapping VidMm would send MAP_APERTURE_SEGMENT2, whose CpuVisibleAddress is NULL for
+/// its own page tables and paging buffers, so the soft engine could not reach them
+/// (docs/soft-rgpu.md, the soft-mode memory contract).
+pub fn iommu_caps(soft: bool) -> DXGK_IOMMU_CAPS {
     let mm = driver_caps(dxgk_sys::DXGKDDI_INTERFACE_VERSION).MemoryManagementCaps;
     let mut caps = DXGK_IOMMU_CAPS::default();
     caps.set_IommuIsolationSupported(mm.IoMmuSecureModeSupported());
     caps.set_IommuIsolationRequired(mm.IoMmuSecureModeRequired());
-    caps.set_DmaRemappingSupported(1);
+    caps.set_DmaRemappingSupported(u32::from(!soft));
     caps
 }
 
-/// Answers one decoded DxgkDdiQueryAdapterInfo for an adapter on interface `interface`.
+/// Answers one decoded DxgkDdiQueryAdapterInfo for an adapter on interface `interface`; `soft`:
+/// the adapter runs soft rgpu (or, before StartDevice, is root-enumerated).
 /// STATUS_NOT_SUPPORTED for types rgpu does not answer (not an error worth a log line: Dxgkrnl
 /// probes optional types).
-pub fn answer(interface: u32, request: Request<'_>) -> NtResult<()> {
+pub fn answer(interface: u32, soft: bool, request: Request<'_>) -> NtResult<()> {
     match request {
         Request::DriverCaps(out) => out.write(&driver_caps(interface)),
         Request::GpuMmuCaps {
@@ -198,7 +214,7 @@ pub fn answer(interface: u32, request: Request<'_>) -> NtResult<()> {
             level,
             out,
         } => {
-            let desc = page_table_level(level)
+            let desc = page_table_level(level, soft)
                 .filter(|_| physical_adapter == 0)
                 .ok_or(NtError::INVALID_PARAMETER)?;
             out.write(&desc);
@@ -229,7 +245,7 @@ pub fn answer(interface: u32, request: Request<'_>) -> NtResult<()> {
             io.set(&r);
         }
         Request::PhysicalMemoryCaps(out) => out.write(&physical_memory_caps()),
-        Request::IommuCaps(out) => out.write(&iommu_caps()),
+        Request::IommuCaps(out) => out.write(&iommu_caps(soft)),
         Request::Other(_) => return Err(NtError::NOT_SUPPORTED),
     }
     Ok(())

@@ -13,6 +13,17 @@ fn query(
     input: &mut [u8],
     output: &mut [u8],
 ) -> Result<(), sys::NTSTATUS> {
+    query_as(false, interface, ty, input, output)
+}
+
+/// `query` for a soft adapter (`soft`) or a hardware one.
+fn query_as(
+    soft: bool,
+    interface: u32,
+    ty: sys::DXGK_QUERYADAPTERINFOTYPE,
+    input: &mut [u8],
+    output: &mut [u8],
+) -> Result<(), sys::NTSTATUS> {
     let args = sys::DXGKARG_QUERYADAPTERINFO {
         Type: ty,
         pInputData: if input.is_empty() {
@@ -28,7 +39,7 @@ fn query(
     // SAFETY: input and output buffers are valid for the sizes passed.
     let request = unsafe { dxgk::query::Request::decode(&args, interface) };
     request
-        .and_then(|r| caps::answer(interface, r))
+        .and_then(|r| caps::answer(interface, soft, r))
         .map_err(|e| e.raw())
 }
 
@@ -201,6 +212,24 @@ fn page_table_levels_are_4_kib_tables_of_512_entries_and_level_4_does_not_exist(
             (9, 4096, 4096)
         );
         assert_eq!(d.PageTableSegmentId, caps::SYSTEM_MEMORY_SEGMENT_ID);
+        assert_eq!(
+            d.PagingProcessPageTableSegmentId,
+            caps::SYSTEM_MEMORY_SEGMENT_ID
+        );
+        // Soft rgpu: page tables in the aperture, where each page arrives with its MDL.
+        query_as(
+            true,
+            v,
+            sys::DXGKQAITYPE_PAGETABLELEVELDESC,
+            &mut input,
+            &mut out,
+        )
+        .unwrap();
+        let d: sys::DXGK_PAGE_TABLE_LEVEL_DESC = read(&out);
+        assert_eq!(
+            (d.PageTableSegmentId, d.PagingProcessPageTableSegmentId),
+            (caps::APERTURE_SEGMENT_ID, caps::APERTURE_SEGMENT_ID)
+        );
     }
     let mut input = [4u16.to_le_bytes(), 0u16.to_le_bytes()].concat();
     assert_eq!(
@@ -306,6 +335,19 @@ fn remapping_caps_match_drivercaps_and_opt_in_to_dma_remapping() {
             "the WDDM 3.0 memory path exists"
         );
         assert_eq!(c.Reserved(), 0);
+        // A soft (root-enumerated) adapter does not opt in: MAP_APERTURE_SEGMENT2 would give
+        // no CPU view of VidMm's page tables and paging buffers.
+        query_as(
+            true,
+            interface,
+            sys::DXGKQAITYPE_IOMMU_CAPS,
+            &mut [],
+            &mut out,
+        )
+        .unwrap();
+        let soft: sys::DXGK_IOMMU_CAPS = read(&out);
+        assert_eq!(soft.DmaRemappingSupported(), 0);
+        assert_eq!(soft.IommuIsolationSupported(), c.IommuIsolationSupported());
         let mut out = vec![0xAAu8; size_of::<sys::DXGK_PHYSICAL_MEMORY_CAPS>()];
         query(
             interface,

@@ -180,11 +180,11 @@ fn start_device_refuses_an_interface_older_than_2_4() {
     let m = Machine::new(MachineConfig::windows_11_22h2());
     assert_eq!(m.load_driver(rgpu::ddi::DriverEntry), sys::STATUS_SUCCESS);
     let ddis = m.registered_driver().unwrap();
+    let pdo = m.pdo(m.add_adapter(AdapterConfig { device: None }));
     m.enter(|| {
-        let mut pdo = sys::DEVICE_OBJECT::default();
         let mut ctx: sys::PVOID = std::ptr::null_mut();
         // SAFETY: valid PDO and context slot.
-        let r = unsafe { ddis.DxgkDdiAddDevice.unwrap()(&mut pdo, &mut ctx) };
+        let r = unsafe { ddis.DxgkDdiAddDevice.unwrap()(pdo, &mut ctx) };
         assert_eq!(r, sys::STATUS_SUCCESS);
         let mut iface = m.interface_for_tests(sys::DXGKDDI_INTERFACE_VERSION_WDDM2_3);
         let mut start_info = sys::DXGK_START_INFO::default();

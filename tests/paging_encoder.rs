@@ -139,6 +139,7 @@ fn with_machine<R>(f: impl FnOnce(&Machine) -> R) -> R {
 fn update_page_table_becomes_write_ptes_in_the_rgpu_format() {
     with_machine(|_| {
         let ctx = PagingContext {
+            views: None,
             aperture: None,
             asid_of: None,
         };
@@ -170,6 +171,7 @@ fn update_page_table_becomes_write_ptes_in_the_rgpu_format() {
 fn multipass_resumes_exactly_where_it_stopped() {
     with_machine(|_| {
         let ctx = PagingContext {
+            views: None,
             aperture: None,
             asid_of: None,
         };
@@ -206,6 +208,7 @@ fn multipass_resumes_exactly_where_it_stopped() {
 fn repeat_replicates_one_entry() {
     with_machine(|_| {
         let ctx = PagingContext {
+            views: None,
             aperture: None,
             asid_of: None,
         };
@@ -225,6 +228,7 @@ fn repeat_replicates_one_entry() {
 fn cpu_virtual_initialization_writes_the_table_at_once() {
     with_machine(|_| {
         let ctx = PagingContext {
+            views: None,
             aperture: None,
             asid_of: None,
         };
@@ -258,6 +262,7 @@ fn cpu_virtual_initialization_writes_the_table_at_once() {
 fn out_of_table_updates_and_unknown_segments_are_refused() {
     with_machine(|m| {
         let ctx = PagingContext {
+            views: None,
             aperture: None,
             asid_of: None,
         };
@@ -285,6 +290,7 @@ fn out_of_table_updates_and_unknown_segments_are_refused() {
 fn flush_fill_transfer_and_fence_encode_one_command_each() {
     with_machine(|_| {
         let ctx = PagingContext {
+            views: None,
             aperture: None,
             asid_of: None,
         };
@@ -352,6 +358,7 @@ fn flush_fill_transfer_and_fence_encode_one_command_each() {
 fn a_buffer_too_small_for_one_command_asks_for_a_new_one_without_writing() {
     with_machine(|_| {
         let ctx = PagingContext {
+            views: None,
             aperture: None,
             asid_of: None,
         };
@@ -385,6 +392,7 @@ fn aperture_pages_translate_through_the_gart_and_unmapped_ones_are_refused() {
         .unwrap();
         let aperture = Aperture::new(gart).unwrap();
         let ctx = PagingContext {
+            views: None,
             aperture: Some(&aperture),
             asid_of: None,
         };
@@ -493,6 +501,7 @@ fn map_aperture_segment2_maps_contiguous_and_page_list_adls_from_their_offset() 
         .unwrap();
         let aperture = Aperture::new(gart).unwrap();
         let ctx = PagingContext {
+            views: None,
             aperture: Some(&aperture),
             asid_of: None,
         };
@@ -548,6 +557,7 @@ fn map_aperture_segment2_maps_contiguous_and_page_list_adls_from_their_offset() 
 fn operations_excluded_by_the_caps_are_refused() {
     with_machine(|m| {
         let ctx = PagingContext {
+            views: None,
             aperture: None,
             asid_of: None,
         };
@@ -582,6 +592,7 @@ fn flush_tlb_targets_the_process_address_space_when_known() {
         let known = 0x1234usize as sys::HANDLE;
         let asid_of = |h: ProcessHandle| (h.as_raw() == known).then_some(3u8);
         let ctx = PagingContext {
+            views: None,
             aperture: None,
             asid_of: Some(&asid_of),
         };
@@ -682,6 +693,7 @@ fn update_both_modes(
 fn sixty_four_kib_page_tables_are_level_1_entries_with_table_64k_and_32_entry_leaves() {
     with_machine(|m| {
         let ctx = PagingContext {
+            views: None,
             aperture: None,
             asid_of: None,
         };
@@ -800,7 +812,7 @@ proptest::proptest! {
         use_64k in proptest::bool::ANY,
     ) {
         with_machine(|_| {
-            let ctx = PagingContext { aperture: None, asid_of: None };
+            let ctx = PagingContext { aperture: None, views: None, asid_of: None };
             // Bias towards entries rgpu accepts: most random flag words name a bad segment.
             // (One entry in 16 keeps its random segment and PageTablePageSize, one in 8 its
             // random low page bits.)
@@ -837,7 +849,7 @@ proptest::proptest! {
         use_64k in proptest::bool::ANY,
     ) {
         with_machine(|_| {
-            let ctx = PagingContext { aperture: None, asid_of: None };
+            let ctx = PagingContext { aperture: None, views: None, asid_of: None };
             let use_64k = use_64k && level <= 1;
             let mut entries: Vec<sys::DXGK_PTE> = raw
                 .iter()

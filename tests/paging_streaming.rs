@@ -14,6 +14,7 @@ const TABLE_VA: u64 = 0x7000_0000;
 /// One 512-entry UPDATE_PAGE_TABLE into `dma`; returns the bytes written.
 fn update(dma: &mut [u8], entries: &mut [sys::DXGK_PTE]) -> usize {
     let ctx = PagingContext {
+        views: None,
         aperture: None,
         asid_of: None,
     };

@@ -1,7 +1,7 @@
 //! DriverEntry → DxgkInitialize → AddDevice → RemoveDevice through dxgk-sim, on the Windows
 //! versions rgpu must load on and one it must refuse.
 
-use dxgk_sim::{Machine, MachineConfig};
+use dxgk_sim::{AdapterConfig, Machine, MachineConfig};
 use dxgk_sys as sys;
 
 /// Storage standing in for the kernel objects the I/O manager passes to DriverEntry.
@@ -58,11 +58,11 @@ fn registers_with_the_newest_version_the_os_accepts_and_manages_the_adapter_cont
                 .expect("DxgkInitialize kept the DDI table");
             assert_eq!(ddis.Version, expected, "{}", m.config().name);
 
-            let mut pdo = sys::DEVICE_OBJECT::default();
+            let pdo = m.pdo(m.add_adapter(AdapterConfig { device: None }));
             let mut context: sys::PVOID = std::ptr::null_mut();
             let add = ddis.DxgkDdiAddDevice.unwrap();
             // SAFETY: a valid PDO and context slot, as Dxgkrnl passes them.
-            assert_eq!(unsafe { add(&mut pdo, &mut context) }, sys::STATUS_SUCCESS);
+            assert_eq!(unsafe { add(pdo, &mut context) }, sys::STATUS_SUCCESS);
             assert!(!context.is_null());
             assert_eq!(
                 m.pool_in_use(),

@@ -8,22 +8,9 @@ use dxgk_sim::{AdapterId, InterruptNotification, Machine, PnpState};
 use dxgk_sys as sys;
 
 mod support;
-use support::machines;
+use support::{boot_soft, machines};
 
 /// Loads rgpu and starts one root-enumerated adapter.
-fn boot_soft(config: dxgk_sim::MachineConfig) -> (Machine, AdapterId) {
-    let m = Machine::new(config);
-    assert_eq!(m.load_driver(rgpu::ddi::DriverEntry), sys::STATUS_SUCCESS);
-    let id = m.add_root_adapter();
-    assert_eq!(
-        m.start_adapter(id),
-        sys::STATUS_SUCCESS,
-        "{:?}",
-        m.findings()
-    );
-    (m, id)
-}
-
 /// The driver's adapter behind `id`'s MiniportDeviceContext.
 fn adapter(m: &Machine, id: AdapterId) -> &rgpu::adapter::Adapter {
     let ctx = m.adapter(id).context as *const rgpu::adapter::Adapter;
@@ -186,23 +173,10 @@ fn every_injected_failure_while_a_soft_adapter_starts_runs_and_stops_is_a_clean_
     for config in machines() {
         let name = config.name.clone();
         let report = dxgk_sim::fault::systematic_on(config, |m| {
-            let status = m.load_driver(rgpu::ddi::DriverEntry);
-            if status < 0 {
-                return status;
-            }
-            let id = m.add_root_adapter();
-            let status = m.start_adapter(id);
-            if status >= 0 {
-                // A doorbell for the engine thread, then stop joins it.
+            // A doorbell for the engine thread, then stop joins it.
+            support::soft_sweep_run(m, |m, id| {
                 let _ = preempt(m, id, 3);
-                m.stop_adapter(id);
-            }
-            // A failed start is undone by Dxgkrnl itself (StopDevice + RemoveDevice).
-            if m.adapter(id).state != PnpState::Removed {
-                m.remove_adapter(id);
-            }
-            m.unload_driver();
-            status
+            })
         });
         println!("{name}: {}", report.summary().lines().next().unwrap_or(""));
         assert!(
@@ -211,5 +185,140 @@ fn every_injected_failure_while_a_soft_adapter_starts_runs_and_stops_is_a_clean_
             report.injection_points
         );
         report.assert_clean();
+    }
+}
+
+/// A raw MDL in `raw` over `page` (one 4 KiB page of memory), as VidMm passes one to
+/// MAP_APERTURE_SEGMENT: mapped (MDL_SOURCE_IS_NONPAGED_POOL + MappedSystemVa), PFN `pfn`.
+fn one_page_mdl(raw: &mut [u64; 8], page: &mut [u8], pfn: usize) -> *mut sys::MDL {
+    let mdl = raw.as_mut_ptr().cast::<sys::MDL>();
+    let header = sys::MDL {
+        Size: (std::mem::size_of::<sys::MDL>() + 8) as i16,
+        MdlFlags: sys::MDL_SOURCE_IS_NONPAGED_POOL | sys::MDL_MAPPED_TO_SYSTEM_VA,
+        MappedSystemVa: page.as_mut_ptr().cast(),
+        StartVa: page.as_mut_ptr().cast(),
+        ByteCount: 4096,
+        ..Default::default()
+    };
+    // SAFETY: `raw` (64 bytes, 8-byte aligned) holds the 48-byte header and one PFN.
+    unsafe { mdl.write(header) };
+    // SAFETY: the PFN slot right after the header, inside `raw`.
+    let pfns = unsafe { sys::MmGetMdlPfnArray(mdl) };
+    // SAFETY: as above.
+    unsafe { pfns.write(pfn) };
+    mdl
+}
+
+/// One aperture paging operation (MAP or UNMAP of one page) through DxgkDdiBuildPagingBuffer.
+fn aperture_op(
+    m: &Machine,
+    id: AdapterId,
+    context: sys::HANDLE,
+    map: Option<*mut sys::MDL>,
+    aperture_page: usize,
+) -> sys::NTSTATUS {
+    let d = m.registered_driver().unwrap();
+    let mut dma = [0u8; 64];
+    let mut b = sys::DXGKARG_BUILDPAGINGBUFFER {
+        pDmaBuffer: dma.as_mut_ptr().cast(),
+        DmaSize: dma.len() as u32,
+        hSystemContext: context,
+        ..Default::default()
+    };
+    match map {
+        Some(mdl) => {
+            b.Operation = sys::DXGK_OPERATION_MAP_APERTURE_SEGMENT;
+            b.u.MapApertureSegment.SegmentId = rgpu::caps::APERTURE_SEGMENT_ID;
+            b.u.MapApertureSegment.OffsetInPages = aperture_page;
+            b.u.MapApertureSegment.NumberOfPages = 1;
+            b.u.MapApertureSegment.pMdl = mdl;
+        }
+        None => {
+            b.Operation = sys::DXGK_OPERATION_UNMAP_APERTURE_SEGMENT;
+            b.u.UnmapApertureSegment.SegmentId = rgpu::caps::APERTURE_SEGMENT_ID;
+            b.u.UnmapApertureSegment.OffsetInPages = aperture_page;
+            b.u.UnmapApertureSegment.NumberOfPages = 1;
+        }
+    }
+    let ctx = m.adapter(id).context;
+    // SAFETY: the adapter context; the MDL and the DMA buffer outlive the call.
+    m.enter(|| unsafe { d.DxgkDdiBuildPagingBuffer.unwrap()(ctx, &mut b) })
+}
+
+#[test]
+fn a_root_page_table_in_the_aperture_is_programmed_at_the_logical_page_the_gart_maps() {
+    const PFN: usize = 0x12_3456;
+    const APERTURE_PAGE: usize = 40;
+    for config in machines() {
+        let (m, id) = boot_soft(config);
+        let a = adapter(&m, id);
+        let d = m.registered_driver().unwrap();
+        let ctx = m.adapter(id).context;
+        // The system paging process, its device and context, as VidMm creates them.
+        let mut pa = sys::DXGKARG_CREATEPROCESS::default();
+        pa.Flags.set_SystemProcess(1);
+        // SAFETY: the adapter context and a valid argument block.
+        let st = m.enter(|| unsafe { d.DxgkDdiCreateProcess.unwrap()(ctx, &mut pa) });
+        assert_eq!(st, sys::STATUS_SUCCESS);
+        let mut da = sys::DXGKARG_CREATEDEVICE {
+            hKmdProcess: pa.hKmdProcess,
+            ..Default::default()
+        };
+        // SAFETY: as above.
+        let st = m.enter(|| unsafe { d.DxgkDdiCreateDevice.unwrap()(ctx, &mut da) });
+        assert_eq!(st, sys::STATUS_SUCCESS);
+        let mut ca = sys::DXGKARG_CREATECONTEXT::default();
+        ca.Flags.set_SystemContext(1);
+        // SAFETY: the device just created and a valid argument block.
+        let st = m.enter(|| unsafe { d.DxgkDdiCreateContext.unwrap()(da.hDevice, &mut ca) });
+        assert_eq!(st, sys::STATUS_SUCCESS);
+
+        let set_root = |offset: u64| {
+            let mut args = sys::DXGKARG_SETROOTPAGETABLE {
+                hContext: ca.hContext,
+                NumEntries: 512,
+                ..Default::default()
+            };
+            args.Address.SegmentId = rgpu::caps::APERTURE_SEGMENT_ID;
+            args.Address.SegmentOffset = offset;
+            // SAFETY: the adapter context and a valid argument block.
+            m.enter(|| unsafe { d.DxgkDdiSetRootPageTable.unwrap()(ctx, &args) });
+        };
+        let asid = u32::from(rgpu::paging::PAGING_ASID);
+        let root_register = || {
+            let regs = a.started().unwrap().mmio();
+            m.enter(|| {
+                u64::from(regs.read(rgpu_hw::regs::asid_root_lo(asid)))
+                    | (u64::from(regs.read(rgpu_hw::regs::asid_root_hi(asid))) << 32)
+            })
+        };
+        // An aperture offset nothing is mapped at is refused: the root stays as it was.
+        let before = root_register();
+        set_root((APERTURE_PAGE * 4096) as u64);
+        assert_eq!(root_register(), before);
+        assert!(m.debug_contains("SetRootPageTable: "));
+        // After MAP_APERTURE_SEGMENT the root at that aperture page is the MDL's page.
+        let mut raw = [0u64; 8];
+        let mut page = vec![0u8; 2 * 4096];
+        let at = page.as_ptr().align_offset(4096);
+        let mdl = one_page_mdl(&mut raw, &mut page[at..at + 4096], PFN);
+        assert_eq!(
+            aperture_op(&m, id, ca.hContext, Some(mdl), APERTURE_PAGE),
+            0
+        );
+        set_root((APERTURE_PAGE * 4096) as u64);
+        assert_eq!(root_register(), (PFN as u64) << 12);
+        // Unmap, destroy in order, stop, remove: nothing leaks.
+        assert_eq!(aperture_op(&m, id, ca.hContext, None, APERTURE_PAGE), 0);
+        // SAFETY: the objects created above, each destroyed once, context first.
+        let st = m.enter(|| unsafe { d.DxgkDdiDestroyContext.unwrap()(ca.hContext) });
+        assert_eq!(st, sys::STATUS_SUCCESS);
+        // SAFETY: as above.
+        let st = m.enter(|| unsafe { d.DxgkDdiDestroyDevice.unwrap()(da.hDevice) });
+        assert_eq!(st, sys::STATUS_SUCCESS);
+        // SAFETY: as above.
+        let st = m.enter(|| unsafe { d.DxgkDdiDestroyProcess.unwrap()(ctx, pa.hKmdProcess) });
+        assert_eq!(st, sys::STATUS_SUCCESS);
+        finish(&m, id);
     }
 }

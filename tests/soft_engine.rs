@@ -10,7 +10,7 @@ use std::sync::{mpsc, Mutex};
 use dxgk::interface::DxgkInterface;
 use dxgk::interrupt::Notification;
 use dxgk::irql::Passive;
-use dxgk::pool::{Pool, PoolBox, PoolTag};
+use dxgk::pool::{Pool, PoolTag};
 use dxgk::thread::{SystemThread, Worker};
 use dxgk_sim::{Machine, MachineConfig};
 use rgpu::soft::{LogicalMemory, Registers, SoftDevice, PAGE, RUN_BUDGET};
@@ -72,7 +72,7 @@ const NEVER_GIVEN: u64 = 0x90_0000;
 
 fn soft() -> Registers {
     let tag = PoolTag(u32::from_le_bytes(*b"sftT"));
-    Registers::Soft(PoolBox::try_new(&Pool::resolve(), tag, SoftDevice::new()).unwrap())
+    Registers::Soft(SoftDevice::new(&Pool::resolve(), tag).unwrap())
 }
 
 /// What the register helpers need: the driver's register interface or the engine's device.
@@ -249,7 +249,7 @@ fn an_injected_hang_stops_the_ring_until_the_tdr_reset() {
 /// The engine thread's state: the device, the memory it was given, the interface it raises
 /// completion through, and a channel telling the test each fence it reported.
 struct Engine {
-    dev: PoolBox<SoftDevice>,
+    dev: SoftDevice,
     mem: Pages,
     iface: DxgkInterface,
     reported: Mutex<mpsc::Sender<u32>>,
@@ -316,9 +316,9 @@ fn the_engine_thread_runs_doorbelled_work_and_notifies_inside_synchronize_execut
         let tag = PoolTag(u32::from_le_bytes(*b"sftE"));
         let t = SystemThread::spawn(&Pool::resolve(), tag, &passive, state, 5, engine).unwrap();
         let e = t.state();
-        program(&*e.dev);
+        program(&e.dev);
         for (slot, fence) in [(0u32, 11u64), (1, 12)] {
-            submit(&*e.dev, &e.mem, slot, fence, |enc| {
+            submit(&e.dev, &e.mem, slot, fence, |enc| {
                 enc.fill(Target::Logical(DST), 2 * PAGE, fence as u32)
                     .unwrap();
                 enc.copy(Target::Logical(COPY_DST), Target::Logical(DST), PAGE)

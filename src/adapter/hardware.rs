@@ -6,13 +6,14 @@ use dxgk::device::{DeviceInfo, Mmio};
 
 use crate::ddi::AdapterContext;
 use crate::soft::engine::Engine;
-use crate::soft::memory::{PageEntry, Pages};
+use crate::soft::memory::{PageEntry, Pages, SoftMemory};
 use crate::soft::{Registers, SoftDevice};
+use dxgk::aperture_views::ApertureViews;
 use dxgk::device_memory::{MemoryPath, SystemMemory};
 use dxgk::interface::{DxgkInterface, StartInfo};
 use dxgk::irql::Passive;
 use dxgk::page_pool::PagePool;
-use dxgk::pool::{Pool, PoolBox};
+use dxgk::pool::Pool;
 use dxgk::sync::SpinLock;
 use dxgk::{NtError, NtResult};
 use rgpu_hw::regs;
@@ -27,6 +28,8 @@ pub const REGISTER_TIMEOUT_US: u64 = 10_000;
 const MAX_POLLS: u32 = 100_000;
 /// Pages the adapter's pool keeps (ring + fence page, and room for reuse).
 const POOL_PAGES: usize = 4;
+/// Pool tag of soft mode's page registry ("rgSV").
+pub const VIEWS_TAG: dxgk::pool::PoolTag = dxgk::pool::PoolTag(u32::from_le_bytes(*b"rgSV"));
 /// Bytes of the fence write-back page.
 pub const FENCE_PAGE_BYTES: usize = 4096;
 const _: () = assert!(
@@ -39,6 +42,9 @@ const _: () = assert!(
 pub struct Started {
     /// Soft mode's engine thread (first: halted and joined before any memory it reaches goes).
     pub(super) engine: Option<Engine>,
+    /// Soft mode's registry of the CPU views of aperture pages (MAP/UNMAP_APERTURE_SEGMENT feed
+    /// it; dropped after the engine, releasing the MDL system mappings it made).
+    pub(super) views: Option<ApertureViews>,
     pub(super) aperture: Aperture,
     /// The fence write-back page (from `pool`; `None` only while being returned at stop).
     pub(super) fence: Option<SystemMemory>,
@@ -101,11 +107,9 @@ impl Started {
                     info,
                     "StartDevice: no register BAR in the translated resources: soft rgpu (the device model runs in the driver)"
                 );
-                Registers::Soft(
-                    PoolBox::try_new(nonpaged, crate::POOL_TAG, SoftDevice::new()).inspect_err(
-                        |e| rgpu_log!(error, "StartDevice: soft device allocation failed: {}", e),
-                    )?,
-                )
+                Registers::Soft(SoftDevice::new(nonpaged, crate::POOL_TAG).inspect_err(|e| {
+                    rgpu_log!(error, "StartDevice: soft device allocation failed: {}", e)
+                })?)
             }
             Some(bar) => {
                 if bar.length < regs::BAR_SIZE {
@@ -150,8 +154,22 @@ impl Started {
                 e
             )
         })?;
+        let views = match mmio.soft() {
+            Some(_) => Some(
+                ApertureViews::new(nonpaged, VIEWS_TAG, APERTURE_PAGES).inspect_err(|e| {
+                    rgpu_log!(
+                        error,
+                        "StartDevice: soft page registry ({} bytes) allocation failed: {}",
+                        ApertureViews::block_bytes(APERTURE_PAGES).unwrap_or(0),
+                        e
+                    )
+                })?,
+            ),
+            None => None,
+        };
         let mut started = Started {
             engine: None,
+            views,
             aperture: Aperture::new(gart)?,
             fence: Some(fence),
             ring_page: Some(ring),
@@ -209,8 +227,17 @@ impl Started {
         &self.iface
     }
 
-    /// The memory the soft engine may reach: the driver's own pages (ring, fence page).
-    pub(super) fn soft_memory(&self) -> Pages<'_, 2> {
+    /// The memory the soft engine may reach: the driver's own pages (ring, fence page) and the
+    /// aperture pages VidMm mapped.
+    pub(super) fn soft_memory(&self) -> SoftMemory<'_> {
+        SoftMemory {
+            own: self.own_pages(),
+            views: self.views.as_ref(),
+        }
+    }
+
+    /// The driver's own pages the soft engine reaches (ring, fence page).
+    fn own_pages(&self) -> Pages<'_, 2> {
         let mut pages = Pages::new();
         for mem in [self.ring_page.as_ref(), self.fence.as_ref()]
             .into_iter()

@@ -23,6 +23,7 @@ pub mod ring;
 
 use core::sync::atomic::{AtomicBool, Ordering};
 
+use dxgk::device::Enumerator;
 use dxgk::handle::DxgkProcessHandle;
 use dxgk::interface::{DxgkInterface, StartInfo};
 use dxgk::irql::Passive;
@@ -63,12 +64,15 @@ pub struct Adapter {
     powered_down: AtomicBool,
     /// Whether rgpu told Dxgkrnl before StartDevice that it supports DMA remapping.
     pub remapping: memory::RemappingOptIn,
+    /// Which bus enumerated the device (AddDevice asks the PDO): a root-enumerated device runs
+    /// soft rgpu, which the caps asked before StartDevice must already say.
+    pub enumerator: Enumerator,
     started: Option<Started>,
 }
 
 impl Adapter {
-    /// A fresh adapter (AddDevice).
-    pub fn new(pool: Pool, pdo: *mut DEVICE_OBJECT) -> Self {
+    /// A fresh adapter (AddDevice) for a device `enumerator` enumerated.
+    pub fn new(pool: Pool, pdo: *mut DEVICE_OBJECT, enumerator: Enumerator) -> Self {
         Self {
             pool,
             pdo,
@@ -79,7 +83,18 @@ impl Adapter {
             removed: AtomicBool::new(false),
             powered_down: AtomicBool::new(false),
             remapping: memory::RemappingOptIn::default(),
+            enumerator,
             started: None,
+        }
+    }
+
+    /// Whether the caps and placement answer for soft rgpu (docs/soft-rgpu.md, the soft-mode
+    /// memory contract): once started, whether the adapter runs the in-driver model; before,
+    /// whether the device is root-enumerated (what StartDevice will find: no register BAR).
+    pub fn soft_caps(&self) -> bool {
+        match &self.started {
+            Some(s) => s.mmio.soft().is_some(),
+            None => self.enumerator == Enumerator::Root,
         }
     }
 
@@ -284,6 +299,11 @@ impl Adapter {
         let root = self.spaces.set_root(asid, root, entries);
         program_root(s, u32::from(asid), root);
         Ok(())
+    }
+
+    /// Soft rgpu's registry of aperture pages' CPU views (soft adapters, once started).
+    pub fn aperture_views(&self) -> Option<&dxgk::aperture_views::ApertureViews> {
+        self.started.as_ref().and_then(|s| s.views.as_ref())
     }
 
     /// The GART, once started.

@@ -45,12 +45,13 @@ pub(super) unsafe extern "system" fn ddi_create_allocation(
             rgpu_log!(error, "CreateAllocation: unexpected resource private data");
             return Err(NtError::INVALID_PARAMETER);
         }
+        let soft = a.soft_caps();
         // Validate everything before creating anything.
         for i in 0..args.len() {
-            describe(args.private_data(i).unwrap_or(&[]))?;
+            describe(args.private_data(i).unwrap_or(&[]), soft)?;
         }
         for i in 0..args.len() {
-            let made = describe(args.private_data(i).unwrap_or(&[])).and_then(|alloc| {
+            let made = describe(args.private_data(i).unwrap_or(&[]), soft).and_then(|alloc| {
                 let d = alloc.description;
                 let object = PoolBox::try_new(&a.pool, ALLOCATION_TAG, alloc)?;
                 args.complete(i, &d, into_handle(object))?;

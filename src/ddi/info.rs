@@ -24,12 +24,13 @@ pub(super) unsafe extern "system" fn ddi_query_adapter_info(
         let request = unsafe { Request::decode(raw, version) };
         let iommu_caps = ty == sys::DXGKQAITYPE_IOMMU_CAPS.0;
         request
-            .and_then(|request| crate::caps::answer(version, request))
+            .and_then(|request| crate::caps::answer(version, a.soft_caps(), request))
             .inspect(|()| {
                 // The DMA remapping opt-in: only an answer given before StartDevice counts.
                 if iommu_caps && a.started().is_none() {
-                    a.remapping
-                        .record(crate::caps::iommu_caps().DmaRemappingSupported() != 0);
+                    a.remapping.record(
+                        crate::caps::iommu_caps(a.soft_caps()).DmaRemappingSupported() != 0,
+                    );
                 }
             })
             .inspect_err(|e| {

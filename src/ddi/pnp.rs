@@ -1,5 +1,6 @@
 //! PnP, power and interrupt DDIs.
 
+use dxgk::device::Enumerator;
 use dxgk::interface::{DxgkInterface, InterfaceError, StartInfo};
 use dxgk::interrupt::{DpcContext, InterruptContext};
 use dxgk::pool::{Pool, PoolBox};
@@ -27,10 +28,23 @@ pub(super) unsafe extern "system" fn ddi_add_device(
             return Err(NtError::INVALID_PARAMETER);
         }
         let pool = Pool::resolve();
-        let adapter = PoolBox::try_new(&pool, POOL_TAG, Adapter::new(pool, physical_device_object))
-            .inspect_err(|e| {
-                rgpu_log!(error, "AddDevice: adapter context allocation failed: {}", e)
-            })?;
+        let passive = dxgk::irql::Passive::check()?;
+        // SAFETY: Dxgkrnl's PDO, checked non-null above.
+        let enumerator = unsafe { Enumerator::of_pdo(physical_device_object, &passive) }
+            .unwrap_or_else(|e| {
+                rgpu_log!(
+                    warn,
+                    "AddDevice: IoGetDeviceProperty(EnumeratorName) failed ({}): assuming a bus device",
+                    e
+                );
+                Enumerator::Bus
+            });
+        let adapter = PoolBox::try_new(
+            &pool,
+            POOL_TAG,
+            Adapter::new(pool, physical_device_object, enumerator),
+        )
+        .inspect_err(|e| rgpu_log!(error, "AddDevice: adapter context allocation failed: {}", e))?;
         // SAFETY: checked non-null above; Dxgkrnl provides the slot for the context.
         unsafe { *miniport_device_context = adapter.into_raw().as_ptr().cast() };
         Ok(())

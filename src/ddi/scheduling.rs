@@ -46,6 +46,7 @@ pub(super) unsafe extern "system" fn ddi_build_paging_buffer(
         };
         let ctx = crate::paging::PagingContext {
             aperture: a.aperture(),
+            views: a.aperture_views(),
             asid_of: Some(&asid_of),
         };
         ctx.build(req)

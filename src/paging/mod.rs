@@ -34,6 +34,7 @@
 
 use core::fmt;
 
+use dxgk::aperture_views::{ApertureViews, ViewError};
 use dxgk::handle::ProcessHandle;
 use dxgk::paging::{
     BuildPagingBuffer, DecodeError, Op, Operation, OutOfRange, Progress, UpdateMode,
@@ -118,6 +119,11 @@ pub enum PagingError {
     },
     /// The GART update failed.
     Aperture(ApertureError),
+    /// Soft rgpu could not register the mapped pages' CPU views.
+    Views(ViewError),
+    /// MAP_APERTURE_SEGMENT2 without a CpuVisibleAddress on a soft adapter (the engine could
+    /// not reach the pages).
+    NoCpuView,
     /// COPY_PAGE_TABLE_ENTRIES range `index` is empty or leaves its tables.
     CopyRange {
         /// The range.
@@ -151,6 +157,7 @@ impl PagingError {
             PagingError::NotSupported(_) => NtError::NOT_SUPPORTED,
             PagingError::NoAperture => NtError::INVALID_DEVICE_STATE,
             PagingError::Aperture(ApertureError::Table(e)) => e,
+            PagingError::Views(e) => e.into(),
             _ => NtError::INVALID_PARAMETER,
         }
     }
@@ -201,6 +208,11 @@ impl fmt::Display for PagingError {
                 write!(f, "MDL page {page} past its {pages} pages")
             }
             PagingError::Aperture(e) => write!(f, "GART: {e:?}"),
+            PagingError::Views(e) => write!(f, "soft rgpu page registry: {e:?}"),
+            PagingError::NoCpuView => write!(
+                f,
+                "MapApertureSegment2 without CpuVisibleAddress on a soft adapter (its engine needs a CPU view)"
+            ),
             PagingError::CopyRange { index } => write!(
                 f,
                 "CopyPageTableEntries: range {index} is empty or leaves its 512-entry tables"
@@ -223,6 +235,8 @@ pub fn report(e: PagingError) -> NtError {
 pub struct PagingContext<'a> {
     /// The adapter's GART (None before start).
     pub aperture: Option<&'a Aperture>,
+    /// Soft rgpu's registry of aperture pages' CPU views (None on hardware): MAP/UNMAP feed it.
+    pub views: Option<&'a ApertureViews>,
     /// Maps a KMD process handle (`hProcess`) to the device ASID it runs in, so that TLB
     /// flushes hit one address space; None (or a handle it does not know) flushes every ASID.
     pub asid_of: Option<&'a dyn Fn(ProcessHandle) -> Option<u8>>,

@@ -13,6 +13,7 @@ use rgpu_hw::pte::Pte;
 use super::pte::{convert, convert_repeat, translate_pte, Stores, TableKind};
 use super::{PagingContext, PagingError, PAGE};
 use crate::caps::APERTURE_SEGMENT_ID;
+use dxgk::aperture_views::ViewError;
 
 fn full(e: CmdError) -> bool {
     matches!(e, CmdError::BufferTooSmall { .. })
@@ -287,9 +288,33 @@ impl PagingContext<'_> {
             page: u64::from(m.mdl_offset) + m.pages as u64,
             pages: m.mdl.page_count(),
         })?;
+        if let Some(views) = self.views {
+            // Soft rgpu: the engine reaches these pages through the MDL's system VA.
+            match views.map_mdl(m.retained, m.mdl_offset as usize, pfns.clone()) {
+                Ok(()) => {}
+                // Out of system VA or registry room: VidMm cannot take a failed MAP, so the
+                // pages stay without a CPU view and the engine faults on them (DMA_PAGE_FAULTED,
+                // then TDR), as a GPU would on a page its GART could not map.
+                Err(e @ (ViewError::Map(_) | ViewError::Full | ViewError::TooManyMdls)) => {
+                    rgpu_log!(
+                        error,
+                        "BuildPagingBuffer: soft rgpu: aperture pages {}+{} get no CPU view ({:?}); the engine will fault on them",
+                        m.offset_in_pages,
+                        m.pages,
+                        e
+                    );
+                }
+                Err(e) => return Err(PagingError::Views(e)),
+            }
+        }
         aperture
-            .map(m.offset_in_pages, m.pages, pfns)
+            .map(m.offset_in_pages, m.pages, pfns.clone())
             .map_err(PagingError::Aperture)
+            .inspect_err(|_| {
+                if let Some(views) = self.views {
+                    views.unmap(pfns);
+                }
+            })
     }
 
     /// MAP_APERTURE_SEGMENT2 (DMA remapping): point aperture pages at the ADL's device pages
@@ -298,9 +323,25 @@ impl PagingContext<'_> {
     /// mapping of rgpu's own, and CacheCoherent changes nothing: the device snoops.
     pub(super) fn map_aperture2(&self, m: &MapApertureSegment2<'_>) -> Result<(), PagingError> {
         let aperture = self.aperture_segment(Operation::MapApertureSegment2, m.segment_id)?;
+        if let Some(views) = self.views {
+            // Soft rgpu: the engine reaches these pages through CpuVisibleAddress (page
+            // AdlOffset + i of the allocation for ADL page AdlOffset + i).
+            let cpu = m.cpu_view.ok_or(PagingError::NoCpuView)?;
+            let first = m.adl_offset as usize;
+            // The decode checked that ADL pages first..first + pages exist.
+            let pages = (first..first + m.pages).map(move |i| m.adl.page(i).unwrap_or(u64::MAX));
+            views
+                .map_cpu(cpu, first, pages)
+                .map_err(PagingError::Views)?;
+        }
         aperture
             .map(m.offset_in_pages, m.pages, m.adl_pages())
             .map_err(PagingError::Aperture)
+            .inspect_err(|_| {
+                if let Some(views) = self.views {
+                    views.unmap(m.adl_pages());
+                }
+            })
     }
 
     /// The GART, if `segment_id` is the aperture segment `op` must address.
@@ -321,6 +362,13 @@ impl PagingContext<'_> {
     pub(super) fn unmap_aperture(&self, u: &UnmapApertureSegment) -> Result<(), PagingError> {
         let aperture = self.aperture_segment(Operation::UnmapApertureSegment, u.segment_id)?;
         let dummy = u.dummy_page as u64 >> 12;
+        if let Some(views) = self.views {
+            // The logical pages these aperture pages stood for leave the soft engine's reach.
+            let first = u.offset_in_pages as u64;
+            views.unmap(
+                (first..first.saturating_add(u.pages as u64)).filter_map(|p| aperture.lookup(p)),
+            );
+        }
         aperture
             .map(u.offset_in_pages, u.pages, core::iter::repeat(dummy))
             .map_err(PagingError::Aperture)

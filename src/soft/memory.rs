@@ -4,6 +4,7 @@
 
 #![forbid(unsafe_code)]
 
+use dxgk::aperture_views::ApertureViews;
 use dxgk::memory::SharedPages;
 use rgpu_hw::bus::DmaFaultKind;
 
@@ -79,5 +80,36 @@ impl<const N: usize> LogicalMemory for Pages<'_, N> {
     fn write(&self, logical: u64, data: &[u8]) -> Result<(), DmaFaultKind> {
         let (view, at) = self.find(logical, data.len())?;
         view.write(at, data).map_err(|_| DmaFaultKind::NotMapped)
+    }
+}
+
+/// Everything a soft engine reaches: the driver's own pages, then the aperture pages VidMm
+/// mapped (the registry: one hash probe per page run).
+pub struct SoftMemory<'a> {
+    /// Ring and fence page.
+    pub own: Pages<'a, 2>,
+    /// The aperture pages' CPU views.
+    pub views: Option<&'a ApertureViews>,
+}
+
+impl LogicalMemory for SoftMemory<'_> {
+    fn read(&self, logical: u64, buf: &mut [u8]) -> Result<(), DmaFaultKind> {
+        if self.own.read(logical, buf).is_ok() {
+            return Ok(());
+        }
+        match self.views {
+            Some(v) if v.read(logical, buf) => Ok(()),
+            _ => Err(DmaFaultKind::NotMapped),
+        }
+    }
+
+    fn write(&self, logical: u64, data: &[u8]) -> Result<(), DmaFaultKind> {
+        if self.own.write(logical, data).is_ok() {
+            return Ok(());
+        }
+        match self.views {
+            Some(v) if v.write(logical, data) => Ok(()),
+            _ => Err(DmaFaultKind::NotMapped),
+        }
     }
 }

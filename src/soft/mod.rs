@@ -25,7 +25,8 @@ pub mod memory;
 
 use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use dxgk::device::Mmio;
-use dxgk::pool::PoolBox;
+use dxgk::pool::{Pool, PoolBox, PoolTag};
+use dxgk::NtResult;
 
 use dxgk::sync::SpinLock;
 use rgpu_hw::bus::{DmaBus, DmaFault, DmaFaultKind, DmaSource};
@@ -116,7 +117,8 @@ pub const SHADOWED: [u32; 8] = [
 /// and applied to the model at the next lock hold. Every other register access takes the lock
 /// and is only legal at ≤ DISPATCH_LEVEL, as for any driver code that is not the ISR.
 pub struct SoftDevice {
-    device: SpinLock<Device>,
+    /// The model (about 14 KiB) in its own nonpaged pool block, built there in place.
+    device: PoolBox<SpinLock<Device>>,
     shadow: [AtomicU32; SHADOWED.len()],
     /// INT_ACK bits written since the model last saw them.
     acks: AtomicU32,
@@ -124,23 +126,22 @@ pub struct SoftDevice {
     hung: AtomicBool,
 }
 
-impl Default for SoftDevice {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 impl SoftDevice {
-    /// A device in its power-on state.
-    pub fn new() -> Self {
+    /// A device in its power-on state, the model in a nonpaged pool block of `tag` initialized
+    /// in place (never on the stack: a kernel stack is 24 KiB). IRQL ≤ DISPATCH_LEVEL.
+    /// STATUS_INSUFFICIENT_RESOURCES when the pool is exhausted.
+    pub fn new(pool: &Pool, tag: PoolTag) -> NtResult<Self> {
+        let device = PoolBox::try_new_in_place(pool, tag, |slot| {
+            SpinLock::init_in_place(slot, |d| Ok(Device::init_in_place(d)))
+        })?;
         let s = Self {
-            device: SpinLock::new(Device::new()),
+            device,
             shadow: Default::default(),
             acks: AtomicU32::new(0),
             hung: AtomicBool::new(false),
         };
         s.with_device(|_| ());
-        s
+        Ok(s)
     }
 
     /// Runs `f` on the model under the lock: pending acknowledges first, shadows refreshed
@@ -223,8 +224,8 @@ impl SoftDevice {
 pub enum Registers {
     /// Real rgpu hardware behind its mapped BAR.
     Mmio(Mmio),
-    /// The rgpu-hw model run by the driver (about 14 KiB: in its own nonpaged pool block).
-    Soft(PoolBox<SoftDevice>),
+    /// The rgpu-hw model run by the driver (the model itself in its own nonpaged pool block).
+    Soft(SoftDevice),
 }
 
 impl Registers {

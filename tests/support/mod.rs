@@ -42,6 +42,47 @@ pub fn boot_with(
     (m, id)
 }
 
+/// Loads rgpu and starts one root-enumerated adapter (no resources: soft rgpu), asserting both
+/// succeed.
+pub fn boot_soft(config: MachineConfig) -> (Machine, AdapterId) {
+    let m = Machine::new(config);
+    assert_eq!(m.load_driver(rgpu::ddi::DriverEntry), sys::STATUS_SUCCESS);
+    let id = m.add_root_adapter();
+    let status = m.start_adapter(id);
+    assert_eq!(status, sys::STATUS_SUCCESS, "{:?}", m.findings());
+    (m, id)
+}
+
+/// One run of a systematic fault-injection sweep over a soft adapter: load rgpu, add and start
+/// a root-enumerated adapter, run `work` if it started, stop, remove (unless the failed start
+/// already was undone by Dxgkrnl), unload. Returns the start status (or DriverEntry's).
+pub fn soft_sweep_run(m: &Machine, work: impl FnOnce(&Machine, AdapterId)) -> sys::NTSTATUS {
+    let status = m.load_driver(rgpu::ddi::DriverEntry);
+    if status < 0 {
+        return status;
+    }
+    let id = m.add_root_adapter();
+    let status = m.start_adapter(id);
+    if status >= 0 {
+        work(m, id);
+        m.stop_adapter(id);
+    }
+    if m.adapter(id).state != dxgk_sim::PnpState::Removed {
+        m.remove_adapter(id);
+    }
+    m.unload_driver();
+    status
+}
+
+/// The machines a soft adapter pages on: WDDM 2.4 and WDDM 3.1, both with the identity IOMMU
+/// (a soft adapter does not opt in to DMA remapping, so Dxgkrnl maps it 1:1).
+pub fn soft_machines() -> Vec<MachineConfig> {
+    vec![
+        MachineConfig::windows_10_1803().with_iommu(IommuMode::Identity),
+        MachineConfig::windows_11_22h2().with_iommu(IommuMode::Identity),
+    ]
+}
+
 /// A user-process buffer that keeps the device busy for several device synchronizations: one
 /// FILL of 512 MiB of VA whose every page is the same 4 KiB allocation.
 pub struct LongFill {

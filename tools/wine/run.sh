@@ -23,6 +23,14 @@
 #   all-live          HarnessRequireAllLive=1: the fully tightened step table (FAILs until
 #                     rgpu implements every step).
 #   negotiate-2.6     HarnessMaxInterface=WDDM 2.6: rgpu must walk down to 2.6 (PASS).
+#   soft              HarnessSoft=1: a root-enumerated adapter (PDO enumerator ROOT, empty
+#                     resource list), so rgpu starts in soft mode; its engine thread must answer
+#                     fence-only requests through SynchronizeExecution -> NotifyInterrupt -> DPC,
+#                     and run a paging buffer the port's mini VidMm built in the aperture (FILL +
+#                     TRANSFER), read back by the CPU: the run prints `soft rgpu: N bytes
+#                     verified` and PASSes only with N > 0.
+#   soft-fault        soft + HarnessSoftFault=1: the port leaves the allocation unmapped, the
+#                     engine page-faults, 0 bytes are verified -> the run must FAIL.
 #   shim-stall        default + HarnessShimStall=1: shims Wine's unimplemented
 #                     hal.dll!KeStallExecutionProcessor (diagnostic only; never in CI).
 #
@@ -87,7 +95,7 @@ echo "wine-run: fresh prefix in $(elapsed "$t")s"
 # Registry for one scenario: both services, no Group (rgpu's displib loads DXGKrnl into its own
 # winedevice process with ZwLoadDriver, as on Windows), harness values set or deleted.
 write_registry() {
-    local max="-" start="-" live="-" shim="-"
+    local max="-" start="-" live="-" shim="-" soft="-" fault="-"
     case "$1" in
         default) ;;
         refuse-all) max="dword:00000000" ;;
@@ -96,6 +104,8 @@ write_registry() {
         all-live) live="dword:00000001" ;;
         negotiate-2.6) max="dword:0000b004" ;;
         shim-stall) shim="dword:00000001" ;;
+        soft) soft="dword:00000001" ;;
+        soft-fault) soft="dword:00000001" fault="dword:00000001" ;;
         *) echo "wine-run: unknown scenario $1" >&2; return 2 ;;
     esac
     [[ "${WINE_HARNESS_SHIM_STALL:-0}" == 1 ]] && shim="dword:00000001"
@@ -117,6 +127,8 @@ REGEDIT4
 "HarnessStartInterface"=$start
 "HarnessRequireAllLive"=$live
 "HarnessShimStall"=$shim
+"HarnessSoft"=$soft
+"HarnessSoftFault"=$fault
 EOF
     # services.exe caches the service database: write while no wineserver runs (wine.md).
     WINEDEBUG=-all timeout 30 wineserver -k >/dev/null 2>&1 || true
@@ -128,6 +140,11 @@ EOF
 # Lines every complete run must report (one STEP line at least per DDI stage).
 required_steps=(DriverEntry DxgkInitialize AddDevice StartDevice QueryAdapterInfo
                 BuildPagingBuffer StopDevice RemoveDevice Unload)
+# ... and what the soft scenario must report on top.
+soft_steps=(SoftEngine/Start SoftEngine/Preempt#1 SoftEngine/Preempt#2 SoftPaging/Caps
+            SoftPaging/CreateProcess SoftPaging/Memory SoftPaging/MapAperture
+            SoftPaging/PageTables SoftPaging/BuildPagingBuffer SoftPaging/Complete
+            SoftPaging/ReadBack SoftPaging/Teardown)
 
 # Runs one scenario; prints its step table; returns 0 when the run PASSED.
 run_scenario() {
@@ -157,13 +174,26 @@ run_scenario() {
 
     ((rc_start == 0)) || problems+=("net start rgpu failed (rc=$rc_start): rgpu's DriverEntry did not succeed")
     ((rc_stop == 0)) || problems+=("net stop rgpu failed (rc=$rc_stop)")
-    for s in "${required_steps[@]}"; do
+    local required=("${required_steps[@]}")
+    [[ $name == soft* ]] && required+=("${soft_steps[@]}")
+    for s in "${required[@]}"; do
         grep -qE "wine-dxgkrnl: STEP $s[ /]" "$log" || problems+=("missing STEP $s line")
     done
     if grep -qE "wine-dxgkrnl: STEP .* FAIL" "$log"; then problems+=("a step FAILED"); fi
     if grep -qE "Unhandled (page fault|exception)|unimplemented function|__wine_stub|KeBugCheck|Service request timeout|wine: .*crash" "$log"; then
         problems+=("crash or unimplemented Wine export (see log lines above / $log)")
         grep -E "Unhandled|unimplemented|__wine_stub|KeBugCheck|timeout|crash" "$log" | head -5 | sed 's/^/    ! /'
+    fi
+    if [[ $name == soft* ]]; then
+        local line bytes
+        line=$(grep -oE "wine-dxgkrnl: soft rgpu: .*" "$log" | tail -1 | sed 's/^wine-dxgkrnl: //')
+        bytes=$(sed -nE 's/^soft rgpu: ([0-9]+) bytes verified.*/\1/p' <<<"$line")
+        if [[ -z $line ]]; then
+            problems+=("no 'soft rgpu:' line")
+        elif [[ -z $bytes || $bytes == 0 ]]; then
+            problems+=("soft rgpu verified 0 bytes")
+        fi
+        [[ $name == soft ]] && soft_line=$line
     fi
     verdict=$(grep -oE "wine-dxgkrnl: VERDICT [A-Z]+" "$log" | awk '{print $3}' | tail -1)
     [[ "$verdict" == PASS ]] || problems+=("no VERDICT PASS (got '${verdict:-none}')")
@@ -175,12 +205,12 @@ run_scenario() {
     return 0
 }
 
-status=0
+status=0 soft_line=
 if [[ $mode == one ]]; then
     run_scenario "$scenario" || status=1
 else
     # scenario:expected-result
-    for pair in default:pass negotiate-2.6:pass old-start-iface:pass refuse-all:fail old-port:fail; do
+    for pair in default:pass soft:pass negotiate-2.6:pass old-start-iface:pass refuse-all:fail old-port:fail soft-fault:fail; do
         name=${pair%%:*} want=${pair##*:}
         if run_scenario "$name"; then got=pass; else got=fail; fi
         if [[ $got == "$want" ]]; then
@@ -191,6 +221,8 @@ else
         fi
     done
 fi
+# The soft scenario's summary, unindented, for CI (.ci/run checks it).
+[[ -n $soft_line ]] && echo "$soft_line"
 ((keep)) && echo "wine-run: logs and prefix kept in $work"
 echo "wine-run: $([[ $status == 0 ]] && echo OK || echo FAILED) in $(elapsed "$t0")s"
 exit $status

@@ -43,6 +43,12 @@ pub const SynchronizationEvent: EVENT_TYPE = 1;
 pub type KWAIT_REASON = i32;
 pub const Executive: KWAIT_REASON = 0;
 
+/// `DEVICE_REGISTRY_PROPERTY` for `IoGetDeviceProperty` (only the value drivers here use).
+pub type DEVICE_REGISTRY_PROPERTY = i32;
+/// The name of the bus that enumerated the device (`ROOT`, `PCI`, …), a NUL-terminated WCHAR
+/// string.
+pub const DevicePropertyEnumeratorName: DEVICE_REGISTRY_PROPERTY = 15;
+
 /// `MODE`.
 pub const KernelMode: KPROCESSOR_MODE = 0;
 pub const UserMode: KPROCESSOR_MODE = 1;
@@ -192,6 +198,15 @@ unsafe extern "system" {
     pub fn ObfDereferenceObject(Object: PVOID) -> LONG_PTR;
     /// PASSIVE_LEVEL.
     pub fn ZwClose(Handle: HANDLE) -> NTSTATUS;
+
+    /// Reads a PnP property of a device from its PDO. PASSIVE_LEVEL.
+    pub fn IoGetDeviceProperty(
+        DeviceObject: *mut DEVICE_OBJECT,
+        DeviceProperty: DEVICE_REGISTRY_PROPERTY,
+        BufferLength: ULONG,
+        PropertyBuffer: PVOID,
+        ResultLength: *mut ULONG,
+    ) -> NTSTATUS;
 
     // --- MDLs (driver-built ones only; Dxgkrnl allocates pages) --------------------------
     /// IRQL ≤ DISPATCH_LEVEL.

@@ -66,6 +66,10 @@ pub struct AllocationDescription {
     pub cpu_visible: bool,
     /// `Flags.Cached`: CPU mappings are cached.
     pub cached: bool,
+    /// `Flags.AccessedPhysically`: when resident in system memory the allocation is mapped
+    /// into the aperture segment (MAP_APERTURE_SEGMENT), not only reached by GPU VA (Learn,
+    /// "GPU segments").
+    pub accessed_physically: bool,
     /// `AllocationPriority` (0: VidMm's default).
     pub priority: u32,
 }
@@ -181,6 +185,7 @@ impl<'a> CreateAllocation<'a> {
         let mut flags = sys::DXGK_ALLOCATIONINFOFLAGS::default();
         flags.set_CpuVisible(u32::from(d.cpu_visible));
         flags.set_Cached(u32::from(d.cached));
+        flags.set_AccessedPhysically(u32::from(d.accessed_physically));
         info.u2 = sys::DXGK_ALLOCATIONINFO_u2 { Flags: flags };
         info.pAllocationUsageHint = core::ptr::null_mut();
         info.AllocationPriority = d.priority;
@@ -456,6 +461,7 @@ mod tests {
             read_segments: 2,
             write_segments: 2,
             cpu_visible: true,
+            accessed_physically: true,
             ..Default::default()
         };
         v.complete(1, &d, h).unwrap();
@@ -465,6 +471,8 @@ mod tests {
         assert_eq!(infos[1].hAllocation, h.as_raw());
         // SAFETY: the union's flag view was written.
         assert_eq!(unsafe { infos[1].u2.Flags }.CpuVisible(), 1);
+        // SAFETY: as above.
+        assert_eq!(unsafe { infos[1].u2.Flags }.AccessedPhysically(), 1);
     }
 
     #[test]

@@ -183,3 +183,53 @@ impl Drop for Mmio {
         let _ = unsafe { (self.unmap)(self.adapter, self.base.as_ptr().cast()) };
     }
 }
+
+/// Which bus enumerated a device, from its PDO (`IoGetDeviceProperty`,
+/// `DevicePropertyEnumeratorName`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Enumerator {
+    /// `ROOT`: a root-enumerated (software-installed) device, e.g. `Root\rgpu`.
+    Root,
+    /// Any other bus (`PCI`, …).
+    Bus,
+}
+
+impl Enumerator {
+    /// Asks PnP which bus enumerated the device whose PDO is `pdo` (the one AddDevice got).
+    /// PASSIVE_LEVEL. The name is compared case-insensitively with `ROOT`; a name longer than
+    /// 31 characters is some other bus.
+    ///
+    /// # Safety
+    /// `pdo` must be a valid physical device object (AddDevice's `PhysicalDeviceObject`).
+    pub unsafe fn of_pdo(pdo: *mut dxgk_sys::DEVICE_OBJECT, _: &Passive) -> NtResult<Self> {
+        let mut name = [0u16; 32];
+        let mut len: dxgk_sys::ULONG = 0;
+        // SAFETY: `pdo` is a valid PDO per the caller; the buffer and length are ours and the
+        // size passed is the buffer's.
+        let status = unsafe {
+            dxgk_sys::IoGetDeviceProperty(
+                pdo,
+                dxgk_sys::DevicePropertyEnumeratorName,
+                core::mem::size_of_val(&name) as dxgk_sys::ULONG,
+                name.as_mut_ptr().cast(),
+                &mut len,
+            )
+        };
+        if status == dxgk_sys::STATUS_BUFFER_TOO_SMALL {
+            return Ok(Enumerator::Bus);
+        }
+        crate::status::to_result(status)?;
+        let chars = (len as usize / 2).min(name.len());
+        let text = name[..chars].split(|&c| c == 0).next().unwrap_or(&[]);
+        let root = text.len() == 4
+            && text
+                .iter()
+                .zip("ROOT".encode_utf16())
+                .all(|(&c, r)| c == r || c == r + 32);
+        Ok(if root {
+            Enumerator::Root
+        } else {
+            Enumerator::Bus
+        })
+    }
+}

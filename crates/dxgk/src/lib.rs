@@ -5,6 +5,7 @@
 #![no_std]
 
 pub mod allocation;
+pub mod aperture_views;
 pub mod args;
 pub mod debug;
 pub mod device;

@@ -162,6 +162,11 @@ impl<'a> Mdl<'a> {
         self.header.as_ptr()
     }
 
+    /// The MDL header pointer (non-NULL).
+    pub(crate) fn header(&self) -> NonNull<MDL> {
+        self.header
+    }
+
     /// Pages the byte range spans (the usable length of the PFN array).
     pub fn page_count(&self) -> usize {
         self.pfns.len()

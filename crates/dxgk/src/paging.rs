@@ -17,6 +17,7 @@ use core::ptr::NonNull;
 use dxgk_sys as sys;
 use sys::{DXGKARG_BUILDPAGINGBUFFER, DXGK_BUILDPAGINGBUFFER_COPY_RANGE, DXGK_PTE};
 
+use crate::aperture_views::{ApertureCpu, ApertureMdl};
 use crate::handle::{AllocationHandle, DeviceHandle, ProcessHandle};
 pub use crate::mdl::{Mdl, MdlError, Pfns};
 use crate::{NtError, NtResult};
@@ -430,6 +431,9 @@ pub struct MapApertureSegment<'a> {
     pub mdl_offset: u32,
     /// Flags.CacheCoherent.
     pub cache_coherent: bool,
+    /// `pMdl` as VidMm keeps it until the UNMAP_APERTURE_SEGMENT of these pages (what a
+    /// software GPU registers: [`crate::aperture_views::ApertureViews::map_mdl`]).
+    pub retained: ApertureMdl,
 }
 
 impl<'a> MapApertureSegment<'a> {
@@ -499,6 +503,9 @@ pub struct MapApertureSegment2<'a> {
     /// CpuVisibleAddress as an address (non-zero only for MapApertureCpuVisible allocations;
     /// never dereferenced by the decode).
     pub cpu_visible_address: usize,
+    /// CpuVisibleAddress as VidMm keeps it mapped until the UNMAP_APERTURE_SEGMENT of the
+    /// allocation (None when NULL).
+    pub cpu_view: Option<ApertureCpu>,
 }
 
 impl MapApertureSegment2<'_> {
@@ -966,7 +973,11 @@ impl<'a> BuildPagingBuffer<'a> {
     /// NumPageTableEntries` (CPU_VIRTUAL mode), `pRanges` holding `NumRanges` ranges,
     /// `pDriverPrivateData` holding `DriverPrivateDataSize` bytes, and every MDL valid as
     /// [`Mdl::from_raw`] requires; all of them readable (the table and DMA buffer writable),
-    /// and not written by anyone else, for `'a`.
+    /// and not written by anyone else, for `'a`. Beyond `'a`, as VidMm guarantees: a
+    /// MAP_APERTURE_SEGMENT `pMdl` stays valid that way (its pages locked) until the
+    /// UNMAP_APERTURE_SEGMENT of the pages it maps, and a non-NULL MAP_APERTURE_SEGMENT2
+    /// `CpuVisibleAddress` maps the allocation's pages, readable and writable, until the
+    /// UNMAP_APERTURE_SEGMENT of the allocation.
     pub unsafe fn from_raw(
         args: *mut DXGKARG_BUILDPAGINGBUFFER,
         max_table_entries: u32,
@@ -1126,6 +1137,7 @@ unsafe fn decode_op<'a>(
                 mdl,
                 mdl_offset: m.MdlOffset,
                 cache_coherent: m.Flags.CacheCoherent() != 0,
+                retained: ApertureMdl { mdl: mdl.header() },
             })
         }
         Operation::UnmapApertureSegment => {
@@ -1289,6 +1301,8 @@ unsafe fn decode_op<'a>(
                 adl_offset: m.AdlOffset,
                 cache_coherent: m.Flags.CacheCoherent() != 0,
                 cpu_visible_address: m.CpuVisibleAddress as usize,
+                cpu_view: NonNull::new(m.CpuVisibleAddress.cast::<u8>())
+                    .map(|base| ApertureCpu { base }),
             })
         }
     })

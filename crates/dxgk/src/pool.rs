@@ -12,6 +12,7 @@
 
 use core::alloc::{GlobalAlloc, Layout};
 use core::marker::PhantomData;
+use core::mem::MaybeUninit;
 use core::mem::{align_of, size_of};
 use core::ops::{Deref, DerefMut};
 use core::ptr::NonNull;
@@ -160,6 +161,40 @@ impl<T> PoolBox<T> {
         // INVARIANT: the block was allocated with `tag` and now holds an initialized T.
         Ok(Self {
             ptr: raw,
+            tag,
+            _owns: PhantomData,
+        })
+    }
+
+    /// A new pool block initialized in place by `init`, which gets the (zeroed, uninitialized
+    /// as a `T`) block and must return a reference to that same block as an initialized `T` —
+    /// for values too big to build on a 24 KiB kernel stack and move. A reference to any other
+    /// `T` is refused (STATUS_INVALID_PARAMETER). On any failure the block is freed and nothing
+    /// is dropped. Fails with STATUS_INSUFFICIENT_RESOURCES or `init`'s error.
+    pub fn try_new_in_place(
+        pool: &Pool,
+        tag: PoolTag,
+        init: impl FnOnce(&mut MaybeUninit<T>) -> NtResult<&mut T>,
+    ) -> NtResult<Self> {
+        #[allow(clippy::let_unit_value)]
+        let () = Self::ALIGN_OK;
+        let raw = pool
+            .alloc_zeroed(tag, size_of::<T>())
+            .ok_or(NtError::INSUFFICIENT_RESOURCES)?
+            .cast::<MaybeUninit<T>>();
+        // SAFETY: `raw` is a fresh, aligned block of size_of::<T>() bytes that only this
+        // function references; MaybeUninit<T> needs no initialization.
+        let slot = unsafe { &mut *raw.as_ptr() };
+        let done = init(slot).map(|t| core::ptr::eq(t, raw.as_ptr().cast::<T>()));
+        if done != Ok(true) {
+            // SAFETY: the block from alloc_zeroed with `tag`; the slot borrow ended with `init`.
+            unsafe { Pool::free(raw.cast(), tag) };
+            return Err(done.err().unwrap_or(NtError::INVALID_PARAMETER));
+        }
+        // INVARIANT: `init` returned the block itself as an initialized T (a `&mut T` to it can
+        // only exist once it is initialized).
+        Ok(Self {
+            ptr: raw.cast(),
             tag,
             _owns: PhantomData,
         })

@@ -29,6 +29,36 @@ impl<T> SpinLock<T> {
         }
     }
 
+    /// Initializes a lock in `slot` around a value `init` builds in place (given the value's
+    /// uninitialized slot, it must return that same slot initialized, as
+    /// [`crate::pool::PoolBox::try_new_in_place`] requires). Returns the lock, or `init`'s
+    /// error (STATUS_INVALID_PARAMETER if it returned some other `T`); `slot` is then left
+    /// uninitialized.
+    pub fn init_in_place(
+        slot: &mut core::mem::MaybeUninit<Self>,
+        init: impl FnOnce(&mut core::mem::MaybeUninit<T>) -> crate::NtResult<&mut T>,
+    ) -> crate::NtResult<&mut Self> {
+        let p = slot.as_mut_ptr();
+        // Field addresses only (no reference to uninitialized memory).
+        let lock = p
+            .wrapping_byte_add(core::mem::offset_of!(Self, lock))
+            .cast::<UnsafeCell<KSPIN_LOCK>>();
+        // UnsafeCell<T> is repr(transparent) over T, so its address is the T's.
+        let data = p
+            .wrapping_byte_add(core::mem::offset_of!(Self, data))
+            .cast::<core::mem::MaybeUninit<T>>();
+        // SAFETY: `data` points inside `slot`, which we borrow exclusively, aligned for T.
+        let value = unsafe { &mut *data };
+        let done = init(value).map(|t| core::ptr::eq(t, data.cast::<T>()));
+        if done != Ok(true) {
+            return Err(done.err().unwrap_or(crate::NtError::INVALID_PARAMETER));
+        }
+        // SAFETY: `lock` points inside `slot`, aligned; KeInitializeSpinLock's value is 0.
+        unsafe { lock.write(UnsafeCell::new(0)) };
+        // SAFETY: both fields are initialized now.
+        Ok(unsafe { slot.assume_init_mut() })
+    }
+
     /// Acquires the lock, raising to DISPATCH_LEVEL.
     pub fn lock(&self) -> SpinLockGuard<'_, T> {
         // SAFETY: `lock` is an initialized KSPIN_LOCK in memory that outlives the guard.

@@ -5,6 +5,8 @@
 //! progress; nothing happens between calls, so every run is reproducible. All memory traffic
 //! goes through the [`DmaBus`] passed to `run`.
 
+use core::mem::MaybeUninit;
+
 use crate::bus::{DmaBus, DmaFault, DmaFaultKind, DmaSource};
 use crate::cmd::{self, Command, FlushScope, Header, Target, MAX_CMD_DWORDS, OP_NOP};
 use crate::mmu::{Mmu, MmuFault, MmuStats, Root};
@@ -244,6 +246,34 @@ impl Device {
             cmd_buf: [0; MAX_CMD_DWORDS * 4],
             data_buf: [0; CHUNK],
         }
+    }
+
+    /// Initializes `slot` in place to the power-on state ([`Device::new`]) and returns it: for
+    /// a driver that cannot build the ~14 KiB value on its kernel stack and move it. Only the
+    /// register state (about 1.5 KiB) is built on the stack; the command and data buffers are
+    /// zeroed where they lie.
+    #[allow(unsafe_code)]
+    pub fn init_in_place(slot: &mut MaybeUninit<Device>) -> &mut Device {
+        let p = slot.as_mut_ptr();
+        // Field addresses only: no reference to uninitialized memory is formed.
+        let st = p
+            .wrapping_byte_add(core::mem::offset_of!(Device, st))
+            .cast::<State>();
+        let cmd_buf = p
+            .wrapping_byte_add(core::mem::offset_of!(Device, cmd_buf))
+            .cast::<[u8; MAX_CMD_DWORDS * 4]>();
+        let data_buf = p
+            .wrapping_byte_add(core::mem::offset_of!(Device, data_buf))
+            .cast::<[u8; CHUNK]>();
+        // SAFETY: `st` is the aligned address of the `st` field inside `slot`, which we borrow
+        // exclusively.
+        unsafe { st.write(State::new()) };
+        // SAFETY: as above, for `cmd_buf` (a byte array: any bytes are valid).
+        unsafe { cmd_buf.write_bytes(0, 1) };
+        // SAFETY: as above, for `data_buf`.
+        unsafe { data_buf.write_bytes(0, 1) };
+        // SAFETY: every field is initialized now.
+        unsafe { slot.assume_init_mut() }
     }
 
     /// Resets the device, exactly as a write of 1 to `RESET` does. Counters survive.

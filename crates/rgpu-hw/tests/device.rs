@@ -1317,3 +1317,14 @@ fn the_device_has_40_address_lines_an_access_at_or_above_the_limit_is_a_bus_erro
     );
     assert_eq!(mem.peek(below + 4094, 2), [0, 0]);
 }
+
+#[test]
+fn a_device_initialized_in_place_over_garbage_is_the_power_on_device() {
+    let mut slot = Box::new(std::mem::MaybeUninit::<Device>::uninit());
+    // SAFETY: filling an uninitialized slot with bytes (any bytes are fine for MaybeUninit).
+    unsafe { slot.as_mut_ptr().write_bytes(0xA5, 1) };
+    let d = Device::init_in_place(&mut slot);
+    assert_eq!(format!("{d:?}"), format!("{:?}", Device::new()));
+    assert_eq!(d.mmio_read(ID), ID_VALUE);
+    assert_eq!(d.mmio_read(STATUS), STATUS_READY);
+}

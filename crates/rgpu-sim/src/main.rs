@@ -66,6 +66,16 @@ pub enum Iommu {
     Remapped,
 }
 
+/// Which rgpu the scenario runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Device {
+    /// A PCI device with the rgpu register BAR (the rgpu-hw model behind simulated MMIO).
+    Hardware,
+    /// A root-enumerated device with no resources: the driver runs soft rgpu (the model on its
+    /// own engine thread inside the driver).
+    Soft,
+}
+
 /// How much the scenario allocates.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Size {
@@ -82,7 +92,8 @@ pub struct RunArgs {
     /// Newest WDDM interface of the simulated Windows (1803 for 2.4 … 11 22H2 for 3.1).
     #[arg(long, value_enum, default_value = "3.1")]
     pub interface: Interface,
-    /// IOMMU mode [default: identity below 3.0, remapped from 3.0 on].
+    /// IOMMU mode [default: remapped from 3.0 on for hardware; identity below 3.0 and for
+    /// soft, which does not opt in to DMA remapping].
     #[arg(long, value_enum)]
     pub iommu: Option<Iommu>,
     /// Installs the machine's memory at physical address SIZE and up (e.g. 1T: above the rgpu
@@ -93,6 +104,9 @@ pub struct RunArgs {
     /// Fault injection: fail the N-th failable kernel call or callback (1 = the first).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub fail_nth: Option<u64>,
+    /// The device the scenario runs on.
+    #[arg(long, value_enum, default_value = "hardware")]
+    pub device: Device,
     /// Scenario size.
     #[arg(long, value_enum, default_value = "default")]
     pub size: Size,
@@ -173,13 +187,18 @@ fn parse_size(s: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("{s:?} does not fit in 64 bits"))
 }
 
-/// The machine `--interface` and `--iommu` describe.
-pub fn machine_config(interface: Interface, iommu: Option<Iommu>) -> MachineConfig {
+/// The machine `--interface`, `--iommu` and `--device` describe. Without `--iommu`: remapped
+/// from WDDM 3.0 on for hardware (rgpu opts in to DMA remapping), identity otherwise — a soft
+/// (root-enumerated) rgpu never opts in (docs/soft-rgpu.md), and Dxgkrnl maps an adapter that
+/// did not opt in 1:1.
+pub fn machine_config(interface: Interface, iommu: Option<Iommu>, device: Device) -> MachineConfig {
     let (version, name, has_pool2) = interface.machine();
     let mode = match iommu {
         Some(Iommu::Identity) => IommuMode::Identity,
         Some(Iommu::Remapped) => IommuMode::Remapped,
-        None if version >= sys::DXGKDDI_INTERFACE_VERSION_WDDM3_0 => IommuMode::Remapped,
+        None if device == Device::Hardware && version >= sys::DXGKDDI_INTERFACE_VERSION_WDDM3_0 => {
+            IommuMode::Remapped
+        }
         None => IommuMode::Identity,
     };
     MachineConfig {
@@ -199,10 +218,10 @@ fn main() -> ExitCode {
 }
 
 fn run(args: &RunArgs) -> ExitCode {
-    let config =
-        machine_config(args.interface, args.iommu).with_physical_base(args.phys_above.unwrap_or(0));
+    let config = machine_config(args.interface, args.iommu, args.device)
+        .with_physical_base(args.phys_above.unwrap_or(0));
     let show_progress = !args.quiet && std::io::stderr().is_terminal();
-    let outcome = scenario::run(config, args.size, args.fail_nth, show_progress);
+    let outcome = scenario::run(config, args.device, args.size, args.fail_nth, show_progress);
     let rep = report::Report::new(&outcome);
     if args.quiet {
         println!("{}", rep.verdict_line());

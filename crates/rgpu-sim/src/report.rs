@@ -131,6 +131,15 @@ impl<'a> Report<'a> {
             version_name(o.config.max_interface_version),
             if o.config.has_pool2 { "yes" } else { "no" }
         );
+        let _ = writeln!(
+            w,
+            "device:    {}",
+            match o.device_kind {
+                crate::Device::Hardware => "hardware (rgpu register BAR, device model behind MMIO)",
+                crate::Device::Soft =>
+                    "soft (root-enumerated, no resources: the model runs inside the driver)",
+            }
+        );
         let _ = writeln!(w, "scenario:  {:?}", o.size);
 
         // ---- driver and capabilities ----

@@ -23,7 +23,7 @@ use dxgk_sys as sys;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rgpu_hw::cmd::{Encoder, Target};
 
-use crate::Size;
+use crate::{Device, Size};
 
 const KIB: u64 = 1024;
 const MIB: u64 = 1024 * KIB;
@@ -139,6 +139,8 @@ pub struct StepRecord {
 /// Everything the report and the trace need.
 pub struct Outcome {
     pub config: MachineConfig,
+    /// The device the scenario ran on.
+    pub device_kind: Device,
     pub size: Size,
     pub fail_nth: Option<u64>,
     pub steps: Vec<StepRecord>,
@@ -373,7 +375,13 @@ fn plan_len(procs: usize, sizes: usize, large: bool) -> u64 {
 }
 
 /// Runs the scenario on a fresh machine of `config`.
-pub fn run(config: MachineConfig, size: Size, fail_nth: Option<u64>, progress: bool) -> Outcome {
+pub fn run(
+    config: MachineConfig,
+    device: Device,
+    size: Size,
+    fail_nth: Option<u64>,
+    progress: bool,
+) -> Outcome {
     const PROCS: usize = 3;
     let sizes = sizes(size);
     let large = size == Size::Large;
@@ -419,10 +427,17 @@ pub fn run(config: MachineConfig, size: Size, fail_nth: Option<u64>, progress: b
     r.step("boot", "load driver (DriverEntry)", false, |r| {
         status_err("DriverEntry", r.m.load_driver(rgpu::ddi::DriverEntry))
     });
-    r.step("boot", "add adapter (rgpu device model)", false, |r| {
-        r.id = Some(r.m.add_adapter(AdapterConfig {
-            device: Some(Box::new(RgpuDevice::new())),
-        }));
+    let add = match device {
+        Device::Hardware => "add adapter (rgpu device model behind its register BAR)",
+        Device::Soft => "add root-enumerated adapter (no resources: soft rgpu)",
+    };
+    r.step("boot", add, false, |r| {
+        r.id = Some(match device {
+            Device::Hardware => r.m.add_adapter(AdapterConfig {
+                device: Some(Box::new(RgpuDevice::new())),
+            }),
+            Device::Soft => r.m.add_root_adapter(),
+        });
         Ok(())
     });
     r.step("boot", "start adapter", false, |r| {
@@ -577,11 +592,13 @@ pub fn run(config: MachineConfig, size: Size, fail_nth: Option<u64>, progress: b
 
     let info = r.id.map(|id| m.adapter(id).info);
     let final_state = r.id.map(|id| m.adapter(id).state);
+    let device_kind = device;
     let device = r.id.map(|id| m.device_counters(id)).unwrap_or_default();
     let allocated_bytes =
         r.allocs.iter().map(|a| a.bytes).sum::<u64>() + r.cmds.len() as u64 * 4096;
     Outcome {
         config,
+        device_kind,
         size,
         fail_nth,
         steps: r.steps,

@@ -21,9 +21,8 @@ use core::sync::atomic::{AtomicU32, Ordering};
 use dxgk_sys::{
     BOOLEAN, CM_RESOURCE_LIST, DXGKARGCB_ALLOCATECONTIGUOUSMEMORY, DXGKARGCB_ALLOCATEPAGESFORMDL,
     DXGKARGCB_FREECONTIGUOUSMEMORY, DXGKARGCB_FREEPAGESFROMMDL, DXGKARGCB_MAPMDLTOIOMMU,
-    DXGKARGCB_NOTIFY_INTERRUPT_DATA, DXGKARGCB_UNMAPMDLFROMIOMMU, DXGKRNL_INTERFACE,
-    DXGK_DEVICE_INFO, GUID, HANDLE, LARGE_INTEGER, MDL, MEMORY_CACHING_TYPE, NTSTATUS,
-    PHYSICAL_ADDRESS, PKSYNCHRONIZE_ROUTINE, PULONG, PVOID, STATUS_INVALID_PARAMETER,
+    DXGKARGCB_UNMAPMDLFROMIOMMU, DXGKRNL_INTERFACE, DXGK_DEVICE_INFO, GUID, HANDLE, LARGE_INTEGER,
+    MDL, MEMORY_CACHING_TYPE, NTSTATUS, PHYSICAL_ADDRESS, PULONG, PVOID, STATUS_INVALID_PARAMETER,
     STATUS_NO_MEMORY, STATUS_SUCCESS, UCHAR, ULONG, USHORT,
 };
 use rgpu_hw::regs;
@@ -42,6 +41,8 @@ const MAX_ALLOCS: usize = 64;
 pub static ERRORS: AtomicU32 = AtomicU32::new(0);
 /// Callback calls, for the summary.
 pub static CALLS: AtomicU32 = AtomicU32::new(0);
+/// `DxgkCbMapMemory` calls (a soft adapter has no BAR to map).
+pub static MAP_MEMORY_CALLS: AtomicU32 = AtomicU32::new(0);
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -101,7 +102,7 @@ pub fn device_handle() -> HANDLE {
     (&ALLOCS as *const Global<Memory>).cast_mut().cast()
 }
 
-fn check_handle(h: HANDLE, who: &str) -> bool {
+pub(crate) fn check_handle(h: HANDLE, who: &str) -> bool {
     CALLS.fetch_add(1, Ordering::Relaxed);
     crate::device::tick();
     if h != device_handle() {
@@ -112,7 +113,7 @@ fn check_handle(h: HANDLE, who: &str) -> bool {
     true
 }
 
-fn pool_alloc(bytes: usize) -> *mut u8 {
+pub(crate) fn pool_alloc(bytes: usize) -> *mut u8 {
     // SAFETY: plain non-paged pool allocation.
     let p = unsafe { dxgk_sys::ExAllocatePoolWithTag(dxgk_sys::NonPagedPoolNx, bytes, TAG) }
         .cast::<u8>();
@@ -123,7 +124,7 @@ fn pool_alloc(bytes: usize) -> *mut u8 {
     p
 }
 
-fn pool_free(p: *mut u8) {
+pub(crate) fn pool_free(p: *mut u8) {
     if !p.is_null() {
         // SAFETY: `p` came from `pool_alloc` with TAG.
         unsafe { dxgk_sys::ExFreePoolWithTag(p.cast(), TAG) };
@@ -131,7 +132,7 @@ fn pool_free(p: *mut u8) {
 }
 
 /// Page-aligned pool memory: (raw block, aligned address).
-fn alloc_pages(bytes: usize) -> Option<(*mut u8, *mut u8)> {
+pub(crate) fn alloc_pages(bytes: usize) -> Option<(*mut u8, *mut u8)> {
     let raw = pool_alloc(bytes.checked_add(PAGE)?);
     if raw.is_null() {
         return None;
@@ -140,11 +141,61 @@ fn alloc_pages(bytes: usize) -> Option<(*mut u8, *mut u8)> {
     Some((raw, aligned))
 }
 
+/// An MDL in its own pool block describing `pages` pages at page-aligned `cpu`, mapped there
+/// (`MappedSystemVa`, `flags` | MDL_MAPPED_TO_SYSTEM_VA), with page numbers `pfn..pfn + pages`
+/// (tags of the port's choosing: logical addresses, never CPU ones). Built by hand, as
+/// MmInitializeMdl would: Wine's IoAllocateMdl sizes the PFN array with a 4-byte PFN_NUMBER
+/// (its wdm.h), so `Size` would be short and an 8-byte PFN array would overrun the block.
+/// Freed with [`free_mdl`].
+pub(crate) fn build_mdl(cpu: *mut u8, pages: usize, pfn: u64, flags: i16) -> Option<*mut MDL> {
+    let header = core::mem::size_of::<MDL>();
+    let size = header + pages * core::mem::size_of::<dxgk_sys::PFN_NUMBER>();
+    let bytes = u32::try_from(pages * PAGE).ok()?;
+    let mdl = pool_alloc(size).cast::<MDL>();
+    if mdl.is_null() || i16::try_from(size).is_err() {
+        pool_free(mdl.cast());
+        return None;
+    }
+    let header = MDL {
+        Next: core::ptr::null_mut(),
+        Size: size as i16,
+        MdlFlags: flags | dxgk_sys::MDL_MAPPED_TO_SYSTEM_VA,
+        Process: core::ptr::null_mut(),
+        MappedSystemVa: cpu.cast(),
+        StartVa: cpu.cast(),
+        ByteCount: bytes,
+        ByteOffset: 0,
+    };
+    // SAFETY: a fresh pool block of `size` >= size_of::<MDL>() bytes, 16-byte aligned.
+    unsafe { mdl.write(header) };
+    // SAFETY: the PFN array follows the header inside the block (`pages` slots).
+    let pfns = unsafe { dxgk_sys::MmGetMdlPfnArray(mdl) };
+    for i in 0..pages {
+        // SAFETY: `i` < pages: inside the block.
+        unsafe {
+            pfns.wrapping_add(i)
+                .write((pfn + i as u64) as dxgk_sys::PFN_NUMBER)
+        };
+    }
+    Some(mdl)
+}
+
+/// Frees an MDL from [`build_mdl`].
+pub(crate) fn free_mdl(mdl: *mut MDL) {
+    pool_free(mdl.cast());
+}
+
 /// Allocates and presets the MMIO block and the resource list. Called before StartDevice.
-pub fn prepare(miniport_device_context: PVOID) -> bool {
+/// `soft`: a root-enumerated device instead, whose translated resource list is empty (Count 0:
+/// no register BAR, no interrupt), as PnP gives it — rgpu then starts in soft mode.
+pub fn prepare(miniport_device_context: PVOID, soft: bool) -> bool {
     // SAFETY: short access; no call into rgpu is in progress.
     let m = unsafe { ALLOCS.get() };
     m.start_info_context = miniport_device_context;
+    if soft {
+        m.resources.Count = 0;
+        return true;
+    }
     if m.mmio.is_null() {
         let Some((_, mmio)) = alloc_pages(regs::BAR_SIZE as usize) else {
             return false;
@@ -198,12 +249,12 @@ pub fn interface(version: u32) -> DXGKRNL_INTERFACE {
         DxgkCbGetDeviceInformation: Some(get_device_information),
         DxgkCbMapMemory: Some(map_memory),
         DxgkCbUnmapMemory: Some(unmap_memory),
-        DxgkCbQueueDpc: Some(queue_dpc),
+        DxgkCbQueueDpc: Some(crate::interrupt::queue_dpc),
         DxgkCbReadDeviceSpace: Some(read_device_space),
         DxgkCbWriteDeviceSpace: Some(write_device_space),
-        DxgkCbSynchronizeExecution: Some(synchronize_execution),
-        DxgkCbNotifyInterrupt: Some(notify_interrupt),
-        DxgkCbNotifyDpc: Some(notify_dpc),
+        DxgkCbSynchronizeExecution: Some(crate::interrupt::synchronize_execution),
+        DxgkCbNotifyInterrupt: Some(crate::interrupt::notify_interrupt),
+        DxgkCbNotifyDpc: Some(crate::interrupt::notify_dpc),
         DxgkCbLogEtwEvent: Some(log_etw_event),
         DxgkCbAllocateContiguousMemory: Some(allocate_contiguous_memory),
         DxgkCbFreeContiguousMemory: Some(free_contiguous_memory),
@@ -257,6 +308,7 @@ unsafe extern "system" fn map_memory(
     _cache: MEMORY_CACHING_TYPE,
     va: *mut PVOID,
 ) -> NTSTATUS {
+    MAP_MEMORY_CALLS.fetch_add(1, Ordering::Relaxed);
     if !check_handle(h, "MapMemory") || va.is_null() {
         return STATUS_INVALID_PARAMETER;
     }
@@ -286,11 +338,6 @@ unsafe extern "system" fn map_memory(
 unsafe extern "system" fn unmap_memory(h: HANDLE, _va: PVOID) -> NTSTATUS {
     check_handle(h, "UnmapMemory");
     STATUS_SUCCESS
-}
-
-unsafe extern "system" fn queue_dpc(h: HANDLE) -> BOOLEAN {
-    check_handle(h, "QueueDpc");
-    1
 }
 
 unsafe extern "system" fn read_device_space(
@@ -328,36 +375,6 @@ unsafe extern "system" fn write_device_space(
         unsafe { *written = length };
     }
     STATUS_SUCCESS
-}
-
-unsafe extern "system" fn synchronize_execution(
-    h: HANDLE,
-    routine: PKSYNCHRONIZE_ROUTINE,
-    context: PVOID,
-    _message_number: ULONG,
-    ret: *mut BOOLEAN,
-) -> NTSTATUS {
-    if !check_handle(h, "SynchronizeExecution") {
-        return STATUS_INVALID_PARAMETER;
-    }
-    let Some(routine) = routine else {
-        return STATUS_INVALID_PARAMETER;
-    };
-    // SAFETY: rgpu's synchronize routine with its own context (no interrupt exists under Wine).
-    let r = unsafe { routine(context) };
-    if !ret.is_null() {
-        // SAFETY: optional out-pointer.
-        unsafe { *ret = r };
-    }
-    STATUS_SUCCESS
-}
-
-unsafe extern "system" fn notify_interrupt(h: HANDLE, _data: *mut DXGKARGCB_NOTIFY_INTERRUPT_DATA) {
-    check_handle(h, "NotifyInterrupt");
-}
-
-unsafe extern "system" fn notify_dpc(h: HANDLE) {
-    check_handle(h, "NotifyDpc");
 }
 
 unsafe extern "system" fn log_etw_event(
@@ -411,27 +428,13 @@ unsafe extern "system" fn allocate_pages_for_mdl(
     let Some((raw, cpu)) = alloc_pages(bytes) else {
         return STATUS_NO_MEMORY;
     };
-    // SAFETY: describes our own block; no IRP.
-    let mdl =
-        unsafe { dxgk_sys::IoAllocateMdl(cpu.cast(), bytes as u32, 0, 0, core::ptr::null_mut()) };
-    if mdl.is_null() {
+    // Wine cannot map MDLs (MmMapLockedPagesSpecifyCache is a stub), so it is handed out
+    // already mapped, as Dxgkrnl may.
+    let flags = dxgk_sys::MDL_MAPPED_TO_SYSTEM_VA | dxgk_sys::MDL_PAGES_LOCKED;
+    let Some(mdl) = build_mdl(cpu, pages, pfn, flags) else {
         pool_free(raw);
         return STATUS_NO_MEMORY;
-    }
-    // SAFETY: a full MDL from IoAllocateMdl (PFN array of `pages` entries follows the header).
-    let pfns = unsafe { dxgk_sys::MmGetMdlPfnArray(mdl) };
-    for i in 0..pages {
-        // SAFETY: `i` < pages, the MDL's PFN count for a page-aligned `bytes`-long range.
-        unsafe {
-            pfns.wrapping_add(i)
-                .write((pfn + i as u64) as dxgk_sys::PFN_NUMBER)
-        };
-    }
-    // SAFETY: our MDL; Wine cannot map MDLs (MmMapLockedPagesSpecifyCache is a stub), so it is
-    // handed out already mapped, as Dxgkrnl may.
-    unsafe { (*mdl).MdlFlags |= dxgk_sys::MDL_MAPPED_TO_SYSTEM_VA | dxgk_sys::MDL_PAGES_LOCKED };
-    // SAFETY: as above.
-    unsafe { (*mdl).MappedSystemVa = cpu.cast() };
+    };
     m.next_pfn = pfn + pages as u64 + 1; // one-page hole between allocations
     m.allocs[slot] = Alloc {
         kind: Kind::Pages,
@@ -466,8 +469,7 @@ unsafe extern "system" fn free_pages_from_mdl(
         ERRORS.fetch_add(1, Ordering::Relaxed);
         say!("callback FreePagesFromMdl: pages still mapped to the IOMMU");
     }
-    // SAFETY: the MDL this slot allocated with IoAllocateMdl.
-    unsafe { dxgk_sys::IoFreeMdl(m.allocs[i].mdl) };
+    free_mdl(m.allocs[i].mdl);
     pool_free(m.allocs[i].raw);
     m.allocs[i] = FREE;
     STATUS_SUCCESS

@@ -13,6 +13,8 @@
 //! DMA bus over the logical-address table yet): registers, reset, ring enable and interrupts
 //! masks behave, the ring does not advance.
 
+use core::sync::atomic::{AtomicBool, Ordering};
+
 use rgpu_hw::device::Device;
 use rgpu_hw::regs::{self, BAR_SIZE};
 
@@ -27,6 +29,9 @@ struct Model {
 }
 
 static MODEL: Global<Option<Model>> = Global::new(None);
+/// Set once a model is attached; before (and for a soft adapter, always) [`tick`] does nothing
+/// and never touches [`MODEL`], so it is safe from the soft engine's thread too.
+static ATTACHED: AtomicBool = AtomicBool::new(false);
 
 /// Puts a freshly reset device behind `bar` (BAR_SIZE bytes, 4-byte aligned).
 pub fn attach(bar: *mut u8) {
@@ -40,6 +45,7 @@ pub fn attach(bar: *mut u8) {
     if let Some(m) = slot.as_mut() {
         publish(m);
     }
+    ATTACHED.store(true, Ordering::Release);
 }
 
 fn publish(m: &mut Model) {
@@ -53,6 +59,9 @@ fn publish(m: &mut Model) {
 
 /// Forwards the driver's register writes to the model and publishes its registers.
 pub fn tick() {
+    if !ATTACHED.load(Ordering::Acquire) {
+        return;
+    }
     // SAFETY: see the module docs: ticks run on the thread that is currently executing rgpu or
     // the port, never concurrently; the reference does not outlive this call.
     let Some(m) = (unsafe { MODEL.get() }).as_mut() else {

@@ -30,6 +30,8 @@ pub const DO_DEVICE_INITIALIZING: ULONG = 0x80;
 pub const IRP_MJ_CREATE: usize = 0x00;
 pub const IRP_MJ_CLOSE: usize = 0x02;
 pub const IRP_MJ_INTERNAL_DEVICE_CONTROL: usize = 0x0F;
+pub const IRP_MJ_PNP: usize = 0x1B;
+pub const IRP_MN_QUERY_ID: u8 = 0x13;
 pub const PAGE_EXECUTE_READWRITE: ULONG = 0x40;
 
 #[cfg_attr(
@@ -60,6 +62,8 @@ unsafe extern "system" {
         Length: ULONG,
         ResultLength: *mut ULONG,
     ) -> NTSTATUS;
+    /// The calling thread's id (the interrupt callbacks' "which thread is inside" check).
+    pub fn PsGetCurrentThreadId() -> HANDLE;
     pub fn ZwProtectVirtualMemory(
         ProcessHandle: HANDLE,
         BaseAddress: *mut PVOID,

@@ -38,10 +38,13 @@ mod log;
 mod kernel;
 mod callbacks;
 mod device;
+mod interrupt;
 mod port;
 mod settings;
+mod soft;
 mod state;
 mod steps;
+mod vidmm;
 mod wine_hook;
 
 pub use port::DriverEntry;

@@ -48,6 +48,8 @@ pub static PORT: Global<Port> = Global::new(Port {
         start_interface: None,
         require_all_live: false,
         shim_stall: false,
+        soft: false,
+        soft_fault: false,
     },
     pdo: ptr::null_mut(),
     miniport_driver: ptr::null_mut(),
@@ -89,11 +91,13 @@ pub unsafe extern "system" fn DriverEntry(
     // SAFETY: the registry path comes from the I/O manager.
     let settings = unsafe { crate::settings::read(registry_path) };
     say!(
-        "settings: max_interface={:?} start_interface={:?} require_all_live={} shim_stall={}",
+        "settings: max_interface={:?} start_interface={:?} require_all_live={} shim_stall={} soft={} soft_fault={}",
         settings.max_interface,
         settings.start_interface,
         settings.require_all_live,
-        settings.shim_stall
+        settings.shim_stall,
+        settings.soft,
+        settings.soft_fault
     );
     // SAFETY: nothing else runs in the port yet.
     unsafe { PORT.get() }.settings = settings;
@@ -151,6 +155,7 @@ pub unsafe extern "system" fn DriverEntry(
     major[kernel::IRP_MJ_CREATE] = Some(dispatch_complete_ok);
     major[kernel::IRP_MJ_CLOSE] = Some(dispatch_complete_ok);
     major[kernel::IRP_MJ_INTERNAL_DEVICE_CONTROL] = Some(dispatch_internal_ioctl);
+    major[kernel::IRP_MJ_PNP] = Some(dispatch_pnp);
 
     let status = crate::wine_hook::install(device);
     if status < 0 {
@@ -245,6 +250,65 @@ unsafe extern "system" fn dispatch_internal_ioctl(
         init as *const ()
     );
     complete(irp, STATUS_SUCCESS, core::mem::size_of::<PVOID>())
+}
+
+/// IRP_MJ_PNP to the adapter's PDO: IRP_MN_QUERY_ID, which Wine's `IoGetDeviceProperty`
+/// (DevicePropertyEnumeratorName: the device ID up to its first `\`) sends, and which rgpu's
+/// AddDevice uses to tell a root-enumerated (soft) device from a bus one. The PDO is the bus
+/// driver's, so the port answers as that bus would: `ROOT\RGPU` for the soft scenario,
+/// `PCI\VEN_…` otherwise; instance ID `0000`. Anything else is completed untouched (a PnP IRP
+/// nobody handles keeps its STATUS_NOT_SUPPORTED).
+unsafe extern "system" fn dispatch_pnp(device: *mut DEVICE_OBJECT, irp: *mut IRP) -> NTSTATUS {
+    // SAFETY: `irp` is a valid IRP from the I/O manager.
+    let tail = unsafe { (*irp).Tail };
+    // SAFETY: for a driver-queued IRP the Overlay member of Tail is the active one.
+    let overlay = unsafe { tail.Overlay };
+    // SAFETY: CurrentStackLocation is the active member while the IRP is dispatched.
+    let stack = unsafe { overlay.s.u.CurrentStackLocation };
+    // SAFETY: the current stack location of a dispatched IRP is valid.
+    let minor = unsafe { (*stack).MinorFunction };
+    // SAFETY: as above.
+    let params = unsafe { (*stack).Parameters };
+    // SAFETY: an IRP_MN_QUERY_ID uses the QueryId parameters (read only for that minor code).
+    let id_type = unsafe { params.QueryId }.IdType;
+    // SAFETY: `irp` is valid (above).
+    let current = unsafe { (*irp).IoStatus };
+    // SAFETY: reading the status member of the IRP's own status block.
+    let (status, info) = (unsafe { current.u.Status }, current.Information);
+    // SAFETY: short read; the PDO pointer is written once in DriverEntry.
+    let pdo = unsafe { PORT.get() }.pdo;
+    if device != pdo || minor != kernel::IRP_MN_QUERY_ID {
+        return complete(irp, status, info);
+    }
+    let soft = settings().soft;
+    let text: &str = match id_type.0 {
+        0 if soft => "ROOT\\RGPU",
+        0 => "PCI\\VEN_1234&DEV_5247",
+        // Wine takes DevicePropertyEnumeratorName from the instance ID (up to its first `\`),
+        // so it is answered with the enumerator in front.
+        3 if soft => "ROOT\\RGPU\\0000",
+        3 => "PCI\\VEN_1234&DEV_5247\\0000",
+        _ => return complete(irp, status, info),
+    };
+    // The caller frees the string with ExFreePool.
+    // SAFETY: plain non-paged pool allocation.
+    let buf = unsafe {
+        dxgk_sys::ExAllocatePoolWithTag(dxgk_sys::NonPagedPoolNx, (text.len() + 1) * 2, 0x4449_5057)
+    }
+    .cast::<u16>();
+    if buf.is_null() {
+        return complete(irp, dxgk_sys::STATUS_INSUFFICIENT_RESOURCES, 0);
+    }
+    for (i, b) in text.bytes().chain(core::iter::once(0)).enumerate() {
+        // SAFETY: `i` <= text.len(), inside the block.
+        unsafe { buf.wrapping_add(i).write(u16::from(b)) };
+    }
+    say!(
+        "PnP: IRP_MN_QUERY_ID type {} of the adapter's PDO -> {}",
+        id_type.0,
+        text
+    );
+    complete(irp, STATUS_SUCCESS, buf as usize)
 }
 
 /// The port initializer (`DpiInitialize`): what rgpu's `DxgkInitialize` calls, once per

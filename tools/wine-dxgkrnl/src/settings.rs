@@ -7,6 +7,8 @@
 //! | `HarnessStartInterface` | negotiated | `DXGKRNL_INTERFACE.Version` passed to StartDevice; below WDDM 2.4 rgpu must refuse to start |
 //! | `HarnessRequireAllLive` | 0 | 1 = every step must be live (pending steps become failures): the tightened table |
 //! | `HarnessShimStall` | 0 | 1 = shim Wine's unimplemented `hal.dll!KeStallExecutionProcessor` (see `wine_hook`) |
+//! | `HarnessSoftFault` | 0 | 1 = (with `HarnessSoft`) the mini VidMm leaves the allocation unmapped: the engine must page-fault, the soft steps fail, the run FAILs (runner self-test) |
+//! | `HarnessSoft` | 0 | 1 = a root-enumerated adapter: StartDevice's resource list is empty, so rgpu starts in soft mode; the soft steps ([`crate::soft`]) run |
 
 use dxgk_sys::{HANDLE, UNICODE_STRING};
 
@@ -18,6 +20,8 @@ pub struct Settings {
     pub start_interface: Option<u32>,
     pub require_all_live: bool,
     pub shim_stall: bool,
+    pub soft: bool,
+    pub soft_fault: bool,
 }
 
 /// Reads the settings from the port's service key (`registry_path` from DriverEntry).
@@ -55,6 +59,10 @@ pub unsafe fn read(registry_path: *mut UNICODE_STRING) -> Settings {
     s.require_all_live = dword(key, &mut name).unwrap_or(0) != 0;
     let mut name = wstr!("HarnessShimStall");
     s.shim_stall = dword(key, &mut name).unwrap_or(0) != 0;
+    let mut name = wstr!("HarnessSoft");
+    s.soft = dword(key, &mut name).unwrap_or(0) != 0;
+    let mut name = wstr!("HarnessSoftFault");
+    s.soft_fault = dword(key, &mut name).unwrap_or(0) != 0;
     // SAFETY: `key` is the handle ZwOpenKey returned.
     unsafe { dxgk_sys::ZwClose(key) };
     s

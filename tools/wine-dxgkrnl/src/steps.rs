@@ -99,7 +99,7 @@ impl core::fmt::Display for Why {
 }
 
 /// Reports one step; returns true when it ran successfully (live).
-fn record(name: &str, got: Got, detail: core::fmt::Arguments<'_>) -> bool {
+pub(crate) fn record(name: &str, got: Got, detail: core::fmt::Arguments<'_>) -> bool {
     crate::device::tick(); // control is back from rgpu: let the device catch up
     let expect = match got {
         Got::Blocked(_) if NEGATIVE_START.load(Ordering::Relaxed) => Expect::Pending,
@@ -167,7 +167,7 @@ fn record(name: &str, got: Got, detail: core::fmt::Arguments<'_>) -> bool {
 }
 
 /// A failed check inside a step: prints why, returns false.
-fn check(ok: bool, what: core::fmt::Arguments<'_>) -> bool {
+pub(crate) fn check(ok: bool, what: core::fmt::Arguments<'_>) -> bool {
     if !ok {
         say!("  check failed: {}", what);
     }
@@ -258,7 +258,8 @@ pub fn run_adapter_sequence() {
             format_args!(""),
         );
     } else if let Some(start) = init.DxgkDdiStartDevice {
-        callbacks::prepare(context);
+        callbacks::prepare(context, settings.soft);
+        crate::interrupt::prepare(init.DxgkDdiDpcRoutine, context);
         let iface_version = settings.start_interface.unwrap_or(version);
         let mut iface = callbacks::interface(iface_version);
         let mut start_info = DXGK_START_INFO {
@@ -365,6 +366,11 @@ pub fn run_adapter_sequence() {
             );
         }
         (true, Some(bpb)) => build_paging_buffer(bpb, context, &geometry),
+    }
+
+    // --- the soft engine (a root-enumerated adapter) -----------------------------------------
+    if settings.soft {
+        crate::soft::run(&init, context, started && geometry.valid, &geometry);
     }
 
     // --- StopDevice / RemoveDevice ---------------------------------------------------------
@@ -478,6 +484,7 @@ mod off {
     pub const MMU_LEVELS: usize = 16;
     // DXGK_PAGE_TABLE_LEVEL_DESC
     pub const LEVEL_INDEX_BITS: usize = 0;
+    pub const LEVEL_PAGING_SEGMENT: usize = 8;
     pub const LEVEL_SIZE: usize = 12;
     pub const LEVEL_ALIGNMENT: usize = 16;
     // DXGK_QUERYSEGMENTOUT4 (40 bytes) / DXGK_SEGMENTDESCRIPTOR4 (96 bytes)
@@ -495,12 +502,16 @@ mod off {
 }
 
 #[derive(Default)]
-struct Geometry {
+pub(crate) struct Geometry {
     valid: bool,
     update_mode: u32,
     va_bits: u32,
-    levels: u32,
+    pub(crate) levels: u32,
     paging_buffer_size: u32,
+    /// PageTableIndexBitCount per level, leaf first.
+    pub(crate) bits: [u32; 6],
+    /// PagingProcessPageTableSegmentId per level, leaf first.
+    pub(crate) paging_table_segment: [u32; 6],
 }
 
 #[repr(C, align(16))]
@@ -766,6 +777,12 @@ fn query_adapter_info(
         );
         let bits = out.u32(off::LEVEL_INDEX_BITS);
         bits_total += bits;
+        if let Some(slot) = geo.bits.get_mut(level as usize) {
+            *slot = bits;
+        }
+        if let Some(slot) = geo.paging_table_segment.get_mut(level as usize) {
+            *slot = out.u32(off::LEVEL_PAGING_SEGMENT);
+        }
         levels_ok &= qai_step("QueryAdapterInfo/PAGETABLELEVELDESC", st, &out, size, |b| {
             let sz = b.u32(off::LEVEL_SIZE);
             let al = b.u32(off::LEVEL_ALIGNMENT);

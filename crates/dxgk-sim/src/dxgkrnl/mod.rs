@@ -85,6 +85,9 @@ pub(crate) struct Adapter {
     resources: Resources,
     registry_path: Box<[u16]>,
     pub(crate) pdo: Box<dxgk_sys::DEVICE_OBJECT>,
+    /// Enumerated by the root bus (`IoGetDeviceProperty(DevicePropertyEnumeratorName)` answers
+    /// `ROOT`), else by PCI.
+    pub(crate) root_enumerated: bool,
     pub(crate) context: usize,
     /// The device model, behind its own lock so that register accesses from any thread and the
     /// simulator's synchronizations serialize (as accesses to one device do) without holding
@@ -173,6 +176,7 @@ pub(crate) fn new_adapter(
         resources: Resources(rl),
         registry_path: path.into_boxed_slice(),
         pdo: Box::default(),
+        root_enumerated,
         context: 0,
         device: device.map(|d| Arc::new(RankedMutex::new(LockRank::Device, d))),
         state: PnpState::Added,

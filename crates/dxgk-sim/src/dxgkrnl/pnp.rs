@@ -186,6 +186,9 @@ pub(crate) fn after_ddi(m: &MachineState, id: AdapterId) {
             .get(id.0 as usize)
             .and_then(|a| a.device.clone());
         let Some(dev) = dev else {
+            // No device model (a root-enumerated adapter): the "device" is whatever engine
+            // thread the driver runs; let it finish what the DDI started (soft rgpu).
+            crate::ntoskrnl::sync::wait_until_system_threads_quiescent(m);
             break;
         };
         let (ptr, len) = {
@@ -873,6 +876,13 @@ impl Machine {
         )
     }
 
+    /// The PDO of adapter `id`, for tests that call DxgkDdiAddDevice themselves (the driver may
+    /// ask PnP about it: `IoGetDeviceProperty` accepts only real PDOs).
+    pub fn pdo(&self, id: AdapterId) -> *mut dxgk_sys::DEVICE_OBJECT {
+        let mut port = self.state.port();
+        &mut *port.adapters[id.0 as usize].pdo
+    }
+
     /// AddDevice + StartDevice + the QueryAdapterInfo calls Windows makes at start. On failure
     /// the adapter is stopped (if it started) and removed, as Dxgkrnl does; the status is
     /// returned.
@@ -1046,4 +1056,64 @@ impl AdapterView {
     pub fn driver_caps(&self) -> Option<DXGK_DRIVERCAPS> {
         self.info.driver_caps
     }
+}
+
+/// `IoGetDeviceProperty`. PASSIVE_LEVEL. `DeviceObject` must be an adapter's PDO (the one
+/// AddDevice received); only `DevicePropertyEnumeratorName` is simulated: `ROOT` for an adapter
+/// from [`Machine::add_root_adapter`], `PCI` otherwise. A buffer too small for the
+/// NUL-terminated string gets STATUS_BUFFER_TOO_SMALL with the needed size in `ResultLength`,
+/// as on Windows.
+#[no_mangle]
+pub extern "system" fn IoGetDeviceProperty(
+    device_object: *mut dxgk_sys::DEVICE_OBJECT,
+    property: dxgk_sys::DEVICE_REGISTRY_PROPERTY,
+    buffer_length: dxgk_sys::ULONG,
+    buffer: dxgk_sys::PVOID,
+    result_length: *mut dxgk_sys::ULONG,
+) -> NTSTATUS {
+    const CALL: &str = "IoGetDeviceProperty";
+    if !crate::ntoskrnl::irql::require_irql_at_most(CALL, dxgk_sys::PASSIVE_LEVEL) {
+        return dxgk_sys::STATUS_INVALID_DEVICE_STATE;
+    }
+    let m = crate::machine::current();
+    m.count_call(CALL);
+    let root = {
+        let port = m.port();
+        port.adapters
+            .iter()
+            .find(|a| std::ptr::eq(&*a.pdo, device_object))
+            .map(|a| a.root_enumerated)
+    };
+    let Some(root) = root else {
+        crate::memory::invalid(&m, CALL, format!("{device_object:p} is not a PDO"));
+        return dxgk_sys::STATUS_INVALID_DEVICE_REQUEST;
+    };
+    if property != dxgk_sys::DevicePropertyEnumeratorName || result_length.is_null() {
+        crate::memory::invalid(
+            &m,
+            CALL,
+            format!("property {property} or a NULL ResultLength (only DevicePropertyEnumeratorName is simulated)"),
+        );
+        return dxgk_sys::STATUS_INVALID_PARAMETER;
+    }
+    let name: Vec<u16> = if root { "ROOT" } else { "PCI" }
+        .encode_utf16()
+        .chain([0])
+        .collect();
+    let bytes = (name.len() * 2) as dxgk_sys::ULONG;
+    // SAFETY: checked non-NULL; the caller's ULONG.
+    unsafe { result_length.write(bytes) };
+    if buffer.is_null() || buffer_length < bytes {
+        return dxgk_sys::STATUS_BUFFER_TOO_SMALL;
+    }
+    // SAFETY: the caller's buffer holds `buffer_length` ≥ `bytes` bytes; WCHARs may be
+    // unaligned in principle, so copy bytes.
+    unsafe {
+        std::ptr::copy_nonoverlapping(
+            name.as_ptr().cast::<u8>(),
+            buffer.cast::<u8>(),
+            bytes as usize,
+        )
+    };
+    dxgk_sys::STATUS_SUCCESS
 }

@@ -40,6 +40,9 @@ pub(crate) struct Mm {
     pub(crate) pages_mdls: HashMap<usize, PagesMdl>,
     /// System VA → (MDL, mapping site), for MmMapLockedPagesSpecifyCache mappings.
     sys_maps: HashMap<usize, (usize, String)>,
+    /// The system VAs in `sys_maps` that map an MDL the system owns (VidMm's): they go with the
+    /// MDL when its owner frees it, so they are not the driver's leaks.
+    system_mdl_maps: std::collections::HashSet<usize>,
 }
 
 impl Mm {
@@ -213,6 +216,7 @@ impl Mm {
             .find(|(_, m)| m.0 == mdl)
             .map(|(va, _)| *va)?;
         self.sys_maps.remove(&va);
+        self.system_mdl_maps.remove(&va);
         Some(va)
     }
 
@@ -233,7 +237,10 @@ impl Mm {
         }
         for (va, (mdl, site)) in &self.sys_maps {
             // A mapping of an MDL that is itself leaked is part of that leak.
-            if self.driver_mdls.contains_key(mdl) || self.pages_mdls.contains_key(mdl) {
+            if self.driver_mdls.contains_key(mdl)
+                || self.pages_mdls.contains_key(mdl)
+                || self.system_mdl_maps.contains(va)
+            {
                 continue;
             }
             out.push(leak(
@@ -450,6 +457,7 @@ pub extern "system" fn MmMapLockedPagesSpecifyCache(
     }
     let mut mem = m.mem();
     let mm = &mut mem.mm;
+    let mut system_mdl = false;
     let base = if let Some(a) = mm.pages_mdls.get(&(mdl as usize)) {
         a.region.base
     } else if mm.driver_mdls.contains_key(&(mdl as usize)) {
@@ -472,6 +480,29 @@ pub extern "system" fn MmMapLockedPagesSpecifyCache(
                 return std::ptr::null_mut();
             }
         }
+    } else if h.MdlFlags & dxgk_sys::MDL_PAGES_LOCKED != 0 {
+        // An MDL the system built over locked pages (VidMm's MAP_APERTURE_SEGMENT MDLs): Mm maps
+        // any such MDL. Every PFN must be a live frame, host-contiguous (simulator limitation).
+        // SAFETY: the driver passes a valid MDL (its header was read above).
+        let span = unsafe { mdl_span(mdl) };
+        // SAFETY: as above.
+        let pfns = unsafe { mdl_pfns(mdl, span) };
+        let hosts: Option<Vec<usize>> = pfns.iter().map(|&p| mm.host_of_pfn(p)).collect();
+        match hosts {
+            Some(v) if v.windows(2).all(|w| w[1] == w[0] + PAGE) && !v.is_empty() => {
+                system_mdl = true;
+                v[0]
+            }
+            _ => {
+                drop(mem);
+                misuse(
+                    &m,
+                    CALL,
+                    format!("{mdl:p}: locked-pages MDL whose PFNs are not live frames (or not host-contiguous: simulator limitation)"),
+                );
+                return std::ptr::null_mut();
+            }
+        }
     } else {
         drop(mem);
         misuse(&m, CALL, format!("{mdl:p} is not a live MDL"));
@@ -479,6 +510,9 @@ pub extern "system" fn MmMapLockedPagesSpecifyCache(
     };
     let va = base + h.ByteOffset as usize;
     mm.sys_maps.insert(va, (mdl as usize, driver_call_site()));
+    if system_mdl {
+        mm.system_mdl_maps.insert(va);
+    }
     drop(mem);
     h.MdlFlags |= dxgk_sys::MDL_MAPPED_TO_SYSTEM_VA;
     h.MappedSystemVa = va as PVOID;
@@ -501,6 +535,7 @@ pub extern "system" fn MmUnmapLockedPages(base: PVOID, mdl: *mut MDL) {
         return;
     }
     mem.mm.sys_maps.remove(&(base as usize));
+    mem.mm.system_mdl_maps.remove(&(base as usize));
     drop(mem);
     // SAFETY: a live MDL (it has a live mapping).
     let mut h = unsafe { mdl.read() };

@@ -153,6 +153,13 @@ pub(crate) fn alloc_mdl(pages: usize) -> *mut MDL {
 }
 
 pub(crate) fn free_mdl(mdl: *mut MDL, pages: usize) {
+    // A system mapping a driver made of an MDL the system owns (VidMm's MAP_APERTURE_SEGMENT
+    // MDLs, mapped with MmGetSystemAddressForMdlSafe) lives in the MDL and goes with it when
+    // its owner tears it down (as MmUnlockPages unmaps MDL_MAPPED_TO_SYSTEM_VA). The callers
+    // that free a driver's own MDLs check for live mappings themselves and report them.
+    if let Some(m) = crate::machine::try_current() {
+        m.mem().mm.take_sys_map_of(mdl as usize);
+    }
     let layout = Layout::from_size_align(MDL_HEADER + pages * 8, 16).expect("mdl layout");
     // SAFETY: allocated by `alloc_mdl(pages)`.
     unsafe { dealloc(mdl.cast(), layout) };

@@ -69,6 +69,8 @@ pub(crate) struct KernelState {
     handles: HashMap<usize, (usize, String)>,
     next_handle: usize,
     threads: HashMap<usize, ThreadInfo>,
+    /// System threads blocked in KeWaitForSingleObject: thread object → the object waited on.
+    waiting: HashMap<usize, usize>,
     pub(crate) wait_cap: Duration,
 }
 
@@ -79,6 +81,7 @@ impl Default for KernelState {
             handles: HashMap::new(),
             next_handle: 0,
             threads: HashMap::new(),
+            waiting: HashMap::new(),
             wait_cap: DEFAULT_WAIT_CAP,
         }
     }
@@ -98,6 +101,19 @@ impl Drop for KernelState {
 }
 
 impl KernelState {
+    /// True when no system thread can make progress by itself: every live one is blocked in
+    /// KeWaitForSingleObject on an object that is not signalled, and no DPC is queued. Only a
+    /// new signal (a doorbell, a stop request) can wake them.
+    fn system_threads_quiescent(&self) -> bool {
+        self.dpc_queue.is_empty()
+            && self.threads.keys().all(|&obj| {
+                signal_state(obj as *mut DISPATCHER_HEADER).load(Ordering::SeqCst) != 0
+                    || self.waiting.get(&obj).is_some_and(|&on| {
+                        signal_state(on as *mut DISPATCHER_HEADER).load(Ordering::SeqCst) <= 0
+                    })
+            })
+    }
+
     pub(crate) fn leak_findings(&self, call: &'static str) -> Vec<Finding> {
         let mut out = Vec::new();
         for (h, (_, site)) in &self.handles {
@@ -400,6 +416,12 @@ pub extern "system" fn KeWaitForSingleObject(
     let start = Instant::now();
     let mut k = m.kernel();
     let cap = k.wait_cap;
+    // A system thread's wait is visible to `wait_until_system_threads_quiescent`.
+    let me = CURRENT_THREAD_OBJECT.with(Cell::get);
+    if me != 0 {
+        k.waiting.insert(me, object as usize);
+        m.wake.notify_all();
+    }
     loop {
         let s = signal_state(h);
         let got = if auto_reset {
@@ -409,15 +431,18 @@ pub extern "system" fn KeWaitForSingleObject(
             s.load(Ordering::SeqCst) > 0
         };
         if got {
+            k.waiting.remove(&me);
             return dxgk_sys::STATUS_SUCCESS;
         }
         let elapsed = start.elapsed();
         if let Some(t) = t {
             if elapsed >= t {
+                k.waiting.remove(&me);
                 return STATUS_TIMEOUT;
             }
         }
         if elapsed >= cap {
+            k.waiting.remove(&me);
             drop(k);
             m.report(Finding::here(
                 Rule::PossibleHang,
@@ -428,6 +453,20 @@ pub extern "system" fn KeWaitForSingleObject(
         }
         let left = t.map_or(cap, |t| t.min(cap)).saturating_sub(elapsed);
         k = k.wait_timeout(&m.wake, left.min(Duration::from_millis(20)));
+    }
+}
+
+/// Blocks the caller until the machine's system threads are quiescent (see
+/// `KernelState::system_threads_quiescent`), at most the wait cap: how the simulator lets a
+/// software engine inside the driver (a system thread woken by a doorbell) finish the work a
+/// DDI started before it looks at what the "device" did, deterministically rather than after a
+/// fixed delay.
+pub(crate) fn wait_until_system_threads_quiescent(m: &MachineState) {
+    let start = Instant::now();
+    let mut k = m.kernel();
+    let cap = k.wait_cap;
+    while !k.system_threads_quiescent() && start.elapsed() < cap {
+        k = k.wait_timeout(&m.wake, Duration::from_millis(20));
     }
 }
 
