@@ -207,7 +207,7 @@ const _: () = assert!(
 /// Converts `src` into rgpu entries in `out` (8 bytes each, little-endian) with the fast path,
 /// storing them as `stores` says; returns false if some entry needs the general path. Same
 /// results as [`translate_fast`] entry by entry.
-#[inline(never)]
+#[inline]
 fn convert_batch<const KIND: u8>(
     src: &[DXGK_PTE],
     out: &mut [u8],
@@ -239,6 +239,7 @@ pub(super) fn convert_repeat(p: &DXGK_PTE, out: &mut [u8], kind: TableKind) -> b
 }
 
 /// [`convert_batch`] for a table of `kind`.
+#[inline]
 pub(super) fn convert(src: &[DXGK_PTE], out: &mut [u8], kind: TableKind, stores: Stores) -> bool {
     match kind {
         TableKind::Leaf => convert_batch::<KIND_LEAF>(src, out, 0, stores),
