@@ -70,6 +70,7 @@ impl PagingContext<'_> {
     }
 
     /// GPU_VIRTUAL update: WRITE_PTES into the table at `table_va` in the paging process.
+    #[inline(always)]
     pub(super) fn update_page_table_gpu(
         &self,
         upt: &UpdatePageTable<'_>,
@@ -96,9 +97,9 @@ impl PagingContext<'_> {
             // mod 8 (after the 12-byte header) would have to be shifted into every store. A
             // one-dword NOP in front puts it at 0 or 8 mod 16 instead (only when the command
             // still fits after it; multipass units are unaffected).
-            let payload_at = enc.written().as_ptr() as usize + enc.position() + 12;
+            let payload_at = || enc.written().as_ptr() as usize + enc.position() + 12;
             if stores == Stores::Streaming
-                && payload_at % 8 == 4
+                && payload_at() % 8 == 4
                 && fitting(enc.remaining() - 4) > 0
             {
                 enc.nop(1).map_err(PagingError::Command)?;

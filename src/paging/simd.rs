@@ -306,6 +306,10 @@ mod sse2 {
                 leaf_block::<S>(s3, o3, seen);
             }
         }
+        // A whole table (512 entries) or any multiple of 64 has no tail: one test skips it.
+        if src_rest.is_empty() {
+            return (0, !0);
+        }
         let (src16, src_rest) = src_rest.as_chunks::<16>();
         let (out128, out_rest) = out_rest.as_chunks_mut::<128>();
         for (s, o) in src16.iter().zip(out128) {
