@@ -106,7 +106,7 @@ pub enum TableKind {
 impl TableKind {
     /// The kind of a table at `level` (with `Use64KBPages` = `use_64k`), after checking that
     /// entries `start..start + count` lie in one table of that kind.
-    #[inline]
+    #[inline(always)]
     pub fn of(level: u32, use_64k: bool, start: u32, count: u32) -> Result<TableKind, TableError> {
         let kind = match (level, use_64k) {
             (0, false) => TableKind::Leaf,

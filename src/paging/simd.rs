@@ -122,19 +122,25 @@ mod sse2 {
             }
         }
 
-        /// Every entry seen is valid and has no [`LEAF_KERNEL_REJECT`] bit.
+        /// Notes flag words converted outside the vector loop: `or` (their OR) and `and`
+        /// (their AND; all ones for none).
         #[inline]
         #[target_feature(enable = "sse2")]
-        fn all_leaf_kernel(self, scalar_or: u64, scalar_and: u64) -> bool {
-            let lanes = |v: __m128i| {
-                let hi = _mm_unpackhi_epi64(v, v);
-                (_mm_cvtsi128_si64(v) as u64, _mm_cvtsi128_si64(hi) as u64)
-            };
-            let (or_lo, or_hi) = lanes(self.or);
-            let (and_lo, and_hi) = lanes(self.and);
-            let or = or_lo | or_hi | scalar_or;
-            let and = and_lo & and_hi & scalar_and;
-            or & LEAF_KERNEL_REJECT == 0 && and & pte::VALID != 0
+        fn note(&mut self, or: u64, and: u64) {
+            self.or = _mm_or_si128(self.or, _mm_set_epi64x(0, or as i64));
+            self.and = _mm_and_si128(self.and, _mm_set_epi64x(-1, and as i64));
+        }
+
+        /// Every entry seen is valid and has no [`LEAF_KERNEL_REJECT`] bit: per lane, the OR's
+        /// reject bits and the AND's missing Valid bit, combined, then the two lanes.
+        #[inline]
+        #[target_feature(enable = "sse2")]
+        fn all_leaf_kernel(self) -> bool {
+            let reject = _mm_and_si128(self.or, _mm_set1_epi64x(LEAF_KERNEL_REJECT as i64));
+            let invalid = _mm_andnot_si128(self.and, _mm_set1_epi64x(pte::VALID as i64));
+            let bad = _mm_or_si128(reject, invalid);
+            let bad = _mm_or_si128(bad, _mm_unpackhi_epi64(bad, bad));
+            _mm_cvtsi128_si64(bad) == 0
         }
     }
 
@@ -223,8 +229,8 @@ mod sse2 {
     #[target_feature(enable = "sse2")]
     fn leaf_kernel_cached(src: &[DXGK_PTE], out: &mut [u8]) -> bool {
         let mut seen = Seen::new();
-        let (scalar_or, scalar_and) = leaf_direct::<CachedStore>(src, out, &mut seen);
-        seen.all_leaf_kernel(scalar_or, scalar_and)
+        leaf_direct::<CachedStore>(src, out, &mut seen);
+        seen.all_leaf_kernel()
     }
 
     /// [`leaf_kernel_cached`] with streaming stores, fenced before it returns (whether or not
@@ -257,7 +263,8 @@ mod sse2 {
             _ => (0, 0),
         };
         fence_streaming_stores();
-        seen.all_leaf_kernel(scalar_or, scalar_and)
+        seen.note(scalar_or, scalar_and);
+        seen.all_leaf_kernel()
     }
 
     /// A last odd entry, by `translate_fast` (exact for any entry); returns its flag word for
@@ -283,14 +290,15 @@ mod sse2 {
         }
     }
 
-    /// The leaf kernel with each pair of entries stored at its own place in `out`; returns the
-    /// OR and AND of the flag words it converted outside `seen`.
+    /// The leaf kernel with each pair of entries stored at its own place in `out`, every flag
+    /// word noted in `seen`.
     #[inline]
     #[target_feature(enable = "sse2")]
-    fn leaf_direct<S: Put>(src: &[DXGK_PTE], out: &mut [u8], seen: &mut Seen) -> (u64, u64) {
+    fn leaf_direct<S: Put>(src: &[DXGK_PTE], out: &mut [u8], seen: &mut Seen) {
         // `out` is exactly `src`'s size here, so that one length bounds every loop below.
         let Some(out) = out.get_mut(..src.len() * 8) else {
-            return (0, 0); // unreachable (`convert`'s contract); (0, 0) refuses the batch
+            seen.note(0, 0); // unreachable (`convert`'s contract): refuses the batch
+            return;
         };
         // Sixty-four entries (sixteen source lines, 512 output bytes) per iteration: the loop's
         // own three instructions are then 0.05 per entry. Then up to three blocks of sixteen.
@@ -308,7 +316,7 @@ mod sse2 {
         }
         // A whole table (512 entries) or any multiple of 64 has no tail: one test skips it.
         if src_rest.is_empty() {
-            return (0, !0);
+            return;
         }
         let (src16, src_rest) = src_rest.as_chunks::<16>();
         let (out128, out_rest) = out_rest.as_chunks_mut::<128>();
@@ -320,12 +328,9 @@ mod sse2 {
         for (p, o) in pairs.iter().zip(o16) {
             S::put(o, leaf_pair(p, seen));
         }
-        match odd.first() {
-            Some(p) => {
-                let f = leaf_single(p, out_odd);
-                (f, f)
-            }
-            None => (0, !0),
+        if let Some(p) = odd.first() {
+            let f = leaf_single(p, out_odd);
+            seen.note(f, f);
         }
     }
 
