@@ -113,8 +113,10 @@ impl PagingContext<'_> {
                 .ok_or(PagingError::AddressOverflow(
                     "UpdatePageTable: table VA + entry",
                 ))?;
-            let src = sources(upt.entries, upt.repeat, first, n)?;
-            let repeated = if upt.repeat { src.first() } else { None };
+            let (src, repeated) = match upt.repeat {
+                false => (sources(upt.entries, false, first, n)?, None),
+                true => (&[][..], sources(upt.entries, true, first, n)?.first()),
+            };
             let mut bad = None;
             let aperture = self.aperture;
             enc.write_ptes_into(Target::Virtual(dst), n, |payload| {
