@@ -84,11 +84,9 @@ impl PagingContext<'_> {
         let stores = Stores::for_dma_buffer(enc.remaining());
         let mut done = start;
         while done < total {
-            let fitting = |room: usize| {
-                ((total - done) as usize)
-                    .min(rgpu_hw::cmd::MAX_PTES_PER_CMD)
-                    .min(rgpu_hw::cmd::ptes_fitting(room))
-            };
+            // `ptes_fitting` is at most MAX_PTES_PER_CMD.
+            let fitting =
+                |room: usize| ((total - done) as usize).min(rgpu_hw::cmd::ptes_fitting(room));
             let mut n = fitting(enc.remaining());
             if n == 0 {
                 return Ok(Progress::Full { next: done });
