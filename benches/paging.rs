@@ -29,9 +29,11 @@
 //!   nonpaged pool per mapped 4 KiB page while both sides of the copy are mapped (dxgk-sim's
 //!   pool accounting). dxgk-sim's machine has 1 GiB of memory, so above 256 MiB each side is a
 //!   256 MiB allocation mapped several times in a row (the copy still moves that many bytes).
-//!   Goals: throughput flat within 20 % from 16 MiB to 1 GiB (also printed for the COPY against
-//!   the same row's memcpy, for hosts whose cache holds a 16 MiB copy), ≤ 16 B of pool per
-//!   mapped page.
+//!   The COPY and its memcpy are timed with the caches evicted before each call (so that every
+//!   size runs from memory: on a host whose last-level cache holds a 16 MiB copy's 32 MiB, the
+//!   16 MiB row would otherwise run from cache and the larger ones could not), and back to
+//!   back for information (see [`scaling`]). Goals: throughput flat within 20 % from 16 MiB to
+//!   1 GiB (also against the same row's memcpy), ≤ 16 B of pool per mapped page.
 //!
 //! Run: `cargo bench --bench paging` (`-- --quick` for fewer samples, `-- gpu_va` to run only
 //! the benchmarks whose name contains `gpu_va`, `-- --insn-only` for just the instruction
