@@ -584,20 +584,44 @@ impl Evict {
     }
 }
 
-/// Median seconds of one call of `f` over `calls` calls, each timed alone right after
-/// `evict` (untimed), after one untimed call (first touch of fresh memory).
-fn seconds_per_cold_call(calls: usize, evict: &mut Evict, mut f: impl FnMut()) -> f64 {
-    f();
-    let mut v: Vec<f64> = (0..calls)
-        .map(|_| {
-            evict.run();
-            let t = Instant::now();
-            f();
-            t.elapsed().as_secs_f64()
-        })
-        .collect();
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
+/// `ours` against `baseline` cold: `pairs` alternating pairs of single calls (the order flips
+/// every pair), each call timed alone right after `evict` (untimed), after one untimed call of
+/// each (first touch of fresh memory). Returns the median seconds of each and the median of
+/// the pairs' baseline/ours ratios.
+fn cold_pairs(
+    pairs: usize,
+    evict: &mut Evict,
+    mut ours: impl FnMut(),
+    mut baseline: impl FnMut(),
+) -> (f64, f64, f64) {
+    ours();
+    baseline();
+    let mut time = |f: &mut dyn FnMut()| {
+        evict.run();
+        let t = Instant::now();
+        f();
+        t.elapsed().as_secs_f64()
+    };
+    let mut o = Vec::new();
+    let mut b = Vec::new();
+    let mut r = Vec::new();
+    for i in 0..pairs {
+        let (ot, bt) = if i % 2 == 0 {
+            let ot = time(&mut ours);
+            (ot, time(&mut baseline))
+        } else {
+            let bt = time(&mut baseline);
+            (time(&mut ours), bt)
+        };
+        o.push(ot);
+        b.push(bt);
+        r.push(bt / ot);
+    }
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    (median(o), median(b), median(r))
 }
 
 /// Slowest / fastest of `r` from the 16 MiB row up, and whether it is within 20 %.
@@ -623,9 +647,9 @@ fn scaling(samples: usize) {
     const MIB: u64 = 1 << 20;
     let sizes = [MIB, 16 * MIB, 256 * MIB, 1024 * MIB];
     let mut evict = Evict::new();
-    let cold_calls = 2 * samples + 1;
+    let cold_pairs_n = 3 * samples;
     println!(
-        "scaling (GB = 1e9 bytes; UPDATE and warm: median of {samples} samples; cold: median of {cold_calls} calls, each after writing {} MiB to evict the caches, {} MiB LLC):",
+        "scaling (GB = 1e9 bytes; UPDATE and warm: median of {samples} samples; cold: medians of {cold_pairs_n} alternating COPY/memcpy pairs of single calls, each after writing {} MiB to evict the caches, {} MiB LLC):",
         evict.bytes() >> 20,
         llc_bytes().map_or("unknown".to_string(), |b| (b >> 20).to_string()),
     );
@@ -656,20 +680,20 @@ fn scaling(samples: usize) {
         let mpte = entries as f64 / update_s / 1e6;
         // GPU-VA COPY of `size` bytes, and the pool while two such allocations are mapped.
         let mut g = GpuCopy::new(size);
-        let copy_cold_s = seconds_per_cold_call(cold_calls, &mut evict, || g.run());
-        let copy_warm_s = seconds_per_call(samples, 0.05, || g.run());
-        let pages = 2 * size / 4096 + 1;
-        let per_page = g.pool_bytes as f64 / pages as f64;
-        g.finish();
         let src = vec![0xA5u8; size as usize];
         let mut dst = vec![0u8; size as usize];
         let mut memcpy = || {
             dst.copy_from_slice(black_box(&src));
             black_box(&dst);
         };
-        let memcpy_cold_s = seconds_per_cold_call(cold_calls, &mut evict, &mut memcpy);
+        let (copy_cold_s, memcpy_cold_s, cold_ratio) =
+            cold_pairs(cold_pairs_n, &mut evict, || g.run(), &mut memcpy);
+        let copy_warm_s = seconds_per_call(samples, 0.05, || g.run());
         let memcpy_warm_s = seconds_per_call(samples, 0.05, &mut memcpy);
         drop((src, dst));
+        let pages = 2 * size / 4096 + 1;
+        let per_page = g.pool_bytes as f64 / pages as f64;
+        g.finish();
         let gbps = |s: f64| size as f64 / s / 1e9;
         println!(
             "  {:>5} MiB | {:>12.0} {:>8.2} | {:>9.2} {:>11.2} {:>8.2} | {:>9.2} {:>11.2} | {:>16.2}",
@@ -678,14 +702,14 @@ fn scaling(samples: usize) {
             update_s * 1e9 / entries as f64,
             gbps(copy_cold_s),
             gbps(memcpy_cold_s),
-            memcpy_cold_s / copy_cold_s,
+            cold_ratio,
             gbps(copy_warm_s),
             gbps(memcpy_warm_s),
             per_page,
         );
         update_rates.push(mpte);
         copy_cold.push(gbps(copy_cold_s));
-        copy_vs_memcpy_cold.push(memcpy_cold_s / copy_cold_s);
+        copy_vs_memcpy_cold.push(cold_ratio);
         copy_warm.push(gbps(copy_warm_s));
         copy_vs_memcpy_warm.push(memcpy_warm_s / copy_warm_s);
         pool_per_page.push(per_page);
