@@ -29,7 +29,8 @@ if [[ ${1:-} == --update ]]; then
     {
         echo "# Instructions per unit from tools/bench/insn-guard.sh --update ($(date -u +%F), $(valgrind --version),"
         echo "# $(rustc --version | cut -d' ' -f1-2), CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'))."
-        echo "# The driver's counts were the same on the Intel Xeon and the AMD EPYC hosts (same build)."
+        echo "# Counted on this host; callgrind counts do not follow the CPU's timing (an earlier build"
+        echo "# gave the same driver counts on an Intel Xeon and an AMD EPYC host)."
         echo "# gpu_va_transfer leaves out libc's memcpy; what remains (device model, dxgk-sim's DMA) is"
         echo "# paid per piece and per host-contiguous stretch, and a stretch never spans two host"
         echo "# allocations (dxgk-sim leaves an unmapped logical page after each), so the count follows"
