@@ -327,7 +327,7 @@ fn update_page_table(samples: usize, insns: &Option<Insns>) {
     let verdict = match insns.as_ref().and_then(|i| i.get("update_page_table_l1")) {
         Some((v, _)) if *v <= 6.0 => "insn target <= 6/entry MET",
         Some(_) => "insn target <= 6/entry NOT MET",
-        None => "insn target <= 6/entry not measured (no valgrind) NOT MET",
+        None => "insn target <= 6/entry not measured (no callgrind run) NOT MET",
     };
     report(
         "update_page_table (512 PTEs, in L1)",
