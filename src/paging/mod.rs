@@ -255,7 +255,7 @@ impl PagingContext<'_> {
         let start = dma.resume_offset();
         let mut enc = Encoder::new(dma.as_mut_slice());
         let progress = self.encode(op, start, &mut enc).map_err(report)?;
-        let written = enc.written().len();
+        let written = enc.position();
         dma.finish(written, progress)
     }
 

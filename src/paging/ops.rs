@@ -71,6 +71,7 @@ impl PagingContext<'_> {
     }
 
     /// GPU_VIRTUAL update: WRITE_PTES into the table at `table_va` in the paging process.
+    #[inline(always)]
     pub(super) fn update_page_table_gpu(
         &self,
         upt: &UpdatePageTable<'_>,
@@ -84,11 +85,9 @@ impl PagingContext<'_> {
         let stores = Stores::for_dma_buffer(enc.remaining());
         let mut done = start;
         while done < total {
-            let fitting = |room: usize| {
-                ((total - done) as usize)
-                    .min(rgpu_hw::cmd::MAX_PTES_PER_CMD)
-                    .min(rgpu_hw::cmd::ptes_fitting(room))
-            };
+            // `ptes_fitting` is at most MAX_PTES_PER_CMD.
+            let fitting =
+                |room: usize| ((total - done) as usize).min(rgpu_hw::cmd::ptes_fitting(room));
             let mut n = fitting(enc.remaining());
             if n == 0 {
                 return Ok(Progress::Full { next: done });
@@ -97,9 +96,9 @@ impl PagingContext<'_> {
             // mod 8 (after the 12-byte header) would have to be shifted into every store. A
             // one-dword NOP in front puts it at 0 or 8 mod 16 instead (only when the command
             // still fits after it; multipass units are unaffected).
-            let payload_at = enc.written().as_ptr() as usize + enc.position() + 12;
+            let payload_at = || enc.written().as_ptr() as usize + enc.position() + 12;
             if stores == Stores::Streaming
-                && payload_at % 8 == 4
+                && payload_at() % 8 == 4
                 && fitting(enc.remaining() - 4) > 0
             {
                 enc.nop(1).map_err(PagingError::Command)?;
@@ -113,8 +112,10 @@ impl PagingContext<'_> {
                 .ok_or(PagingError::AddressOverflow(
                     "UpdatePageTable: table VA + entry",
                 ))?;
-            let src = sources(upt.entries, upt.repeat, first, n)?;
-            let repeated = if upt.repeat { src.first() } else { None };
+            let (src, repeated) = match upt.repeat {
+                false => (sources(upt.entries, false, first, n)?, None),
+                true => (&[][..], sources(upt.entries, true, first, n)?.first()),
+            };
             let mut bad = None;
             let aperture = self.aperture;
             enc.write_ptes_into(Target::Virtual(dst), n, |payload| {

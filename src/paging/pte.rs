@@ -106,6 +106,7 @@ pub enum TableKind {
 impl TableKind {
     /// The kind of a table at `level` (with `Use64KBPages` = `use_64k`), after checking that
     /// entries `start..start + count` lie in one table of that kind.
+    #[inline(always)]
     pub fn of(level: u32, use_64k: bool, start: u32, count: u32) -> Result<TableKind, TableError> {
         let kind = match (level, use_64k) {
             (0, false) => TableKind::Leaf,
@@ -207,7 +208,7 @@ const _: () = assert!(
 /// Converts `src` into rgpu entries in `out` (8 bytes each, little-endian) with the fast path,
 /// storing them as `stores` says; returns false if some entry needs the general path. Same
 /// results as [`translate_fast`] entry by entry.
-#[inline(never)]
+#[inline]
 fn convert_batch<const KIND: u8>(
     src: &[DXGK_PTE],
     out: &mut [u8],
@@ -239,6 +240,7 @@ pub(super) fn convert_repeat(p: &DXGK_PTE, out: &mut [u8], kind: TableKind) -> b
 }
 
 /// [`convert_batch`] for a table of `kind`.
+#[inline]
 pub(super) fn convert(src: &[DXGK_PTE], out: &mut [u8], kind: TableKind, stores: Stores) -> bool {
     match kind {
         TableKind::Leaf => convert_batch::<KIND_LEAF>(src, out, 0, stores),

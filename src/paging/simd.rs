@@ -90,13 +90,13 @@ mod sse2 {
         let leaf_candidate =
             KIND == KIND_LEAF && src.len() >= 4 && src.first().is_some_and(|p| p.Flags & 1 != 0);
         if leaf_candidate {
-            // SAFETY: SSE2 is part of the x86-64 baseline: every x86-64 CPU has it and every
-            // x86-64 target enables it.
-            let accepted = unsafe { leaf_kernel(src, out, stores) };
-            if stores == Stores::Streaming {
-                // SAFETY: SSE2 (which includes SFENCE's SSE) is part of the x86-64 baseline.
-                unsafe { fence_streaming_stores() };
-            }
+            let accepted = match stores {
+                // SAFETY: SSE2 is part of the x86-64 baseline: every x86-64 CPU has it and
+                // every x86-64 target enables it.
+                Stores::Cached => unsafe { leaf_kernel_cached(src, out) },
+                // SAFETY: as above.
+                Stores::Streaming => unsafe { leaf_kernel_streamed(src, out) },
+            };
             if accepted {
                 return 0;
             }
@@ -122,19 +122,25 @@ mod sse2 {
             }
         }
 
-        /// Every entry seen is valid and has no [`LEAF_KERNEL_REJECT`] bit.
+        /// Notes flag words converted outside the vector loop: `or` (their OR) and `and`
+        /// (their AND; all ones for none).
         #[inline]
         #[target_feature(enable = "sse2")]
-        fn all_leaf_kernel(self, scalar_or: u64, scalar_and: u64) -> bool {
-            let lanes = |v: __m128i| {
-                let hi = _mm_unpackhi_epi64(v, v);
-                (_mm_cvtsi128_si64(v) as u64, _mm_cvtsi128_si64(hi) as u64)
-            };
-            let (or_lo, or_hi) = lanes(self.or);
-            let (and_lo, and_hi) = lanes(self.and);
-            let or = or_lo | or_hi | scalar_or;
-            let and = and_lo & and_hi & scalar_and;
-            or & LEAF_KERNEL_REJECT == 0 && and & pte::VALID != 0
+        fn note(&mut self, or: u64, and: u64) {
+            self.or = _mm_or_si128(self.or, _mm_set_epi64x(0, or as i64));
+            self.and = _mm_and_si128(self.and, _mm_set_epi64x(-1, and as i64));
+        }
+
+        /// Every entry seen is valid and has no [`LEAF_KERNEL_REJECT`] bit: per lane, the OR's
+        /// reject bits and the AND's missing Valid bit, combined, then the two lanes.
+        #[inline]
+        #[target_feature(enable = "sse2")]
+        fn all_leaf_kernel(self) -> bool {
+            let reject = _mm_and_si128(self.or, _mm_set1_epi64x(LEAF_KERNEL_REJECT as i64));
+            let invalid = _mm_andnot_si128(self.and, _mm_set1_epi64x(pte::VALID as i64));
+            let bad = _mm_or_si128(reject, invalid);
+            let bad = _mm_or_si128(bad, _mm_unpackhi_epi64(bad, bad));
+            _mm_cvtsi128_si64(bad) == 0
         }
     }
 
@@ -217,19 +223,30 @@ mod sse2 {
         }
     }
 
-    /// The leaf kernel over `src` into `out`; true if every entry qualified (then `out` holds
-    /// the batch), false if the exact kernel must redo it. `src.len() >= 4`.
+    /// The leaf kernel over `src` into `out` with cached stores; true if every entry qualified
+    /// (then `out` holds the batch), false if the exact kernel must redo it. `src.len() >= 4`.
+    #[inline]
     #[target_feature(enable = "sse2")]
-    fn leaf_kernel(src: &[DXGK_PTE], out: &mut [u8], stores: Stores) -> bool {
+    fn leaf_kernel_cached(src: &[DXGK_PTE], out: &mut [u8]) -> bool {
         let mut seen = Seen::new();
-        let (scalar_or, scalar_and) = match (stores, out.as_ptr() as usize % 16) {
-            (Stores::Cached, _) => leaf_direct::<CachedStore>(src, out, &mut seen),
+        leaf_direct::<CachedStore>(src, out, &mut seen);
+        seen.all_leaf_kernel()
+    }
+
+    /// [`leaf_kernel_cached`] with streaming stores, fenced before it returns (whether or not
+    /// the batch is accepted: the exact kernel's ordinary stores to the same lines must not be
+    /// overtaken by a streamed one). Out of line, so that the cached path keeps its registers.
+    #[inline(never)]
+    #[target_feature(enable = "sse2")]
+    fn leaf_kernel_streamed(src: &[DXGK_PTE], out: &mut [u8]) -> bool {
+        let mut seen = Seen::new();
+        let (scalar_or, scalar_and) = match out.as_ptr() as usize % 16 {
             // The payload of a WRITE_PTES follows a 12-byte header, so every 4-byte phase
             // occurs: the stream is shifted into aligned 16-byte stores.
-            (Stores::Streaming, 0) => leaf_streamed::<0, 16>(src, out, &mut seen),
+            0 => leaf_streamed::<0, 16>(src, out, &mut seen),
             // 8 mod 16: the first entry alone, then pairs from the second one are aligned
             // (the loads pair any two neighbours; no shifting needed).
-            (Stores::Streaming, 8) if src.len() > 4 => match src.split_first() {
+            8 if src.len() > 4 => match src.split_first() {
                 Some((first, rest)) => {
                     let (first_out, rest_out) = out.split_at_mut(8);
                     let f = leaf_single(first, first_out);
@@ -238,12 +255,16 @@ mod sse2 {
                 }
                 None => (0, 0), // unreachable: not empty; (0, 0) refuses the batch
             },
-            (Stores::Streaming, 4) => leaf_streamed::<4, 12>(src, out, &mut seen),
-            (Stores::Streaming, 8) => leaf_streamed::<8, 8>(src, out, &mut seen),
-            (Stores::Streaming, 12) => leaf_streamed::<12, 4>(src, out, &mut seen),
-            (Stores::Streaming, _) => leaf_direct::<CachedStore>(src, out, &mut seen),
+            4 => leaf_streamed::<4, 12>(src, out, &mut seen),
+            8 => leaf_streamed::<8, 8>(src, out, &mut seen),
+            12 => leaf_streamed::<12, 4>(src, out, &mut seen),
+            // A payload at an odd byte (VidMm's DMA buffers and rgpu's commands are dword
+            // aligned, so never in practice): no aligned stores there; the exact kernel.
+            _ => (0, 0),
         };
-        seen.all_leaf_kernel(scalar_or, scalar_and)
+        fence_streaming_stores();
+        seen.note(scalar_or, scalar_and);
+        seen.all_leaf_kernel()
     }
 
     /// A last odd entry, by `translate_fast` (exact for any entry); returns its flag word for
@@ -257,33 +278,59 @@ mod sse2 {
         p.Flags
     }
 
-    /// The leaf kernel with each pair of entries stored at its own place in `out`; returns the
-    /// OR and AND of the flag words it converted outside `seen`.
+    /// Sixteen entries (four source lines) into 128 bytes of `out`: a loop of eight pairs,
+    /// which the compiler unrolls completely.
     #[inline]
     #[target_feature(enable = "sse2")]
-    fn leaf_direct<S: Put>(src: &[DXGK_PTE], out: &mut [u8], seen: &mut Seen) -> (u64, u64) {
-        // Sixteen entries (four source lines, 128 output bytes) per iteration: the loop's own
-        // three instructions are then 0.2 per entry.
-        let (src16, src_rest) = src.as_chunks::<16>();
-        let (out128, out_rest) = out.as_chunks_mut::<128>();
-        for (s, o) in src16.iter().zip(out128) {
-            let (pairs, _) = s.as_chunks::<2>();
-            let (o16, _) = o.as_chunks_mut::<16>();
-            for (p, o) in pairs.iter().zip(o16) {
-                S::put(o, leaf_pair(p, seen));
+    fn leaf_block<S: Put>(s: &[DXGK_PTE; 16], o: &mut [u8; 128], seen: &mut Seen) {
+        let (pairs, _) = s.as_chunks::<2>();
+        let (o16, _) = o.as_chunks_mut::<16>();
+        for (p, o) in pairs.iter().zip(o16) {
+            S::put(o, leaf_pair(p, seen));
+        }
+    }
+
+    /// The leaf kernel with each pair of entries stored at its own place in `out`, every flag
+    /// word noted in `seen`.
+    #[inline]
+    #[target_feature(enable = "sse2")]
+    fn leaf_direct<S: Put>(src: &[DXGK_PTE], out: &mut [u8], seen: &mut Seen) {
+        // `out` is exactly `src`'s size here, so that one length bounds every loop below.
+        let Some(out) = out.get_mut(..src.len() * 8) else {
+            seen.note(0, 0); // unreachable (`convert`'s contract): refuses the batch
+            return;
+        };
+        // Sixty-four entries (sixteen source lines, 512 output bytes) per iteration: the loop's
+        // own three instructions are then 0.05 per entry. Then up to three blocks of sixteen.
+        let (src64, src_rest) = src.as_chunks::<64>();
+        let (out512, out_rest) = out.as_chunks_mut::<512>();
+        for (s, o) in src64.iter().zip(out512) {
+            let (s16, _) = s.as_chunks::<16>();
+            let (o128, _) = o.as_chunks_mut::<128>();
+            if let ([s0, s1, s2, s3], [o0, o1, o2, o3]) = (s16, o128) {
+                leaf_block::<S>(s0, o0, seen);
+                leaf_block::<S>(s1, o1, seen);
+                leaf_block::<S>(s2, o2, seen);
+                leaf_block::<S>(s3, o3, seen);
             }
+        }
+        // A whole table (512 entries) or any multiple of 64 has no tail: one test skips it.
+        if src_rest.is_empty() {
+            return;
+        }
+        let (src16, src_rest) = src_rest.as_chunks::<16>();
+        let (out128, out_rest) = out_rest.as_chunks_mut::<128>();
+        for (s, o) in src16.iter().zip(out128) {
+            leaf_block::<S>(s, o, seen);
         }
         let (pairs, odd) = src_rest.as_chunks::<2>();
         let (o16, out_odd) = out_rest.as_chunks_mut::<16>();
         for (p, o) in pairs.iter().zip(o16) {
             S::put(o, leaf_pair(p, seen));
         }
-        match odd.first() {
-            Some(p) => {
-                let f = leaf_single(p, out_odd);
-                (f, f)
-            }
-            None => (0, !0),
+        if let Some(p) = odd.first() {
+            let f = leaf_single(p, out_odd);
+            seen.note(f, f);
         }
     }
 

@@ -927,6 +927,9 @@ impl<'a> Encoder<'a> {
     /// command's payload (`count * 8` bytes) in one go — the bulk form of
     /// [`Encoder::write_ptes_with`], which lets a driver convert a whole batch of OS entries
     /// with a loop the compiler can vectorize. `fill` is not called if the command does not fit.
+    /// Inlined: a driver's paging path calls it once per batch, and the closure's captures then
+    /// stay in registers.
+    #[inline]
     pub fn write_ptes_into(
         &mut self,
         dst: Target,
@@ -939,6 +942,7 @@ impl<'a> Encoder<'a> {
         self.payload_bulk(OP_WRITE_PTES, dst, count, 8, MAX_PTES_PER_CMD, fill)
     }
 
+    #[inline]
     fn payload_bulk(
         &mut self,
         opcode: u8,
