@@ -883,15 +883,30 @@ fn aperture_allocations_are_mapped_used_evicted_remapped_and_unmapped_on_both_pa
             0x1357_9BDF,
             "user copy, end",
         );
-        // Evict: paged out, PTEs invalidated, aperture range unmapped.
-        let unmaps = v.stats().aperture_unmaps;
+        // Evict: PTEs invalidated, aperture range unmapped, and nothing paged out: the backing
+        // store of an aperture allocation is system memory already, so its pages are kept and
+        // the device copies nothing (no VIRTUAL_TRANSFER) on the way out or back in.
+        let copied = |m: &Machine| {
+            m.device_counters(id)
+                .into_iter()
+                .find(|(k, _)| *k == "bytes_copied")
+                .map(|(_, n)| n)
+                .unwrap()
+        };
+        let (unmaps, copied_before) = (v.stats().aperture_unmaps, copied(&m));
         v.evict(c).unwrap();
         assert_eq!(v.stats().aperture_unmaps, unmaps + 1);
+        assert_eq!(
+            copied(&m),
+            copied_before,
+            "{name}: eviction from the aperture copies nothing"
+        );
         assert_eq!(v.aperture_mapped_pages(APERTURE), buffer_pages + pages);
         assert_eq!(v.aperture_range(c), None);
         // Something else takes c's old range; MakeResident maps c somewhere new.
         let d = v.allocate_placed(in_aperture(size)).unwrap();
         assert!(v.make_resident(c).unwrap());
+        assert_eq!(copied(&m), copied_before, "{name}: nor does MakeResident");
         let (_, first, n) = v.aperture_range(c).unwrap();
         assert_eq!(n, pages);
         assert_ne!(Some(first), v.aperture_range(d).map(|r| r.1));

@@ -297,6 +297,12 @@ struct Allocation {
     backing: Option<VidmmMemory>,
     /// While evicted: the system-memory allocation its contents were paged out to.
     paged_out: Option<AllocId>,
+    /// While evicted from an aperture segment: its backing store, kept. An aperture segment
+    /// only maps system-memory pages into the GPU's view, so evicting an allocation from one is
+    /// UNMAP_APERTURE_SEGMENT and nothing else: no page-out transfer, the pages (and their
+    /// contents) stay the allocation's (Learn, DXGK_OPERATION_UNMAP_APERTURE_SEGMENT: "unmap a
+    /// range of an aperture segment" when an allocation is evicted from it).
+    parked: Option<VidmmMemory>,
     /// Where it is placed: 0 for the implicit system-memory segment, else an aperture
     /// segment's id.
     segment: u32,
@@ -1971,6 +1977,7 @@ impl Vidmm {
                 bytes: pages as u64 * PAGE64,
                 backing: None,
                 paged_out: None,
+                parked: None,
                 segment,
                 h_allocation: spec.h_allocation,
                 map_cpu_visible: spec.map_cpu_visible,
@@ -1989,13 +1996,26 @@ impl Vidmm {
     /// backing and nothing leaks.
     fn back(&mut self, a: AllocId) -> VidmmResult<()> {
         let x = self.alloc_ref(a)?;
-        let (pages, segment, h, cpu) = (
-            (x.bytes / PAGE64) as usize,
-            x.segment,
-            x.h_allocation,
-            x.map_cpu_visible,
-        );
+        let (pages, segment) = ((x.bytes / PAGE64) as usize, x.segment);
         let mem = self.acquire(pages, segment != 0)?;
+        self.install_backing(a, mem).map_err(|(e, mem)| {
+            self.m.vidmm_free(mem);
+            e
+        })
+    }
+
+    /// Makes `mem` the backing of `a` (without backing): in an aperture segment, first maps it
+    /// into a new aperture range (MAP_APERTURE_SEGMENT(2), submitted). On failure nothing of
+    /// the mapping is left and `mem` is handed back.
+    fn install_backing(
+        &mut self,
+        a: AllocId,
+        mem: VidmmMemory,
+    ) -> Result<(), (VidmmError, VidmmMemory)> {
+        let (segment, h, cpu) = match self.alloc_ref(a) {
+            Ok(x) => (x.segment, x.h_allocation, x.map_cpu_visible),
+            Err(e) => return Err((e, mem)),
+        };
         let mut map = None;
         if segment != 0 {
             let view = PagesOf::of(&mem);
@@ -2008,8 +2028,7 @@ impl Vidmm {
                 if let Some(m) = map {
                     self.drop_aperture(m);
                 }
-                self.m.vidmm_free(mem);
-                return Err(e);
+                return Err((e, mem));
             }
         }
         if let Some(x) = self.allocs.get_mut(&a) {
@@ -2239,9 +2258,30 @@ impl Vidmm {
     /// FLUSH_TLB) but stays recorded, and the backing is released (unmapped from the IOMMU and
     /// freed). The allocation stays, without backing, until [`Vidmm::make_resident`]. If the
     /// page-out target cannot be had or the transfer fails, nothing changed.
+    ///
+    /// In an aperture segment the backing store is system memory already: the mappings' PTEs
+    /// are invalidated, the aperture range is unmapped (UNMAP_APERTURE_SEGMENT) and the pages
+    /// are kept, with no transfer ([`Allocation::parked`]).
     pub fn evict(&mut self, a: AllocId) -> VidmmResult<()> {
         self.backing(a)?;
-        let bytes = self.alloc_ref(a)?.bytes;
+        let (bytes, segment) = {
+            let x = self.alloc_ref(a)?;
+            (x.bytes, x.segment)
+        };
+        if segment != 0 {
+            for (i, va, _, pages) in self.mappings_of(a) {
+                self.rewrite(i, va, &vec![None; pages as usize])?;
+            }
+            let Some(x) = self.allocs.get_mut(&a) else {
+                return Ok(());
+            };
+            let (map, h) = (x.aperture.take(), x.h_allocation);
+            x.parked = x.backing.take();
+            return match map {
+                Some(m) => self.unmap_aperture(m, h),
+                None => Ok(()),
+            };
+        }
         let staging = self.allocate(bytes)?;
         if let Err(e) = self.transfer(a, staging, bytes) {
             self.release(staging);
@@ -2257,9 +2297,10 @@ impl Vidmm {
     }
 
     /// Makes evicted `a` resident again as VidMm does: new backing through the same path it
-    /// was first made resident by (in an aperture segment: a new aperture range, mapped with
-    /// MAP_APERTURE_SEGMENT(2)), the paged-out contents transferred back (VIRTUAL_TRANSFER),
-    /// then every recorded mapping's PTEs rewritten (UPDATE_PAGE_TABLE + FLUSH_TLB). Returns
+    /// was first made resident by, the paged-out contents transferred back (VIRTUAL_TRANSFER),
+    /// then every recorded mapping's PTEs rewritten (UPDATE_PAGE_TABLE + FLUSH_TLB). An
+    /// allocation evicted from an aperture segment gets its kept pages mapped into a new
+    /// aperture range (MAP_APERTURE_SEGMENT(2)) instead, with no transfer. Returns
     /// whether anything was paged in (false: `a` was resident). Synchronous: the paging work
     /// is done on return. If the backing cannot be acquired or the transfer fails, `a` stays
     /// evicted with its paged-out contents and nothing is leaked.
@@ -2267,6 +2308,23 @@ impl Vidmm {
         let x = self.alloc_ref(a)?;
         if x.backing.is_some() {
             return Ok(false);
+        }
+        if x.parked.is_some() {
+            // Evicted from an aperture segment: map the kept pages into a new range.
+            let mem = self.allocs.get_mut(&a).and_then(|x| x.parked.take());
+            if let Some(mem) = mem {
+                if let Err((e, mem)) = self.install_backing(a, mem) {
+                    if let Some(x) = self.allocs.get_mut(&a) {
+                        x.parked = Some(mem);
+                    }
+                    return Err(e);
+                }
+            }
+            for (i, va, first, pages) in self.mappings_of(a) {
+                let ptes = self.range_ptes(a, first, pages)?;
+                self.rewrite(i, va, &ptes)?;
+            }
+            return Ok(true);
         }
         let (bytes, staging) = (x.bytes, x.paged_out);
         let staging = staging.ok_or_else(|| bad(format!("{a:?} has no paged-out contents")))?;
@@ -2294,6 +2352,9 @@ impl Vidmm {
                 self.drop_aperture(m);
             }
             if let Some(mem) = x.backing {
+                self.m.vidmm_free(mem);
+            }
+            if let Some(mem) = x.parked {
                 self.m.vidmm_free(mem);
             }
             if let Some(staging) = x.paged_out {
