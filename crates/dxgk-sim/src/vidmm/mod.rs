@@ -1998,7 +1998,8 @@ impl Vidmm {
         let x = self.alloc_ref(a)?;
         let (pages, segment) = ((x.bytes / PAGE64) as usize, x.segment);
         let mem = self.acquire(pages, segment != 0)?;
-        self.install_backing(a, mem).map_err(|(e, mem)| {
+        self.install_backing(a, mem).map_err(|failed| {
+            let (e, mem) = *failed;
             self.m.vidmm_free(mem);
             e
         })
@@ -2011,10 +2012,10 @@ impl Vidmm {
         &mut self,
         a: AllocId,
         mem: VidmmMemory,
-    ) -> Result<(), (VidmmError, VidmmMemory)> {
+    ) -> Result<(), Box<(VidmmError, VidmmMemory)>> {
         let (segment, h, cpu) = match self.alloc_ref(a) {
             Ok(x) => (x.segment, x.h_allocation, x.map_cpu_visible),
-            Err(e) => return Err((e, mem)),
+            Err(e) => return Err(Box::new((e, mem))),
         };
         let mut map = None;
         if segment != 0 {
@@ -2028,7 +2029,7 @@ impl Vidmm {
                 if let Some(m) = map {
                     self.drop_aperture(m);
                 }
-                return Err((e, mem));
+                return Err(Box::new((e, mem)));
             }
         }
         if let Some(x) = self.allocs.get_mut(&a) {
@@ -2313,7 +2314,8 @@ impl Vidmm {
             // Evicted from an aperture segment: map the kept pages into a new range.
             let mem = self.allocs.get_mut(&a).and_then(|x| x.parked.take());
             if let Some(mem) = mem {
-                if let Err((e, mem)) = self.install_backing(a, mem) {
+                if let Err(failed) = self.install_backing(a, mem) {
+                    let (e, mem) = *failed;
                     if let Some(x) = self.allocs.get_mut(&a) {
                         x.parked = Some(mem);
                     }
