@@ -187,9 +187,12 @@ fn pool_boxes_and_spin_locks_initialize_in_place_or_free_their_block() {
             SpinLock::init_in_place(slot, |_| Err(NtError::DEVICE_NOT_READY))
         });
         assert_eq!(e.err(), Some(NtError::DEVICE_NOT_READY));
-        let other = Box::leak(Box::new(5u64));
-        let e = PoolBox::<u64>::try_new_in_place(&pool, TAG, |_| Ok(other));
+        let other = Box::into_raw(Box::new(5u64));
+        // SAFETY: `other` is a live, unaliased Box allocation until it is reclaimed below.
+        let e = PoolBox::<u64>::try_new_in_place(&pool, TAG, |_| Ok(unsafe { &mut *other }));
         assert_eq!(e.err(), Some(NtError::INVALID_PARAMETER));
+        // SAFETY: from Box::into_raw above, no reference to it remains.
+        drop(unsafe { Box::from_raw(other) });
     });
     assert_eq!(
         m.pool_allocation_count(),
