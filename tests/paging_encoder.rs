@@ -3,12 +3,14 @@
 //! path, the aperture GART, and refusal of malformed input. The device side is tested in the
 //! end-to-end suites.
 
+use dxgk::aperture_views::ApertureViews;
 use dxgk::device_memory::{MemoryPath, SystemMemory};
 use dxgk::handle::ProcessHandle;
 use dxgk::interface::DxgkInterface;
 use dxgk::irql::Passive;
 use dxgk::memory::MdlPages;
 use dxgk::paging::BuildPagingBuffer;
+use dxgk::pool::{Pool, PoolTag};
 use dxgk::NtError;
 use dxgk_sim::{Machine, MachineConfig};
 use dxgk_sys as sys;
@@ -548,8 +550,53 @@ fn map_aperture_segment2_maps_contiguous_and_page_list_adls_from_their_offset() 
             // SAFETY: valid buffers.
             unsafe { ctx.build_raw(&mut u) }.unwrap();
             assert_eq!(aperture.lookup(201), Some(7));
+
+            // Soft rgpu: the page registry follows MAP2 and UNMAP; a MAP2 without a
+            // CpuVisibleAddress is refused before the GART changes (the engine could not reach
+            // those pages).
+            let views = ApertureViews::new(&Pool::resolve(), PoolTag::new(*b"tVws"), 16).unwrap();
+            let soft = PagingContext {
+                views: Some(&views),
+                aperture: Some(&aperture),
+                asid_of: None,
+            };
+            let at = if contiguity == Contiguity::Require {
+                400
+            } else {
+                410
+            };
+            a.u.MapApertureSegment2.OffsetInPages = at;
+            a.u.MapApertureSegment2.NumberOfPages = 3;
+            // SAFETY: as above.
+            let r = unsafe { soft.build_raw(&mut a) };
+            assert_eq!(r, Err(NtError::INVALID_PARAMETER));
+            assert_eq!(aperture.lookup(at as u64), None);
+            let layout = std::alloc::Layout::from_size_align(4 * 4096, 4096).unwrap();
+            // SAFETY: a non-zero size.
+            let cpu = unsafe { std::alloc::alloc_zeroed(layout) };
+            a.u.MapApertureSegment2.CpuVisibleAddress = cpu.cast();
+            // SAFETY: as above; the CPU-visible pages outlive their registration.
+            unsafe { soft.build_raw(&mut a) }.unwrap();
+            assert_eq!(views.len(), 3);
+            // ADL page 1 (AdlOffset) is page 1 of the allocation's CPU view.
+            assert!(views.write(pages[1] << 12, b"soft"));
+            // SAFETY: 4 bytes inside the block, no reference to them elsewhere.
+            let got = unsafe { std::slice::from_raw_parts(cpu.wrapping_add(4096), 4) };
+            assert_eq!(got, b"soft");
+            u.u.UnmapApertureSegment.OffsetInPages = at;
+            // SAFETY: valid buffers.
+            unsafe { soft.build_raw(&mut u) }.unwrap();
+            assert!(
+                views.is_empty(),
+                "{contiguity:?}: UNMAP unregistered the pages"
+            );
+            drop(views);
+            // SAFETY: from alloc_zeroed with `layout`, no longer registered.
+            unsafe { std::alloc::dealloc(cpu, layout) };
+            a.u.MapApertureSegment2.CpuVisibleAddress = std::ptr::null_mut();
         }
         assert!(m.debug_contains("AdlOffset 1 + 4 pages past the ADL's 4 pages"));
+        assert!(m.debug_contains("without CpuVisibleAddress on a soft adapter"));
     });
 }
 

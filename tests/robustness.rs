@@ -7,19 +7,52 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use dxgk_sim::{AdapterId, Machine, PnpState, Vidmm};
+use dxgk_sim::{AdapterId, AllocSpec, Machine, MachineConfig, PnpState, Vidmm};
 use dxgk_sys as sys;
 
 const MIB: u64 = 1 << 20;
 
 mod support;
-use support::{boot, long_fill, machines};
+use support::{boot, boot_soft, long_fill, machines, soft_machines};
+
+/// The adapters the PnP and power scenarios run on: hardware in both IOMMU modes, then a soft
+/// adapter (WDDM 3.1, identity: a soft adapter does not opt in to remapping), with `true`.
+fn rigs() -> Vec<(MachineConfig, bool)> {
+    let soft = soft_machines().pop().map(|c| (c, true));
+    machines()
+        .into_iter()
+        .map(|c| (c, false))
+        .chain(soft)
+        .collect()
+}
+
+/// Boots a rig from [`rigs`].
+fn boot_rig(config: MachineConfig, soft: bool) -> (Machine, AdapterId) {
+    if soft {
+        boot_soft(config)
+    } else {
+        boot(config)
+    }
+}
+
+/// Where a rig's allocations go: system memory on hardware, the aperture on a soft adapter
+/// (the only memory its engine reaches).
+fn place(soft: bool, bytes: u64) -> AllocSpec {
+    AllocSpec {
+        segment: if soft {
+            rgpu::caps::APERTURE_SEGMENT_ID
+        } else {
+            0
+        },
+        ..AllocSpec::system(bytes)
+    }
+}
 
 /// Fill + transfer + verify in a fresh process: proves the adapter works.
-fn paging_works(v: &mut Vidmm, pattern: u32) {
+fn paging_works(v: &mut Vidmm, soft: bool, pattern: u32) {
     let p = v.create_process().expect("process");
-    let a = v.allocate(MIB).expect("alloc a");
-    let b = v.allocate(MIB).expect("alloc b");
+    let a = v.allocate_placed(place(soft, MIB)).expect("alloc a");
+    let b = v.allocate_placed(place(soft, MIB)).expect("alloc b");
     v.map(p, a, 0x10_0000_0000).expect("map a");
     v.map(p, b, 0x20_0000_0000).expect("map b");
     v.fill(a, 0, MIB, pattern).expect("fill");
@@ -55,11 +88,11 @@ fn ddis(m: &Machine) -> sys::DRIVER_INITIALIZATION_DATA {
 
 #[test]
 fn pnp_disable_enable_repeatedly_with_paging_between() {
-    for config in machines() {
-        let (m, id) = boot(config);
+    for (config, soft) in rigs() {
+        let (m, id) = boot_rig(config, soft);
         for round in 0..3u32 {
             let mut v = Vidmm::new(&m, id).expect("vidmm");
-            paging_works(&mut v, 0x1000_0000 + round);
+            paging_works(&mut v, soft, 0x1000_0000 + round);
             v.destroy().expect("vidmm teardown");
             assert_eq!(m.stop_adapter(id), sys::STATUS_SUCCESS);
             assert_eq!(
@@ -76,11 +109,11 @@ fn pnp_disable_enable_repeatedly_with_paging_between() {
 
 #[test]
 fn surprise_removal_in_the_middle_of_paging_work() {
-    for config in machines() {
-        let (m, id) = boot(config);
+    for (config, soft) in rigs() {
+        let (m, id) = boot_rig(config, soft);
         let mut v = Vidmm::new(&m, id).expect("vidmm");
         let p = v.create_process().unwrap();
-        let a = v.allocate(4 * MIB).unwrap();
+        let a = v.allocate_placed(place(soft, 4 * MIB)).unwrap();
         v.map(p, a, 0x40_0000_0000).unwrap();
         v.fill(a, 0, 4 * MIB, 0xABCD_EF01).unwrap();
         let ctx = m.adapter(id).context;
@@ -132,10 +165,10 @@ fn remove_while_work_is_pending() {
 
 #[test]
 fn power_d0_d3_d0_rebuilds_the_device_and_work_after_resume_completes() {
-    for config in machines() {
-        let (m, id) = boot(config);
+    for (config, soft) in rigs() {
+        let (m, id) = boot_rig(config, soft);
         let mut v = Vidmm::new(&m, id).expect("vidmm");
-        paging_works(&mut v, 0x2222_0001);
+        paging_works(&mut v, soft, 0x2222_0001);
         let ctx = m.adapter(id).context;
         let set_power = ddis(&m).DxgkDdiSetPowerState.unwrap();
         let begin = ddis(&m).DxgkDdiBeginExclusiveAccess.unwrap();
@@ -175,7 +208,7 @@ fn power_d0_d3_d0_rebuilds_the_device_and_work_after_resume_completes() {
             v.stats().build_calls > builds,
             "re-initialization went through the driver"
         );
-        paging_works(&mut v, 0x2222_0002);
+        paging_works(&mut v, soft, 0x2222_0002);
         v.destroy().unwrap();
         finish(&m, id);
         m.assert_clean();
@@ -196,7 +229,7 @@ fn tdr_after_a_fault_inside_a_paging_buffer_and_the_adapter_works_afterwards() {
         let r = v.transfer(a, b, MIB);
         assert!(r.is_err(), "the fault is reported, not swallowed: {r:?}");
         // The timeout path ran (ResetFromTimeout + RestartFromTimeout) and the adapter works.
-        paging_works(&mut v, 0x3333_0003);
+        paging_works(&mut v, false, 0x3333_0003);
         let _ = v.free(b);
         v.destroy().unwrap();
         finish(&m, id);
@@ -265,7 +298,7 @@ fn concurrent_ddis_while_paging_runs() {
         };
         let mut v = Vidmm::new(&m, id).expect("vidmm");
         for i in 0..3 {
-            paging_works(&mut v, 0x4444_0000 + i);
+            paging_works(&mut v, false, 0x4444_0000 + i);
         }
         stop.store(true, Ordering::Relaxed);
         assert!(interrupts.join().expect("interrupt thread") > 0);
@@ -365,7 +398,7 @@ fn reset_engine_reports_the_last_aborted_fence_and_the_engine_runs_afterwards() 
     for config in machines() {
         let (m, id) = boot(config);
         let mut v = Vidmm::new(&m, id).expect("vidmm");
-        paging_works(&mut v, 0x5555_0001);
+        paging_works(&mut v, false, 0x5555_0001);
         let last_fence = m
             .interrupt_notifications(id)
             .iter()
@@ -389,7 +422,7 @@ fn reset_engine_reports_the_last_aborted_fence_and_the_engine_runs_afterwards() 
             let s = unsafe { reset_engine(ctx, &mut bad) };
             assert_eq!(s, sys::STATUS_INVALID_PARAMETER);
         });
-        paging_works(&mut v, 0x5555_0002);
+        paging_works(&mut v, false, 0x5555_0002);
         v.destroy().unwrap();
         finish(&m, id);
         m.assert_clean();
@@ -401,7 +434,7 @@ fn preempt_command_is_answered_with_dma_preempted_once_the_ring_drains() {
     for config in machines() {
         let (m, id) = boot(config);
         let mut v = Vidmm::new(&m, id).expect("vidmm");
-        paging_works(&mut v, 0x5555_0003);
+        paging_works(&mut v, false, 0x5555_0003);
         let ctx = m.adapter(id).context;
         let preempt = ddis(&m).DxgkDdiPreemptCommand.unwrap();
         let call = |args: Option<&sys::DXGKARG_PREEMPTCOMMAND>| {
@@ -493,7 +526,7 @@ fn preempt_command_is_answered_with_dma_preempted_once_the_ring_drains() {
             0x0BAD_F00Du32.to_le_bytes()
         );
 
-        paging_works(&mut v, 0x5555_0004);
+        paging_works(&mut v, false, 0x5555_0004);
         v.destroy().unwrap();
         finish(&m, id);
         m.assert_clean();

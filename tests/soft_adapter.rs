@@ -109,10 +109,21 @@ fn an_injected_hang_stops_the_engine_until_the_tdr_reset_recovers_it() {
         let reset = d.DxgkDdiResetFromTimeout.unwrap();
         let restart = d.DxgkDdiRestartFromTimeout.unwrap();
         m.enter(|| {
+            assert_eq!(a.soft_engine_running(), Some(true));
             // SAFETY: the adapter's context.
             assert_eq!(unsafe { reset(ctx) }, sys::STATUS_SUCCESS);
+            assert_eq!(
+                a.soft_engine_running(),
+                Some(false),
+                "the TDR reset ends the thread"
+            );
             // SAFETY: as above.
             assert_eq!(unsafe { restart(ctx) }, sys::STATUS_SUCCESS);
+            assert_eq!(
+                a.soft_engine_running(),
+                Some(true),
+                "the restart starts a new one"
+            );
         });
         assert_eq!(preempt(&m, id, 6), sys::STATUS_SUCCESS);
         let got = wait_notifications(&m, id, before, 1);
@@ -140,7 +151,7 @@ fn power_down_and_up_and_surprise_removal_keep_the_soft_engine_consistent() {
         let d = m.registered_driver().unwrap();
         let set_power = d.DxgkDdiSetPowerState.unwrap();
         m.enter(|| {
-            for state in [sys::PowerDeviceD3, sys::PowerDeviceD0] {
+            for (state, running) in [(sys::PowerDeviceD3, false), (sys::PowerDeviceD0, true)] {
                 // SAFETY: the adapter context; DISPLAY_ADAPTER_HW_ID is the adapter itself.
                 let s = unsafe {
                     set_power(
@@ -151,6 +162,8 @@ fn power_down_and_up_and_surprise_removal_keep_the_soft_engine_consistent() {
                     )
                 };
                 assert_eq!(s, sys::STATUS_SUCCESS);
+                // D3 ends the engine's thread, D0 starts a new one.
+                assert_eq!(adapter(&m, id).soft_engine_running(), Some(running));
             }
         });
         // D0 reset, identified and reprogrammed the soft device: the engine runs again.

@@ -248,8 +248,9 @@ impl Adapter {
     }
 
     /// DxgkDdiSetPowerState for the adapter: D1–D3 quiesce the device (its memory and the
-    /// driver's state are kept); D0 resets, identifies and reprograms it (ring, fence write-back,
-    /// ASID roots). VidMm re-initializes the paging process's page tables after power-up.
+    /// driver's state are kept) and end a soft engine's thread; D0 resets, identifies and
+    /// reprograms it (ring, fence write-back, ASID roots) and starts the soft engine again.
+    /// VidMm re-initializes the paging process's page tables after power-up.
     pub fn set_power(&self, d0: bool) -> NtResult<()> {
         let Some(s) = self.hardware() else {
             // Not started (or removed): nothing to program; remember the state.
@@ -259,12 +260,57 @@ impl Adapter {
         if d0 {
             reset_and_identify(&s.mmio)?;
             self.restart_hardware()?;
+            self.resume_engine()?;
             self.powered_down.store(false, Ordering::Release);
         } else {
             s.quiesce();
+            // The device is off: so is the soft engine's thread (started again at D0).
+            self.end_engine();
             self.powered_down.store(true, Ordering::Release);
         }
         Ok(())
+    }
+
+    /// DxgkDdiResetFromTimeout: quiesces the device and, in soft mode, ends the engine thread
+    /// (RestartFromTimeout starts a new one). PASSIVE_LEVEL.
+    pub fn reset_from_timeout(&self) {
+        self.reset_hardware();
+        self.end_engine();
+    }
+
+    /// DxgkDdiRestartFromTimeout: reprograms the device after [`Adapter::reset_from_timeout`]
+    /// and, in soft mode, starts the engine thread again. PASSIVE_LEVEL.
+    pub fn restart_from_timeout(&self) -> NtResult<()> {
+        self.restart_hardware()?;
+        self.resume_engine()
+    }
+
+    /// Whether a soft engine thread runs: None on hardware (or when not started).
+    pub fn soft_engine_running(&self) -> Option<bool> {
+        let e = self.started.as_ref()?.engine.as_ref()?;
+        Some(!e.is_halted())
+    }
+
+    /// Ends the soft engine's thread, if any (the device is quiesced first). PASSIVE_LEVEL.
+    fn end_engine(&self) {
+        if let Some(e) = self.hardware().and_then(|s| s.engine.as_ref()) {
+            e.halt();
+        }
+    }
+
+    /// Starts the soft engine's thread again, if it was ended. PASSIVE_LEVEL.
+    fn resume_engine(&self) -> NtResult<()> {
+        let Some(e) = self.hardware().and_then(|s| s.engine.as_ref()) else {
+            return Ok(());
+        };
+        let passive = Passive::check()?;
+        e.resume(&self.pool, &passive).inspect_err(|err| {
+            rgpu_log!(
+                error,
+                "soft engine thread could not be started again: {}",
+                err
+            )
+        })
     }
 
     /// True while in D1–D3.

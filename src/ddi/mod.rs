@@ -200,6 +200,14 @@ impl AdapterContext {
         Ok(Self(h.as_non_null().cast::<Adapter>()))
     }
 
+    /// Another context for the same adapter, for a new engine thread (the invariants hold for it
+    /// as for `self`: the engine that owns it is halted before exclusive access and dropped
+    /// before RemoveDevice frees the adapter — `soft::engine::Engine` keeps it only to hand it
+    /// to the threads it starts, and never reaches the adapter through it itself).
+    pub fn again(&self) -> Self {
+        Self(self.0)
+    }
+
     /// The adapter.
     pub fn adapter(&self) -> &Adapter {
         // SAFETY: per the type's invariants, a live adapter with no `&mut` in use.

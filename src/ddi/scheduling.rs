@@ -117,14 +117,15 @@ pub(super) unsafe extern "system" fn ddi_format_history_buffer(
 }
 
 pub(super) unsafe extern "system" fn ddi_reset_from_timeout(h_adapter: HANDLE) -> NTSTATUS {
-    // SAFETY: Dxgkrnl passes the adapter handle from AddDevice. Register writes only.
-    let r = unsafe { adapter(h_adapter) }.map(Adapter::reset_hardware);
+    // SAFETY: Dxgkrnl passes the adapter handle from AddDevice. PASSIVE_LEVEL (it may join the
+    // soft engine's thread).
+    let r = unsafe { adapter(h_adapter) }.map(Adapter::reset_from_timeout);
     finish("ResetFromTimeout", r)
 }
 
 pub(super) unsafe extern "system" fn ddi_restart_from_timeout(h_adapter: HANDLE) -> NTSTATUS {
     // SAFETY: Dxgkrnl passes the adapter handle from AddDevice.
-    let r = unsafe { adapter(h_adapter) }.and_then(Adapter::restart_hardware);
+    let r = unsafe { adapter(h_adapter) }.and_then(Adapter::restart_from_timeout);
     finish("RestartFromTimeout", r)
 }
 

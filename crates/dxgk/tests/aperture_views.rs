@@ -187,9 +187,12 @@ fn pool_boxes_and_spin_locks_initialize_in_place_or_free_their_block() {
             SpinLock::init_in_place(slot, |_| Err(NtError::DEVICE_NOT_READY))
         });
         assert_eq!(e.err(), Some(NtError::DEVICE_NOT_READY));
-        let other = Box::leak(Box::new(5u64));
-        let e = PoolBox::<u64>::try_new_in_place(&pool, TAG, |_| Ok(other));
+        let other = Box::into_raw(Box::new(5u64));
+        // SAFETY: `other` is a live, unaliased Box allocation until it is reclaimed below.
+        let e = PoolBox::<u64>::try_new_in_place(&pool, TAG, |_| Ok(unsafe { &mut *other }));
         assert_eq!(e.err(), Some(NtError::INVALID_PARAMETER));
+        // SAFETY: from Box::into_raw above, no reference to it remains.
+        drop(unsafe { Box::from_raw(other) });
     });
     assert_eq!(
         m.pool_allocation_count(),
@@ -198,5 +201,81 @@ fn pool_boxes_and_spin_locks_initialize_in_place_or_free_their_block() {
     );
     assert!(m.pool_in_use().is_empty(), "and freed it");
     m.check_leaks();
+    m.assert_clean();
+}
+
+/// A MAP_APERTURE_SEGMENT2 with a contiguous ADL of 3 pages from `base`, mapping 2 of them
+/// from AdlOffset 1, with `cpu` as CpuVisibleAddress.
+fn map2_args(dma: &mut [u8], base: u64, cpu: sys::PVOID) -> sys::DXGKARG_BUILDPAGINGBUFFER {
+    let mut a = sys::DXGKARG_BUILDPAGINGBUFFER {
+        pDmaBuffer: dma.as_mut_ptr().cast(),
+        DmaSize: dma.len() as u32,
+        Operation: sys::DXGK_OPERATION_MAP_APERTURE_SEGMENT2,
+        ..Default::default()
+    };
+    let mut adl = sys::DXGK_ADL {
+        PageCount: 3,
+        ..Default::default()
+    };
+    adl.Flags.set_Contiguous(1);
+    adl.u.BasePageNumber = base as sys::DXGK_PAGE_NUMBER;
+    a.u.MapApertureSegment2 = sys::DXGKARG_BUILDPAGINGBUFFER_MapApertureSegment2 {
+        SegmentId: 1,
+        NumberOfPages: 2,
+        Adl: adl,
+        AdlOffset: 1,
+        CpuVisibleAddress: cpu,
+        ..Default::default()
+    };
+    a
+}
+
+#[test]
+fn cpu_visible_pages_of_map_aperture_segment2_are_reachable_at_their_adl_pages() {
+    let m = Machine::new(MachineConfig::windows_11_22h2());
+    m.enter(|| {
+        let layout = std::alloc::Layout::from_size_align(3 * 4096, 4096).unwrap();
+        // SAFETY: a non-zero size.
+        let cpu = unsafe { std::alloc::alloc_zeroed(layout) };
+        assert!(!cpu.is_null());
+        let views = ApertureViews::new(&Pool::resolve(), TAG, 8).unwrap();
+        let mut dma = [0u8; 16];
+        let register = |a: &mut sys::DXGKARG_BUILDPAGINGBUFFER| {
+            // SAFETY: every pointer in `a` is valid; the CPU-visible pages outlive the
+            // registry's use of them (unmapped below before they are freed).
+            let req = unsafe { BuildPagingBuffer::from_raw(a, 512) }.unwrap();
+            let Op::MapApertureSegment2(m) = req.op else {
+                panic!("decoded {:?}", req.op.operation());
+            };
+            let first = m.adl_offset as usize;
+            let pages = (first..first + m.pages).map(move |i| m.adl.page(i).unwrap());
+            (m.cpu_view, views.map_cpu(m.cpu_view.unwrap(), first, pages))
+        };
+        let mut a = map2_args(&mut dma, 0x5000, cpu.cast());
+        assert!(register(&mut a).1.is_ok());
+        assert_eq!(views.len(), 2);
+        // ADL page 0x5001 (AdlOffset 1) is page 1 of the allocation.
+        assert!(views.write((0x5001 << 12) + 16, b"remapped"));
+        // SAFETY: inside the 3-page block, no reference to it elsewhere.
+        let got = unsafe { std::slice::from_raw_parts(cpu.wrapping_add(4096 + 16), 8) };
+        assert_eq!(got, b"remapped");
+        assert!(!views.read(0x5000 << 12, &mut [0u8; 4]), "not mapped");
+        assert_eq!(views.unmap([0x5001, 0x5002].into_iter()), 2);
+        // A CPU-visible address that is not page aligned is refused, nothing registered.
+        let mut a = map2_args(&mut dma, 0x6000, cpu.wrapping_add(8).cast());
+        assert!(matches!(register(&mut a).1, Err(ViewError::CpuAddress(_))));
+        assert!(views.is_empty());
+        // No CpuVisibleAddress: the decode says so (a soft adapter refuses that MAP).
+        let mut a = map2_args(&mut dma, 0x6000, std::ptr::null_mut());
+        // SAFETY: every pointer in `a` is valid (a NULL CpuVisibleAddress is never read).
+        let req = unsafe { BuildPagingBuffer::from_raw(&mut a, 512) }.unwrap();
+        let Op::MapApertureSegment2(m2) = req.op else {
+            panic!("decoded {:?}", req.op.operation());
+        };
+        assert!(m2.cpu_view.is_none());
+        drop(views);
+        // SAFETY: from alloc_zeroed with `layout`, no longer registered.
+        unsafe { std::alloc::dealloc(cpu, layout) };
+    });
     m.assert_clean();
 }

@@ -210,6 +210,7 @@ impl Mm {
 
     /// Drops the system-VA mapping of `mdl`, if there is one, and returns its VA.
     pub(crate) fn take_sys_map_of(&mut self, mdl: usize) -> Option<usize> {
+        self.purge_system_maps_of(mdl);
         let va = self
             .sys_maps
             .iter()
@@ -218,6 +219,23 @@ impl Mm {
         self.sys_maps.remove(&va);
         self.system_mdl_maps.remove(&va);
         Some(va)
+    }
+
+    /// Drops the mappings recorded for a system-owned MDL at address `mdl`: such a mapping goes
+    /// with its MDL, and an MDL at that address now is that one being freed or a new one (the
+    /// host reused the address after the system freed the old MDL without the simulator seeing
+    /// it, e.g. outside `Machine::enter`).
+    pub(crate) fn purge_system_maps_of(&mut self, mdl: usize) {
+        let stale: Vec<usize> = self
+            .sys_maps
+            .iter()
+            .filter(|(va, m)| m.0 == mdl && self.system_mdl_maps.contains(*va))
+            .map(|(va, _)| *va)
+            .collect();
+        for va in stale {
+            self.sys_maps.remove(&va);
+            self.system_mdl_maps.remove(&va);
+        }
     }
 
     /// The host page behind physical page `pfn`.
@@ -458,6 +476,9 @@ pub extern "system" fn MmMapLockedPagesSpecifyCache(
     let mut mem = m.mem();
     let mm = &mut mem.mm;
     let mut system_mdl = false;
+    // The MDL is not mapped (checked above): a mapping still recorded at its address is a
+    // system MDL's that went with it.
+    mm.purge_system_maps_of(mdl as usize);
     let base = if let Some(a) = mm.pages_mdls.get(&(mdl as usize)) {
         a.region.base
     } else if mm.driver_mdls.contains_key(&(mdl as usize)) {
