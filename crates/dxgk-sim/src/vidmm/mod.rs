@@ -2568,6 +2568,9 @@ impl Vidmm {
                 if let Some(mem) = x.backing {
                     self.m.vidmm_free(mem);
                 }
+                if let Some(mem) = x.parked {
+                    self.m.vidmm_free(mem);
+                }
             }
         }
         if let Some(d) = self.dummy.take() {
