@@ -7,7 +7,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use dxgk_sim::{AdapterId, AllocSpec, Machine, MachineConfig, PnpState, Vidmm};
+use dxgk_sim::{AdapterId, AllocSpec, Machine, MachineConfig, PnpState, Vidmm, VidmmError};
 use dxgk_sys as sys;
 
 const MIB: u64 = 1 << 20;
@@ -215,21 +215,40 @@ fn power_d0_d3_d0_rebuilds_the_device_and_work_after_resume_completes() {
     }
 }
 
+/// A transfer from an evicted allocation is refused by VidMm before any paging buffer is
+/// built (hardware and soft alike), and leaves the adapter working. On a soft adapter a paging
+/// buffer that does reach the device with an address its engine was never given (VidMm's own
+/// system memory: no MDL reached the driver) faults inside the paging buffer, and the TDR that
+/// follows leaves the adapter working. (On hardware, device faults inside paging and DMA
+/// buffers and their TDRs are `paging_e2e`'s isolation tests.)
 #[test]
 fn tdr_after_a_fault_inside_a_paging_buffer_and_the_adapter_works_afterwards() {
-    for config in machines() {
-        let (m, id) = boot(config);
+    for (config, soft) in rigs() {
+        let (m, id) = boot_rig(config, soft);
         let mut v = Vidmm::new(&m, id).expect("vidmm");
         let p = v.create_process().unwrap();
-        let a = v.allocate(MIB).unwrap();
+        let a = v.allocate_placed(place(soft, MIB)).unwrap();
         v.map(p, a, 0x60_0000_0000).unwrap();
         v.evict(a).unwrap();
-        // A transfer from an evicted allocation: the paging buffer's COPY faults in the device.
-        let b = v.allocate(MIB).unwrap();
+        let b = v.allocate_placed(place(soft, MIB)).unwrap();
         let r = v.transfer(a, b, MIB);
-        assert!(r.is_err(), "the fault is reported, not swallowed: {r:?}");
-        // The timeout path ran (ResetFromTimeout + RestartFromTimeout) and the adapter works.
-        paging_works(&mut v, false, 0x3333_0003);
+        assert!(
+            matches!(r, Err(VidmmError::Evicted(x)) if x == a),
+            "soft {soft}: {r:?}"
+        );
+        if soft {
+            let foreign = v.allocate(4096).unwrap();
+            v.map(p, foreign, 0x70_0000_0000).unwrap();
+            let e = v.fill(foreign, 0, 4096, 0x1234_5678).unwrap_err();
+            assert!(matches!(e, VidmmError::DeviceFault { .. }), "{e:?}");
+            assert_eq!(
+                v.stats().resets,
+                1,
+                "the paging buffer's fault was recovered by a TDR"
+            );
+            v.free(foreign).unwrap();
+        }
+        paging_works(&mut v, soft, 0x3333_0003);
         let _ = v.free(b);
         v.destroy().unwrap();
         finish(&m, id);
@@ -238,8 +257,8 @@ fn tdr_after_a_fault_inside_a_paging_buffer_and_the_adapter_works_afterwards() {
 
 #[test]
 fn concurrent_ddis_while_paging_runs() {
-    for config in machines() {
-        let (m, id) = boot(config);
+    for (config, soft) in rigs() {
+        let (m, id) = boot_rig(config, soft);
         let stop = Arc::new(AtomicBool::new(false));
         let ctx = m.adapter(id).context as usize;
         let d = ddis(&m);
@@ -298,7 +317,7 @@ fn concurrent_ddis_while_paging_runs() {
         };
         let mut v = Vidmm::new(&m, id).expect("vidmm");
         for i in 0..3 {
-            paging_works(&mut v, false, 0x4444_0000 + i);
+            paging_works(&mut v, soft, 0x4444_0000 + i);
         }
         stop.store(true, Ordering::Relaxed);
         assert!(interrupts.join().expect("interrupt thread") > 0);
