@@ -20,6 +20,8 @@ options:
 simulator backend (not Windows):
   --iommu MODE        identity (WDDM 2.4, Windows 10 1803) or remapped (WDDM 3.1, default)
   --no-rgpu-hardware  no rgpu device behind the simulated adapter (start fails: no adapter)
+  --soft              a root-enumerated ROOT\\RGPU instead (no resources: the driver runs soft
+                      rgpu; found by its driver description); IOMMU identity unless --iommu
 exit codes: 0 pass, 1 fail, 2 usage, 3 no rgpu adapter";
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -39,8 +41,10 @@ struct Args {
 #[derive(Default)]
 #[cfg_attr(windows, allow(dead_code))]
 struct SimArgs {
-    identity_iommu: bool,
+    /// `--iommu`, if given: identity (true) or remapped.
+    identity_iommu: Option<bool>,
     no_hardware: bool,
+    soft: bool,
 }
 
 fn parse_size(s: &str) -> Option<u64> {
@@ -76,11 +80,12 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
             }
             "-q" | "--quiet" => a.quiet = true,
             "--iommu" => match args.next().as_deref() {
-                Some("identity") => a.sim.identity_iommu = true,
-                Some("remapped") => a.sim.identity_iommu = false,
+                Some("identity") => a.sim.identity_iommu = Some(true),
+                Some("remapped") => a.sim.identity_iommu = Some(false),
                 _ => return Err("--iommu needs identity or remapped".into()),
             },
             "--no-rgpu-hardware" => a.sim.no_hardware = true,
+            "--soft" => a.sim.soft = true,
             other => return Err(format!("unknown option {other:?}")),
         }
     }
@@ -109,12 +114,15 @@ fn run(a: &Args) -> Verdict {
     use rgpu_kmt::selftest::{Cause, Failure};
     use rgpu_kmt::sim::{IommuMode, SimConfig, SimKmt};
     let config = SimConfig {
-        iommu: if a.sim.identity_iommu {
+        // A soft adapter does not opt in to DMA remapping (SimConfig::soft): identity unless
+        // --iommu says otherwise.
+        iommu: if a.sim.identity_iommu.unwrap_or(a.sim.soft) {
             IommuMode::Identity
         } else {
             IommuMode::Remapped
         },
         rgpu_hardware: !a.sim.no_hardware,
+        soft: a.sim.soft,
     };
     let mut k = match SimKmt::boot(config) {
         Ok(k) => k,

@@ -15,7 +15,8 @@
 //! * The simulated Dxgkrnl has no QueryAdapterInfo: [`Kmt::query_device_ids`] answers with the
 //!   PCI IDs the rgpu INF binds ([`crate::RGPU_PCI_VENDOR_ID`]), which is what the simulated
 //!   machine's adapter stands for, and [`Kmt::query_driver_description`] with that device's
-//!   description from `inf/rgpu.inx` ([`SIM_DRIVER_DESCRIPTION`]).
+//!   description from `inf/rgpu.inx` ([`SIM_DRIVER_DESCRIPTION`]); a root-enumerated adapter
+//!   ([`SimConfig::soft`]) answers no PCI IDs and [`SIM_ROOT_DRIVER_DESCRIPTION`].
 //! * Everything is synchronous (the front end's own gaps, see `dxgk_sim::kmt`): a wait on a
 //!   fence nothing will signal times out at once.
 
@@ -34,9 +35,12 @@ use crate::{
     STATUS_INVALID_PARAMETER,
 };
 
-/// The driver description the simulated adapter reports: `rgpu.DeviceDesc` of `inf/rgpu.inx`,
-/// the PCI device the simulated adapter stands for.
+/// The driver description the simulated PCI adapter reports: `rgpu.DeviceDesc` of
+/// `inf/rgpu.inx`, the PCI device it stands for.
 pub const SIM_DRIVER_DESCRIPTION: &str = "rgpu render-only GPU";
+/// The driver description the simulated root-enumerated adapter ([`SimConfig::soft`])
+/// reports: `rgpu.TestDeviceDesc` of `inf/rgpu.inx`.
+pub const SIM_ROOT_DRIVER_DESCRIPTION: &str = "rgpu render-only GPU (root-enumerated test device)";
 
 /// Which simulated machine to boot.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -44,9 +48,16 @@ pub struct SimConfig {
     /// IOMMU model: WDDM 2.4 isolation (identity; Windows 10 1803) or WDDM 3.x DMA remapping
     /// (Windows 11 22H2).
     pub iommu: IommuMode,
-    /// Whether an rgpu device sits behind the adapter. Without one (a root-enumerated
-    /// `ROOT\RGPU` with no hardware) the driver fails StartDevice and there is no adapter.
+    /// Whether an rgpu device sits behind the adapter's register BAR. Without one (a BAR with
+    /// no rgpu behind it) the driver fails StartDevice and there is no adapter.
     pub rgpu_hardware: bool,
+    /// A root-enumerated `ROOT\RGPU` instead: no resources at all, so the driver runs soft
+    /// rgpu (the device model in the driver; `rgpu_hardware` is then ignored). It does not opt
+    /// in to DMA remapping, so use [`IommuMode::Identity`]: with `Remapped` the simulated
+    /// VidMm refuses it, as Dxgkrnl maps such an adapter 1:1. It reports no PCI IDs (zeros:
+    /// what Windows reports for a root-enumerated adapter is not documented) and the INF's
+    /// `rgpu.TestDeviceDesc`, so a client finds it by its driver description.
+    pub soft: bool,
 }
 
 impl Default for SimConfig {
@@ -54,6 +65,7 @@ impl Default for SimConfig {
         Self {
             iommu: IommuMode::Remapped,
             rgpu_hardware: true,
+            soft: false,
         }
     }
 }
@@ -68,6 +80,8 @@ pub struct SimKmt {
     /// Every live handle this backend returned → the simulated process it belongs to.
     owners: HashMap<D3dkmtHandle, ClientId>,
     name: String,
+    /// The adapter is root-enumerated ([`SimConfig::soft`]).
+    root: bool,
 }
 
 /// What [`SimKmt::shutdown`] found.
@@ -114,7 +128,9 @@ impl SimKmt {
             "simulator ({}, {:?} IOMMU{})",
             mc.name,
             config.iommu,
-            if config.rgpu_hardware {
+            if config.soft {
+                ", root-enumerated: soft rgpu"
+            } else if config.rgpu_hardware {
                 ""
             } else {
                 ", no rgpu hardware"
@@ -125,11 +141,15 @@ impl SimKmt {
         if s != dxgk_sys::STATUS_SUCCESS {
             return Err(format!("rgpu's DriverEntry returned {}", Status(s)));
         }
-        let id = m.add_adapter(AdapterConfig {
-            device: config
-                .rgpu_hardware
-                .then(|| Box::new(RgpuDevice::new()) as _),
-        });
+        let id = if config.soft {
+            m.add_root_adapter()
+        } else {
+            m.add_adapter(AdapterConfig {
+                device: config
+                    .rgpu_hardware
+                    .then(|| Box::new(RgpuDevice::new()) as _),
+            })
+        };
         let start_status = Status(m.start_adapter(id));
         let k = if start_status.is_success() {
             let v = Vidmm::new(&m, id).map_err(|e| format!("VidMm on the started adapter: {e}"))?;
@@ -144,6 +164,7 @@ impl SimKmt {
             start_status,
             owners: HashMap::new(),
             name,
+            root: config.soft,
         })
     }
 
@@ -240,6 +261,10 @@ impl Kmt for SimKmt {
     fn query_device_ids(&mut self, adapter: Adapter) -> KmtResult<DeviceIds> {
         // No QueryAdapterInfo in the simulated Dxgkrnl (module documentation, known gaps).
         self.owner("D3DKMTQueryAdapterInfo", adapter.0)?;
+        if self.root {
+            // No PCI configuration space behind a root-enumerated device (SimConfig::soft).
+            return Ok(DeviceIds::default());
+        }
         Ok(DeviceIds {
             vendor_id: RGPU_PCI_VENDOR_ID,
             device_id: RGPU_PCI_DEVICE_ID,
@@ -250,7 +275,12 @@ impl Kmt for SimKmt {
     fn query_driver_description(&mut self, adapter: Adapter) -> KmtResult<String> {
         // No QueryAdapterInfo in the simulated Dxgkrnl (module documentation, known gaps).
         self.owner("D3DKMTQueryAdapterInfo", adapter.0)?;
-        Ok(SIM_DRIVER_DESCRIPTION.to_owned())
+        Ok(if self.root {
+            SIM_ROOT_DRIVER_DESCRIPTION
+        } else {
+            SIM_DRIVER_DESCRIPTION
+        }
+        .to_owned())
     }
 
     fn close_adapter(&mut self, adapter: Adapter) -> KmtResult<()> {

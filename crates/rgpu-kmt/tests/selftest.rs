@@ -16,6 +16,7 @@ fn boot(iommu: IommuMode) -> SimKmt {
     SimKmt::boot(SimConfig {
         iommu,
         rgpu_hardware: true,
+        soft: false,
     })
     .expect("boot")
 }
@@ -66,6 +67,7 @@ fn a_machine_without_rgpu_hardware_is_no_rgpu_adapter_not_a_failure() {
     let mut k = SimKmt::boot(SimConfig {
         iommu: IommuMode::Remapped,
         rgpu_hardware: false,
+        soft: false,
     })
     .unwrap();
     assert!(!k.start_status().is_success(), "the start must fail");
@@ -338,6 +340,31 @@ fn a_root_enumerated_adapter_is_recognised_by_its_inf_description_then_the_ident
     assert_eq!(v.exit_code(), EXIT_NO_ADAPTER, "{v}");
     assert!(v.to_string().contains("is 0000:0000"), "{v}");
     assert_eq!(escapes, 0);
+}
+
+#[test]
+fn the_selftest_passes_on_a_root_enumerated_soft_adapter_found_by_its_driver_description() {
+    let mut k = SimKmt::boot(SimConfig {
+        iommu: IommuMode::Identity,
+        rgpu_hardware: false,
+        soft: true,
+    })
+    .expect("boot");
+    assert!(k.start_status().is_success(), "a root device starts soft");
+    assert!(k.machine().debug_contains("soft rgpu"));
+    let (v, log) = run(&mut k, &Options::default());
+    assert_eq!(v.exit_code(), 0, "{v}\n{log}");
+    assert!(
+        log.contains(&format!(
+            "(driver description \"{}\")",
+            rgpu_kmt::sim::SIM_ROOT_DRIVER_DESCRIPTION
+        )),
+        "{log}"
+    );
+    let Verdict::Pass(s) = &v else { panic!("{v}") };
+    let want: u64 = DEFAULT_SIZES.iter().sum::<u64>() + 3 * 64 * 1024;
+    assert_eq!(s.bytes_verified, want, "{log}");
+    assert_clean(k);
 }
 
 #[test]
