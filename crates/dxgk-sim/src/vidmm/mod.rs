@@ -2262,7 +2262,7 @@ impl Vidmm {
     ///
     /// In an aperture segment the backing store is system memory already: the mappings' PTEs
     /// are invalidated, the aperture range is unmapped (UNMAP_APERTURE_SEGMENT) and the pages
-    /// are kept, with no transfer ([`Allocation::parked`]).
+    /// are kept, with no transfer (Windows unmaps an allocation evicted from an aperture).
     pub fn evict(&mut self, a: AllocId) -> VidmmResult<()> {
         self.backing(a)?;
         let (bytes, segment) = {
