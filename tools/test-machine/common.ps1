@@ -133,24 +133,14 @@ function Get-RgpuRootDevice {
     return $devices[0]
 }
 
-# te.exe (TAEF): from PATH, else from the WDK's Testing\Runtimes\TAEF\x64. $null if absent.
-function Find-TaefTool([string]$Name) {
+# A tool from PATH, else from a folder under the installed WDK (`Windows Kits\10\<Folder>`):
+# te.exe from Testing\Runtimes\TAEF\x64, kd.exe from Debuggers\x64. $null if absent.
+function Find-KitTool([string]$Name, [string]$Folder) {
     $command = Get-Command $Name -ErrorAction SilentlyContinue
     if ($command) { return $command.Source }
     $kits = ${env:ProgramFiles(x86)}
     if (-not $kits) { return $null }
-    $path = Join-Path $kits "Windows Kits\10\Testing\Runtimes\TAEF\x64\$Name"
-    if (Test-Path $path) { return $path }
-    return $null
-}
-
-# kd.exe (Debugging Tools for Windows): from PATH, else from Windows Kits\10\Debuggers\x64.
-function Find-DebuggerTool([string]$Name) {
-    $command = Get-Command $Name -ErrorAction SilentlyContinue
-    if ($command) { return $command.Source }
-    $kits = ${env:ProgramFiles(x86)}
-    if (-not $kits) { return $null }
-    $path = Join-Path $kits "Windows Kits\10\Debuggers\x64\$Name"
+    $path = Join-Path $kits "Windows Kits\10\$Folder\$Name"
     if (Test-Path $path) { return $path }
     return $null
 }

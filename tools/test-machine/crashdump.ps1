@@ -109,7 +109,7 @@ switch ($PSCmdlet.ParameterSetName) {
             $DumpPath = ($candidates | Sort-Object -Property LastWriteTime -Descending | Select-Object -First 1).FullName
         }
         Write-Host "$DumpPath ($((Get-Item $DumpPath).LastWriteTime))"
-        $kd = Find-DebuggerTool 'kd.exe'
+        $kd = Find-KitTool 'kd.exe' 'Debuggers\x64'
         if (-not $kd) { throw 'kd.exe not found: install the Debugging Tools for Windows (WDK / Windows SDK) or put kd.exe on PATH.' }
         $package = (Resolve-Path $PackageDir).Path
         New-Item -ItemType Directory -Force -Path $SymbolCache | Out-Null

@@ -150,7 +150,7 @@ if ($Suites -contains 'Selftest') {
 $devfund = @($DevFundTests | Where-Object { $Suites -contains $_.Suite })
 if ($devfund.Count -gt 0) {
     Write-Step 'WDTF Device Fundamentals'
-    $te = Find-TaefTool 'te.exe'
+    $te = Find-KitTool 'te.exe' 'Testing\Runtimes\TAEF\x64'
     $devfundDir = Join-Path ${env:ProgramFiles(x86)} 'Windows Kits\10\Testing\Tests\Additional Tests\x64\DevFund'
     if (-not $te) { throw 'te.exe not found: install the WDK test runtimes (TAEF) and put Testing\Runtimes\TAEF\x64 on PATH.' }
     if (-not (Test-Path $devfundDir)) { throw "$devfundDir not found: the WDK's DevFund tests are not installed." }

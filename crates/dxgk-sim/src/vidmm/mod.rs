@@ -2559,19 +2559,10 @@ impl Vidmm {
         if let Some(b) = self.buffer.take() {
             self.m.vidmm_free(b);
         }
+        // Every allocation left, with no paging work (a page-out target goes with its owner).
         let allocs: Vec<AllocId> = self.allocs.keys().copied().collect();
         for a in allocs {
-            if let Some(x) = self.allocs.remove(&a) {
-                if let Some(m) = x.aperture {
-                    self.drop_aperture(m);
-                }
-                if let Some(mem) = x.backing {
-                    self.m.vidmm_free(mem);
-                }
-                if let Some(mem) = x.parked {
-                    self.m.vidmm_free(mem);
-                }
-            }
+            self.release(a);
         }
         if let Some(d) = self.dummy.take() {
             self.m.vidmm_free(d);
