@@ -335,3 +335,46 @@ fn a_root_page_table_in_the_aperture_is_programmed_at_the_logical_page_the_gart_
         finish(&m, id);
     }
 }
+
+/// Where soft rgpu does not run, and how it says so. A soft adapter never opts in to DMA
+/// remapping (root-enumerated: known at AddDevice), so:
+/// * on a Windows 11 machine whose IOMMU remaps, it starts (its own memory from the WDDM 2.4
+///   callbacks) but VidMm cannot place the paging process in the aperture: MDL pages are not
+///   device addresses under a remapping IOMMU, a configuration Windows does not give an adapter
+///   that did not opt in (it maps such an adapter 1:1). VidMm's set-up fails with a precise
+///   error and stop / remove / unload leave nothing behind;
+/// * on a machine with memory above the 40-bit reach rgpu reports, Dxgkrnl refuses the start
+///   (STATUS_NOT_SUPPORTED), as for any adapter that cannot reach all memory without remapping.
+#[test]
+fn a_soft_adapter_is_refused_cleanly_where_it_would_need_dma_remapping() {
+    use dxgk_sim::{IommuMode, MachineConfig, Vidmm, VidmmError};
+    let config = MachineConfig::windows_11_22h2().with_iommu(IommuMode::Remapped);
+    let (m, id) = boot_soft(config);
+    assert!(
+        m.debug_contains("WDDM 2.4 MDL pages"),
+        "no remapping opt-in"
+    );
+    match Vidmm::new(&m, id) {
+        Err(VidmmError::Unsupported(why)) => {
+            assert!(
+                why.contains("no DMA remapping, but the IOMMU remaps"),
+                "{why}"
+            )
+        }
+        Err(e) => panic!("{e:?}"),
+        Ok(_) => panic!("VidMm set up a soft adapter on a remapping IOMMU"),
+    }
+    finish(&m, id);
+
+    let config = MachineConfig::windows_11_22h2()
+        .with_iommu(IommuMode::Identity)
+        .with_physical_base(1 << 40);
+    let m = Machine::new(config);
+    assert_eq!(m.load_driver(rgpu::ddi::DriverEntry), sys::STATUS_SUCCESS);
+    let id = m.add_root_adapter();
+    assert_eq!(m.start_adapter(id), sys::STATUS_NOT_SUPPORTED);
+    assert!(m.debug_contains("adapter refused"));
+    m.unload_driver();
+    m.check_leaks();
+    m.assert_clean();
+}
