@@ -13,7 +13,7 @@ use dxgk_sys as sys;
 const MIB: u64 = 1 << 20;
 
 mod support;
-use support::{boot, boot_soft, long_fill, machines, soft_machines};
+use support::{boot, boot_soft, long_fill, machines, set_adapter_power, soft_machines};
 
 /// The adapters the PnP and power scenarios run on: hardware in both IOMMU modes, then a soft
 /// adapter (WDDM 3.1, identity: a soft adapter does not opt in to remapping), with `true`.
@@ -175,16 +175,7 @@ fn power_d0_d3_d0_rebuilds_the_device_and_work_after_resume_completes() {
         let end = ddis(&m).DxgkDdiEndExclusiveAccess.unwrap();
         m.enter(|| {
             for state in [sys::PowerDeviceD3, sys::PowerDeviceD0] {
-                // SAFETY: the adapter context; DISPLAY_ADAPTER_HW_ID is the adapter itself.
-                let s = unsafe {
-                    set_power(
-                        ctx,
-                        rgpu::ddi::DISPLAY_ADAPTER_HW_ID,
-                        state,
-                        sys::POWER_ACTION(0),
-                    )
-                };
-                assert_eq!(s, sys::STATUS_SUCCESS);
+                assert_eq!(set_adapter_power(&m, id, state), sys::STATUS_SUCCESS);
             }
             // The IOMMU-isolation bracket Dxgkrnl uses when it attaches the domain.
             let mut b = sys::DXGKARG_BEGINEXCLUSIVEACCESS::default();
@@ -374,19 +365,9 @@ fn systematic_fault_injection_over_each_scenario() {
             let id = m.add_adapter(support::rgpu_adapter());
             let status = m.start_adapter(id);
             if status >= 0 {
-                let ctx = m.adapter(id).context;
-                let set_power = m.registered_driver().unwrap().DxgkDdiSetPowerState.unwrap();
                 m.enter(|| {
                     for state in [sys::PowerDeviceD3, sys::PowerDeviceD0] {
-                        // SAFETY: the adapter context.
-                        let _ = unsafe {
-                            set_power(
-                                ctx,
-                                rgpu::ddi::DISPLAY_ADAPTER_HW_ID,
-                                state,
-                                sys::POWER_ACTION(0),
-                            )
-                        };
+                        let _ = set_adapter_power(m, id, state);
                     }
                 });
                 m.stop_adapter(id);

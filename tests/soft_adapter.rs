@@ -8,7 +8,7 @@ use dxgk_sim::{AdapterId, InterruptNotification, Machine, PnpState};
 use dxgk_sys as sys;
 
 mod support;
-use support::{boot_soft, machines};
+use support::{boot_soft, machines, set_adapter_power};
 
 /// Loads rgpu and starts one root-enumerated adapter.
 /// The driver's adapter behind `id`'s MiniportDeviceContext.
@@ -149,19 +149,9 @@ fn power_down_and_up_and_surprise_removal_keep_the_soft_engine_consistent() {
         let (m, id) = boot_soft(config);
         let ctx = m.adapter(id).context;
         let d = m.registered_driver().unwrap();
-        let set_power = d.DxgkDdiSetPowerState.unwrap();
         m.enter(|| {
             for (state, running) in [(sys::PowerDeviceD3, false), (sys::PowerDeviceD0, true)] {
-                // SAFETY: the adapter context; DISPLAY_ADAPTER_HW_ID is the adapter itself.
-                let s = unsafe {
-                    set_power(
-                        ctx,
-                        rgpu::ddi::DISPLAY_ADAPTER_HW_ID,
-                        state,
-                        sys::POWER_ACTION(0),
-                    )
-                };
-                assert_eq!(s, sys::STATUS_SUCCESS);
+                assert_eq!(set_adapter_power(&m, id, state), sys::STATUS_SUCCESS);
                 // D3 ends the engine's thread, D0 starts a new one.
                 assert_eq!(adapter(&m, id).soft_engine_running(), Some(running));
             }

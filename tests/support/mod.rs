@@ -125,3 +125,27 @@ pub fn long_fill(v: &mut dxgk_sim::Vidmm, cmd_va: u64, pattern: u32) -> LongFill
         page,
     }
 }
+
+/// DxgkDdiSetPowerState of the adapter itself (`DISPLAY_ADAPTER_HW_ID`) to `state`, as Dxgkrnl
+/// sends it for a device power transition. Call it inside `m.enter`.
+pub fn set_adapter_power(
+    m: &Machine,
+    id: AdapterId,
+    state: sys::DEVICE_POWER_STATE,
+) -> sys::NTSTATUS {
+    let set_power = m
+        .registered_driver()
+        .expect("rgpu registered")
+        .DxgkDdiSetPowerState
+        .expect("DxgkDdiSetPowerState");
+    // SAFETY: the adapter's context (live while the adapter is); DISPLAY_ADAPTER_HW_ID names
+    // the adapter itself.
+    unsafe {
+        set_power(
+            m.adapter(id).context,
+            rgpu::ddi::DISPLAY_ADAPTER_HW_ID,
+            state,
+            sys::POWER_ACTION(0),
+        )
+    }
+}
